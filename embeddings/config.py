@@ -1,0 +1,44 @@
+"""Settings of the embedding stage: memory budget, methods the planner may use, DSL.
+
+Example:
+    >>> EmbeddingsConfig(compression_ratio=10).default_dim
+    16
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DSLConfig(_Strict):
+    """Dynamic Sparse Learning: sparse from step 0 under a fixed budget of active weights."""
+
+    enabled: bool = False
+    density: float = Field(default=0.2, gt=0.0, le=1.0, description="active share of each table's weights")
+    update_every: int = Field(default=100, ge=1, description="ΔT: steps between prune/grow updates")
+    initial_exchange: float = Field(default=0.3, ge=0.0, le=1.0, description="fraction of active weights exchanged at the first update")
+    end_fraction: float = Field(default=0.8, gt=0.0, le=1.0, description="share of training after which no more exchange happens")
+    init: str = Field(default="frequency", description="mask initialisation: random | frequency")
+
+
+class EmbeddingsConfig(_Strict):
+    """How embedding tables are sized. Give either `budget_bytes` or `compression_ratio` (or neither: dense)."""
+
+    default_dim: int = Field(default=16, ge=1)
+    budget_bytes: int | None = Field(default=None, gt=0)
+    compression_ratio: float | None = Field(default=None, ge=1.0)
+    methods: list[str] = Field(default_factory=lambda: ["dense", "hashing", "qr", "mixed_dim", "int8", "int4", "drop"])
+    max_rows: int | None = Field(default=None, ge=1, description="cap on rows of any one table")
+    dsl: DSLConfig = Field(default_factory=DSLConfig)
+    optimizer: str = Field(default="rowwise_adagrad", description="fused sparse optimizer: rowwise_adagrad | sgd | adam")
+    learning_rate: float = Field(default=0.05, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "EmbeddingsConfig":
+        if self.budget_bytes is not None and self.compression_ratio is not None:
+            raise ValueError("give either budget_bytes or compression_ratio, not both")
+        return self

@@ -1,0 +1,137 @@
+"""Dataset declarations and feature-stage settings (pydantic models, unknown keys rejected).
+
+A dataset is declared in YAML; no column name is hard-coded in library code.
+
+Example:
+    >>> ds = DatasetConfig(path="data/sample/ctr/train.tsv.gz", format="tsv", kind="ctr",
+    ...                    roles=ColumnRoles(label="label", dense=["I1"], categorical=["C1"]))
+    >>> ds.roles.label
+    'label'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+DatasetKind = Literal["ctr", "sessions", "interactions"]
+FileFormat = Literal["csv", "tsv", "parquet"]
+
+
+class ColumnRoles(StrictModel):
+    """Which column plays which role. Only the roles that the dataset kind needs are required."""
+
+    label: str | None = None
+    dense: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    multi_valued: list[str] = Field(default_factory=list, description="columns holding several ids separated by `separator`")
+    separator: str = " "
+    session_id: str | None = None
+    user_id: str | None = None
+    item_id: str | None = None
+    timestamp: str | None = None
+
+
+class ItemTableConfig(StrictModel):
+    """The item-metadata table of a `sessions` / `interactions` dataset."""
+
+    path: Path
+    format: FileFormat = "csv"
+    header: bool = True
+    item_id: str = "item_id"
+    categorical: list[str] = Field(default_factory=list)
+    multi_valued: list[str] = Field(default_factory=list)
+    separator: str = " "
+
+
+class DatasetConfig(StrictModel):
+    """A raw dataset: where it is, how it is written, and the role of each column."""
+
+    name: str = "dataset"
+    path: Path
+    format: FileFormat = "tsv"
+    kind: DatasetKind
+    header: bool = True
+    columns: list[str] | None = Field(default=None, description="column names when the file has no header")
+    roles: ColumnRoles = Field(default_factory=ColumnRoles)
+    items: ItemTableConfig | None = None
+
+    @model_validator(mode="after")
+    def _roles_fit_kind(self) -> "DatasetConfig":
+        r = self.roles
+        need: dict[str, list[str]] = {
+            "ctr": ["label"],
+            "sessions": ["item_id", "timestamp"],
+            "interactions": ["user_id", "item_id", "timestamp"],
+        }
+        missing = [k for k in need[self.kind] if getattr(r, k) is None]
+        if missing:
+            raise ValueError(f"a '{self.kind}' dataset needs roles.{missing[0]} (the column name that holds it)")
+        if not self.header and not self.columns:
+            raise ValueError("header is false, so 'columns' must list the column names in file order")
+        return self
+
+
+class SparkConfig(StrictModel):
+    """How to start Spark. `master` is any Spark master URL; local by default."""
+
+    master: str = "local[*]"
+    app_name: str = "sparserec"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(default=8, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+
+
+class IngestConfig(StrictModel):
+    max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    partitions: int = Field(default=4, ge=1)
+
+
+class VocabConfig(StrictModel):
+    min_count: int = Field(default=2, ge=1)
+    max_size: int | None = Field(default=None, ge=1)
+
+
+class SessionsConfig(StrictModel):
+    gap_minutes: float = Field(default=30.0, gt=0)
+    min_length: int = Field(default=2, ge=1)
+    max_length: int = Field(default=50, ge=2)
+    validation_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class QualityConfig(StrictModel):
+    top_values: int = Field(default=5, ge=1)
+    leakage_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    test_share: float = Field(default=0.2, gt=0.0, lt=1.0, description="latest share of rows used as the test period for drift")
+
+
+class RankConfig(StrictModel):
+    heuristic: str = "mi-permutation"
+    permutations: int = Field(default=8, ge=1)
+    pairs_top_k: int = Field(default=10, ge=0)
+    pair_buckets: int = Field(default=1 << 20, ge=2)
+    select_k: int | None = Field(default=None, ge=1)
+    relevance_weight: float = 1.0
+    redundancy_weight: float = 1.0
+    pair_weight: float = 0.5
+    min_score: float = 0.0
+
+
+class FeaturesConfig(StrictModel):
+    """Settings of the Spark feature stages."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)

@@ -1,0 +1,56 @@
+"""Settings of training: model, loop, Ray scaling, checkpoints.
+
+Example:
+    >>> TrainConfig().model.name
+    'dlrm'
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(_Strict):
+    """Where training runs. `address=None` starts a local Ray (or uses RAY_ADDRESS when set)."""
+
+    address: str | None = None
+    num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    use_gpu: bool = False
+    single_process: bool = Field(default=False, description="run the same loop in this process, without Ray")
+
+
+class ModelConfig(_Strict):
+    name: Literal["dlrm", "dcn", "lr", "m2trec", "sasrec", "gru4rec", "popularity"] = "dlrm"
+    dense_arch: list[int] = Field(default_factory=lambda: [64, 32])
+    over_arch: list[int] = Field(default_factory=lambda: [64, 32])
+    cross_layers: int = Field(default=2, ge=1)
+    low_rank: int = Field(default=16, ge=1)
+    # session models
+    hidden: int = Field(default=64, ge=1)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: Literal["mean", "last"] = "mean"
+    loss_weights: list[float] = Field(default_factory=lambda: [1.0, 0.3, 0.3], description="next item, category, subcategory")
+    hybrid_item_id_buckets: int = Field(default=0, ge=0, description="0: item-ID free; >0 adds a hashed item-id table")
+
+
+class TrainConfig(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    dense_learning_rate: float = Field(default=1e-3, gt=0)
+    grad_clip_norm: float | None = Field(default=10.0, gt=0)
+    early_stopping_patience: int = Field(default=2, ge=0)
+    checkpoint_every: int = Field(default=200, ge=1, description="steps between checkpoints")
+    max_failures: int = Field(default=2, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_k: list[int] = Field(default_factory=lambda: [10, 20])
+    ray: RayConfig = Field(default_factory=RayConfig)

@@ -1,0 +1,65 @@
+"""Shared fixtures: one SparkSession and one Ray instance per test session, small generated data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] SparkSession shared by every test (starting one costs about 6 s)."""
+    from features.config import SparkConfig
+    from features.spark import spark_session
+
+    s = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4,
+                                  conf={"spark.ui.enabled": "false"}))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance shared by every test (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ctr_small(tmp_path_factory) -> dict:
+    """A generated CTR dataset of 20k rows with 9 planted malformed lines; returns truth + paths."""
+    from features.synthetic import generate
+
+    out = tmp_path_factory.mktemp("ctr_small")
+    truth = generate("ctr", rows=20_000, seed=7, output=out, bad_rows=9)
+    return {"dir": out, "path": out / truth["file"], "truth": truth}
+
+
+@pytest.fixture(scope="session")
+def sessions_small(tmp_path_factory) -> dict:
+    """A generated session dataset of about 8k events; returns truth + paths."""
+    from features.synthetic import generate
+
+    out = tmp_path_factory.mktemp("sessions_small")
+    truth = generate("sessions", rows=8_000, seed=3, output=out)
+    return {"dir": out, "path": out / truth["file"], "items": out / truth["items_file"], "truth": truth}
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    """The MovieLens 100K copy in ../shared/data (skips nothing: tests that need it fail loudly if absent)."""
+    p = SHARED_DATA / "ml-100k"
+    assert p.exists(), f"{p} is missing; it ships in ../shared/data beside the project"
+    return p
