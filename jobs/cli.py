@@ -18,11 +18,14 @@ import typer
 from rich.console import Console
 
 from features.errors import UserError
+from jobs.groups import GROUPS
 
 app = typer.Typer(help="sparserec: raw logs to trained, memory-budgeted recommender models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 config_app = typer.Typer(help="Check and show run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
 console = Console(stderr=True)
 
 
