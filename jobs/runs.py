@@ -148,6 +148,8 @@ def run_stage(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path]
         if old.fingerprint == fp:
             old.skipped = True
             return old
+    for stale in run_dir.glob(f".tmp-{stage}-*"):  # left by a process killed mid-stage
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = run_dir / f".tmp-{stage}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
