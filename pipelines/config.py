@@ -40,6 +40,13 @@ class ModelConfig(_Strict):
     pooling: Literal["mean", "last"] = "mean"
     loss_weights: list[float] = Field(default_factory=lambda: [1.0, 0.3, 0.3], description="next item, category, subcategory")
     hybrid_item_id_buckets: int = Field(default=0, ge=0, description="0: item-ID free; >0 adds a hashed item-id table")
+    max_length: int = Field(default=50, ge=2, description="session models: last items of a session kept as input")
+    item_combine: Literal["sum", "concat"] = Field(default="sum", description="m2trec: how attribute embeddings form an item")
+    task_attributes: list[str] = Field(default_factory=lambda: ["category", "subcategory"],
+                                       description="m2trec: the categorical item attributes the extra heads predict")
+    softmax: Literal["full", "sampled"] = Field(default="sampled", description="session models: full or in-batch + sampled softmax")
+    negatives: int = Field(default=128, ge=0, description="sampled softmax: uniform negatives per batch (besides in-batch)")
+    logq_correction: bool = Field(default=True, description="sampled softmax: subtract log sampling probability")
 
 
 class TrainConfig(_Strict):
