@@ -35,6 +35,7 @@ class ColumnRoles(StrictModel):
     categorical: list[str] = Field(default_factory=list)
     multi_valued: list[str] = Field(default_factory=list, description="columns holding several ids separated by `separator`")
     separator: str = " "
+    label_threshold: float | None = Field(default=None, description="label column holds a number; label = 1 when value >= this (e.g. rating >= 4)")
     session_id: str | None = None
     user_id: str | None = None
     item_id: str | None = None
@@ -46,6 +47,7 @@ class ItemTableConfig(StrictModel):
 
     path: Path
     format: FileFormat = "csv"
+    delimiter: str | None = Field(default=None, description="field separator; default: tab for tsv, comma for csv")
     header: bool = True
     item_id: str = "item_id"
     categorical: list[str] = Field(default_factory=list)
@@ -59,6 +61,7 @@ class DatasetConfig(StrictModel):
     name: str = "dataset"
     path: Path
     format: FileFormat = "tsv"
+    delimiter: str | None = Field(default=None, description="field separator; default: tab for tsv, comma for csv (e.g. '|')")
     kind: DatasetKind
     header: bool = True
     columns: list[str] | None = Field(default=None, description="column names when the file has no header")
@@ -99,6 +102,8 @@ class IngestConfig(StrictModel):
 class VocabConfig(StrictModel):
     min_count: int = Field(default=2, ge=1)
     max_size: int | None = Field(default=None, ge=1)
+    validation_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="the time period before the test period")
+    test_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="latest share of rows (by timestamp)")
 
 
 class SessionsConfig(StrictModel):
@@ -113,6 +118,8 @@ class QualityConfig(StrictModel):
     top_values: int = Field(default=5, ge=1)
     leakage_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     test_share: float = Field(default=0.2, gt=0.0, lt=1.0, description="latest share of rows used as the test period for drift")
+    drift_buckets: int = Field(default=20, ge=1, description="top train values compared for drift; the rest is one 'other' bucket")
+    drift_threshold: float = Field(default=0.2, gt=0.0, description="population stability index above which a feature is flagged as drifting")
 
 
 class RankConfig(StrictModel):
