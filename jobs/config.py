@@ -54,10 +54,16 @@ class RunConfig(BaseModel):
     training: TrainConfig = Field(default_factory=TrainConfig)
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections (all when none given), for stage skipping."""
+        """Stable hash of the named sections, dotted paths allowed (all when none given), for stage skipping."""
         data = self.model_dump(mode="json")
         if sections:
-            data = {k: data[k] for k in sections}
+            picked = {}
+            for dotted in sections:
+                node = data
+                for part in dotted.split("."):
+                    node = node[part]
+                picked[dotted] = node
+            data = picked
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

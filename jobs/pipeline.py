@@ -1,0 +1,125 @@
+"""Runs a stage graph over a run folder: skipping unchanged stages, `--from` / `--only`, one summary.
+
+Example:
+    >>> outcomes = run_pipeline(cfg, Path("runs/sample-ctr"))          # doctest: +SKIP
+    >>> [o.stage for o in outcomes]
+    ['ingest', 'vocab', 'quality', 'rank', 'plan', 'train']
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from features.errors import UserError
+from jobs.config import RunConfig
+from jobs.runs import MANIFEST, Manifest, run_stage
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the graph: what it reads, which config sections it depends on, how to run it."""
+
+    name: str
+    needs: tuple[str, ...]
+    sections: tuple[str, ...]
+    run: Callable[["StageContext"], Callable[[Any, Path], dict]]
+    raw_inputs: Callable[[RunConfig], dict[str, Path]] = lambda cfg: {}
+    when: Callable[[RunConfig], bool] = lambda cfg: True
+    description: str = ""
+
+
+@dataclass
+class StageContext:
+    """What a stage needs beyond its inputs: the config and lazily started engines."""
+
+    cfg: RunConfig
+    run_dir: Path
+    _spark: Any = None
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            from features.spark import spark_session
+
+            self._spark = spark_session(self.cfg.engine.spark)
+        return self._spark
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # ran | skipped | failed | not-run
+    seconds: float = 0.0
+    rows_in: int | None = None
+    rows_out: int | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class StageFailed(UserError):
+    """A stage raised; earlier stages' outputs are kept and a re-run continues from this stage."""
+
+    def __init__(self, stage: str, cause: str, run_dir: Path, log: Path | None):
+        where = f" (traceback in {log})" if log else ""
+        super().__init__(f"stage '{stage}' failed: {cause}{where}. Earlier stages are kept in {run_dir}; "
+                         f"re-run the same command to continue from '{stage}'.")
+        self.stage = stage
+
+
+def select_stages(graph: list[Stage], cfg: RunConfig, from_stage: str | None, only: str | None) -> tuple[list[Stage], set[str]]:
+    """The stages that apply to this config, and the names that must re-run regardless of skipping."""
+    stages = [s for s in graph if s.when(cfg)]
+    names = [s.name for s in stages]
+    for opt, val in (("--from", from_stage), ("--only", only)):
+        if val is not None and val not in names:
+            raise UserError(f"{opt} {val}: no such stage for a '{cfg.dataset.kind}' run; stages are: {', '.join(names)}.")
+    if only:
+        return [s for s in stages if s.name == only], {only}
+    if from_stage:
+        return stages, set(names[names.index(from_stage):])
+    return stages, set()
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: str | None = None,
+                 only: str | None = None, force: bool = False,
+                 on_event: Callable[[str, StageOutcome | None], None] | None = None) -> list[StageOutcome]:
+    """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stages, forced = select_stages(graph, cfg, from_stage, only)
+    ctx = StageContext(cfg=cfg, run_dir=run_dir)
+    outcomes: list[StageOutcome] = []
+    emit = on_event or (lambda name, outcome: None)
+    for stage in stages:
+        for need in stage.needs:
+            if not (run_dir / need / MANIFEST).exists():
+                raise UserError(f"stage '{stage.name}' needs the output of '{need}', which {run_dir} does not have; "
+                                f"run without --only/--from first.")
+        inputs = {**stage.raw_inputs(cfg), **{n: run_dir / n for n in stage.needs}}
+        section_cfg = {"sections": cfg.section_hash(*stage.sections) if stage.sections else "", "seed": cfg.seed}
+        emit(stage.name, None)
+        t0 = time.perf_counter()
+        try:
+            fn = stage.run(ctx)
+            m: Manifest = run_stage(run_dir, stage.name, fn, inputs, section_cfg, seed=cfg.seed,
+                                    force=force or stage.name in forced)
+        except Exception as err:  # noqa: BLE001 - reported as one line, traceback kept in a log
+            log = None
+            if not isinstance(err, UserError):
+                log = run_dir / "logs" / f"{stage.name}.log"
+                log.parent.mkdir(exist_ok=True)
+                log.write_text(traceback.format_exc())
+            cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+            outcome = StageOutcome(stage.name, "failed", time.perf_counter() - t0, error=cause)
+            outcomes.append(outcome)
+            emit(stage.name, outcome)
+            raise StageFailed(stage.name, cause, run_dir, log) from err
+        outcome = StageOutcome(stage.name, "skipped" if m.skipped else "ran",
+                               m.seconds if not m.skipped else time.perf_counter() - t0,
+                               m.rows_in, m.rows_out, m.summary)
+        outcomes.append(outcome)
+        emit(stage.name, outcome)
+    return outcomes

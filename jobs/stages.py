@@ -1,0 +1,104 @@
+"""The stage graph of a run: which stage function runs, on what, with which settings.
+
+Only wiring lives here: every stage function belongs to its layer (features, embeddings,
+pipelines) and takes `(inputs, out, settings...)`. Imports are lazy so `sparserec --help` is fast.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from jobs.config import RunConfig
+from jobs.pipeline import Stage, StageContext
+
+
+def _raw(cfg: RunConfig) -> dict[str, Path]:
+    d = {"raw": cfg.dataset.path}
+    if cfg.dataset.items is not None:
+        d["items"] = cfg.dataset.items.path
+    return d
+
+
+def _ingest(ctx: StageContext):
+    from features.ingest import ingest
+
+    return partial(ingest, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.ingest, spark=ctx.spark)
+
+
+def _vocab(ctx: StageContext):
+    from features.vocab import build_vocab
+
+    return partial(build_vocab, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.vocab, spark=ctx.spark)
+
+
+def _sessions(ctx: StageContext):
+    from features.sessions import build_sessions
+
+    return partial(build_sessions, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.sessions, spark=ctx.spark)
+
+
+def _quality(ctx: StageContext):
+    from features.quality import quality_report
+
+    return partial(quality_report, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.quality, spark=ctx.spark)
+
+
+def _rank(ctx: StageContext):
+    from features.outrank import rank_stage
+
+    return partial(rank_stage, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark)
+
+
+def _plan(ctx: StageContext):
+    from embeddings.planner import plan_stage
+
+    return partial(plan_stage, cfg=ctx.cfg.embeddings)
+
+
+def _train(ctx: StageContext):
+    from pipelines.trainer import train_stage
+
+    return partial(train_stage, cfg=ctx.cfg.training, emb_cfg=ctx.cfg.embeddings, seed=ctx.cfg.seed)
+
+
+def _train_sessions(ctx: StageContext):
+    from pipelines.session_train import session_train_stage
+
+    return partial(session_train_stage, cfg=ctx.cfg.training, seed=ctx.cfg.seed)
+
+
+def _report(ctx: StageContext):
+    from pipelines.run_report import report_stage
+
+    return partial(report_stage, run_name=ctx.cfg.name)
+
+
+def _is(*kinds: str):
+    return lambda cfg: cfg.dataset.kind in kinds
+
+
+FEATURE_SECTIONS = ("dataset",)
+
+GRAPH: list[Stage] = [
+    Stage("ingest", (), ("dataset", "features.ingest"), _ingest, raw_inputs=_raw,
+          description="raw logs → typed Parquet + quarantine"),
+    Stage("vocab", ("ingest",), ("dataset", "features.vocab"), _vocab, when=_is("ctr"),
+          description="vocabularies, time split, encoded splits"),
+    Stage("sessions", ("ingest",), ("dataset", "features.sessions"), _sessions, when=_is("sessions", "interactions"),
+          description="ordered sessions, item metadata, time split"),
+    Stage("quality", ("ingest",), ("dataset", "features.quality"), _quality, description="data-quality report"),
+    Stage("rank", ("ingest", "vocab"), ("dataset", "features.rank"), _rank, when=_is("ctr"),
+          description="OutRank feature ranking"),
+    Stage("plan", ("rank",), ("embeddings",), _plan, when=_is("ctr"), description="memory-budget embedding plan"),
+    Stage("train", ("vocab", "plan"), ("training", "embeddings"), _train, when=_is("ctr"),
+          description="Ray Train / TorchRec training and evaluation"),
+    Stage("train", ("sessions",), ("training",), _train_sessions, when=_is("sessions", "interactions"),
+          description="session models (M2TRec and baselines) and evaluation"),
+    Stage("report", ("quality",), (), _report, description="the run's report.md with plots"),
+]
+
+
+def graph_for(cfg: RunConfig) -> list[Stage]:
+    """The stages of `GRAPH` that apply to this run's dataset kind and settings."""
+    return [s for s in GRAPH if s.when(cfg)]
