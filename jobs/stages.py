@@ -78,8 +78,6 @@ def _is(*kinds: str):
     return lambda cfg: cfg.dataset.kind in kinds
 
 
-FEATURE_SECTIONS = ("dataset",)
-
 GRAPH: list[Stage] = [
     Stage("ingest", (), ("dataset", "features.ingest"), _ingest, raw_inputs=_raw,
           description="raw logs → typed Parquet + quarantine"),
@@ -95,7 +93,10 @@ GRAPH: list[Stage] = [
           description="Ray Train / TorchRec training and evaluation"),
     Stage("train", ("sessions",), ("training",), _train_sessions, when=_is("sessions", "interactions"),
           description="session models (M2TRec and baselines) and evaluation"),
-    Stage("report", ("quality",), (), _report, description="the run's report.md with plots"),
+    Stage("report", ("ingest", "vocab", "quality", "rank", "plan", "train"), (), _report, when=_is("ctr"),
+          description="the run's report.md with plots"),
+    Stage("report", ("ingest", "sessions", "quality", "train"), (), _report, when=_is("sessions", "interactions"),
+          description="the run's report.md with plots"),
 ]
 
 
