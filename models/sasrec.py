@@ -1,0 +1,59 @@
+"""SASRec-style baseline: item-ID embeddings, causal self-attention, last position → next item.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018). It shares the training
+loop and evaluation of M2TRec; it has one embedding row per training item and cannot score items
+never seen in training (see `models/item_id_table.py`).
+
+Example:
+    >>> m = SASRec(SASRecConfig(catalogue_size=6, hidden=8, heads=2), train_items=torch.tensor([1, 2, 3]))
+    >>> rep, tasks = m(torch.tensor([[1, 2, 3]]), torch.tensor([3]))
+    >>> rep.shape, tasks
+    (torch.Size([1, 8]), {})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.item_id_table import ItemIdTable
+from models.session_encoder import SessionTransformer
+
+
+@dataclass
+class SASRecConfig:
+    catalogue_size: int
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    max_length: int = 50
+
+
+class SASRec(nn.Module):
+    """Session → representation scored against the item-ID table."""
+
+    def __init__(self, config: SASRecConfig, train_items: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.items = ItemIdTable(config.catalogue_size, train_items, config.hidden)
+        self.encoder = SessionTransformer(config.hidden, config.layers, config.heads, config.dropout,
+                                          config.max_length, causal=True, pooling="last")
+
+    def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.items(idx)
+
+    def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.encoder(self.items(items), lengths), {}
+
+    @torch.no_grad()
+    def encode_catalogue(self, chunk_size: int = 4096) -> torch.Tensor:
+        return self.items(torch.arange(self.config.catalogue_size, device=self.items.row_of.device))
+
+    def scorable(self) -> torch.Tensor:
+        return self.items.scorable()
+
+    def embedding_bytes(self) -> int:
+        return self.items.embedding_bytes()

@@ -1,0 +1,48 @@
+"""The sequence part shared by the transformer session models: positions, encoder, pooling.
+
+Sessions arrive right-padded ([B, L] with `lengths`). Positions are counted from the end of
+the session (the last item is position 0), so "the latest items" mean the same thing in short
+and long sessions. `causal=True` gives SASRec's left-to-right attention.
+
+Example:
+    >>> enc = SessionTransformer(hidden=8, layers=1, heads=2, dropout=0.0, max_length=5)
+    >>> enc(torch.randn(3, 4, 8), torch.tensor([4, 2, 1])).shape
+    torch.Size([3, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class SessionTransformer(nn.Module):
+    """Item embeddings [B, L, H] + lengths → session representation [B, H]."""
+
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, max_length: int,
+                 causal: bool = False, pooling: Literal["mean", "last"] = "mean") -> None:
+        super().__init__()
+        self.causal, self.pooling = causal, pooling
+        self.positions = nn.Embedding(max_length, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        b, length, _ = x.shape
+        ar = torch.arange(length, device=x.device)
+        pad = ar[None, :] >= lengths[:, None]
+        pos = (lengths[:, None] - 1 - ar[None, :]).clamp(min=0, max=self.positions.num_embeddings - 1)
+        h = self.dropout(x + self.positions(pos))
+        mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1) if self.causal else None
+        h = self.norm(self.encoder(h, mask=mask, src_key_padding_mask=pad, is_causal=self.causal))
+        if self.pooling == "mean":
+            h = h.masked_fill(pad[..., None], 0.0).sum(1) / lengths.clamp(min=1)[:, None].to(h.dtype)
+        else:
+            h = h[torch.arange(b, device=x.device), (lengths - 1).clamp(min=0)]
+        return self.out(h)
