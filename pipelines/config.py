@@ -61,3 +61,10 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_k: list[int] = Field(default_factory=lambda: [10, 20])
     ray: RayConfig = Field(default_factory=RayConfig)
+    # CTR training loop (pipelines/loop.py)
+    dense_optimizer: Literal["adam", "adagrad"] = "adam"
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps (all epochs together)")
+    log_every: int = Field(default=20, ge=1, description="steps between loss records / progress updates")
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+    slice_features: int = Field(default=3, ge=0, description="features (by plan score, else plan order) for per-slice AUC")
+    fail_at_step: int | None = Field(default=None, ge=1, description="testing: the last worker raises once at this step")

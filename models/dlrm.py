@@ -1,0 +1,53 @@
+"""DLRM: dense MLP, pairwise dot interaction with the pooled embeddings, over MLP (one logit).
+
+Built on TorchRec's own `DenseArch`, `InteractionArch` and `OverArch`; the sparse part is any
+module mapping a KeyedJaggedTensor to a KeyedTensor of pooled embeddings (a TorchRec
+`EmbeddingBagCollection`, or the plan's `PlanEmbeddings`), so DMP can shard it.
+
+Example:
+    >>> import torch
+    >>> from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+    >>> ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="t", embedding_dim=4,
+    ...     num_embeddings=10, feature_names=["f1", "f2"])])
+    >>> m = DLRM(ebc, num_features=2, embedding_dim=4, dense_in=3, dense_arch=[8], over_arch=[8])
+    >>> kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f1", "f2"], values=torch.tensor([1, 2, 3, 4]),
+    ...     lengths=torch.tensor([1, 1, 1, 1]))
+    >>> m(torch.rand(2, 3), kjt).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+
+class DLRM(nn.Module):
+    """DLRM over a pooled-embedding module whose F features all have dimension `embedding_dim`.
+
+    `dense_arch` / `over_arch` are the hidden sizes; the last dense layer (`embedding_dim`) and the
+    single output logit are added here. With `dense_in == 0` a constant input of 1 stands in.
+    """
+
+    def __init__(self, sparse: nn.Module, num_features: int, embedding_dim: int, dense_in: int,
+                 dense_arch: list[int], over_arch: list[int]) -> None:
+        super().__init__()
+        self.sparse = sparse
+        self.num_features = num_features
+        self.embedding_dim = embedding_dim
+        self.dense_in = dense_in
+        self.dense_arch = DenseArch(max(dense_in, 1), [*dense_arch, embedding_dim])
+        self.inter_arch = InteractionArch(num_sparse_features=num_features)
+        over_in = embedding_dim + num_features * (num_features + 1) // 2
+        self.over_arch = OverArch(over_in, [*over_arch, 1])
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """Logits of shape (B,)."""
+        pooled = self.sparse(sparse).values()
+        if self.dense_in == 0:
+            dense = torch.ones(pooled.shape[0], 1, device=pooled.device, dtype=pooled.dtype)
+        d = self.dense_arch(dense)
+        s = pooled.reshape(pooled.shape[0], self.num_features, self.embedding_dim)
+        return self.over_arch(self.inter_arch(d, s)).squeeze(-1)

@@ -1,0 +1,213 @@
+"""Encoded Parquet splits → `Batch` (dense tensor, KeyedJaggedTensor of ids, labels).
+
+One conversion (`batch_from_arrow`) serves both paths: Ray Data (`iter_batches(batch_format=
+"pyarrow")` on a worker's shard) and single-process streaming with pyarrow (`parquet_batches`),
+so a data set larger than memory streams in both. Single-id columns give one id per bag;
+list columns (multi-hot) give bags of any length. Ids are checked against their table before
+any kernel sees them.
+
+Example:
+    >>> import pyarrow as pa
+    >>> spec = BatchSpec(label="label", dense=["I1"], sparse=["C1"], rows={"C1": 10})
+    >>> t = pa.table({"label": [1, 0], "I1": [0.5, 1.0], "C1": [3, 4]})
+    >>> b = batch_from_arrow(t, spec)
+    >>> b.dense.shape, b.sparse.keys(), b.labels.tolist()
+    (torch.Size([2, 1]), ['C1'], [1.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from embeddings.spec import EmbeddingPlan
+from pipelines.errors import EncodedDataError, IdOutOfRangeError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Batch:
+    """One training batch: `dense` (B, n_dense) float32, `sparse` KJT of ids, `labels` (B,) float32."""
+
+    dense: torch.Tensor
+    sparse: KeyedJaggedTensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(self.dense.to(device, non_blocking=non_blocking),
+                     self.sparse.to(device, non_blocking=non_blocking),
+                     self.labels.to(device, non_blocking=non_blocking))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class BatchSpec:
+    """Which columns feed the model and how many rows each feature's table has (for the id check)."""
+
+    label: str
+    dense: list[str]
+    sparse: list[str]
+    rows: dict[str, int]
+    source: str = "encoded"
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.label, *self.dense, *self.sparse]
+
+
+@dataclass
+class EncodedSchema:
+    """`schema.json` of the vocab stage (extra keys are kept in `extra`)."""
+
+    label: str
+    dense: list[str]
+    categorical: list[str]
+    vocab_sizes: dict[str, int]
+    rows: dict[str, int]
+    extra: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> "EncodedSchema":
+        path = Path(path)
+        if not path.exists():
+            raise EncodedDataError(f"{path}: schema.json not found; run the 'vocab' stage first (it writes encoded/ and schema.json)")
+        d = json.loads(path.read_text())
+        missing = [k for k in ("label", "dense", "categorical") if k not in d]
+        if missing:
+            raise EncodedDataError(f"{path}: key '{missing[0]}' is missing; it must come from the 'vocab' stage")
+        known = {"label", "dense", "categorical", "vocab_sizes", "rows"}
+        return cls(label=d["label"], dense=list(d["dense"]), categorical=list(d["categorical"]),
+                   vocab_sizes={k: int(v) for k, v in d.get("vocab_sizes", {}).items()},
+                   rows={k: int(v) for k, v in d.get("rows", {}).items()},
+                   extra={k: v for k, v in d.items() if k not in known})
+
+
+def batch_spec(schema: EncodedSchema, plan: EmbeddingPlan, source: str = "encoded") -> BatchSpec:
+    """The model's inputs: schema's label and dense columns, the plan's features in table order."""
+    sparse = [f for t in plan.tables for f in t.features]
+    unknown = [f for f in sparse if f not in schema.categorical]
+    if unknown:
+        raise EncodedDataError(f"embedding_plan.json: feature '{unknown[0]}' is not a categorical column of "
+                               f"schema.json ({', '.join(schema.categorical[:8])}...); make the plan from the same data")
+    if not sparse:
+        raise EncodedDataError("embedding_plan.json: the plan has no tables; every feature was dropped, raise the budget")
+    return BatchSpec(label=schema.label, dense=list(schema.dense), sparse=sparse,
+                     rows={f: t.rows for t in plan.tables for f in t.features}, source=source)
+
+
+def _ids(col: pa.ChunkedArray | pa.Array, feature: str, spec: BatchSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths) of one id column; single ids give lengths of 1."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n = len(col)
+    if col.null_count:
+        raise EncodedDataError(f"{spec.source}: column '{feature}' has {col.null_count} null ids; "
+                               "the vocab stage encodes missing as id 0, re-run it")
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        offsets = col.offsets.to_numpy()
+        values = col.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        lengths = np.diff(offsets).astype(np.int64)
+    else:
+        values = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        lengths = np.ones(n, dtype=np.int64)
+    if values.size:
+        lo, hi = int(values.min()), int(values.max())
+        rows = spec.rows[feature]
+        if hi >= rows or lo < 0:
+            raise IdOutOfRangeError(feature, hi if hi >= rows else lo, rows, spec.source)
+    return values, lengths
+
+
+def batch_from_arrow(table: pa.Table | pa.RecordBatch, spec: BatchSpec) -> Batch:
+    """Convert one Arrow batch of encoded rows into a `Batch` (ids checked against table sizes)."""
+    names = set(table.schema.names)
+    missing = [c for c in spec.columns if c not in names]
+    if missing:
+        raise EncodedDataError(f"{spec.source}: column '{missing[0]}' is missing; the encoded split and "
+                               "schema.json / embedding_plan.json must come from the same run")
+    n = table.num_rows
+    labels = table.column(spec.label).to_numpy(zero_copy_only=False).astype(np.float32)
+    if spec.dense:
+        dense = np.empty((n, len(spec.dense)), dtype=np.float32)
+        for j, c in enumerate(spec.dense):
+            col = table.column(c)
+            if col.null_count:
+                raise EncodedDataError(f"{spec.source}: dense column '{c}' has nulls; the vocab stage fills missing with 0")
+            dense[:, j] = col.to_numpy(zero_copy_only=False)
+        if not np.isfinite(dense).all():
+            bad = spec.dense[int(np.where(~np.isfinite(dense).all(axis=0))[0][0])]
+            raise EncodedDataError(f"{spec.source}: dense column '{bad}' holds NaN/inf; fix the encoding")
+    else:
+        dense = np.zeros((n, 0), dtype=np.float32)
+    vals, lens = zip(*(_ids(table.column(f), f, spec) for f in spec.sparse))
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=list(spec.sparse), values=torch.from_numpy(np.concatenate(vals)),
+        lengths=torch.from_numpy(np.concatenate(lens)))
+    return Batch(torch.from_numpy(dense), kjt, torch.from_numpy(labels))
+
+
+def rebatch(tables: Iterable[pa.Table | pa.RecordBatch], batch_size: int, drop_last: bool = False) -> Iterator[pa.Table]:
+    """Re-chunk a stream of Arrow pieces into tables of exactly `batch_size` rows (last may be short)."""
+    buf: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        if isinstance(t, pa.RecordBatch):
+            t = pa.Table.from_batches([t])
+        buf.append(t)
+        have += t.num_rows
+        while have >= batch_size:
+            whole = pa.concat_tables(buf)
+            yield whole.slice(0, batch_size)
+            rest = whole.slice(batch_size)
+            buf, have = ([rest] if rest.num_rows else []), rest.num_rows
+    if have and not drop_last:
+        yield pa.concat_tables(buf)
+
+
+def split_path(encoded: Path, split: str) -> Path:
+    """`encoded/<split>/`, checked to exist and hold Parquet."""
+    p = Path(encoded) / split
+    if not p.exists() or not any(p.rglob("*.parquet")):
+        raise EncodedDataError(f"{p}: no Parquet files; run the 'vocab' stage (it writes encoded/{split}/)")
+    return p
+
+
+def parquet_batches(path: Path, spec: BatchSpec, batch_size: int, drop_last: bool = False,
+                    skip: int = 0) -> Iterator[Batch]:
+    """Stream a Parquet folder as `Batch`es of `batch_size` rows (files in name order), skipping `skip` batches."""
+    ds = pads.dataset(sorted(str(p) for p in Path(path).rglob("*.parquet")), format="parquet")
+    pieces = ds.to_batches(columns=spec.columns, batch_size=max(batch_size, 1024))
+    for i, t in enumerate(rebatch(pieces, batch_size, drop_last)):
+        if i >= skip:
+            yield batch_from_arrow(t, spec)
+
+
+def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0) -> Iterator[Batch]:
+    """Batches of a Ray Data shard (`ray.train.get_dataset_shard(...)`), streamed as Arrow."""
+    it = shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last, prefetch_batches=2)
+    for i, t in enumerate(it):
+        if i >= skip:
+            yield batch_from_arrow(t, spec)
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a Parquet folder from the file footers (no data read)."""
+    return sum(pads.dataset(str(p), format="parquet").count_rows() for p in sorted(Path(path).rglob("*.parquet")))
+
+
+def label_mean(path: Path, label: str) -> float:
+    """Observed positive rate of a split (used for the output bias initialisation and reports)."""
+    t = pads.dataset(str(path), format="parquet").to_table(columns=[label])
+    return float(pc.mean(t.column(label).cast(pa.float64())).as_py() or 0.0)
