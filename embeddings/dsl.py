@@ -1,0 +1,330 @@
+"""Dynamic Sparse Learning (Wang et al., WSDM 2024) on TorchRec / FBGEMM embedding tables.
+
+Tables train sparse from step 0 under a fixed budget of active weights. Each table has a bool
+mask (initialised at the target density, uniformly or frequency-aware); every ΔT steps the active
+weights of smallest |w| are pruned and as many inactive weights with the largest gradient magnitude
+accumulated over the interval are grown; the exchanged share follows a cosine schedule that reaches
+0 at `cfg.end_fraction` of training; ranking is global across tables.
+
+Works where gradients are never materialised (FBGEMM fused optimizer in backward, inside
+DistributedModelParallel): the gradient of the pooled output (a hook on the KeyedTensor) is
+scattered back to the rows the batch looked up, using the KJT's ids and offsets. Per step only
+the touched rows are accumulated and re-masked; whole tables are touched only at an update.
+
+Optimizer state: element-wise state (Adam moments, ...) is zeroed at every pruned and grown
+weight. Row-wise state (FBGEMM row-wise Adagrad keeps one value per row, shared by the row's
+weights) cannot be reset per weight; it is zeroed for the rows where no weight that was active
+before the update is still active after it (rows that became empty, rows grown from empty, rows
+whose active set was replaced entirely). Rows that keep a surviving weight keep their state, so a
+survivor never takes an un-damped Adagrad step.
+
+Example (a plain EmbeddingBagCollection; with DMP pass the DMP model instead):
+    >>> import torch
+    >>> from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+    >>> from embeddings.config import DSLConfig
+    >>> ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="t", embedding_dim=4, num_embeddings=10, feature_names=["f"])])
+    >>> dsl = DSLController(ebc, DSLConfig(enabled=True, density=0.5, update_every=2, init="random"), total_steps=10)
+    >>> (dsl.budget, dsl.active_weights())
+    (20, 20)
+    >>> opt = torch.optim.SGD(ebc.parameters(), lr=0.1)
+    >>> for step in range(4):
+    ...     kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([step, 7, 8]), lengths=torch.tensor([2, 1]))
+    ...     pooled = ebc(kjt)
+    ...     dsl.observe(kjt, pooled)
+    ...     pooled.values().pow(2).sum().backward(); opt.step(); opt.zero_grad()
+    ...     stats = dsl.after_step(step)
+    >>> (stats["updated"], dsl.active_weights(), int((ebc.embedding_bags["t"].weight != 0).sum()) <= dsl.budget)
+    (True, 20, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from embeddings.config import DSLConfig
+from embeddings.dsl_schedule import exchange_fraction
+from embeddings.dsl_tables import DSLTable, find_tables
+from embeddings.masks import active_count, frequency_mask, mask_changes, prune_and_grow, random_mask
+
+__all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
+
+
+class DSLController:
+    """Keeps every embedding table of a model sparse under one global budget of active weights.
+
+    Args:
+        model_or_ebc: a model holding TorchRec EmbeddingBagCollections, a DMP-wrapped model, an
+            EBC, or a bare FBGEMM SplitTableBatchedEmbeddingBagsCodegen.
+        cfg: the `dsl` section of the embeddings config.
+        total_steps: optimizer steps of the whole training (for the schedule).
+        frequencies: id counts per table (or per feature of the table), for `cfg.init == "frequency"`.
+        tables: only these tables are made sparse (default: all found).
+        densities: per-table target density overriding `cfg.density` (e.g. the plan's `dsl_density`).
+        optimizers: non-fused torch optimizers whose state should be reset (fused FBGEMM ones and
+            `apply_optimizer_in_backward` ones are found on their own).
+        seed: for the initial masks.
+
+    Per training step: `observe(kjt, pooled)` after the forward (registers the gradient hook), then
+    backward and optimizer step, then `after_step(step)`.
+    """
+
+    def __init__(self, model_or_ebc: nn.Module, cfg: DSLConfig, total_steps: int,
+                 frequencies: Mapping[str, Tensor] | None = None, *, tables: Iterable[str] | None = None,
+                 densities: Mapping[str, float] | None = None, optimizers: Iterable[torch.optim.Optimizer] = (),
+                 seed: int = 0) -> None:
+        if total_steps <= 0:
+            raise ValueError(f"DSL needs total_steps > 0, got {total_steps}")
+        if cfg.init not in ("random", "frequency"):
+            raise ValueError(f"dsl.init is {cfg.init!r}; use 'random' or 'frequency'")
+        found = find_tables(model_or_ebc, optimizers)
+        wanted = list(found) if tables is None else list(tables)
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            raise ValueError(f"DSL tables {missing} are not in the model (tables found: {sorted(found)})")
+        self.cfg, self.total_steps = cfg, total_steps
+        self.tables: dict[str, DSLTable] = {t: found[t] for t in wanted}
+        self._feature_table = {f: t.name for t in self.tables.values() for f in t.features}
+        densities = dict(densities or {})
+        counts = self._table_counts(frequencies) if cfg.init == "frequency" else {}
+        gen = torch.Generator().manual_seed(seed)
+        self.masks: dict[str, Tensor] = {}
+        self.grad_acc: dict[str, Tensor] = {}
+        self.budget = 0
+        for name, t in self.tables.items():
+            n = active_count(densities.get(name, cfg.density), t.rows, t.dim)
+            device = t.shards[0].tensor.device
+            if name in counts:
+                self.masks[name] = frequency_mask(t.rows, t.dim, n, counts[name], gen, device)
+            else:
+                self.masks[name] = random_mask(t.rows, t.dim, n, gen, device)
+            self.grad_acc[name] = torch.zeros(t.rows, t.dim, dtype=torch.float32, device=device)
+            self.budget += n
+        self._touched: dict[str, list[Tensor]] = {name: [] for name in self.tables}
+        self.updates = 0
+        self.exchanged_total = 0
+        self._apply_full_masks()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def observe(self, kjt, pooled) -> None:
+        """Register gradient accumulation for this batch (call after the forward, before backward).
+
+        `pooled` is the EBC output (a KeyedTensor; for a bare TBE its [batch, sum of dims] tensor).
+        The hook turns the pooled gradient into per-row gradients of the looked-up rows only
+        (sum pooling: the bag's gradient; mean: divided by the bag length; weighted: times the id's
+        weight) and adds their magnitude to the table's accumulator.
+        """
+        values = pooled.values() if hasattr(pooled, "values") and callable(pooled.values) else pooled
+        if not values.requires_grad:
+            return
+        plan = self._lookup_plan(kjt, pooled)
+        if plan:
+            values.register_hook(lambda grad, plan=plan: self._accumulate(grad, plan))
+
+    def after_step(self, step: int) -> dict:
+        """After the optimizer step of step `step` (0-based): re-mask the rows this batch touched, and
+        every `cfg.update_every` steps (when `(step + 1) % update_every == 0`) prune and grow.
+
+        Returns {"step", "updated", "fraction", "exchanged", "budget"} (+ "active", "density" on updates).
+        """
+        self._mask_touched_rows()
+        stats: dict = {"step": step, "updated": False, "fraction": 0.0, "exchanged": 0, "budget": self.budget}
+        if (step + 1) % self.cfg.update_every != 0:
+            return stats
+        fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
+        n = int(round(fraction * self.budget))
+        if n > 0:
+            self._prune_and_grow(n)
+        for acc in self.grad_acc.values():
+            acc.zero_()
+        self.updates += 1
+        self.exchanged_total += n
+        stats.update(updated=True, fraction=fraction, exchanged=n, active=self.active_weights(),
+                     density=self.density_by_table())
+        return stats
+
+    def active_weights(self) -> int:
+        """Active weights over all DSL tables (never above `budget`)."""
+        return sum(int(m.sum()) for m in self.masks.values())
+
+    def density_by_table(self) -> dict[str, float]:
+        """Active share of each table's weights."""
+        return {name: float(m.sum()) / m.numel() for name, m in self.masks.items()}
+
+    def state_dict(self) -> dict:
+        """Masks, gradient accumulators and counters, for checkpoints (plain tensors, `weights_only`-safe)."""
+        return {"masks": {k: v.clone() for k, v in self.masks.items()},
+                "grad_acc": {k: v.clone() for k, v in self.grad_acc.items()},
+                "budget": self.budget, "updates": self.updates, "exchanged_total": self.exchanged_total}
+
+    def load_state_dict(self, d: Mapping) -> None:
+        """Restore from `state_dict()` and re-apply the masks to the weights."""
+        if set(d["masks"]) != set(self.masks):
+            raise ValueError(f"DSL checkpoint has tables {sorted(d['masks'])}, the model has {sorted(self.masks)}")
+        for name, m in d["masks"].items():
+            if m.shape != self.masks[name].shape:
+                raise ValueError(f"DSL checkpoint mask of table {name!r} is {tuple(m.shape)}, "
+                                 f"the table is {tuple(self.masks[name].shape)}")
+            self.masks[name].copy_(m)
+            self.grad_acc[name].copy_(d["grad_acc"][name])
+        self.budget, self.updates = int(d["budget"]), int(d["updates"])
+        self.exchanged_total = int(d.get("exchanged_total", 0))
+        self._apply_full_masks()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _table_counts(self, frequencies: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        if not frequencies:
+            raise ValueError("dsl.init is 'frequency' but no id frequencies were given; pass frequencies "
+                             "(table or feature name -> counts per id) or set dsl.init: random")
+        counts: dict[str, Tensor] = {}
+        for key, c in frequencies.items():
+            table = key if key in self.tables else self._feature_table.get(key)
+            if table is None:
+                continue
+            c = torch.as_tensor(c).double().cpu()
+            if c.shape != (self.tables[table].rows,):
+                raise ValueError(f"frequencies[{key!r}] has {tuple(c.shape)} counts; table {table!r} has "
+                                 f"{self.tables[table].rows} rows: give one count per row")
+            counts[table] = counts[table] + c if table in counts else c
+        return counts
+
+    def _lookup_plan(self, kjt, pooled) -> list[tuple[str, Tensor, Tensor, Tensor | None, int, int]]:
+        """Per DSL feature: (table, ids, bag index of each id, id weights, first column, dim)."""
+        if hasattr(pooled, "keys") and callable(pooled.keys):
+            keys, dims = pooled.keys(), pooled.length_per_key()
+            positions = dict(zip(kjt.keys(), range(len(kjt.keys()))))
+            features = [(k, k) for k in keys]
+        else:  # a bare TBE: the KJT's features in order, positions are the feature ids
+            dims = [self.tables[self._feature_table[i]].dim for i in range(len(kjt.keys()))]
+            positions = {i: i for i in range(len(kjt.keys()))}
+            features = [(i, i) for i in range(len(kjt.keys()))]
+        lengths = kjt.lengths()
+        offsets = kjt.offset_per_key()
+        weights = kjt.weights_or_none()
+        stride = kjt.stride()
+        plan, col = [], 0
+        for (key, feat), dim in zip(features, dims):
+            table = self._feature_table.get(feat)
+            if table is not None and key in positions:
+                p = positions[key]
+                lo, hi = offsets[p], offsets[p + 1]
+                ids = kjt.values()[lo:hi]
+                lens = lengths[p * stride:(p + 1) * stride]
+                bag = torch.repeat_interleave(torch.arange(stride, device=ids.device), lens)
+                w = weights[lo:hi] if weights is not None else None
+                if self.tables[table].pooling == "mean":
+                    scale = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
+                    w = scale if w is None else w * scale
+                plan.append((table, ids, bag, w, col, dim))
+            col += dim
+        return plan
+
+    @torch.no_grad()
+    def _accumulate(self, grad: Tensor, plan) -> None:
+        by_table: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        for table, ids, bag, w, col, dim in plan:
+            rows = grad[:, col:col + dim].float().index_select(0, bag)
+            if w is not None:
+                rows = rows * w[:, None]
+            by_table.setdefault(table, []).append((ids, rows))
+        for table, parts in by_table.items():
+            ids = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            rows = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+            unique, inverse = torch.unique(ids, return_inverse=True)
+            step_grad = torch.zeros(unique.numel(), rows.shape[1], dtype=rows.dtype, device=rows.device)
+            step_grad.index_add_(0, inverse, rows)
+            self.grad_acc[table].index_add_(0, unique, step_grad.abs_())
+            self._touched[table].append(unique)
+
+    @torch.no_grad()
+    def _mask_touched_rows(self) -> None:
+        for name, parts in self._touched.items():
+            if not parts:
+                continue
+            rows = torch.cat(parts) if len(parts) > 1 else parts[0]
+            parts.clear()
+            rows = _gather_rows(rows)
+            mask = self.masks[name]
+            for shard in self.tables[name].shards:
+                r, c = shard.tensor.shape
+                local = rows
+                if shard.row_offset or r != mask.shape[0]:
+                    local = rows[(rows >= shard.row_offset) & (rows < shard.row_offset + r)]
+                m = mask.index_select(0, local)[:, shard.col_offset:shard.col_offset + c]
+                local = local - shard.row_offset
+                shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local) * m)
+
+    @torch.no_grad()
+    def _apply_full_masks(self) -> None:
+        for name, t in self.tables.items():
+            for shard in t.shards:
+                rs, cs = shard.full
+                shard.tensor.mul_(self.masks[name][rs, cs])
+
+    @torch.no_grad()
+    def _global_magnitudes(self) -> dict[str, Tensor]:
+        """|w| of every table as a full tensor; across ranks the local shards are combined with MAX
+        (|w| >= 0 and replicated copies are equal, so MAX is exact)."""
+        out = {}
+        for name, t in self.tables.items():
+            if len(t.shards) == 1 and t.shards[0].tensor.shape == self.masks[name].shape and (t.replicated or not _distributed()):
+                out[name] = t.shards[0].tensor.detach().abs().float()
+                continue
+            full = torch.zeros(self.masks[name].shape, dtype=torch.float32, device=self.masks[name].device)
+            for shard in t.shards:
+                rs, cs = shard.full
+                full[rs, cs] = shard.tensor.detach().abs().float()
+            if _distributed() and not t.replicated:
+                dist.all_reduce(full, op=dist.ReduceOp.MAX)
+            out[name] = full
+        return out
+
+    @torch.no_grad()
+    def _prune_and_grow(self, n: int) -> None:
+        if _distributed():  # every rank saw a different batch: sum the evidence so all ranks agree
+            for acc in self.grad_acc.values():
+                dist.all_reduce(acc, op=dist.ReduceOp.SUM)
+        old = self.masks
+        new = prune_and_grow(self._global_magnitudes(), old, self.grad_acc, n)
+        for name, t in self.tables.items():
+            pruned, grown = mask_changes(old[name], new[name])
+            changed = pruned | grown
+            kept = old[name] & new[name]
+            either = old[name] | new[name]
+            for shard in t.shards:
+                rs, cs = shard.full
+                shard.tensor.mul_(new[name][rs, cs])  # pruned -> 0, regrown weights start at 0 too
+            for st in t.optimizer_states():
+                shard = t.shards[st.shard]
+                rs, cs = shard.full
+                if st.kind == "element":
+                    st.tensor.masked_fill_(changed[rs, cs], 0)
+                else:  # the row's state is shared by this shard's columns: reset when none survived
+                    reset = ~kept[rs, cs].any(1) & either[rs, cs].any(1)
+                    st.tensor.masked_fill_(reset, 0)
+            old[name].copy_(new[name])
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather_rows(rows: Tensor) -> Tensor:
+    """Rows touched on any rank (a shard on this rank is updated by every rank's batch)."""
+    if not _distributed():
+        return rows
+    n = torch.tensor([rows.numel()], device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.full((longest,), -1, dtype=rows.dtype, device=rows.device)
+    padded[:rows.numel()] = rows
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    allrows = torch.cat(out)
+    return torch.unique(allrows[allrows >= 0])

@@ -1,0 +1,180 @@
+"""DSL masks as plain tensor functions: initial masks at a target density, and the prune/grow rule.
+
+A mask is a bool tensor shaped like its table (`True` = active weight). Everything here is pure:
+no modules, no optimizers, so each rule can be checked by hand on a 4x3 table.
+
+Example:
+    >>> import torch
+    >>> w = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
+    >>> m = w != 0
+    >>> g = torch.tensor([[0., 0., 0.], [0., 0., 0.], [0., 0., 7.], [0., 2., 0.]])
+    >>> new = prune_and_grow({"t": w}, {"t": m}, {"t": g}, 2)["t"]
+    >>> new.int().tolist()   # 0.1 and 0.3 pruned; (2,2) and (3,1) grown
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+
+def active_count(density: float, rows: int, dim: int) -> int:
+    """Active weights of a `rows x dim` table at `density` (rounded to the nearest weight, at least 1).
+
+    Example:
+        >>> active_count(0.25, 10, 4)
+        10
+    """
+    return max(1, min(rows * dim, int(round(density * rows * dim))))
+
+
+def random_mask(rows: int, dim: int, n_active: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """A mask with exactly `n_active` active weights placed uniformly at random.
+
+    Example:
+        >>> int(random_mask(5, 4, 7, torch.Generator().manual_seed(0)).sum())
+        7
+    """
+    perm = torch.randperm(rows * dim, generator=generator)[:n_active]
+    mask = torch.zeros(rows * dim, dtype=torch.bool)
+    mask[perm] = True
+    return mask.view(rows, dim).to(device)
+
+
+def frequency_mask(rows: int, dim: int, n_active: int, counts: Tensor,
+                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """A mask with exactly `n_active` active weights, drawn so rows of frequent ids get more of them.
+
+    Weighted sampling without replacement (Efraimidis-Spirakis keys `log(u) / w`) with row weight
+    `w = log1p(count) + 1e-3`: the log keeps the head from taking the whole budget, and the small
+    floor lets never-seen ids receive weights only once every seen id has had its chance.
+
+    Example:
+        >>> m = frequency_mask(4, 8, 12, torch.tensor([1000, 100, 0, 0]), torch.Generator().manual_seed(0))
+        >>> int(m.sum()), bool(m[0].sum() >= m[1].sum() >= m[2].sum())
+        (12, True)
+    """
+    counts = torch.as_tensor(counts)
+    if counts.shape != (rows,):
+        raise ValueError(f"frequency counts have shape {tuple(counts.shape)}, expected ({rows},): one count per row")
+    w = torch.log1p(counts.double().clamp(min=0)) + 1e-3
+    u = torch.rand(rows, dim, generator=generator, dtype=torch.float64).clamp(min=1e-300)
+    keys = (torch.log(u) / w[:, None]).reshape(-1)
+    mask = torch.zeros(rows * dim, dtype=torch.bool)
+    mask[select(keys, n_active, largest=True)] = True
+    return mask.view(rows, dim).to(device)
+
+
+def select(values: Tensor, n: int, largest: bool) -> Tensor:
+    """Sorted positions of the `n` largest (or smallest) entries of a 1-D tensor; ties go to lower positions.
+
+    Exact and deterministic, in O(len) (a k-th value plus comparisons, no full sort).
+
+    Example:
+        >>> select(torch.tensor([3., 1., 3., 2.]), 2, largest=True).tolist()
+        [0, 2]
+        >>> select(torch.tensor([1., 0., 0., 5.]), 1, largest=False).tolist()
+        [1]
+    """
+    total = values.numel()
+    n = max(0, min(n, total))
+    if n == 0:
+        return torch.empty(0, dtype=torch.long, device=values.device)
+    if n == total:
+        return torch.arange(total, device=values.device)
+    if largest:
+        t = torch.kthvalue(values, total - n + 1).values
+        strict = values > t
+    else:
+        t = torch.kthvalue(values, n).values
+        strict = values < t
+    need = n - int(strict.sum())
+    ties = (values == t).nonzero().squeeze(1)[:need]
+    return torch.cat([strict.nonzero().squeeze(1), ties]).sort().values
+
+
+def _flat_candidates(tensors: list[Tensor], where: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Concatenate the entries of each tensor selected by a bool tensor; return (scores, global flat index)."""
+    scores, index, offset = [], [], 0
+    for t, w in zip(tensors, where):
+        pos = w.reshape(-1).nonzero().squeeze(1)
+        scores.append(t.reshape(-1)[pos].float())
+        index.append(pos + offset)
+        offset += t.numel()
+    return torch.cat(scores), torch.cat(index)
+
+
+def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],
+                   n_exchange: int) -> dict[str, Tensor]:
+    """New masks: the `n_exchange` active weights of smallest |w| (ranked globally over all tables)
+    are pruned, and the same number of previously inactive weights with the largest accumulated
+    gradient magnitude are grown. Ties go to the lower (table order, flat position). Weights pruned
+    in this update are not candidates for growth, so exactly `n_exchange` weights move and the
+    active count is unchanged.
+
+    Example:
+        >>> w = {"a": torch.tensor([[1.0, 0.2]]), "b": torch.tensor([[0.0, 3.0]])}
+        >>> m = {"a": torch.tensor([[True, True]]), "b": torch.tensor([[False, True]])}
+        >>> g = {"a": torch.zeros(1, 2), "b": torch.tensor([[5.0, 0.0]])}
+        >>> {k: v.int().tolist() for k, v in prune_and_grow(w, m, g, 1).items()}
+        {'a': [[1, 0]], 'b': [[1, 1]]}
+    """
+    names = list(masks)
+    mask_list = [masks[n] for n in names]
+    sizes = [m.numel() for m in mask_list]
+    n_active = sum(int(m.sum()) for m in mask_list)
+    n = max(0, min(int(n_exchange), n_active, sum(sizes) - n_active))
+    new = {name: m.clone() for name, m in zip(names, mask_list)}
+    if n == 0:
+        return new
+    w_abs = [weights[name].detach().abs() for name in names]
+    if any(bool(torch.isnan(w).any()) for w in w_abs):
+        raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
+    prune_scores, prune_index = _flat_candidates(w_abs, mask_list)
+    pruned = prune_index[select(prune_scores, n, largest=False)]
+    # Growth ranks inactive weights with a non-zero accumulated gradient first; only when there are
+    # fewer than n of those do zero-gradient ones fill up (lowest position first), so the common
+    # case never scans the dense inactive set twice.
+    acc = [grad_acc[name].detach() for name in names]
+    seen = [(~m) & (a != 0) for m, a in zip(mask_list, acc)]
+    grow_scores, grow_index = _flat_candidates(acc, seen)
+    grown = grow_index[select(grow_scores, n, largest=True)]
+    if grown.numel() < n:
+        unseen = [(~m) & (a == 0) for m, a in zip(mask_list, acc)]
+        _, zero_index = _flat_candidates(acc, unseen)
+        grown = torch.cat([grown, zero_index[: n - grown.numel()]])
+    offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
+    for i, name in enumerate(names):
+        flat = new[name].view(-1)
+        lo, hi = offsets[i], offsets[i + 1]
+        flat[pruned[(pruned >= lo) & (pruned < hi)] - lo] = False
+        flat[grown[(grown >= lo) & (grown < hi)] - lo] = True
+    return new
+
+
+def mask_changes(old: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+    """(pruned, grown) bool tensors between two masks of one table.
+
+    Example:
+        >>> p, g = mask_changes(torch.tensor([True, False]), torch.tensor([False, True]))
+        >>> p.tolist(), g.tolist()
+        ([True, False], [False, True])
+    """
+    return old & ~new, new & ~old
+
+
+def density(mask: Tensor) -> float:
+    """Share of active weights in a mask.
+
+    Example:
+        >>> density(torch.tensor([[True, False], [False, False]]))
+        0.25
+    """
+    return float(mask.sum()) / max(1, mask.numel())
+
+
+__all__ = ["active_count", "random_mask", "frequency_mask", "select", "prune_and_grow", "mask_changes", "density"]
