@@ -1,0 +1,61 @@
+"""Quotient-remainder compositional embeddings (Shi et al., 2020).
+
+Two tables: `ceil(rows / m)` quotient rows looked up by `id // m` and `m` remainder rows looked up
+by `id % m`; an id's embedding is the element-wise product of its two rows, so every id gets a
+distinct vector from `rows/m + m` rows. The product is taken after the lookup: exact per id for
+unpooled lookups and for bags holding one id (the CTR case); for bags of several ids under sum
+pooling it is the product of the pooled quotient and remainder vectors (an approximation).
+
+Example:
+    >>> import torch
+    >>> from embeddings.spec import TableSpec
+    >>> t = TableSpec(name="t", features=["C3"], rows=1000, dim=8, method="qr", params={"m": 32})
+    >>> m = get_method("qr")
+    >>> [(p.suffix, p.rows) for p in m.physical_tables(t)]
+    [('q', 32), ('r', 32)]
+    >>> [x.tolist() for x in m.transform_ids(t, torch.tensor([70]))]
+    [[2], [6]]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from embeddings.compression.base import CompressionMethod, PhysicalTable, get_method, register
+from embeddings.spec import TableSpec
+
+
+class ProductCombiner(nn.Module):
+    """Element-wise product of the quotient and remainder embeddings."""
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return parts[0] * parts[1]
+
+
+@register
+class QuotientRemainder(CompressionMethod):
+    """`params.m`: remainder rows (the quotient table gets ceil(rows / m))."""
+
+    name = "qr"
+
+    def allowed_params(self) -> tuple[str, ...]:
+        return ("m",)
+
+    def check(self, spec: TableSpec) -> None:
+        super().check(spec)
+        self._param(spec, "m", int, 1)
+
+    def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
+        m = int(spec.params["m"])
+        return [PhysicalTable("q", math.ceil(spec.rows / m), spec.dim),
+                PhysicalTable("r", m, spec.dim, init_range=(0.5, 1.5))]
+
+    def transform_ids(self, spec: TableSpec, ids: torch.Tensor) -> list[torch.Tensor]:
+        m = int(spec.params["m"])
+        return [torch.div(ids, m, rounding_mode="floor"), torch.remainder(ids, m)]
+
+    def combiner(self, spec: TableSpec) -> nn.Module:
+        return ProductCombiner()
