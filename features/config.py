@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -123,15 +123,33 @@ class QualityConfig(StrictModel):
 
 
 class RankConfig(StrictModel):
-    heuristic: str = "mi-permutation"
-    permutations: int = Field(default=8, ge=1)
-    pairs_top_k: int = Field(default=10, ge=0)
-    pair_buckets: int = Field(default=1 << 20, ge=2)
+    """OutRank-style feature ranking (features/outrank.py); estimators are named in features/estimators.py."""
+
+    heuristic: str = Field(default="mi-permutation", description="mi | mi-shifted | mi-permutation (exact names)")
+    permutations: int = Field(default=8, ge=1, description="mi-shifted: seeded random label copies averaged (OutRank uses 1)")
+    seed: int = Field(default=0, description="seed of the mi-shifted label copies")
+    bins: int = Field(default=16, ge=2, description="quantile bins for dense columns")
+    pairs_top_k: int = Field(default=10, ge=0, description="top features by score that enter the pair search (0: no pairs)")
+    pair_max_cardinality: int = Field(default=16, ge=0, description="categorical features with at most this many values also enter it")
+    pair_buckets: int = Field(default=1 << 20, ge=2, description="a feature pair is hashed into this many buckets, like a crossed embedding")
     select_k: int | None = Field(default=None, ge=1)
     relevance_weight: float = 1.0
     redundancy_weight: float = 1.0
     pair_weight: float = 0.5
     min_score: float = 0.0
+    plot_top: int = Field(default=20, ge=1, description="features shown in top_features.png")
+
+    @field_validator("heuristic")
+    @classmethod
+    def _known_heuristic(cls, v: str) -> str:
+        from features.errors import ConfigError
+        from features.estimators import get_estimator
+
+        try:
+            get_estimator(v)
+        except ConfigError as err:  # pydantic reports ValueErrors with the config file and key
+            raise ValueError(str(err).rstrip(".")) from None
+        return v
 
 
 class FeaturesConfig(StrictModel):
