@@ -102,13 +102,14 @@ def table_report(plan: EmbeddingPlan) -> list[dict]:
 class _PlanModule(nn.Module):
     """Shared parts of the pooled and unpooled builders: id transforms and combiners."""
 
-    def __init__(self, plan: EmbeddingPlan) -> None:
+    def __init__(self, plan: EmbeddingPlan, serving: bool = False) -> None:
         super().__init__()
         self.plan = plan
         self._entries = _entries(plan)
         self.features: list[str] = [f for e in self._entries for f in e.spec.features]
         self.dims: list[int] = [e.spec.dim for e in self._entries for _ in e.spec.features]
-        self.combiners = nn.ModuleDict({e.spec.name: e.method.combiner(e.spec) for e in self._entries})
+        self.combiners = nn.ModuleDict({e.spec.name: (e.method.serving_combiner(e.spec) if serving else e.method.combiner(e.spec))
+                                        for e in self._entries})
         # lookup keys in collection order: table by table, physical table by physical table
         self._lookup_keys = [physical_key(f, p.suffix) for e in self._entries for p in e.physical for f in e.spec.features]
 
