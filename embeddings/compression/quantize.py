@@ -37,12 +37,13 @@ def fake_quantize_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
         True
     """
     levels = (1 << bits) - 1
-    lo = x.min(dim=1, keepdim=True).values
+    # FBGEMM's order of operations: bias = fp16(min), scale = fp16((max - bias) / levels), then
+    # round((x - bias) * (1 / scale)), so the served rows are reproduced bit for bit
+    bias = x.min(dim=1, keepdim=True).values.half().float()
     hi = x.max(dim=1, keepdim=True).values
-    scale = ((hi - lo) / levels).half().float()
-    bias = lo.half().float()
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round((x - bias) / safe), 0, levels) * scale + bias
+    scale = ((hi - bias) / levels).half().float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round((x - bias) * (1.0 / scale)), 0, levels) * scale + bias
     return x + (q - x).detach()
 
 
