@@ -1,0 +1,88 @@
+"""Export to FBGEMM IntNBit TBE form and back: same outputs within each method's error bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from embeddings.compression.quantize import quantization_error_bound
+from embeddings.errors import ExportError
+from embeddings.export import export_embeddings, load_exported, trained_weights
+from embeddings.spec import EmbeddingPlan, TableSpec
+from embeddings.tables import build_embeddings
+
+PLAN = EmbeddingPlan([
+    TableSpec("t_dense", ["d"], rows=30, dim=8),
+    TableSpec("t_hash", ["h"], rows=500, dim=8, method="hashing", params={"buckets": 17}),
+    TableSpec("t_qr", ["q"], rows=200, dim=8, method="qr", params={"m": 16}),
+    TableSpec("t_mix", ["m"], rows=40, dim=8, method="mixed_dim", params={"stored_dim": 4}),
+    TableSpec("t_fp16", ["f16"], rows=40, dim=8, method="fp16", pooling="mean"),
+    TableSpec("t_int8", ["i8"], rows=40, dim=8, method="int8", params={"qat": True}),
+    TableSpec("t_int4", ["i4"], rows=40, dim=8, method="int4"),
+])
+ROWS = {"d": 30, "h": 500, "q": 200, "m": 40, "f16": 40, "i8": 40, "i4": 40}
+
+
+def _batch(seed: int, max_len: int = 3) -> KeyedJaggedTensor:
+    g = torch.Generator().manual_seed(seed)
+    vals, lens = [], []
+    for f, n in ROWS.items():
+        for _ in range(6):
+            k = int(torch.randint(0, max_len + 1, (1,), generator=g))
+            vals.append(torch.randint(0, n, (k,), generator=g))
+            lens.append(k)
+    return KeyedJaggedTensor.from_lengths_sync(keys=list(ROWS), values=torch.cat(vals), lengths=torch.tensor(lens))
+
+
+def test_export_round_trip_within_quantization_bounds(tmp_path):
+    torch.manual_seed(0)
+    emb = build_embeddings(PLAN).eval()
+    report = export_embeddings(emb, tmp_path / "emb.pt")
+    served = load_exported(tmp_path / "emb.pt")
+    art = torch.load(tmp_path / "emb.pt", weights_only=True)  # tensors, strings, numbers only
+    assert art["tables"]["t_int8"]["weight"].dtype == torch.uint8 and art["tables"]["t_int8"]["weight"].shape == (40, 8)
+    assert art["tables"]["t_int4"]["weight"].shape == (40, 4)
+    w = trained_weights(emb)
+    bags = _batch(1, max_len=3)
+    a, b = emb(bags), served(bags)
+    assert a.keys() == b.keys() == list(ROWS)
+    for f in ("d", "h", "q", "m"):
+        assert torch.allclose(a[f], b[f], atol=1e-6), f   # fp32 tables served as they were trained
+    lengths = bags.to_dict()
+    for f, table, serving in (("f16", "t_fp16", "fp16"), ("i8", "t_int8", "int8"), ("i4", "t_int4", "int4")):
+        bound = quantization_error_bound(w[table], serving).max()
+        max_bag = int(lengths[f].lengths().max())
+        err = (a[f] - b[f]).abs().max()
+        assert err <= bound * max(max_bag, 1) + 1e-6, (f, err, bound)
+        if serving != "fp16":
+            assert err > 0  # really quantized
+    by_table = {t["table"]: t for t in report["tables"]}
+    assert by_table["t_int8"]["bytes_before"] == 40 * 8 * 4 and by_table["t_int8"]["bytes_after"] == 40 * (8 + 4)
+    assert by_table["t_int4"]["bytes_after"] == 40 * (4 + 4)
+    assert by_table["t_fp16"]["bytes_after"] == 40 * 16
+    assert by_table["t_mix"]["bytes_after"] == 40 * 4 * 4 + 8 * 4 * 4
+    assert report["bytes_after"] == sum(t["bytes_after"] for t in report["tables"]) < report["bytes_before"]
+
+
+def test_single_id_bags_int8_served_equals_fake_quant_training(tmp_path):
+    torch.manual_seed(0)
+    emb = build_embeddings(PLAN)
+    export_embeddings(emb, tmp_path / "emb.pt")
+    served = load_exported(tmp_path / "emb.pt")
+    bags = _batch(2, max_len=1)
+    emb.train()  # QAT fake-quant active: what training saw is what serving gives
+    assert torch.allclose(emb(bags)["i8"], served(bags)["i8"], atol=1e-6)
+
+
+def test_bad_artifacts_give_one_line_errors(tmp_path):
+    with pytest.raises(ExportError, match="not found"):
+        load_exported(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ExportError, match="not a readable embeddings artifact"):
+        load_exported(tmp_path / "junk.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ExportError, match="re-export"):
+        load_exported(tmp_path / "other.pt")
+    with pytest.raises(ExportError, match="holds no PlanEmbeddings"):
+        export_embeddings(torch.nn.Linear(2, 2), tmp_path / "x.pt")
