@@ -30,8 +30,12 @@ class StoreConfig(BaseModel):
     enabled: bool = False
     project: str = "sparserec"
     ttl_days: int = Field(default=30, ge=1)
-    offline_store: dict[str, Any] = Field(default_factory=lambda: {"type": "file"})
-    online_store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"})
+    offline_store: dict[str, Any] = Field(default_factory=lambda: {"type": "file"},
+                                          description="Feast offline_store section; relative paths live in the store folder")
+    online_store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"},
+                                         description="Feast online_store section; sqlite defaults to online_store.db in the store folder")
+    windows_days: list[int] = Field(default_factory=lambda: [1, 7],
+                                    description="time windows (days) of the per-user / per-item count and CTR aggregates")
 
 
 class EngineConfig(BaseModel):

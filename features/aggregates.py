@@ -1,0 +1,143 @@
+"""Per-user and per-item counts and click-through rates over time windows, as of each event.
+
+For every event at time t and each window of W days, the aggregates of its user (and item) count
+only events strictly BEFORE t, in [t - W*86400, t - 1] (epoch seconds), so an event's own label
+never leaks into its features. Column names: `<entity>_events_<W>d`, and when the data has a
+label `<entity>_clicks_<W>d` and `<entity>_ctr_<W>d` (null when there is no history). Events
+without a user (or item) key get nulls for that entity's columns (counted in the summary).
+
+The stage writes `data/`: the ingest rows, an `event_id` (long, 0.. in (timestamp, row hash)
+order: the same data gives the same ids) and the aggregate columns (double), so the rank stage
+can read `aggregates/` in place of `ingest/` (see `with_aggregate_roles`).
+
+Example:
+    >>> summary = aggregates({"ingest": Path("runs/r/ingest")}, Path("runs/r/aggregates"),  # doctest: +SKIP
+    ...                      dataset, windows_days=[1, 7], spark=spark)
+    >>> summary["columns"][:3]                                                              # doctest: +SKIP
+    ['user_events_1d', 'user_clicks_1d', 'user_ctr_1d']
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from features.config import DatasetConfig
+from features.errors import DataError
+
+EVENT_ID = "event_id"
+DAY = 86_400
+
+
+def entity_keys(dataset: DatasetConfig) -> dict[str, str]:
+    """Entity name -> key column, from the dataset's roles (user, item, session when declared)."""
+    r = dataset.roles
+    keys = {"user": r.user_id, "item": r.item_id, "session": r.session_id}
+    return {k: v for k, v in keys.items() if v is not None}
+
+
+def aggregate_columns(dataset: DatasetConfig, windows_days: Sequence[int]) -> list[str]:
+    """Names of the aggregate columns the stage writes, in order.
+
+    Example:
+        >>> aggregate_columns(ds, [1])                       # doctest: +SKIP
+        ['user_events_1d', 'user_clicks_1d', 'user_ctr_1d', 'item_events_1d', 'item_clicks_1d', 'item_ctr_1d']
+    """
+    stats = ["events", "clicks", "ctr"] if dataset.roles.label else ["events"]
+    return [f"{ent}_{s}_{w}d" for ent in ("user", "item") if ent in entity_keys(dataset)
+            for w in windows_days for s in stats]
+
+
+def with_aggregate_roles(dataset: DatasetConfig, windows_days: Sequence[int]) -> DatasetConfig:
+    """A copy of `dataset` whose dense columns include the aggregates (for ranking `aggregates/`).
+
+    Example:
+        >>> rank_stage({"ingest": run / "aggregates"}, out, with_aggregate_roles(ds, [1, 7]), ...)  # doctest: +SKIP
+    """
+    extra = [c for c in aggregate_columns(dataset, windows_days) if c not in dataset.roles.dense]
+    roles = dataset.roles.model_copy(update={"dense": [*dataset.roles.dense, *extra]})
+    return dataset.model_copy(update={"roles": roles})
+
+
+def _check_columns(df, path: Path, dataset: DatasetConfig) -> None:
+    ts = dataset.roles.timestamp
+    if ts is None:
+        raise DataError(f"dataset '{dataset.name}': roles.timestamp is not set; aggregates and the feature store "
+                        "need event times, so declare the timestamp column under dataset.roles.timestamp.")
+    for role, col in [("timestamp", ts), *[(f"{k}_id", v) for k, v in entity_keys(dataset).items()]]:
+        if col not in df.columns:
+            raise DataError(f"{path}: column '{col}' (dataset.roles.{role}) is not in the data; "
+                            f"columns are {', '.join(df.columns[:12])}...; fix the role or re-run ingest.")
+
+
+def check_no_null_timestamps(df, path: Path, ts: str) -> None:
+    """Raise a one-line `DataError` when the timestamp column holds nulls."""
+    from pyspark.sql import functions as F
+
+    nulls = df.where(F.col(ts).isNull()).count()
+    if nulls:
+        raise DataError(f"{path}: timestamp column '{ts}' has {nulls} null value(s); every event needs a time "
+                        "(fix the data or quarantine those rows at ingest).")
+
+
+def _window_columns(key: str, prefix: str, ts: str, label: str | None, windows_days: Sequence[int]):
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    cols = []
+    for w in windows_days:
+        win = Window.partitionBy(key).orderBy(F.col(ts)).rangeBetween(-w * DAY, -1)
+        has_key = F.col(key).isNotNull()
+        events = F.count(F.lit(1)).over(win).cast("double")
+        cols.append(F.when(has_key, events).alias(f"{prefix}_events_{w}d"))
+        if label:
+            clicks = F.coalesce(F.sum(F.col(label)).over(win), F.lit(0)).cast("double")
+            cols.append(F.when(has_key, clicks).alias(f"{prefix}_clicks_{w}d"))
+            cols.append(F.when(has_key & (events > 0), clicks / events).alias(f"{prefix}_ctr_{w}d"))
+    return cols
+
+
+def add_event_ids(df, ts: str):
+    """Number rows 0.. by (timestamp, hash of the whole row): deterministic for the same data."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in df.columns]))
+    return df.withColumn(EVENT_ID, (F.row_number().over(order) - 1).cast("long"))
+
+
+def aggregates(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, windows_days: Sequence[int], spark) -> dict:
+    """Stage: read `inputs["ingest"]/data`, write `out/data` = rows + event_id + aggregate columns."""
+    from pyspark.sql import functions as F
+
+    path = Path(inputs["ingest"]) / "data"
+    if not path.exists():
+        raise DataError(f"{path}: the ingest output is missing; run `sparserec features ingest` first.")
+    df = spark.read.parquet(str(path))
+    _check_columns(df, path, dataset)
+    ts = dataset.roles.timestamp
+    check_no_null_timestamps(df, path, ts)
+    label = dataset.roles.label if dataset.roles.label in df.columns else None
+    keys = entity_keys(dataset)
+    df = add_event_ids(df, ts)
+    base = df.columns
+    for ent in ("user", "item"):
+        if ent in keys:
+            df = df.select(*df.columns, *_window_columns(keys[ent], ent, ts, label, windows_days))
+    names = [c for c in df.columns if c not in base]
+    df.orderBy(EVENT_ID).write.mode("overwrite").parquet(str(out / "data"))
+    written = spark.read.parquet(str(out / "data"))
+    row = written.agg(F.count(F.lit(1)).alias("n"),
+                      *[F.sum(F.col(k).isNull().cast("long")).alias(f"null_{e}") for e, k in keys.items()
+                        if e in ("user", "item")]).first()
+    rows_in = spark.read.parquet(str(path)).count()
+    if rows_in != row["n"]:
+        raise RuntimeError(f"aggregates: {rows_in} rows read but {row['n']} written; no row may be lost")
+    summary = {"rows_in": rows_in, "rows_out": row["n"], "columns": names,
+               "windows_days": list(windows_days), "label": label,
+               "rows_without_key": {e: int(row[f"null_{e}"] or 0) for e in ("user", "item") if e in keys}}
+    (out / "aggregates.json").write_text(json.dumps({"columns": names, "keys": keys, "timestamp": ts,
+                                                     "event_id": EVENT_ID, "label": label,
+                                                     "windows_days": list(windows_days)}, indent=2) + "\n")
+    return summary
