@@ -104,6 +104,9 @@ class DSLController:
             self.grad_acc[name] = torch.zeros(t.rows, t.dim, dtype=torch.float32, device=device)
             self.budget += n
         self._touched: dict[str, list[Tensor]] = {name: [] for name in self.tables}
+        for name, t in self.tables.items():
+            if t.dense_param is not None:
+                _mask_gradient(t.dense_param, self.masks[name])
         self.updates = 0
         self.exchanged_total = 0
         self._apply_full_masks()
@@ -118,7 +121,8 @@ class DSLController:
         (sum pooling: the bag's gradient; mean: divided by the bag length; weighted: times the id's
         weight) and adds their magnitude to the table's accumulator.
         """
-        values = pooled.values() if hasattr(pooled, "values") and callable(pooled.values) else pooled
+        pooled = _resolved(pooled)
+        values = pooled if isinstance(pooled, Tensor) else pooled.values()
         if not values.requires_grad:
             return
         plan = self._lookup_plan(kjt, pooled)
@@ -195,7 +199,7 @@ class DSLController:
 
     def _lookup_plan(self, kjt, pooled) -> list[tuple[str, Tensor, Tensor, Tensor | None, int, int]]:
         """Per DSL feature: (table, ids, bag index of each id, id weights, first column, dim)."""
-        if hasattr(pooled, "keys") and callable(pooled.keys):
+        if not isinstance(pooled, Tensor):
             keys, dims = pooled.keys(), pooled.length_per_key()
             positions = dict(zip(kjt.keys(), range(len(kjt.keys()))))
             features = [(k, k) for k in keys]
@@ -308,6 +312,37 @@ class DSLController:
                     reset = ~kept[rs, cs].any(1) & either[rs, cs].any(1)
                     st.tensor.masked_fill_(reset, 0)
             old[name].copy_(new[name])
+
+
+def _mask_gradient(param: Tensor, mask: Tensor) -> None:
+    """Multiply the gradient of a densely trained table by its mask (the mask tensor is updated in
+    place, so the hook follows it). A dense optimizer (Adam, momentum) moves rows the batch did not
+    touch, so re-masking touched rows is not enough there; with a masked gradient, inactive weights
+    never gain optimizer state and stay at zero. Data-parallel tables in DMP are slices of one flat
+    TBE parameter: the hook goes on that parameter, on the slice's range."""
+    original = getattr(param, "_original_tensor", None)
+    if original is not None:
+        start, end = param._start_offset, param._end_offset
+
+        def hook(grad: Tensor) -> Tensor:
+            grad = grad.clone()
+            grad[start:end] *= mask.reshape(-1)
+            return grad
+
+        if original.requires_grad:
+            original.register_hook(hook)
+    elif param.requires_grad:
+        param.register_hook(lambda grad: grad * mask if grad.layout == torch.strided else grad)
+
+
+def _resolved(pooled):
+    """The KeyedTensor behind DMP's lazy awaitable output: the cached result the model already used
+    (a second `wait()` would build a new tensor outside the autograd graph of the loss)."""
+    if isinstance(pooled, Tensor) or not hasattr(pooled, "wait"):
+        return pooled
+    from torchrec.distributed.types import LazyAwaitable
+
+    return LazyAwaitable._wait_async(pooled) if isinstance(pooled, LazyAwaitable) else pooled.wait()
 
 
 def _distributed() -> bool:

@@ -64,6 +64,7 @@ class DSLTable:
     shards: list[WeightShard]
     replicated: bool = False  # data-parallel: every rank holds the whole table
     optimizer_states: Callable[[], list[StateShard]] = field(default=lambda: [])
+    dense_param: nn.Parameter | None = None  # set when a non-fused optimizer trains the table from its .grad
 
 
 def _pooling_name(p: object) -> str:
@@ -100,7 +101,7 @@ def _from_ebc(ebc: nn.Module, optimizers: list[torch.optim.Optimizer]) -> dict[s
         tables[cfg.name] = DSLTable(
             name=cfg.name, rows=cfg.num_embeddings, dim=cfg.embedding_dim, features=list(cfg.feature_names),
             pooling=_pooling_name(cfg.pooling), shards=[WeightShard(weight.data)], replicated=True,
-            optimizer_states=lambda w=weight: _torch_optimizer_states(w, optimizers))
+            optimizer_states=lambda w=weight: _torch_optimizer_states(w, optimizers), dense_param=weight)
     return tables
 
 
@@ -119,8 +120,9 @@ def _sharded_states(sebc: nn.Module, name: str, shards: list[WeightShard]) -> li
     return out
 
 
-def _from_sharded_ebc(sebc: nn.Module) -> dict[str, DSLTable]:
+def _from_sharded_ebc(sebc: nn.Module, optimizers: list[torch.optim.Optimizer]) -> dict[str, DSLTable]:
     state = sebc.state_dict()
+    params = dict(sebc.named_parameters())
     tables = {}
     for cfg in sebc._embedding_bag_configs:
         value = state[f"embedding_bags.{cfg.name}.weight"]
@@ -128,12 +130,15 @@ def _from_sharded_ebc(sebc: nn.Module) -> dict[str, DSLTable]:
             shards = [WeightShard(s.tensor, s.metadata.shard_offsets[0], s.metadata.shard_offsets[1])
                       for s in value.local_shards()]
             replicated = False
-        else:
-            shards, replicated = [WeightShard(value)], True
+            states = lambda s=sebc, n=cfg.name, sh=shards: _sharded_states(s, n, sh)  # noqa: E731
+        else:  # data-parallel: a plain replicated parameter, trained by the dense optimizer
+            param = params.get(f"embedding_bags.{cfg.name}.weight", value)
+            shards, replicated = [WeightShard(param.data)], True
+            states = lambda p=param: _torch_optimizer_states(p, optimizers)  # noqa: E731
         tables[cfg.name] = DSLTable(
             name=cfg.name, rows=cfg.num_embeddings, dim=cfg.embedding_dim, features=list(cfg.feature_names),
-            pooling=_pooling_name(cfg.pooling), shards=shards, replicated=replicated,
-            optimizer_states=lambda s=sebc, n=cfg.name, sh=shards: _sharded_states(s, n, sh))
+            pooling=_pooling_name(cfg.pooling), shards=shards, replicated=replicated, optimizer_states=states,
+            dense_param=params.get(f"embedding_bags.{cfg.name}.weight") if replicated else None)
     return tables
 
 
@@ -176,7 +181,7 @@ def find_tables(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer] =
 
     def visit(sub: nn.Module, path: str) -> None:
         if isinstance(sub, ShardedEmbeddingBagCollection):
-            part = _from_sharded_ebc(sub)
+            part = _from_sharded_ebc(sub, optimizers)
         elif isinstance(sub, EmbeddingBagCollection):
             part = _from_ebc(sub, optimizers)
         elif isinstance(sub, SplitTableBatchedEmbeddingBagsCodegen):
