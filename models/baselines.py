@@ -1,4 +1,7 @@
-"""Logistic regression for CTR: one 1-dim weight per categorical id, a linear map of the dense features.
+"""Logistic regression for CTR: one weight per categorical id, a linear map of the dense features.
+
+The id weights come from a pooled-embedding module whose columns are summed, so a table of any
+dim (FBGEMM kernels want multiples of 4) still gives each id a single weight in effect.
 
 A sanity baseline: it cannot model feature interactions (so it misses the planted XOR pair).
 
@@ -22,7 +25,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
 class LogisticRegression(nn.Module):
-    """logit = bias + w·dense + Σ_features weight[id]; `sparse` pools 1-dim embeddings per feature."""
+    """logit = bias + w·dense + Σ_features Σ_columns emb[id]; linear in the one-hot ids."""
 
     def __init__(self, sparse: nn.Module, dense_in: int) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ from models.errors import ModelError
 from pipelines.config import ModelConfig
 
 CTR_MODELS = ("dlrm", "dcn", "lr")
+LR_DIM = 4
 
 
 def plan_features(plan: EmbeddingPlan) -> list[str]:
@@ -32,7 +33,7 @@ def plan_features(plan: EmbeddingPlan) -> list[str]:
 
 
 def sparse_module(plan: EmbeddingPlan, dim: int | None = None, device: str = "cpu") -> nn.Module:
-    """Pooled-embedding module of the plan (`dim` overrides every table's dim, e.g. 1 for LR)."""
+    """Pooled-embedding module of the plan (`dim` overrides every table's dim: a plain dense EBC, for LR)."""
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
     if dim is None and importlib.util.find_spec("embeddings.tables") is not None:
@@ -57,7 +58,8 @@ def build_ctr_model(plan: EmbeddingPlan, dense_in: int, cfg: ModelConfig) -> nn.
     if cfg.name == "lr":
         from models.baselines import LogisticRegression
 
-        return LogisticRegression(sparse_module(plan, dim=1), dense_in)
+        # FBGEMM kernels need dims divisible by 4; LR sums the 4 columns, so each id still has one weight in effect
+        return LogisticRegression(sparse_module(plan, dim=LR_DIM), dense_in)
     dims = sorted({t.dim for t in plan.tables})
     if len(dims) != 1:
         raise ModelError(f"embedding_plan.json: tables have dims {dims}; {cfg.name} needs one output dim, "

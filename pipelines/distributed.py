@@ -1,13 +1,13 @@
-"""Shard a model with TorchRec's planner and DMP, FBGEMM fused sparse optimizer, dense optimizer.
+"""Process groups, device choice, DMP sharding and the dense optimizer of the training loop.
 
-Uses `embeddings.sharding.fbgemm_model` when present; otherwise the same recipe here:
-`apply_optimizer_in_backward` on the embedding parameters (FBGEMM fuses the update into the
-backward), `EmbeddingShardingPlanner.collective_plan`, `DistributedModelParallel`, and a plain
-torch optimizer over the remaining (dense) parameters.
+Sharding is `embeddings.sharding.fbgemm_model` (TorchRec planner + DMP, FBGEMM fused sparse
+optimizer); the dense optimizer is a plain torch Adam/Adagrad over the parameters the fused
+optimizer does not own, so its state dict loads with `weights_only=True`.
 
 Example:
-    >>> with local_process_group() as pg:                          # doctest: +SKIP
-    ...     dmp = shard_model(model, EmbeddingsConfig(), torch.device("cpu"), batch_size=512)
+    >>> with local_process_group():                                # doctest: +SKIP
+    ...     dmp = shard_model(model, EmbeddingsConfig(), torch.device("cpu"))
+    ...     opt = dense_optimizer(dmp, "adam", 1e-3)
 """
 
 from __future__ import annotations
@@ -52,50 +52,12 @@ def local_process_group(device: torch.device | None = None) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def _sparse_optimizer(cfg: EmbeddingsConfig) -> tuple[type[torch.optim.Optimizer], dict]:
-    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+def shard_model(model: nn.Module, emb_cfg: EmbeddingsConfig, device: torch.device) -> nn.Module:
+    """Wrap `model` in DMP over the current process group with a fused FBGEMM optimizer on its tables
+    (`embeddings.sharding.fbgemm_model`: TorchRec planner, `apply_optimizer_in_backward`)."""
+    from embeddings.sharding import fbgemm_model
 
-    table = {"rowwise_adagrad": (RowWiseAdagrad, {"lr": cfg.learning_rate, "eps": 1e-8}),
-             "sgd": (torch.optim.SGD, {"lr": cfg.learning_rate}),
-             "adam": (torch.optim.Adam, {"lr": cfg.learning_rate})}
-    if cfg.optimizer not in table:
-        from models.errors import ModelError
-
-        raise ModelError(f"embeddings.optimizer: '{cfg.optimizer}' is unknown; choose one of {', '.join(table)}")
-    return table[cfg.optimizer]
-
-
-def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the model's TorchRec embedding modules (those the fused optimizer updates)."""
-    from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
-
-    out: list[nn.Parameter] = []
-    for m in model.modules():
-        if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection)):
-            out.extend(m.parameters())
-    return out
-
-
-def shard_model(model: nn.Module, emb_cfg: EmbeddingsConfig, device: torch.device, batch_size: int) -> nn.Module:
-    """Wrap `model` in DMP over the current process group with a fused FBGEMM optimizer on its tables."""
-    with contextlib.suppress(ImportError):
-        from embeddings.sharding import fbgemm_model  # type: ignore[attr-defined]
-
-        return fbgemm_model(model, emb_cfg, device=device, batch_size=batch_size)
-    from torchrec.distributed import DistributedModelParallel
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-    from torchrec.distributed.sharding_plan import get_default_sharders
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-
-    opt_cls, kwargs = _sparse_optimizer(emb_cfg)
-    apply_optimizer_in_backward(opt_cls, embedding_parameters(model), kwargs)
-    world = dist.get_world_size()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    topology = Topology(world_size=world, local_world_size=min(local, world), compute_device=device.type)
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size)
-    sharders = get_default_sharders()
-    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders)
+    return fbgemm_model(model, emb_cfg, device=device, pg=dist.group.WORLD)
 
 
 def dense_optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:

@@ -1,0 +1,333 @@
+"""The per-worker training loop: one function that reads like a single-process loop.
+
+`train_loop_per_worker(config)` is what Ray Train runs on every worker, and what single-process
+mode runs in this process (world size 1). It builds the model from the plan, shards it with DMP
+(fused FBGEMM optimizer on the tables, Adam/Adagrad on the dense parameters), resumes from the
+last checkpoint if there is one, then per step: forward, BCE loss, NaN/inf guard, DSL observe,
+backward, dense-gradient clipping, dense optimizer step, DSL update; a checkpoint every
+`checkpoint_every` steps and after every epoch's validation (AUC, early stopping).
+
+The differences between Ray and single-process mode (where batches come from, where checkpoints
+go) live in the two small `*IO` classes below; the loop itself does not know which one it has.
+
+Example:
+    >>> job = LoopJob(encoded="runs/r/vocab/encoded", schema_path="runs/r/vocab/schema.json",
+    ...               plan_json=plan.to_json(), out="runs/r/.tmp-train", train=TrainConfig(),
+    ...               embeddings=EmbeddingsConfig(), seed=0, global_batch=1024)      # doctest: +SKIP
+    >>> run_loop(job, LocalIO(job))                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from embeddings.config import EmbeddingsConfig
+from embeddings.spec import EmbeddingPlan
+from pipelines.batches import Batch, BatchSpec, EncodedSchema, batch_spec, parquet_batches, ray_batches
+from pipelines.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
+from pipelines.config import TrainConfig
+from pipelines.ctr_model import build_ctr_model
+from pipelines.distributed import dense_optimizer, resolve_device, shard_model
+from pipelines.errors import TrainingDivergedError
+from pipelines.metrics import auc, log_loss
+
+FAIL_MARKER = ".planted_failure_done"
+
+
+@dataclass
+class LoopJob:
+    """Everything a worker needs (picklable, sent to Ray workers as `config["job"]`)."""
+
+    encoded: str
+    schema_path: str
+    plan_json: str
+    out: str
+    train: TrainConfig
+    embeddings: EmbeddingsConfig
+    seed: int
+    global_batch: int
+    steps_per_epoch: int = 0
+    progress_path: str | None = None
+
+    @property
+    def plan(self) -> EmbeddingPlan:
+        return EmbeddingPlan.from_json(self.plan_json)
+
+    def spec(self, split: str) -> BatchSpec:
+        return batch_spec(EncodedSchema.load(Path(self.schema_path)), self.plan, source=f"{self.encoded}/{split}")
+
+
+@dataclass
+class LoopResult:
+    """What the loop hands back: its final state and, in single-process mode, the final checkpoint."""
+
+    state: TrainState
+    checkpoint: str | None
+    diverged: str | None = None
+    seconds: float = 0.0
+    examples: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalIO:
+    """Single-process mode: pyarrow streaming, checkpoints published under `<out>/checkpoints/step_*`."""
+
+    rank, world = 0, 1
+
+    def __init__(self, job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> None:
+        self.job = job
+        self.ckpt_dir = Path(job.out) / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.on_progress = on_progress
+
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
+        return parquet_batches(Path(self.job.encoded) / "train", spec, batch_size, drop_last=True, skip=skip)
+
+    def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
+        return parquet_batches(Path(self.job.encoded) / "validation", spec, batch_size)
+
+    def restore_dir(self) -> Path | None:
+        return latest(self.ckpt_dir)
+
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict) -> str:
+        tmp = temp_folder(self.ckpt_dir, name)
+        writer(tmp)
+        final = publish(tmp, self.ckpt_dir / name)
+        for old in sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())[:-self.job.train.checkpoints_to_keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return str(final)
+
+    def progress(self, info: dict) -> None:
+        if self.on_progress is not None:
+            self.on_progress(info)
+
+
+class RayIO:
+    """Ray Train mode: this worker's Ray Data shards, checkpoints through `ray.train.report`."""
+
+    def __init__(self, job: LoopJob) -> None:
+        import ray.train
+
+        self.job = job
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
+        import ray.train
+
+        return ray_batches(ray.train.get_dataset_shard("train"), spec, batch_size, drop_last=True, skip=skip)
+
+    def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
+        import ray.train
+
+        return ray_batches(ray.train.get_dataset_shard("validation"), spec, batch_size)
+
+    def restore_dir(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        return Path(ckpt.to_directory()) if ckpt is not None else None
+
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict) -> str:
+        import ray.train
+        from ray.train import Checkpoint
+
+        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{name}-r{self.rank}-"))
+        try:
+            writer(tmp)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return name
+
+    def progress(self, info: dict) -> None:
+        if self.rank == 0 and self.job.progress_path:
+            p = Path(self.job.progress_path)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, p)
+
+
+def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
+    """The DSL controller with its observe hook on the embedding collection, or None when DSL is off."""
+    if not job.embeddings.dsl.enabled:
+        return None
+    from embeddings.dsl import DSLController
+
+    plan = job.plan
+    densities = {t.name: t.dsl_density for t in plan.tables if t.dsl_density is not None}
+    ctl = DSLController(model, job.embeddings.dsl, total_steps=max(total_steps, 1), seed=job.seed,
+                        densities=densities or None)
+    ebc = next((m for n, m in model.named_modules() if n.endswith("ebc")), None)
+    if ebc is not None:
+        ebc.register_forward_hook(lambda mod, args, out: ctl.observe(args[0], out) if mod.training else None)
+    return ctl
+
+
+def _global_mean(x: torch.Tensor, world: int) -> float:
+    if world > 1:
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        x /= world
+    return float(x)
+
+
+def evaluate_split(model: nn.Module, batches: Iterator[Batch], device: torch.device, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted probabilities over a split; in a group, gathered from every rank."""
+    model.eval()
+    ys, ps = [], []
+    with torch.no_grad():
+        for b in batches:
+            b = b.to(device)
+            ps.append(torch.sigmoid(model(b.dense, b.sparse)).float().cpu().numpy())
+            ys.append(b.labels.cpu().numpy())
+    model.train()
+    y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
+    p = np.concatenate(ps) if ps else np.zeros(0, np.float32)
+    if world > 1:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (y, p))
+        y = np.concatenate([a for a, _ in parts])
+        p = np.concatenate([b for _, b in parts])
+    return y, p
+
+
+def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) -> Path:
+    path = out / f"nan_batch_step{step}_rank{rank}.pt"
+    torch.save({"step": step, "loss": loss, "dense": batch.dense.cpu(), "keys": batch.sparse.keys(),
+                "values": batch.sparse.values().cpu(), "lengths": batch.sparse.lengths().cpu(),
+                "labels": batch.labels.cpu()}, path)
+    return path
+
+
+def _plant_failure(job: LoopJob, step: int, rank: int, world: int) -> None:
+    """Testing hook: the last worker raises once at `fail_at_step` (a marker file makes it once only)."""
+    marker = Path(job.out) / FAIL_MARKER
+    if job.train.fail_at_step == step and rank == world - 1 and not marker.exists():
+        marker.write_text(str(step))
+        raise RuntimeError(f"planted worker failure at step {step} (training.fail_at_step)")
+
+
+def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
+    """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
+    cfg = job.train
+    rank, world = io.rank, io.world
+    device = resolve_device(cfg.device)
+    per_worker = max(job.global_batch // world, 1)
+    torch.manual_seed(job.seed)
+    train_spec, val_spec = job.spec("train"), job.spec("validation")
+    model = build_ctr_model(job.plan, len(train_spec.dense), cfg.model)
+    model = shard_model(model, job.embeddings, device)
+    opt = dense_optimizer(model, cfg.dense_optimizer, cfg.dense_learning_rate)
+    dense_params = [p for g in opt.param_groups for p in g["params"]]
+    total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
+    dsl = _dsl_controller(model, job, total)
+    state = TrainState()
+    restored = io.restore_dir()
+    if restored is not None:
+        state, dsl_state = read_checkpoint(restored, model, opt)
+        state.history.setdefault("resumed_from", []).append(state.step)
+        if dsl is not None and dsl_state:
+            dsl.load_state_dict(dsl_state)
+
+    def checkpoint(metrics: dict) -> str:
+        writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
+        return io.save(f"step_{state.step:08d}", writer, {**metrics, "step": state.step, "epoch": state.epoch})
+
+    out = Path(job.out)
+    last_ckpt: str | None = None
+    examples, t0 = 0, time.perf_counter()
+    loss_acc, loss_n = 0.0, 0
+    model.train()
+    while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
+        for batch in io.train_batches(train_spec, per_worker, skip=state.batch):
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+            _plant_failure(job, state.step + 1, rank, world)
+            batch = batch.to(device, non_blocking=True)
+            logits = model(batch.dense, batch.sparse)
+            loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+            local = float(loss.detach())
+            shown = _global_mean(loss.detach(), world) if world > 1 else local
+            if not math.isfinite(shown):
+                where = _save_bad_batch(batch, out, state.step + 1, rank, local) if not math.isfinite(local) else None
+                msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
+                       f"{state.batch}); the batch is saved{' in ' + str(where) if where else ' by the failing worker'}; "
+                       "lower training.dense_learning_rate / embeddings.learning_rate or check the inputs")
+                return LoopResult(state, last_ckpt, diverged=msg, seconds=time.perf_counter() - t0, examples=examples)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip_norm)
+            opt.step()
+            if dsl is not None:
+                dsl.after_step(state.step)
+            state.step += 1
+            state.batch += 1
+            examples += len(batch) * world
+            loss_acc, loss_n = loss_acc + shown, loss_n + 1
+            if state.step % cfg.log_every == 0:
+                state.history["train"].append({"step": state.step, "epoch": state.epoch, "loss": loss_acc / loss_n})
+                loss_acc, loss_n = 0.0, 0
+                io.progress({"step": state.step, "total": total, "epoch": state.epoch, "loss": shown,
+                             "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
+            if state.step % cfg.checkpoint_every == 0:
+                last_ckpt = checkpoint({"loss": shown})
+        # end of epoch (or of max_steps): validate, early stopping, checkpoint
+        y, p = evaluate_split(model, io.val_batches(val_spec, per_worker), device, world)
+        val = {"epoch": state.epoch, "step": state.step, "auc": auc(y, p), "log_loss": log_loss(y, p) if len(y) else float("nan")}
+        state.history["validation"].append(val)
+        if val["auc"] > state.best_auc + 1e-4:
+            state.best_auc, state.bad_epochs = val["auc"], 0
+        else:
+            state.bad_epochs += 1
+            if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
+                state.stopped_early = True
+        if not (cfg.max_steps and state.step >= cfg.max_steps):
+            state.epoch, state.batch = state.epoch + 1, 0
+        io.progress({"step": state.step, "total": total, "epoch": state.epoch, "val_auc": val["auc"]})
+        last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]})
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            break
+    return LoopResult(state, last_ckpt, seconds=time.perf_counter() - t0, examples=examples)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: `config["job"]` is a `LoopJob`; the outcome is reported to Ray."""
+    import ray.train
+
+    job: LoopJob = config["job"]
+    res = run_loop(job, RayIO(job))
+    if res.diverged:
+        ray.train.report({"diverged": res.diverged, "step": res.state.step})
+    else:
+        import resource
+
+        ray.train.report({"done": True, "step": res.state.step, "examples": res.examples, "seconds": res.seconds,
+                          "best_auc": res.state.best_auc,
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
+
+
+def run_single_process(job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> LoopResult:
+    """The same loop in this process, in a world-size-1 process group (for debugging and small runs)."""
+    from pipelines.distributed import local_process_group
+
+    with local_process_group(resolve_device(job.train.device)):
+        res = run_loop(job, LocalIO(job, on_progress))
+    if res.diverged:
+        raise TrainingDivergedError(res.diverged)
+    return res

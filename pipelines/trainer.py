@@ -1,0 +1,268 @@
+"""Run the training loop: on a Ray cluster with Ray Train's `TorchTrainer`, or in this process.
+
+`fit(...)` is the driver: it counts the data, picks the mode from `TrainConfig.ray`
+(`single_process`, `num_workers`, `cpus_per_worker`, `use_gpu`, `address` / `RAY_ADDRESS`),
+shows a rich progress bar while the loop runs, and returns the final checkpoint folder.
+`FailureConfig(max_failures)` restarts a failed worker group, which resumes from the last
+checkpoint (`ray.train.get_checkpoint()` inside the loop).
+
+Example:
+    >>> outcome = fit(Path("runs/r/vocab"), plan, Path("runs/r/.tmp-train"), TrainConfig(), EmbeddingsConfig(), seed=0)  # doctest: +SKIP
+    >>> outcome.checkpoint                                                                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embeddings.config import EmbeddingsConfig
+from embeddings.spec import EmbeddingPlan
+from features.errors import UserError
+from pipelines.batches import EncodedSchema, count_rows, split_path
+from pipelines.checkpoint import read_history
+from pipelines.config import TrainConfig
+from pipelines.errors import TrainingDivergedError
+from pipelines.loop import LoopJob, run_single_process, train_loop_per_worker
+
+
+@dataclass
+class FitOutcome:
+    """The final checkpoint of a finished run and what the loop measured."""
+
+    checkpoint: Path
+    history: dict[str, list]
+    mode: str
+    workers: int
+    seconds: float
+    examples: int
+    steps: int
+    peak_rss_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int) -> LoopJob:
+    """The picklable job of one run; checks that the encoded splits exist."""
+    vocab = Path(vocab)
+    encoded = vocab / "encoded"
+    schema = EncodedSchema.load(vocab / "schema.json")
+    train_rows = count_rows(split_path(encoded, "train"))
+    split_path(encoded, "validation")
+    world = 1 if cfg.ray.single_process else cfg.ray.num_workers
+    per_worker = max(cfg.batch_size // world, 1)
+    steps = (train_rows // world) // per_worker
+    if steps == 0:
+        raise UserError(f"{encoded / 'train'}: {train_rows} rows give no full batch of {per_worker} per worker; "
+                        "lower training.batch_size")
+    del schema
+    return LoopJob(encoded=str(encoded), schema_path=str(vocab / "schema.json"), plan_json=plan.to_json(), out=str(out),
+                   train=cfg, embeddings=emb_cfg, seed=seed, global_batch=per_worker * world, steps_per_epoch=steps,
+                   progress_path=str(Path(out) / ".progress.json"))
+
+
+class _Progress:
+    """A rich progress bar fed by the loop (single process) or by a progress file (Ray, rank 0)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled
+        self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                            TimeElapsedColumn(), disable=not enabled, transient=False)
+        self.task = self.bar.add_task("train", total=total, info="")
+
+    def update(self, info: dict) -> None:
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+                        if k in ("epoch", "loss", "val_auc", "examples_per_s"))
+        self.bar.update(self.task, completed=info.get("step", 0), info=text)
+
+    def __enter__(self) -> "_Progress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _poll(path: Path, progress: _Progress, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        try:
+            progress.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
+    total = job.train.max_steps or job.steps_per_epoch * job.train.epochs
+    with _Progress(total, show_progress) as progress:
+        res = run_single_process(job, progress.update)
+    assert res.checkpoint is not None
+    return FitOutcome(Path(res.checkpoint), res.state.history, "single_process", 1, res.seconds, res.examples,
+                      res.state.step, _peak_rss_mb())
+
+
+def _ray_init(cfg: TrainConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def _worker_user_error(err: BaseException) -> BaseException | None:
+    """The first `UserError` raised inside a worker, if that is what ended the run."""
+    seen: list[BaseException] = [err]
+    failures = getattr(err, "worker_failures", None) or {}
+    seen.extend(failures.values())
+    for e in list(seen):
+        cur: BaseException | None = e
+        while cur is not None:
+            if isinstance(cur, UserError):
+                return cur
+            cause = getattr(cur, "cause", None)
+            cur = cause if isinstance(cause, BaseException) else cur.__cause__
+    return None
+
+
+def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = job.train
+    _ray_init(cfg)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the same rows reach the same worker on a restart
+    datasets = {s: ray.data.read_parquet(str(Path(job.encoded) / s)) for s in ("train", "validation")}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=RunConfig(name="checkpoints", storage_path=str(Path(job.out).resolve()),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)))
+    total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    with _Progress(total, show_progress) as progress:
+        poller = threading.Thread(target=_poll, args=(Path(job.progress_path or ""), progress, stop), daemon=True)
+        poller.start()
+        try:
+            result = trainer.fit()
+        except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
+            user = _worker_user_error(err)
+            if user is not None:
+                raise user from None
+            raise
+        finally:
+            stop.set()
+            poller.join()
+    metrics = result.metrics or {}
+    if metrics.get("diverged"):
+        raise TrainingDivergedError(metrics["diverged"])
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint under {job.out}/checkpoints")
+    ckpt = Path(result.checkpoint.path)
+    if not ckpt.exists():
+        ckpt = Path(result.checkpoint.to_directory(str(Path(job.out) / "final_checkpoint")))
+    return FitOutcome(ckpt, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
+                      int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
+                      extra={"driver_seconds": time.perf_counter() - t0})
+
+
+def fit(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int,
+        show_progress: bool = True) -> FitOutcome:
+    """Train on `vocab/encoded` with `plan`; write checkpoints under `out`; return the final checkpoint."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    job = make_job(vocab, plan, out, cfg, emb_cfg, seed)
+    return _fit_single(job, show_progress) if cfg.ray.single_process else _fit_ray(job, show_progress)
+
+
+def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """Write `out/model/`: the unsharded weights (`model.pt`), the embeddings in FBGEMM serving form
+    (`embeddings.pt`, when the model holds PlanEmbeddings) and `model.json` describing both."""
+    import torch
+
+    from pipelines.evaluate import load_model
+
+    folder = Path(out) / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = load_model(checkpoint, plan, dense_in, cfg)
+    torch.save(model.state_dict(), folder / "model.pt")
+    info: dict[str, Any] = {"model": cfg.model.model_dump(mode="json"), "dense_in": dense_in, "plan": json.loads(plan.to_json()),
+                            "weights": "model.pt"}
+    try:
+        from embeddings.export import export_embeddings, find_plan_embeddings
+
+        find_plan_embeddings(model)
+        info["embeddings"] = export_embeddings(model, folder / "embeddings.pt")
+        info["embeddings_file"] = "embeddings.pt"
+    except (ImportError, UserError) as err:  # e.g. the LR baseline holds a plain EBC, not PlanEmbeddings
+        info["embeddings_export_skipped"] = str(err)
+    (folder / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    info["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+    return info
+
+
+def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int = 0,
+                show_progress: bool = True) -> dict[str, Any]:
+    """Stage `train`: inputs `vocab` (encoded splits + schema.json) and `plan` (embedding_plan.json).
+
+    Writes `checkpoints/`, `model/`, `metrics.json`, `report.md`, `model_card.md`, PNGs; returns a
+    summary with rows_in (training rows) and the headline metrics.
+    """
+    from pipelines.evaluate import evaluate_run
+    from pipelines.report import write_report
+
+    vocab = Path(inputs["vocab"])
+    plan_path = Path(inputs["plan"])
+    plan_file = plan_path / "embedding_plan.json" if plan_path.is_dir() else plan_path
+    if not plan_file.exists():
+        raise UserError(f"{plan_file}: embedding_plan.json not found; run the 'plan' stage first")
+    plan = EmbeddingPlan.load(plan_file)
+    schema = EncodedSchema.load(vocab / "schema.json")
+    outcome = fit(vocab, plan, out, cfg, emb_cfg, seed, show_progress=show_progress)
+    evaluation = evaluate_run(outcome.checkpoint, vocab, plan, cfg)
+    exported = export_model(outcome.checkpoint, plan, len(schema.dense), cfg, Path(out))
+    training = {"mode": outcome.mode, "workers": outcome.workers, "steps": outcome.steps, "seconds": outcome.seconds,
+                "examples": outcome.examples, "examples_per_s": outcome.examples_per_s, "peak_rss_mb": outcome.peak_rss_mb,
+                "checkpoint": str(outcome.checkpoint)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            training["cuda_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
+    except ImportError:
+        pass
+    metrics = {"training": training, "evaluation": evaluation, "artifact_bytes": exported["bytes"]}
+    card = {"model": cfg.model.name, "config": {"training": cfg.model_dump(mode="json"), "embeddings": emb_cfg.model_dump(mode="json"), "seed": seed},
+            "data": str(vocab / "encoded"), "rows": {s: count_rows(vocab / "encoded" / s) for s in ("train", "validation", "test")
+                                                     if (vocab / "encoded" / s).exists()},
+            "dense": schema.dense, "features": [f for t in plan.tables for f in t.features], "artifact_bytes": exported["bytes"]}
+    write_report(Path(out), metrics, outcome.history, card)
+    (Path(out) / ".progress.json").unlink(missing_ok=True)
+    val = evaluation["splits"].get("validation", {})
+    test = evaluation["splits"].get("test", {})
+    return {"rows_in": card["rows"].get("train"), "steps": outcome.steps, "val_auc": val.get("auc"), "test_auc": test.get("auc"),
+            "test_log_loss": test.get("log_loss"), "embedding_bytes": evaluation["embedding_bytes"],
+            "examples_per_s": outcome.examples_per_s}
