@@ -198,6 +198,14 @@ def fit(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: 
     return _fit_single(job, show_progress) if cfg.ray.single_process else _fit_ray(job, show_progress)
 
 
+def _relative(path: Path, base: Path) -> str:
+    """`path` relative to the stage folder (which is renamed when the stage completes)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """Write `out/model/`: the unsharded weights (`model.pt`), the embeddings in FBGEMM serving form
     (`embeddings.pt`, when the model holds PlanEmbeddings) and `model.json` describing both."""
@@ -246,7 +254,7 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     exported = export_model(outcome.checkpoint, plan, len(schema.dense), cfg, Path(out))
     training = {"mode": outcome.mode, "workers": outcome.workers, "steps": outcome.steps, "seconds": outcome.seconds,
                 "examples": outcome.examples, "examples_per_s": outcome.examples_per_s, "peak_rss_mb": outcome.peak_rss_mb,
-                "checkpoint": str(outcome.checkpoint)}
+                "checkpoint": _relative(outcome.checkpoint, Path(out))}
     try:
         import torch
 
