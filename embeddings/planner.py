@@ -142,8 +142,9 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
 
     Precision costs little (fp16 0.999, int8 0.995, int4 0.97); a smaller stored dim costs
     (d/D)^0.3; fewer rows cost 1/(1 + a*log2(rows/stored_rows)) with a = 0.15 for hashing and 0.1
-    for qr (distinct vectors per id); DSL density d keeps d^0.1 (sparse training keeps most of
-    the quality at 80% sparsity, as reported by Wang et al.)."""
+    for qr (distinct vectors per id). A DSL option (dense rows trained sparse at the user's
+    density, replacing dense when DSL is on) counts as full quality: the user chose the density,
+    and Wang et al. report little loss at 80% sparsity."""
     if method == "drop":
         return 0.0
     q = {"fp16": 0.999, "int8": 0.995, "int4": 0.97}.get(method, 1.0)
@@ -152,8 +153,6 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
     if method in ("hashing", "qr") and stored_rows < rows:
         a = 0.15 if method == "hashing" else 0.1
         q /= 1 + a * math.log2(rows / stored_rows)
-    if density is not None:
-        q *= density ** 0.1
     return q
 
 
@@ -302,8 +301,17 @@ def plan_embeddings(feature_spec: list[dict] | str | Path, cfg: EmbeddingsConfig
                 if cost < best_cost or (cost == best_cost and best is not None and f.name < best):
                     best, best_cost = f.name, cost
             if best is None:
-                raise BudgetError(f"embeddings budget {budget:,} bytes cannot be met with methods {cfg.methods}; "
-                                  f"the smallest plan found uses {total:,} bytes; raise the budget")
+                # only one table may be left: keep the feature/option worth most that fits alone
+                fits = [(weight[f.name] * o.quality, -o.bytes, f.name, i) for f in kept
+                        for i, o in enumerate(options[f.name]) if o.method != "drop" and o.bytes <= budget]
+                if not fits or "drop" not in cfg.methods:
+                    raise BudgetError(f"embeddings budget {budget:,} bytes cannot be met with methods {cfg.methods}; "
+                                      f"the smallest plan found uses {total:,} bytes; raise the budget")
+                _, _, keep, i = max(fits)
+                for f in kept:
+                    level[f.name] = i if f.name == keep else len(options[f.name]) - 1
+                total = cur(keep).bytes
+                break
             total -= cur(best).bytes - options[best][level[best] + 1].bytes
             level[best] += 1
     tables = []
