@@ -1,0 +1,126 @@
+"""`sparserec sessions ...`: train and evaluate session models (M2TRec and baselines).
+
+Example:
+    $ sparserec sessions prepare-synthetic --events data/sample/sessions/sessions.csv.gz \
+        --items data/sample/sessions/items.csv.gz --output runs/sess/sessions
+    $ sparserec sessions train --config configs/sample_sessions.yaml --sessions runs/sess/sessions --output runs/sess/m2trec
+    $ sparserec sessions evaluate --sessions runs/sess/sessions --model runs/sess/m2trec --output runs/sess/report
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from features.errors import UserError
+
+sessions_app = typer.Typer(help="Session models: M2TRec, SASRec, GRU4Rec, popularity; train, evaluate, compare.",
+                           no_args_is_help=True)
+
+
+def _run(output: Path, fn, inputs: dict[str, Path], config: object, seed: int | None = None):
+    """Run a stage into `output` atomically (a manifest beside the files), via jobs/runs.py."""
+    from jobs.runs import run_stage
+
+    output = output.resolve()
+    return run_stage(output.parent, output.name, fn, inputs, config, seed=seed, force=True)
+
+
+@sessions_app.command("prepare-synthetic")
+def prepare_synthetic(
+    events: Path = typer.Option(..., help="sessions.csv(.gz) from `sparserec generate sessions`"),
+    items: Path = typer.Option(..., help="items.csv(.gz) beside it"),
+    output: Path = typer.Option(..., help="folder for the sessions-stage layout"),
+) -> None:
+    """Write the sessions-stage layout from generated CSV files with pandas (no Spark)."""
+    from functools import partial
+
+    from pipelines.session_layout import synthetic_layout
+
+    for p in (events, items):
+        if not p.exists():
+            raise UserError(f"{p}: file not found; generate it with `sparserec generate sessions --output DIR`.")
+
+    def stage(inputs, out):
+        return synthetic_layout(inputs["events"], inputs["items"], out)
+
+    m = _run(output, stage, {"events": events, "items": items}, {"kind": "synthetic"})
+    typer.echo(f"wrote {output} ({m.summary.get('sessions')})")
+
+
+@sessions_app.command("prepare-movielens")
+def prepare_movielens(
+    ml100k: Path = typer.Option(..., help="the MovieLens-100K folder (u.data, u.item)"),
+    output: Path = typer.Option(..., help="folder for the sessions-stage layout"),
+    holdout: int = typer.Option(3, help="last items per user held out as test targets"),
+    cold_share: float = typer.Option(0.1, help="share of movies removed from training (cold items)"),
+    seed: int = typer.Option(0, help="seed for picking the cold movies"),
+) -> None:
+    """MovieLens-100K as per-user time-ordered sequences with genres and release year as metadata."""
+    from pipelines.session_layout import movielens_layout
+
+    if not (ml100k / "u.data").exists():
+        raise UserError(f"{ml100k}: u.data not found; pass the MovieLens-100K folder (../shared/data/ml-100k).")
+
+    def stage(inputs, out):
+        return movielens_layout(inputs["ml100k"], out, holdout=holdout, cold_share=cold_share, seed=seed)
+
+    m = _run(output, stage, {"ml100k": ml100k / "u.data"}, {"holdout": holdout, "cold_share": cold_share}, seed)
+    typer.echo(f"wrote {output} ({m.summary.get('sessions')})")
+
+
+@sessions_app.command("train")
+def train(
+    config: Path = typer.Option(..., help="run config (YAML); its `training` section is used"),
+    sessions: Path = typer.Option(..., help="output folder of the sessions stage"),
+    output: Path = typer.Option(..., help="folder to write model.pt, model.json, metrics.json into"),
+    model: str = typer.Option(None, help="override training.model.name: m2trec | sasrec | gru4rec | popularity"),
+    epochs: int = typer.Option(None, help="override training.epochs"),
+    positions: int = typer.Option(1, help="test: predict each of the last N items of a session"),
+) -> None:
+    """Train one session model and evaluate it on the test split (progress per epoch)."""
+    from rich.progress import Progress
+
+    from jobs.config import load_config
+    from pipelines.session_train import train_stage
+
+    cfg = load_config(config, check_paths=False)
+    tc = cfg.training
+    if model:
+        tc.model.name = model
+    if epochs:
+        tc.epochs = epochs
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"training {tc.model.name}", total=tc.epochs)
+
+        def stage(inputs, out):
+            return train_stage(inputs, out, tc, seed=cfg.seed, eval_positions=positions,
+                               progress=lambda e, n, loss: bar.update(task, completed=e, description=f"{tc.model.name} loss {loss:.3f}"))
+
+        m = _run(output, stage, {"sessions": sessions}, tc, cfg.seed)
+    t = m.summary["test"]
+    typer.echo(f"{tc.model.name}: test Recall@20 {t.get('recall@20', float('nan')):.4f} "
+               f"NDCG@20 {t.get('ndcg@20', float('nan')):.4f} on {t['n']} targets; wrote {output}")
+
+
+@sessions_app.command("evaluate")
+def evaluate(
+    sessions: Path = typer.Option(..., help="output folder of the sessions stage"),
+    model: list[Path] = typer.Option(..., help="a folder written by `sessions train` (repeat for several)"),
+    output: Path = typer.Option(..., help="folder for report.md, metrics.json, recall.png"),
+    positions: int = typer.Option(1, help="predict each of the last N items of a test session"),
+) -> None:
+    """Evaluate trained models side by side: Recall/MRR/NDCG@10,20 overall, cold and sparse items."""
+    from pipelines.session_evaluate import evaluate_stage
+
+    inputs = {"sessions": sessions}
+    for folder in model:
+        inputs[folder.name] = folder
+    m = _run(output, lambda i, o: evaluate_stage(i, o, positions=positions), inputs, {"positions": positions})
+    typer.echo((output / "report.md").read_text())
+    typer.echo(f"wrote {output} ({len(m.summary['models'])} models)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sessions_app, name="sessions")

@@ -1,0 +1,95 @@
+"""M2TRec: metadata KJTs, chunked catalogue encoding, cold items scored from metadata after short training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.item_features import ItemFeatures
+from models.m2trec import M2TRec, M2TRecConfig
+from pipelines.config import ModelConfig, TrainConfig
+from pipelines.session_data import SessionData
+from pipelines.session_train import build_model, train_session_model
+
+CATS, WARM, COLD = 4, 10, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine is shared and oversubscribed: one intra-op thread is much faster there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_world(seed: int = 0, n_sessions: int = 300) -> SessionData:
+    """CATS categories of WARM trained items + COLD items never in training; sessions stay in one category.
+
+    Item metadata: category (ids 2..), three tokens shared by the category plus one random token.
+    """
+    rng = np.random.default_rng(seed)
+    n = CATS * (WARM + COLD)
+    cat = np.repeat(np.arange(CATS), WARM + COLD)
+    is_cold = np.tile(np.r_[np.zeros(WARM, bool), np.ones(COLD, bool)], CATS)
+    category = torch.tensor(np.r_[0, cat + 2])
+    tokens = [[]] + [[2 + 3 * c, 3 + 3 * c, 4 + 3 * c, int(rng.integers(2 + 3 * CATS, 2 + 3 * CATS + 20))] for c in cat]
+    offsets = torch.tensor(np.r_[0, np.cumsum([len(t) for t in tokens])])
+    values = torch.tensor([v for t in tokens for v in t])
+    feats = ItemFeatures({"category": category}, {"tokens": (offsets, values)})
+    warm_by_cat = [np.flatnonzero((cat == c) & ~is_cold) + 1 for c in range(CATS)]
+    train = [rng.choice(warm_by_cat[c], size=5) for c in rng.integers(0, CATS, size=n_sessions)]
+    return SessionData([f"i{i}" for i in range(n)], feats, {"category": CATS + 2, "tokens": 2 + 3 * CATS + 20},
+                       {"train": train, "validation": [], "test": []})
+
+
+def test_kjt_gathers_every_attribute_of_the_requested_items():
+    data = toy_world()
+    kjt = data.features.kjt(torch.tensor([1, 13]))
+    assert kjt.keys() == ["category", "tokens"]
+    assert kjt["category"].values().tolist() == [2, 3]                # item 1 in category 0, item 13 in category 1
+    assert kjt["tokens"].lengths().tolist() == [4, 4]
+    assert kjt["tokens"].values().tolist()[:3] == [2, 3, 4] and kjt["tokens"].values().tolist()[4:7] == [5, 6, 7]
+
+
+def test_chunked_catalogue_encoding_equals_one_shot():
+    data = toy_world()
+    torch.manual_seed(0)
+    model = M2TRec(M2TRecConfig(categorical={"category": 6}, multi_valued={"tokens": 34}, hidden=8, heads=2,
+                                hybrid_item_id_buckets=16), data.features).eval()
+    one_shot = model.item_repr(torch.arange(data.n_items + 1))
+    for chunk in (1, 7, 48, 1000):
+        assert torch.allclose(model.encode_catalogue(chunk_size=chunk), one_shot, atol=1e-6)
+
+
+def test_memory_does_not_grow_with_the_catalogue():
+    small = M2TRec(M2TRecConfig(categorical={"category": 6}, hidden=8, heads=2), toy_world().features)
+    feats = ItemFeatures({"category": torch.randint(0, 6, (100_001,))})
+    big = M2TRec(M2TRecConfig(categorical={"category": 6}, hidden=8, heads=2), feats)
+    assert small.embedding_bytes() == big.embedding_bytes() == 6 * 8 * 4
+
+
+def test_unseen_item_scores_higher_for_a_session_of_its_own_category():
+    data = toy_world()
+    cfg = TrainConfig(model=ModelConfig(name="m2trec", hidden=16, layers=1, heads=2, dropout=0.0, max_length=8,
+                                        task_attributes=["category"], loss_weights=[1.0, 0.3], softmax="sampled",
+                                        negatives=16), epochs=4, batch_size=64, dense_learning_rate=1e-2, device="cpu")
+    model = build_model(cfg.model, data)
+    history = train_session_model(model, data, cfg, seed=0)
+    assert history["loss"][-1] < history["loss"][0]
+    model.eval()
+    cat_emb = model.encode_catalogue()
+    cat = data.features.categorical["category"]
+    cold = [i for i in range(1, data.n_items + 1) if (i - 1) % (WARM + COLD) >= WARM]
+    assert data.train_counts()[cold].sum() == 0
+    # one session per category, made of that category's warm items
+    sessions = torch.stack([torch.tensor([c * (WARM + COLD) + k + 1 for k in range(4)]) for c in range(CATS)])
+    with torch.no_grad():
+        rep, tasks = model(sessions, torch.full((CATS,), 4))
+    scores = rep @ cat_emb.T                                            # [CATS sessions, catalogue]
+    for item in cold:
+        own = int(cat[item]) - 2
+        others = [c for c in range(CATS) if c != own]
+        assert scores[own, item] > scores[others, item].max(), f"cold item {item}: {scores[:, item].tolist()}"
+    assert tasks["category"].argmax(1).tolist() == [c + 2 for c in range(CATS)]
