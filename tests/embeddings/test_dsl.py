@@ -298,6 +298,22 @@ def _ctr_batch(gen: torch.Generator, batch: int = 64):
     return kjt, label
 
 
+def _check_user_state_reset(sebc, dense_opt, before: torch.Tensor, after: torch.Tensor, sharding: str) -> None:
+    """Optimizer state of t_user read straight from the optimizers: reset where DSL says it resets."""
+    if sharding == "data_parallel":  # element-wise Adam moments of the dense optimizer
+        param = dict(sebc.named_parameters())["embedding_bags.t_user.weight"]
+        state = dense_opt.state[param]
+        changed = before ^ after
+        assert int(changed.sum()) > 0
+        assert torch.all(state["exp_avg"][changed] == 0) and torch.all(state["exp_avg_sq"][changed] == 0)
+    else:  # FBGEMM's fused row-wise Adagrad: one momentum per row
+        st = sebc.fused_optimizer.state_dict()["state"]["embedding_bags.t_user.weight"]["t_user.momentum1"]
+        momentum = st.local_shards()[0].tensor
+        no_survivor = ~(before & after).any(1) & (before | after).any(1)
+        assert torch.all(momentum[no_survivor] == 0)
+        assert int(((before & after).any(1) & (momentum > 0)).sum()) > 0
+
+
 @pytest.mark.parametrize("sharding", [{"t_user": "table_wise", "t_item": "column_wise"},
                                       {"t_user": "data_parallel", "t_item": "table_wise"}])
 def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(sharding, process_group):
@@ -313,7 +329,7 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
     dsl = DSLController(dmp, _cfg(density=0.4, update_every=10, initial_exchange=0.3, end_fraction=0.75),
                         total_steps=steps, optimizers=[dense_opt])
     gen = torch.Generator().manual_seed(1)
-    losses = []
+    losses, checked_resets = [], 0
     for step in range(steps):
         kjt, label = _ctr_batch(gen)
         pooled, logit = dmp(kjt)
@@ -322,7 +338,11 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
         loss.backward()
         dense_opt.step()
         dense_opt.zero_grad()
+        before = dsl.masks["t_user"].clone()
         stats = dsl.after_step(step)
+        if stats["updated"] and stats["exchanged"]:
+            _check_user_state_reset(sebc, dense_opt, before, dsl.masks["t_user"], sharding["t_user"])
+            checked_resets += 1
         losses.append(float(loss))
         assert dsl.active_weights() == dsl.budget
         state = sebc.state_dict()
@@ -335,7 +355,7 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
                 r0, c0 = shard.metadata.shard_offsets
                 r, c = shard.tensor.shape
                 assert torch.all(shard.tensor[~mask[r0:r0 + r, c0:c0 + c]] == 0), (name, step)
-    assert dsl.updates == steps // 10 and dsl.exchanged_total > 0
+    assert dsl.updates == steps // 10 and dsl.exchanged_total > 0 and checked_resets >= 5
     assert dsl.budget == round(0.4 * 64 * 8) + round(0.4 * 48 * 8)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.8 * first, (first, last)
