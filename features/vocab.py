@@ -1,0 +1,189 @@
+"""Vocabularies of categorical features (built on the train period) and their application in Spark.
+
+Ids: 0 = missing, 1 = unknown or rare (count < `min_count`, or beyond `max_size`), 2.. by train
+count descending, ties broken by value, so re-runs give the same ids. Applying a vocabulary is a
+broadcast join per feature (no Python UDF); values that map to 1 are counted.
+
+Example:
+    >>> counts = value_counts(train_df, ["C1", "C2"])                  # doctest: +SKIP
+    >>> vocab = assign_ids(counts, min_count=2)                        # doctest: +SKIP
+    >>> encoded = apply_vocab(df, vocab, ["C1", "C2"])                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+from features.config import DatasetConfig, VocabConfig
+from features.errors import DataError
+
+MISSING_ID, UNKNOWN_ID, FIRST_ID = 0, 1, 2
+BROADCAST_MAX_ROWS = 2_000_000  # larger vocabularies are joined by shuffle, as Spark decides
+
+
+def vocab_features(dataset: DatasetConfig) -> tuple[list[str], list[str]]:
+    """(single-valued, multi-valued) columns that get a vocabulary: categorical and id roles."""
+    r = dataset.roles
+    single = list(r.categorical)
+    if dataset.kind != "ctr":
+        single += [c for c in (r.user_id, r.item_id) if c is not None and c not in single]
+    return single, list(r.multi_valued)
+
+
+def value_counts(df, single: list[str], multi: list[str] | None = None):
+    """`(feature, value, count)` over non-null values of the given columns, in one shuffle."""
+    from pyspark.sql import functions as F
+
+    pair = "struct<feature:string,value:string>"
+    arrays = []
+    if single:
+        arrays.append(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(c).cast("string").alias("value"))
+                                for c in single]))
+    for m in multi or []:
+        arr = F.coalesce(F.col(m), F.array().cast("array<string>"))
+        arrays.append(F.transform(arr, lambda x, m=m: F.struct(F.lit(m).alias("feature"), x.alias("value"))).cast(f"array<{pair}>"))
+    if not arrays:
+        raise DataError("no categorical columns to build a vocabulary from; list them in dataset.roles.categorical.")
+    stacked = df.select(F.explode(F.concat(*arrays) if len(arrays) > 1 else arrays[0]).alias("p"))
+    return (stacked.select("p.feature", "p.value").where(F.col("value").isNotNull())
+            .groupBy("feature", "value").agg(F.count(F.lit(1)).alias("count")))
+
+
+def assign_ids(counts, min_count: int, max_size: int | None = None):
+    """Ids 2.. by count desc, ties by value, per feature; values below `min_count` or past `max_size` are left out."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("feature").orderBy(F.col("count").desc(), F.col("value").asc())
+    ranked = counts.where(F.col("count") >= min_count).withColumn("id", F.row_number().over(w) + (FIRST_ID - 1))
+    if max_size is not None:
+        ranked = ranked.where(F.col("id") < max_size)
+    return ranked.select("feature", "value", F.col("id").cast("long").alias("id"), F.col("count").cast("long").alias("count"))
+
+
+def vocab_sizes(vocab, features: list[str]) -> dict[str, int]:
+    """Feature -> number of ids including the 2 reserved ones."""
+    from pyspark.sql import functions as F
+
+    got = {r["feature"]: int(r["m"]) + 1 for r in vocab.groupBy("feature").agg(F.max("id").alias("m")).collect()}
+    return {f: got.get(f, FIRST_ID) for f in features}
+
+
+def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None = None):
+    """Replace each feature's values by int64 ids: null -> 0, not in the vocabulary -> 1.
+
+    Example:
+        >>> apply_vocab(df, vocab, ["C1"]).select("C1").first()[0]     # doctest: +SKIP
+        2
+    """
+    from pyspark.sql import functions as F
+
+    out = df
+    for f in features:
+        ids = vocab.where(F.col("feature") == f).select(F.col("value").alias(f"_v_{f}"), F.col("id").alias(f"_id_{f}"))
+        if sizes is None or sizes.get(f, 0) <= BROADCAST_MAX_ROWS:
+            ids = F.broadcast(ids)
+        out = out.join(ids, out[f].cast("string") == ids[f"_v_{f}"], "left")
+        out = (out.withColumn(f, F.coalesce(F.col(f"_id_{f}"), F.when(F.col(f).isNull(), F.lit(MISSING_ID))
+                                            .otherwise(F.lit(UNKNOWN_ID))).cast("long"))
+               .drop(f"_v_{f}", f"_id_{f}"))
+    return out
+
+
+def unseen_counts(encoded, features: list[str]) -> dict[str, int]:
+    """Per feature, how many rows hold a value that mapped to the unknown id 1 (one pass)."""
+    from pyspark.sql import functions as F
+
+    if not features:
+        return {}
+    row = encoded.agg(*[F.sum((F.col(f) == UNKNOWN_ID).cast("long")).alias(f) for f in features]).first()
+    return {f: int(row[f] or 0) for f in features}
+
+
+def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: VocabConfig, spark) -> dict:
+    """Vocab stage: `vocab/`, `sizes.json`, and for `ctr` data `encoded/<split>/` and `schema.json`.
+
+    Example:
+        >>> s = build_vocab({"ingest": Path("runs/r/ingest")}, Path("out"), ds, VocabConfig(), spark)  # doctest: +SKIP
+        >>> s["vocab_sizes"]["C1"]
+        10
+    """
+    from pyspark.sql import functions as F
+
+    from features.split import time_cuts, split_column
+
+    out = Path(out)
+    data_path = Path(inputs["ingest"]) / "data"
+    if not data_path.exists():
+        raise DataError(f"{inputs['ingest']}: no data/ folder; pass the output folder of the ingest stage (--input).")
+    df = spark.read.parquet(str(data_path))
+    r = dataset.roles
+    single, multi = vocab_features(dataset)
+    missing = [c for c in single + multi if c not in df.columns]
+    if missing:
+        raise DataError(f"{data_path}: column '{missing[0]}' of the dataset roles is not in the ingested data; "
+                        "re-run ingest with the current config.")
+    cuts = time_cuts(df, r.timestamp, cfg.validation_share, cfg.test_share)
+    df = df.withColumn("_split", split_column(cuts, r.timestamp, df.columns))
+    counts = value_counts(df.where(F.col("_split") == "train"), single, multi)
+    vocab = assign_ids(counts, cfg.min_count, cfg.max_size)
+    vocab.repartition(1).sortWithinPartitions("feature", "id").write.mode("overwrite").parquet(str(out / "vocab"))
+    vocab = spark.read.parquet(str(out / "vocab"))
+    features = single + multi
+    sizes = vocab_sizes(vocab, features)
+    (out / "sizes.json").write_text(json.dumps(sizes, indent=2) + "\n")
+    summary: dict = {"rows_in": None, "vocab_sizes": sizes, "cuts": cuts.to_dict(), "min_count": cfg.min_count}
+    if dataset.kind == "ctr":
+        summary.update(_encode_ctr(spark, df, vocab, sizes, dataset, cuts, out))
+    else:
+        summary["rows_in"] = df.count()
+    return summary
+
+
+def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig, cuts, out: Path) -> dict:
+    """`encoded/train|validation|test/` (label int32, dense float32 log1p, categorical int64 ids) + schema.json."""
+    import os
+    import shutil
+
+    from pyspark.sql import functions as F
+
+    from features.split import SPLITS
+
+    r = dataset.roles
+    cat = list(r.categorical)
+    dense = list(r.dense)
+    enc = apply_vocab(df, vocab, cat, sizes)
+    cols = [F.col(r.label).cast("int").alias(r.label)]
+    cols += [F.coalesce(F.log1p(F.greatest(F.col(c), F.lit(0.0))), F.lit(0.0)).cast("float").alias(c) for c in dense]
+    cols += [F.col(c) for c in cat]
+    if r.timestamp:
+        cols.append(F.col(r.timestamp))
+    names = [r.label, *dense, *cat] + ([r.timestamp] if r.timestamp else [])
+    order = ([r.timestamp] if r.timestamp else []) + [r.label, *dense, *cat]
+    staging = out / "encoded" / "_by_split"
+    # sorting by the split first satisfies the writer's partitionBy ordering, so the time order survives
+    (enc.select(*cols, "_split").orderBy("_split", *order).write.partitionBy("_split").mode("overwrite")
+     .parquet(str(staging)))
+    rows, unseen = {}, {}
+    for s in SPLITS:
+        src = staging / f"_split={s}"
+        dst = out / "encoded" / s
+        if src.exists():
+            os.replace(src, dst)
+            part = spark.read.parquet(str(dst))
+            rows[s] = part.count()
+            unseen[s] = unseen_counts(part, cat)
+        else:  # an empty period still gets a folder with the schema
+            enc.select(*cols).limit(0).write.mode("overwrite").parquet(str(dst))
+            rows[s] = 0
+            unseen[s] = {c: 0 for c in cat}
+    shutil.rmtree(staging)
+    schema = {"label": r.label, "dense": dense, "categorical": cat, "timestamp": r.timestamp, "columns": names,
+              "vocab_sizes": {c: sizes[c] for c in cat}, "rows": rows, "unseen": unseen,
+              "cuts": cuts.to_dict(), "dense_transform": "log1p(max(x,0)), missing -> 0",
+              "ids": {"missing": MISSING_ID, "unknown": UNKNOWN_ID, "first": FIRST_ID}}
+    (out / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    total = sum(rows.values())
+    return {"rows_in": total, "rows_out": total, "rows": rows, "unseen": unseen}
