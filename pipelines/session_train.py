@@ -216,6 +216,7 @@ def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed:
     history = train_session_model(model, data, train, seed=seed, validate=val, progress=progress)
     metrics = evaluate_session_model(model, data, "test", positions=eval_positions, ks=train.eval_k,
                                      max_length=train.model.max_length, seed=seed)
+    metrics["model"] = train.model.name
     metrics["data_issues"] = data.issues
     save_model(model, train.model, out, history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,95 @@
+"""Session training stage on the generated sessions data: files, metrics, save/load, NaN stop, config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipelines.config import ModelConfig, TrainConfig
+from pipelines.session_data import load_sessions
+from pipelines.session_evaluate import evaluate_session_model
+from pipelines.session_layout import synthetic_layout
+from pipelines.session_train import TrainingError, build_model, load_model, train_session_model, train_stage
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def layout(sessions_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sessions_layout_train")
+    synthetic_layout(sessions_small["path"], sessions_small["items"], out)
+    return out
+
+
+def tiny(name: str, **kw) -> TrainConfig:
+    return TrainConfig(model=ModelConfig(name=name, hidden=16, layers=1, heads=2, max_length=10, **kw),
+                       epochs=1, batch_size=256, dense_learning_rate=3e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def m2trec_stage(layout, tmp_path_factory):
+    out = tmp_path_factory.mktemp("m2trec_model")
+    summary = train_stage({"sessions": layout}, out, tiny("m2trec"), seed=0)
+    return out, summary
+
+
+def test_stage_writes_model_and_test_metrics(m2trec_stage):
+    out, summary = m2trec_stage
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "model.json", "metrics.json"}
+    assert metrics["model"] == "m2trec" and summary["rows_in"] > 0
+    o = metrics["overall"]
+    assert o["n"] == summary["rows_out"] > 0
+    assert 0 < o["recall@10"] <= o["recall@20"] <= 1 and 0 < o["mrr@20"] <= o["ndcg@20"] <= o["recall@20"]
+    # item-ID free: even after one epoch some cold targets are found in the top 20
+    assert metrics["cold"]["n"] > 10 and metrics["cold"]["recall@20"] > 0
+    assert 0 <= metrics["head_category_acc"] <= 1 and 0 <= metrics["head_subcategory_acc"] <= 1
+    assert len(summary["history"]["loss"]) == 1 and summary["history"]["validation"][0] > 0
+
+
+def test_saved_model_loads_and_scores_the_same(m2trec_stage, layout):
+    out, _ = m2trec_stage
+    data = load_sessions(layout)
+    model, cfg = load_model(out, data)
+    again = evaluate_session_model(model, data, "test", positions=1, max_length=cfg.max_length)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert again["overall"]["recall@20"] == pytest.approx(saved["overall"]["recall@20"])
+    assert again["cold"]["ndcg@20"] == pytest.approx(saved["cold"]["ndcg@20"])
+
+
+def test_id_baselines_find_no_cold_target(layout):
+    data = load_sessions(layout)
+    for name in ("sasrec", "popularity"):
+        model = build_model(tiny(name).model, data)
+        train_session_model(model, data, tiny(name), seed=0)
+        r = evaluate_session_model(model, data, "test", max_length=10)
+        assert r["cold"]["n"] > 10 and r["cold"]["recall@20"] == 0.0, name
+        assert r["overall"]["recall@20"] > 0, name
+
+
+def test_nan_loss_stops_training_with_the_step(layout):
+    data = load_sessions(layout)
+    cfg = tiny("gru4rec")
+    model = build_model(cfg.model, data)
+    with torch.no_grad():
+        model.out.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 0, step 0"):
+        train_session_model(model, data, cfg, seed=0)
+
+
+def test_bad_model_settings_are_user_errors(layout):
+    data = load_sessions(layout)
+    with pytest.raises(TrainingError, match="task_attributes: 'genre' is not a categorical item attribute"):
+        build_model(ModelConfig(name="m2trec", task_attributes=["genre"]), data)
+    with pytest.raises(TrainingError, match="3 weights needed"):
+        build_model(ModelConfig(name="m2trec", loss_weights=[1.0]), data)
+    with pytest.raises(TrainingError, match="'dlrm' is not a session model"):
+        build_model(ModelConfig(name="dlrm"), data)
