@@ -45,9 +45,9 @@ def _quality(ctx: StageContext):
 
 
 def _rank(ctx: StageContext):
-    from features.outrank import rank_stage
+    from features.outrank import rank
 
-    return partial(rank_stage, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark)
+    return partial(rank, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark)
 
 
 def _plan(ctx: StageContext):
@@ -63,9 +63,9 @@ def _train(ctx: StageContext):
 
 
 def _train_sessions(ctx: StageContext):
-    from pipelines.session_train import session_train_stage
+    from pipelines.session_train import train_stage
 
-    return partial(session_train_stage, cfg=ctx.cfg.training, seed=ctx.cfg.seed)
+    return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed)
 
 
 def _report(ctx: StageContext):
