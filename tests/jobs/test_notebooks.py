@@ -169,8 +169,9 @@ def test_session_notebook_shows_recall_mrr_ndcg_by_slice_and_category_accuracy(s
     assert len(images) == 2                      # metrics by slice, category accuracy
     assert all(img.startswith(b"\x89PNG") for img in images)
     for model, r in results.items():
-        o, c = r["overall"], r["cold"]
+        o, c, s = r["overall"], r["cold"], r["sparse"]
+        warm = (400 * o["recall@20"] - 60 * c["recall@20"] - 90 * s["recall@20"]) / 250   # derived exactly
         assert (f"{model}: Recall@20 {o['recall@20']:.4f}  MRR@20 {o['mrr@20']:.4f}  NDCG@20 {o['ndcg@20']:.4f}"
-                f"  (cold Recall@20 {c['recall@20']:.4f})") in text
+                f"  Recall@20 by slice: warm {warm:.4f}, sparse {s['recall@20']:.4f}, cold {c['recall@20']:.4f}") in text
     assert "head_category_acc" in text and "0.81" in text
-    assert "test targets per slice: overall 400, cold 60, sparse 90" in text
+    assert "test targets per slice: overall 400, warm 250, sparse 90, cold 60" in text
