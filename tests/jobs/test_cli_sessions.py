@@ -1,0 +1,51 @@
+"""`sparserec sessions ...`: prepare a layout, train two models, evaluate them side by side; user errors in one line."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from features.errors import UserError
+from jobs.cli import app
+
+runner = CliRunner()
+
+
+def test_prepare_train_evaluate(sessions_small, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        layout = tmp_path / "run" / "sessions"
+        res = runner.invoke(app, ["sessions", "prepare-synthetic", "--events", str(sessions_small["path"]),
+                                  "--items", str(sessions_small["items"]), "--output", str(layout)])
+        assert res.exit_code == 0, res.output
+        assert (layout / "manifest.json").exists() and (layout / "items").is_dir()
+        config = tmp_path / "run.yaml"
+        config.write_text("dataset: {path: x.csv, kind: sessions, roles: {item_id: item_id, timestamp: timestamp}}\n"
+                          "training:\n  epochs: 1\n  batch_size: 512\n  device: cpu\n"
+                          "  model: {name: m2trec, hidden: 16, layers: 1, max_length: 8}\n")
+        for name in ("m2trec", "popularity"):
+            res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(layout),
+                                      "--output", str(tmp_path / "run" / name), "--model", name])
+            assert res.exit_code == 0, res.output
+            assert f"{name}: test Recall@20" in res.output
+        res = runner.invoke(app, ["sessions", "evaluate", "--sessions", str(layout), "--model", str(tmp_path / "run" / "m2trec"),
+                                  "--model", str(tmp_path / "run" / "popularity"), "--output", str(tmp_path / "run" / "report")])
+        assert res.exit_code == 0, res.output
+        metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
+        assert set(metrics) == {"m2trec", "popularity"}
+        assert metrics["popularity"]["cold"]["recall@20"] == 0.0 < metrics["m2trec"]["cold"]["recall@20"]
+        assert "| m2trec |" in res.output and (tmp_path / "run" / "report" / "recall.png").exists()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_missing_sessions_folder_is_a_user_error(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: {path: x.csv, kind: sessions, roles: {item_id: item_id, timestamp: timestamp}}\n")
+    res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(tmp_path / "none"),
+                              "--output", str(tmp_path / "m")])
+    assert isinstance(res.exception, UserError)
+    assert "sessions folder not found" in str(res.exception) and "\n" not in str(res.exception)
