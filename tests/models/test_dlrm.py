@@ -1,0 +1,62 @@
+"""DLRM: shapes, the interaction width, and that the dot interaction sees the embeddings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+# one intra-op thread: on a loaded 2-core machine two spinning threads are ~20x slower
+torch.set_num_threads(1)
+
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+
+from embeddings.spec import EmbeddingPlan, TableSpec
+from models.dlrm import DLRM
+from models.errors import ModelError
+from pipelines.config import ModelConfig
+from pipelines.ctr_model import build_ctr_model
+
+
+def _ebc(dim: int = 4) -> EmbeddingBagCollection:
+    return EmbeddingBagCollection(tables=[EmbeddingBagConfig(name=f"t{i}", embedding_dim=dim, num_embeddings=10,
+                                                             feature_names=[f"f{i}"]) for i in range(3)])
+
+
+def _kjt(ids: list[int]) -> KeyedJaggedTensor:
+    # one bag per feature per example; ids listed feature by feature for a batch of 2
+    return KeyedJaggedTensor.from_lengths_sync(keys=["f0", "f1", "f2"], values=torch.tensor(ids), lengths=torch.ones(6, dtype=torch.long))
+
+
+def test_dlrm_output_and_interaction_width():
+    torch.manual_seed(0)
+    m = DLRM(_ebc(), num_features=3, embedding_dim=4, dense_in=2, dense_arch=[8], over_arch=[6])
+    out = m(torch.rand(2, 2), _kjt([1, 2, 3, 4, 5, 6]))
+    assert out.shape == (2,)
+    # over arch input: dense (D=4) + pairs among 4 vectors (3 sparse + dense) = 4 + 6
+    assert m.over_arch.model[0]._mlp[0]._linear.in_features == 4 + 6
+    assert torch.isfinite(out).all()
+
+
+def test_dlrm_depends_on_ids_and_backpropagates_to_tables():
+    torch.manual_seed(0)
+    m = DLRM(_ebc(), num_features=3, embedding_dim=4, dense_in=2, dense_arch=[8], over_arch=[6])
+    dense = torch.zeros(2, 2)
+    a = m(dense, _kjt([1, 1, 2, 2, 3, 3]))
+    b = m(dense, _kjt([1, 7, 2, 2, 3, 3]))
+    assert a[0].item() == pytest.approx(b[0].item())      # example 0 unchanged
+    assert a[1].item() != pytest.approx(b[1].item())      # example 1 got another f0 id
+    a.sum().backward()
+    grad = m.sparse.embedding_bags["t0"].weight.grad
+    assert grad[1].abs().sum() > 0 and grad[5].abs().sum() == 0
+
+
+def test_dlrm_without_dense_features():
+    m = DLRM(_ebc(), num_features=3, embedding_dim=4, dense_in=0, dense_arch=[8], over_arch=[6])
+    assert m(torch.zeros(2, 0), _kjt([1, 2, 3, 4, 5, 6])).shape == (2,)
+
+
+def test_build_from_plan_refuses_mixed_dims():
+    plan = EmbeddingPlan(tables=[TableSpec("a", ["a"], rows=10, dim=4), TableSpec("b", ["b"], rows=10, dim=8)])
+    with pytest.raises(ModelError, match=r"dims \[4, 8\]"):
+        build_ctr_model(plan, dense_in=1, cfg=ModelConfig(name="dlrm"))
+    with pytest.raises(ModelError, match="not a CTR model"):
+        build_ctr_model(plan, dense_in=1, cfg=ModelConfig(name="m2trec"))

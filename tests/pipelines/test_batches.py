@@ -1,0 +1,61 @@
+"""Arrow → Batch: KJT layout, multi-hot bags, exact re-batching, and the id/column guards."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipelines.batches import BatchSpec, batch_from_arrow, parquet_batches, rebatch
+from pipelines.errors import EncodedDataError, IdOutOfRangeError
+
+SPEC = BatchSpec(label="y", dense=["d1", "d2"], sparse=["a", "tags"], rows={"a": 10, "tags": 5}, source="enc/train")
+
+
+def _table(n: int = 3) -> pa.Table:
+    return pa.table({"y": pa.array([1, 0, 1][:n], pa.int32()), "d1": pa.array([0.5, 1.0, 2.0][:n], pa.float32()),
+                     "d2": pa.array([3.0, 4.0, 5.0][:n], pa.float32()), "a": pa.array([2, 9, 0][:n], pa.int64()),
+                     "tags": pa.array([[1, 2], [], [4]][:n], pa.list_(pa.int64()))})
+
+
+def test_single_and_multi_hot_columns_become_one_kjt():
+    b = batch_from_arrow(_table(), SPEC)
+    assert b.dense.tolist() == [[0.5, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    assert b.labels.tolist() == [1.0, 0.0, 1.0]
+    assert b.sparse.keys() == ["a", "tags"]
+    assert b.sparse.values().tolist() == [2, 9, 0, 1, 2, 4]
+    assert b.sparse.lengths().tolist() == [1, 1, 1, 2, 0, 1]
+    assert b.sparse["tags"].to_dense()[0].tolist() == [1, 2]
+
+
+def test_id_outside_its_table_names_feature_id_and_size():
+    t = _table().set_column(3, "a", pa.array([2, 10, 0], pa.int64()))
+    with pytest.raises(IdOutOfRangeError, match=r"enc/train: feature 'a' has id 10 but its table has 10 rows"):
+        batch_from_arrow(t, SPEC)
+
+
+def test_missing_column_and_null_ids_are_one_line_errors():
+    with pytest.raises(EncodedDataError, match="column 'tags' is missing"):
+        batch_from_arrow(_table().drop_columns(["tags"]), SPEC)
+    t = _table().set_column(3, "a", pa.array([2, None, 0], pa.int64()))
+    with pytest.raises(EncodedDataError, match="column 'a' has 1 null ids"):
+        batch_from_arrow(t, SPEC)
+
+
+def test_rebatch_gives_exact_sizes_across_pieces(tmp_path):
+    pieces = [pa.table({"x": list(range(i, i + k))}) for i, k in ((0, 3), (3, 5), (8, 2))]
+    sizes = [t.num_rows for t in rebatch(pieces, 4)]
+    assert sizes == [4, 4, 2]
+    assert [t.num_rows for t in rebatch(pieces, 4, drop_last=True)] == [4, 4]
+    firsts = [t.column("x")[0].as_py() for t in rebatch(pieces, 4)]
+    assert firsts == [0, 4, 8]
+
+
+def test_parquet_batches_stream_files_in_order_and_skip(tmp_path):
+    for k in range(3):
+        pq.write_table(_table(), tmp_path / f"part-{k}.parquet")
+    batches = list(parquet_batches(tmp_path, SPEC, batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 1]
+    skipped = list(parquet_batches(tmp_path, SPEC, batch_size=4, skip=1))
+    assert torch.equal(skipped[0].dense, batches[1].dense)
