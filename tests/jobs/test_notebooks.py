@@ -1,10 +1,11 @@
 """The offline-evaluation notebooks, executed with nbclient against small finished runs.
 
-The run folders are made through `jobs.runs.run_stage` (so manifests are real) with the stages'
-own writers: `features.rank_outputs.write_outputs` (rank), `embeddings.planner.plan_stage` (plan),
-`pipelines.report.write_report` with `pipelines.metrics` figures (CTR train) and
-`pipelines.session_evaluate.write_report` with `pipelines.ranking_metrics` (session train). Only
-the model fitting is replaced by seeded predictions, to keep this test within seconds.
+The run folders are made by the real stage functions through `jobs.runs.run_stage` (so the
+manifests are real too): CTR `plan` (embeddings.planner.plan_stage), `train`
+(pipelines.trainer.train_stage, single-process) and session `train`
+(pipelines.session_train.train_stage, M2TRec). The Spark stages are stood in for by their pandas
+twins (tests/pipelines/encoded_data.py for `vocab`, pipelines.session_layout for `sessions`), and
+`rank` by its own writer (features.rank_outputs) with fixed scores, to keep this test in seconds.
 """
 
 from __future__ import annotations
@@ -15,14 +16,32 @@ from functools import partial
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 from nbclient import NotebookClient
 
 from jobs.runs import run_stage
 
 ROOT = Path(__file__).resolve().parents[2]
-FEATURES = ["C1", "C2", "C3", "C4", "C5", "C6"]
+FEATURES = ["C1", "C2", "C4", "C7", "C8", "C10", "C11", "C14"]
+SCORES = [0.09, 0.05, 0.031, 0.02, 0.012, 0.008, 0.004, 0.0005]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a loaded 2-core machine two spinning threads run far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _vocab(inputs, out):
+    from tests.pipelines.encoded_data import encode_generated_ctr
+
+    schema = encode_generated_ctr(inputs["raw"], out, features=FEATURES)
+    return {"rows_in": sum(schema["rows"].values()), "rows_out": sum(schema["rows"].values())}
 
 
 def _rank(inputs, out):
@@ -30,78 +49,64 @@ def _rank(inputs, out):
     from features.outrank import FeatureScore, RankResult
     from features.rank_outputs import write_outputs
 
-    scores = [0.09, 0.05, 0.031, 0.012, 0.004, 0.0005]
-    feats = [FeatureScore(f, "categorical", 10 ** (i % 4 + 1), 1.0 - 0.01 * i, s * 1.1, s)
-             for i, (f, s) in enumerate(zip(FEATURES, scores))]
-    res = RankResult("label", ["0", "1"], 2000, "mi-permutation", True, feats,
-                     selection=[(f.name, f.score, i < 4) for i, f in enumerate(feats)])
-    write_outputs(out, res, RankConfig(), vocab_sizes={f: 10 ** (i % 4 + 1) + 2 for i, f in enumerate(FEATURES)})
-    return {"rows_in": 2000, "rows_out": len(feats)}
+    sizes = json.loads((inputs["vocab"] / "schema.json").read_text())["vocab_sizes"] if "vocab" in inputs else {}
+    feats = [FeatureScore(f, "categorical", max(sizes.get(f, 12) - 2, 1), 1.0 - 0.01 * i, s * 1.1, s)
+             for i, (f, s) in enumerate(zip(FEATURES, SCORES))]
+    res = RankResult("label", ["0", "1"], 3000, "mi-permutation", True, feats,
+                     selection=[(f.name, f.score, i < 6) for i, f in enumerate(feats)])
+    write_outputs(out, res, RankConfig(), vocab_sizes=sizes or None)
+    return {"rows_in": 3000, "rows_out": len(feats)}
 
 
-def _ctr_train(inputs, out, seed: int = 0):
-    from embeddings.spec import EmbeddingPlan
-    from pipelines.evaluate import table_bytes
-    from pipelines.metrics import calibration, slice_auc, summary
-    from pipelines.report import write_report
+def _ctr_train(inputs, out):
+    from embeddings.config import EmbeddingsConfig
+    from pipelines.config import TrainConfig
+    from pipelines.trainer import train_stage
 
-    plan = EmbeddingPlan.load(inputs["plan"] / "embedding_plan.json")
-    rng = np.random.default_rng(seed)
-    ev = {"splits": {}, "calibration": {}, "slices": {}}
-    for split in ("validation", "test"):
-        y = (rng.random(1500) < 0.25).astype(np.int32)
-        p = np.clip(0.25 + 0.25 * (y - 0.25) + rng.normal(0, 0.12, y.size), 0.01, 0.99)
-        values = rng.integers(2, 7, y.size)
-        ev["splits"][split] = summary(y, p)
-        ev["calibration"][split] = calibration(y, p)
-        ev["slices"][split] = {"C1": slice_auc(y, p, values, top=5, min_rows=20)}
-    ev["tables"] = table_bytes(plan)
-    ev["embedding_bytes"] = int(sum(t["bytes"] for t in ev["tables"]))
-    ev["embedding_fp32_bytes"] = int(sum(t["fp32_bytes"] for t in ev["tables"]))
-    ev["parameters"] = 12345
-    training = {"mode": "single", "workers": 1, "steps": 40, "seconds": 3.0, "examples": 8000,
-                "examples_per_s": 2666.0, "peak_rss_mb": 900.0, "checkpoint": "checkpoints/step_40"}
-    history = {"train": [{"step": s, "loss": 0.6 - 0.002 * s} for s in range(0, 40, 5)],
-               "validation": [{"step": 20, "auc": 0.70, "log_loss": 0.52}, {"step": 40, "auc": 0.74, "log_loss": 0.50}]}
-    card = {"model": "dlrm", "config": {}, "data": "vocab/encoded", "rows": {"train": 8000}, "dense": [],
-            "features": FEATURES, "artifact_bytes": 4096}
-    write_report(out, {"training": training, "evaluation": ev, "artifact_bytes": 4096}, history, card)
-    return {"rows_in": 8000, "test_auc": ev["splits"]["test"]["auc"]}
+    cfg = TrainConfig(batch_size=256, epochs=1, checkpoint_every=100, log_every=2)
+    cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
+    cfg.ray.single_process = True
+    return train_stage(inputs, out, cfg, EmbeddingsConfig(), seed=0, show_progress=False)
 
 
-def _session_train(inputs, out, seed: int = 0):
-    from pipelines.ranking_metrics import ranking_metrics
-    from pipelines.session_evaluate import write_report
+def _session_train(inputs, out):
+    from pipelines.config import ModelConfig, TrainConfig
+    from pipelines.session_train import train_stage
 
-    rng = np.random.default_rng(seed)
-    results = {}
-    for model, scale in (("m2trec", 15.0), ("sasrec", 40.0), ("popularity", 120.0)):
-        ranks = {"overall": 1 + rng.geometric(1 / scale, 400), "cold": 1 + rng.geometric(1 / (scale * 2), 60),
-                 "sparse": 1 + rng.geometric(1 / (scale * 1.5), 90)}
-        results[model] = {s: ranking_metrics(r, (10, 20)) for s, r in ranks.items()}
-        results[model].update({"catalogue_items": 500, "embedding_bytes": int(scale * 1000),
-                               "top1_category_acc": round(0.6 - scale / 400, 4)})
-    results["m2trec"]["head_category_acc"] = 0.81
-    write_report(results, out)
-    return {"rows_in": 400}
+    cfg = TrainConfig(model=ModelConfig(name="m2trec", hidden=16, layers=1, heads=2, max_length=10), epochs=1,
+                      batch_size=256, dense_learning_rate=3e-3, device="cpu")
+    summary = train_stage(inputs, out, cfg, seed=0)
+    summary.pop("history", None)
+    return summary
 
 
 @pytest.fixture(scope="module")
 def ctr_run(tmp_path_factory) -> Path:
     from embeddings.config import EmbeddingsConfig
     from embeddings.planner import plan_stage
+    from features.synthetic import generate
 
+    raw = tmp_path_factory.mktemp("ctr_raw")
+    generate("ctr", rows=3000, seed=11, output=raw)
     run = tmp_path_factory.mktemp("runs") / "ctr-small"
-    run_stage(run, "rank", _rank, inputs={}, config={})
+    run_stage(run, "vocab", _vocab, inputs={"raw": raw}, config={})
+    run_stage(run, "rank", _rank, inputs={"vocab": run / "vocab"}, config={})
     run_stage(run, "plan", partial(plan_stage, cfg=EmbeddingsConfig(compression_ratio=4)), inputs={"rank": run / "rank"}, config={})
-    run_stage(run, "train", _ctr_train, inputs={"plan": run / "plan"}, config={})
+    run_stage(run, "train", _ctr_train, inputs={"vocab": run / "vocab", "plan": run / "plan"}, config={})
     return run
 
 
 @pytest.fixture(scope="module")
 def session_run(tmp_path_factory) -> Path:
+    from features.synthetic import generate
+    from pipelines.session_layout import synthetic_layout
+
+    raw = tmp_path_factory.mktemp("sessions_raw")
+    truth = generate("sessions", rows=3000, seed=3, output=raw)
     run = tmp_path_factory.mktemp("runs") / "sessions-small"
-    run_stage(run, "train", _session_train, inputs={}, config={})
+    run_stage(run, "sessions", lambda i, out: synthetic_layout(raw / truth["file"], raw / truth["items_file"], out) and {},
+              inputs={"raw": raw / truth["file"]}, config={})
+    run_stage(run, "train", _session_train, inputs={"sessions": run / "sessions"}, config={})
     return run
 
 
@@ -147,7 +152,7 @@ def test_ctr_notebook_shows_metrics_slices_calibration_bytes_ranking_and_tradeof
     assert f"weakest slice (test): C1 = {worst['value']}: AUC {worst['auc']:.4f} over {worst['rows']} rows" in text
     used = sum(t["bytes"] for t in plan["tables"])
     assert f"embedding bytes: {used:,} used" in text
-    assert "top feature: C1 (score 0.0900); 6 features ranked" in text
+    assert "top feature: C1 (score 0.0900); 8 features ranked" in text
     assert "Not available" not in text and "No compression trade-off table" not in text
 
 
@@ -163,15 +168,16 @@ def test_ctr_notebook_says_what_is_missing_for_a_partial_run(tmp_path):
 
 
 def test_session_notebook_shows_recall_mrr_ndcg_by_slice_and_category_accuracy(session_run, tmp_path):
-    results = json.loads((session_run / "train" / "metrics.json").read_text())
+    r = json.loads((session_run / "train" / "metrics.json").read_text())
     nb = execute("session_run.ipynb", tmp_path, run_dir=str(session_run), k=20)
     text, images = outputs(nb)
     assert len(images) == 2                      # metrics by slice, category accuracy
     assert all(img.startswith(b"\x89PNG") for img in images)
-    for model, r in results.items():
-        o, c, s = r["overall"], r["cold"], r["sparse"]
-        warm = (400 * o["recall@20"] - 60 * c["recall@20"] - 90 * s["recall@20"]) / 250   # derived exactly
-        assert (f"{model}: Recall@20 {o['recall@20']:.4f}  MRR@20 {o['mrr@20']:.4f}  NDCG@20 {o['ndcg@20']:.4f}"
-                f"  Recall@20 by slice: warm {warm:.4f}, sparse {s['recall@20']:.4f}, cold {c['recall@20']:.4f}") in text
-    assert "head_category_acc" in text and "0.81" in text
-    assert "test targets per slice: overall 400, warm 250, sparse 90, cold 60" in text
+    o, c, s = r["overall"], r["cold"], r["sparse"]
+    n_warm = o["n"] - c["n"] - s["n"]
+    warm = (o["n"] * o["recall@20"] - c["n"] * c["recall@20"] - s["n"] * s["recall@20"]) / n_warm  # derived exactly
+    assert (f"m2trec: Recall@20 {o['recall@20']:.4f}  MRR@20 {o['mrr@20']:.4f}  NDCG@20 {o['ndcg@20']:.4f}"
+            f"  Recall@20 by slice: warm {warm:.4f}, sparse {s['recall@20']:.4f}, cold {c['recall@20']:.4f}") in text
+    assert f"test targets per slice: overall {o['n']}, warm {n_warm}, sparse {s['n']}, cold {c['n']}" in text
+    assert f"m2trec: head_category_acc {r['head_category_acc']:.4f}" in text
+    assert f"top1_category_acc {r['top1_category_acc']:.4f}" in text
