@@ -4,7 +4,9 @@ Any scheduler (a crontab line every few minutes, systemd timers, Airflow) calls 
 submits each entry whose cron time has passed since the entry was last checked. Missed fire times
 are collapsed into one submission. State lives beside the schedule in `.schedule-state.json`
 (written atomically under a lock); a per-entry lock (`fcntl.flock`) makes a second, overlapping
-`run-due` report the entry as skipped while the first still runs it. Cron times are UTC.
+`run-due` report the entry as skipped while the first still runs it, and an entry whose previous
+Ray job (submitted without `wait`) is still PENDING/RUNNING on the cluster is skipped too, its
+fire time kept for the next `run-due`. Cron times are UTC.
 
 An entry seen for the first time is *armed*: it is recorded, not run, so adding an entry never
 fires a burst; it first runs at its next cron time. A submission that fails (cluster down) is
@@ -258,6 +260,17 @@ class Outcome:
 
 
 Runner = Callable[[ScheduleEntry], tuple[str, str | None, str]]  # → (action, job_id, detail)
+StatusOf = Callable[[ScheduleEntry, str], str | None]  # → the Ray job's status, None when unknown
+
+
+def ray_job_status(entry: ScheduleEntry, job_id: str) -> str | None:
+    """Status of an earlier submission of `entry` on its cluster; None when it cannot be asked."""
+    from jobs.submit import job_status
+
+    try:
+        return job_status(entry.address, job_id) if entry.address else None
+    except Exception:  # noqa: BLE001 - cluster down or job unknown: submitting will tell
+        return None
 
 
 def run_entry(entry: ScheduleEntry) -> tuple[str, str | None, str]:
@@ -280,7 +293,7 @@ def run_entry(entry: ScheduleEntry) -> tuple[str, str | None, str]:
 
 
 def run_due(schedule_path: Path = DEFAULT_FILE, now: datetime | None = None, dry_run: bool = False,
-            runner: Runner = run_entry, only: str | None = None) -> list[Outcome]:
+            runner: Runner = run_entry, only: str | None = None, status_of: StatusOf = ray_job_status) -> list[Outcome]:
     """Check every entry at `now`; run or submit those due; return one outcome per entry.
 
     Example:
@@ -302,11 +315,12 @@ def run_due(schedule_path: Path = DEFAULT_FILE, now: datetime | None = None, dry
             if not got:
                 outcomes.append(Outcome(entry.name, "skipped", detail="a previous run of this entry still holds its lock"))
                 continue
-            outcomes.append(_check_and_run(entry, store, now, dry_run, runner))
+            outcomes.append(_check_and_run(entry, store, now, dry_run, runner, status_of))
     return outcomes
 
 
-def _check_and_run(entry: ScheduleEntry, store: StateStore, now: datetime, dry_run: bool, runner: Runner) -> Outcome:
+def _check_and_run(entry: ScheduleEntry, store: StateStore, now: datetime, dry_run: bool, runner: Runner,
+                   status_of: StatusOf) -> Outcome:
     rec = store.read().get(entry.name, {})
     if "last_checked" not in rec or rec.get("cron") != entry.cron:
         if not dry_run:
@@ -319,6 +333,11 @@ def _check_and_run(entry: ScheduleEntry, store: StateStore, now: datetime, dry_r
     fire = due.fire_at.isoformat() if due.fire_at else None
     if dry_run:
         return Outcome(entry.name, "due", fire, due.fires)
+    previous = rec.get("last_job_id") if rec.get("last_action") == "submitted" else None
+    if previous and status_of(entry, previous) in ("PENDING", "RUNNING"):
+        # not-waited Ray jobs outlive run-due's lock: the cluster says whether the last one still runs
+        return Outcome(entry.name, "skipped", fire, due.fires, previous,
+                       f"the previous job {previous} is still running; checked again at the next run-due")
     try:
         action, job_id, detail = runner(entry)
     except UserError as err:  # could not submit: keep last_checked so the next run-due retries

@@ -105,6 +105,24 @@ def test_failed_submission_is_retried_at_the_next_run_due(tmp_path):
     assert (out[0].action, out[0].fire_at) == ("submitted", t(1, 2, 0).isoformat())
 
 
+def test_a_ray_job_still_running_on_the_cluster_is_not_submitted_again(tmp_path):
+    f = write_schedule(tmp_path, EVERY_15.replace("job: validate", "job: run\n  address: http://127.0.0.1:1"))
+    run_due(f, now=t(1, 10, 0))
+    jobs = iter(["job-1", "job-2"])
+    submit = lambda e: ("submitted", next(jobs), "cmd")
+    asked: list[str] = []
+
+    def status(state):
+        return lambda entry, job_id: (asked.append(job_id), state)[1]
+
+    assert run_due(f, now=t(1, 10, 15), runner=submit, status_of=status("RUNNING"))[0].job_id == "job-1"
+    out = run_due(f, now=t(1, 10, 30), runner=submit, status_of=status("RUNNING"))
+    assert (out[0].action, out[0].job_id, asked) == ("skipped", "job-1", ["job-1"])
+    assert "still running" in out[0].detail
+    out = run_due(f, now=t(1, 10, 35), runner=submit, status_of=status("SUCCEEDED"))   # 10:30 was kept
+    assert (out[0].action, out[0].job_id, out[0].fire_at) == ("submitted", "job-2", t(1, 10, 30).isoformat())
+
+
 def test_local_entry_runs_the_command_in_a_subprocess(tmp_path):
     f = write_schedule(tmp_path, EVERY_15)
     run_due(f, now=t(1, 10, 0))
