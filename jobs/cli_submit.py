@@ -27,17 +27,21 @@ def submit(
     max_file_mb: float = typer.Option(20.0, help="files larger than this are not uploaded"),
 ) -> None:
     """Submit a run (or one stage) to a Ray cluster with the Ray Jobs API; print the job id."""
-    from jobs.submit import PROJECT_ROOT, check_stage, follow_job, job_command, relative_config, submit_job
+    from jobs.submit import (PROJECT_ROOT, check_stage, follow_job, job_command, output_dir_warning, relative_config,
+                             submit_job)
 
     check_stage(stage)
     wd = (working_dir or PROJECT_ROOT).resolve()
     cmd = job_command(relative_config(config, wd), stage, run_id)
+    warning = output_dir_warning(config, stage)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     with console.status(f"uploading {wd.name} and submitting to {address}"):
         job_id = submit_job(address, cmd, working_dir=wd, max_file_mb=max_file_mb)
-    console.print(f"submitted [bold]{job_id}[/]: {cmd}", highlight=False)
+    console.print(f"submitted [bold]{job_id}[/]: {cmd}", highlight=False, soft_wrap=True)
     typer.echo(job_id)
     if wait:
-        status = follow_job(address, job_id, echo=lambda s: console.print(s, end="", markup=False, highlight=False),
+        status = follow_job(address, job_id, echo=lambda s: console.print(s, end="", markup=False, highlight=False, soft_wrap=True),
                             timeout_s=timeout)
         colour = "green" if status == "SUCCEEDED" else "red"
         console.print(f"job {job_id}: [{colour}]{status}[/]")

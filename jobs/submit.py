@@ -80,6 +80,28 @@ def check_stage(stage: str) -> None:
         raise SubmitError(f"--stage {stage}: unknown; choose one of {', '.join(names)}.")
 
 
+def output_dir_warning(config: Path, stage: str) -> str | None:
+    """A warning when the job would write its run folder inside the uploaded copy of the project.
+
+    A relative `output_dir` resolves inside the job's working dir, a temporary copy on the cluster,
+    so the outputs would not be seen by later jobs (`--stage train` needs `vocab`, `plan`).
+    """
+    import yaml
+
+    if stage == "validate":
+        return None
+    try:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # the job's own config check reports it
+    out = Path(str(data.get("output_dir", "runs"))) if isinstance(data, dict) else Path("runs")
+    if out.is_absolute():
+        return None
+    return (f"{config}: output_dir '{out}' is relative, so the job writes its run folder inside its temporary copy "
+            "of the project on the cluster; set an absolute output_dir on storage the cluster shares to keep the "
+            "outputs (and for --stage <name> to find the earlier stages).")
+
+
 def large_files(working_dir: Path, max_file_mb: float) -> list[str]:
     """Files above `max_file_mb` under `working_dir` (outside the always-excluded folders), as excludes."""
     limit = max_file_mb * (1 << 20)

@@ -34,6 +34,17 @@ def test_config_outside_working_dir_and_unknown_stage_are_one_line_errors(tmp_pa
     check_stage("train")
 
 
+def test_relative_output_dir_is_warned_about_except_for_validate(tmp_path):
+    from jobs.submit import output_dir_warning
+
+    rel, absolute = tmp_path / "rel.yaml", tmp_path / "abs.yaml"
+    rel.write_text("output_dir: ../runs\ndataset: {path: x, kind: ctr}\n")
+    absolute.write_text(f"output_dir: {tmp_path / 'runs'}\ndataset: {{path: x, kind: ctr}}\n")
+    assert "output_dir '../runs' is relative" in output_dir_warning(rel, "train")
+    assert output_dir_warning(rel, "validate") is None
+    assert output_dir_warning(absolute, "run") is None
+
+
 def test_runtime_env_leaves_out_venv_runs_and_large_files(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "big.bin").write_bytes(b"x" * (3 << 20))
