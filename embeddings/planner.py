@@ -158,8 +158,8 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
 
 def _dsl_bytes(rows: int, dim: int, density: float) -> int:
     """Bytes of a DSL-trained table exported pruned (the `pruned` method's count when registered)."""
-    if "pruned" in known_methods():
-        return get_method("pruned").table_bytes(rows, dim, {"density": density})
+    if "pruned" in known_methods():  # its upper bound before training: every row kept, plus the remap
+        return get_method("pruned").table_bytes(rows, dim, {})
     # fallback estimate: active fp32 values + a one-bit mask per weight
     return math.ceil(rows * dim * density) * 4 + math.ceil(rows * dim / 8)
 
@@ -183,8 +183,7 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
     if not capped:
         if "dense" in methods:
             if cfg.dsl.enabled and cfg.dsl.density < 1.0:
-                add("pruned" if "pruned" in known_methods() else "dense",
-                    {"density": cfg.dsl.density} if "pruned" in known_methods() else {}, D, rows, cfg.dsl.density)
+                add("pruned" if "pruned" in known_methods() else "dense", {}, D, rows, cfg.dsl.density)
             else:
                 add("dense", {}, D, rows)
         for m in ("fp16", "int8", "int4"):
