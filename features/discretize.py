@@ -7,7 +7,7 @@ same bins in every pass, and a numpy reference reproduces them with
 
 Example:
     >>> splits = quantile_splits(spark, df, ["I1"], bins=8)        # doctest: +SKIP
-    >>> df.select(bin_column(F.col("I1"), splits["I1"]))           # doctest: +SKIP
+    >>> df.selectExpr(bin_sql("`I1`", splits["I1"]))               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,18 +39,17 @@ def quantile_splits(spark: Any, df: Any, columns: list[str], bins: int, relative
     return out
 
 
-def bin_column(col: Any, splits: list[float]) -> Any:
-    """Spark column: the bin index of `col` as a string ('b0', 'b1', ...), null when missing or NaN.
+def bin_sql(col_sql: str, splits: list[float]) -> str:
+    """Spark SQL expression: the bin index of `col_sql` as a string ('b0', 'b1', ...), null when missing or NaN.
+
+    One SQL string (rather than a chain of column calls) keeps the plan small and cheap to build.
 
     Example:
-        >>> bin_column(F.col("I1"), [1.0, 3.0])                   # doctest: +SKIP
+        >>> bin_sql("`I1`", [1.0, 3.0])
+        "CASE WHEN `I1` IS NULL OR isnan(`I1`) THEN NULL ELSE concat('b', CAST(0 + CAST(`I1` >= 1.0D AS INT) + CAST(`I1` >= 3.0D AS INT) AS STRING)) END"
     """
-    from pyspark.sql import functions as F
-
-    idx = F.lit(0)
-    for s in splits:
-        idx = idx + F.when(col >= F.lit(float(s)), 1).otherwise(0)
-    return F.when(col.isNull() | F.isnan(col), None).otherwise(F.concat(F.lit("b"), idx.cast("string")))
+    idx = " + ".join(["0"] + [f"CAST({col_sql} >= {float(s)!r}D AS INT)" for s in splits])
+    return f"CASE WHEN {col_sql} IS NULL OR isnan({col_sql}) THEN NULL ELSE concat('b', CAST({idx} AS STRING)) END"
 
 
 def bin_values(x: np.ndarray, splits: list[float]) -> np.ndarray:

@@ -1,0 +1,314 @@
+"""The rank stage: OutRank-style feature ranking on Spark (counts on Spark, arithmetic in mi.py).
+
+Passes over the data: a profile (label classes, row count, malformed rows, which raw columns are
+numeric), approxQuantile for dense columns, then ONE explode of every feature into
+(feature, value, label) rows and a group-by that yields every feature's count statistics at once.
+A second, smaller pass counts hashed feature pairs for the pair search (pair relevance and
+redundancy). The input is cached for these passes and released at the end.
+
+Example:
+    >>> summary = rank({"raw": Path("train.tsv")}, Path("out"), dataset, RankConfig(), spark)  # doctest: +SKIP
+    >>> summary["top"][:3]                                                                      # doctest: +SKIP
+    ['C1', 'C9', 'C2']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from features.config import DatasetConfig, RankConfig
+from features.count_tables import GroupCounts, group_count_stats
+from features.discretize import bin_sql, quantile_splits
+from features.errors import DataError
+from features.estimators import Estimator, get_estimator
+from features.mi import adjusted_mutual_information, expected_mutual_information, select_3mr
+from features.rank_source import CORRUPT, RankSource, read_ingest, read_raw
+
+MAX_LABEL_CLASSES = 50
+NULL_TOKEN = "\u0000missing"   # stands for a missing value inside a hashed pair
+
+
+@dataclass
+class FeatureScore:
+    """One feature's ranking figures (scores in nats)."""
+
+    name: str
+    role: str
+    cardinality: int
+    coverage: float
+    mi: float
+    score: float
+    counts: GroupCounts | None = None
+    splits: list[float] | None = None
+
+
+@dataclass
+class PairScore:
+    """A feature pair: its label relevance, its synergy (gain) and the redundancy of its members."""
+
+    a: str
+    b: str
+    cardinality: int
+    mi: float
+    score: float
+    gain: float           # score(pair) - score(a) - score(b): label information only the pair has
+    redundancy: float     # chance-adjusted MI between a and b (0 independent, 1 same feature)
+    feature_mi: float     # plain MI between a and b (nats)
+
+
+@dataclass
+class RankResult:
+    """Everything the rank stage computed, before it is written out."""
+
+    label: str
+    classes: list[str]
+    rows: int
+    heuristic: str
+    noise_corrected: bool
+    features: list[FeatureScore]              # sorted by score, descending
+    pairs: list[PairScore] = field(default_factory=list)   # sorted by gain, descending
+    selection: list[tuple[str, float, bool]] = field(default_factory=list)
+    rows_read: int = 0
+    rows_malformed: int = 0
+    rows_without_label: int = 0
+
+
+def open_source(spark: Any, inputs: Mapping[str, Path], dataset: DatasetConfig,
+                exclude: list[str] | None = None) -> RankSource:
+    """The ingest output when `inputs` has 'ingest', else the raw file under 'raw'."""
+    if "ingest" in inputs:
+        src = read_ingest(spark, Path(inputs["ingest"]), dataset)
+        drop = set(exclude or [])
+        src.categorical = [c for c in src.categorical if c not in drop]
+        src.dense = [c for c in src.dense if c not in drop]
+        src.multi_valued = [c for c in src.multi_valued if c not in drop]
+        return src
+    if "raw" not in inputs:
+        raise DataError("rank needs an 'ingest' stage folder or a 'raw' file as input.")
+    r = dataset.roles
+    if r.label is None:
+        raise DataError(f"dataset '{dataset.name}': roles.label is not set; ranking needs a label column.")
+    if not dataset.header:
+        raise DataError(f"{inputs['raw']}: rank reads raw files with a header line; run ingest first for header-less files.")
+    given = bool(r.categorical or r.dense or r.multi_valued)
+    return read_raw(spark, Path(inputs["raw"]), label=r.label, fmt=dataset.format, exclude=exclude,
+                    categorical=r.categorical if given else None, dense=r.dense if given else None,
+                    multi_valued=r.multi_valued if given else None)
+
+
+def _profile(src: RankSource) -> tuple[Any, list[str], dict[str, int]]:
+    """One pass: label classes and counts, malformed rows, numeric raw columns. Returns the clean df."""
+    from pyspark.sql import functions as F
+
+    df = src.df
+    feats = [*src.categorical, *src.dense, *src.multi_valued]
+    aggs = [F.expr("count(1)").alias("_rows")]
+    if src.raw_text:
+        aggs.append(F.expr(f"count({q(CORRUPT)})").alias("_bad"))
+    if src.infer_dense:
+        aggs += [F.expr(f"count({q(c)})").alias(f"n:{c}") for c in feats]
+        aggs += [F.expr(f"count(try_cast({q(c)} AS DOUBLE))").alias(f"d:{c}") for c in feats]
+    rows = [r.asDict() for r in df.groupBy(F.expr(f"CAST({q(src.label)} AS STRING)").alias("_label")).agg(*aggs)
+            .limit(MAX_LABEL_CLASSES + 2).collect()]
+    read = sum(r["_rows"] for r in rows)
+    bad = sum(r.get("_bad", 0) for r in rows)
+    if read == 0:
+        raise DataError(f"{src.path}: has no data rows (header only?); give a file with at least two rows.")
+    counts = {r["_label"]: r["_rows"] - r.get("_bad", 0) for r in rows}
+    no_label = counts.pop(None, 0)
+    classes = sorted(k for k, v in counts.items() if v > 0)
+    if len(classes) > MAX_LABEL_CLASSES:
+        raise DataError(f"{src.path}: label '{src.label}' has more than {MAX_LABEL_CLASSES} distinct values; "
+                        "ranking needs a class label (e.g. clicked 0/1): pick another --label or bucket it.")
+    if len(classes) < 2:
+        only = f"'{classes[0]}' in all {counts[classes[0]]:,} rows" if classes else "no non-missing value"
+        raise DataError(f"{src.path}: label '{src.label}' has a single class ({only}); "
+                        "ranking needs at least two classes: check --label or the file.")
+    if src.infer_dense:
+        n = {c: sum(r[f"n:{c}"] for r in rows) for c in feats}
+        d = {c: sum(r[f"d:{c}"] for r in rows) for c in feats}
+        src.dense = [c for c in feats if n[c] > 0 and n[c] == d[c]]
+        src.categorical = [c for c in feats if c not in src.dense]
+    if src.raw_text:
+        df = df.where(f"{q(CORRUPT)} IS NULL").drop(CORRUPT)
+    df = df.where(f"{q(src.label)} IS NOT NULL")
+    cast = "try_cast({} AS DOUBLE)" if src.raw_text else "CAST({} AS DOUBLE)"
+    if src.dense:
+        dense = set(src.dense)
+        df = df.selectExpr(*[f"{cast.format(q(c))} AS {q(c)}" if c in dense else q(c) for c in df.columns])
+    info = {"rows_read": int(read), "rows_malformed": int(bad), "rows_without_label": int(no_label)}
+    return df, classes, {**info, **{f"class:{c}": int(counts[c]) for c in classes}}
+
+
+def q(name: str) -> str:
+    """A column name quoted for Spark SQL."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_str(value: str) -> str:
+    """A string literal for Spark SQL."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _value_sql(src: RankSource, name: str, splits: dict[str, list[float]]) -> str:
+    from pyspark.sql.types import ArrayType
+
+    if name in splits:
+        return bin_sql(q(name), splits[name])
+    dtype = {f.name: f.dataType for f in src.df.schema.fields}.get(name)
+    if isinstance(dtype, ArrayType):
+        # a multi-valued field is ranked as the set of its values
+        return f"array_join(array_sort(array_distinct({q(name)})), '|')"
+    return f"CAST({q(name)} AS STRING)"
+
+
+def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
+    """Rank every feature of `src` against its label; pairs and 3MR as `cfg` asks.
+
+    Example:
+        >>> res = score_features(spark, read_raw(spark, Path("t.csv"), "y"), RankConfig())   # doctest: +SKIP
+        >>> res.features[0].name                                                            # doctest: +SKIP
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    est = get_estimator(cfg.heuristic)
+    source_cached = src.df.persist(StorageLevel.MEMORY_AND_DISK)
+    src.df = source_cached
+    try:
+        df, classes, info = _profile(src)
+        feats = src.features
+        if not feats:
+            raise DataError(f"{src.path}: no feature columns besides the label '{src.label}'.")
+        class_counts = np.array([info[f"class:{c}"] for c in classes], dtype=np.int64)
+        N = int(class_counts.sum())
+        splits = quantile_splits(spark, df, src.dense, cfg.bins)
+        copies = cfg.permutations if est.needs_background else 0
+        label = f"CAST({q(src.label)} AS STRING)"
+        y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
+        cum = np.cumsum(class_counts)[:-1] / N
+        bg = [" + ".join(f"CAST(rand({cfg.seed + p}) >= {float(t)!r}D AS INT)" for t in cum) + f" AS _b{p}"
+              for p in range(copies)]
+        prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
+        prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            bcols = [f"_b{p}" for p in range(copies)]
+            long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
+                f"struct({i} AS g, _v{i} AS v)" for i in range(len(feats))) + "))")
+            counts = group_count_stats(long_df, len(classes), copies, class_counts)
+            role = {**{c: "categorical" for c in src.categorical}, **{c: "dense" for c in src.dense},
+                    **{c: "multi_valued" for c in src.multi_valued}}
+            scores = []
+            for i, name in enumerate(feats):
+                gc = counts[i]
+                scores.append(FeatureScore(name=name, role=role[name], cardinality=gc.cardinality,
+                                           coverage=1.0 - gc.missing_rows / N, mi=gc.stats.mi(),
+                                           score=est.score(gc.stats), counts=gc, splits=splits.get(name)))
+            scores.sort(key=lambda s: (-s.score, s.name))
+            pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts)
+        finally:
+            prepared.unpersist()
+    finally:
+        source_cached.unpersist()
+    selection = _selection(scores, pairs, cfg)
+    return RankResult(label=src.label, classes=classes, rows=N, heuristic=est.name, noise_corrected=est.noise_corrected,
+                      features=scores, pairs=pairs, selection=selection, rows_read=info["rows_read"],
+                      rows_malformed=info["rows_malformed"], rows_without_label=info["rows_without_label"])
+
+
+def pair_candidates(scores: list[FeatureScore], cfg: RankConfig) -> list[str]:
+    """Features that enter the pair search: the top `pairs_top_k` by score, plus every categorical
+    feature with at most `pair_max_cardinality` values (XOR-like pairs hide there: each member
+    alone scores ~0, so it would never reach the top by itself). Constant features never do."""
+    if cfg.pairs_top_k == 0:
+        return []
+    top = [s.name for s in scores[:cfg.pairs_top_k] if s.cardinality > 1]
+    low = [s.name for s in scores if s.role != "dense" and 1 < s.cardinality <= cfg.pair_max_cardinality]
+    return sorted(set(top) | set(low), key=[s.name for s in scores].index)
+
+
+def pair_key_sql(a_sql: str, b_sql: str, buckets: int) -> str:
+    """Spark SQL: the pair (a, b) hashed into `buckets` values (missing is a value of its own)."""
+    null = sql_str(NULL_TOKEN)
+    return f"pmod(xxhash64(coalesce({a_sql}, {null}), coalesce({b_sql}, {null})), {int(buckets)}L)"
+
+
+def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cfg: RankConfig, est: Estimator,
+                 classes: int, copies: int, class_counts: np.ndarray) -> list[PairScore]:
+    names = pair_candidates(scores, cfg)
+    if len(names) < 2:
+        return []
+    by_name = {s.name: s for s in scores}
+    col = {name: f"_v{feats.index(name)}" for name in feats}
+    combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    bcols = [f"_b{p}" for p in range(copies)]
+    long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
+        f"struct({j} AS g, {pair_key_sql(col[a], col[b], cfg.pair_buckets)} AS v)" for j, (a, b) in enumerate(combos)) + "))")
+    counts = group_count_stats(long_df, classes, copies, class_counts)
+    N = float(class_counts.sum())
+    out = []
+    for j, (a, b) in enumerate(combos):
+        gc = counts[j]
+        sa, sb = by_name[a].counts.stats, by_name[b].counts.stats
+        score = est.score(gc.stats)
+        fmi = (gc.stats.row_xlogx - sa.row_xlogx - sb.row_xlogx + N * np.log(N)) / N
+        h_a = (N * np.log(N) - sa.row_xlogx) / N
+        h_b = (N * np.log(N) - sb.row_xlogx) / N
+        emi = expected_mutual_information(sa.value_counts, sa.multiplicity, sb.value_counts, sb.multiplicity)
+        out.append(PairScore(a=a, b=b, cardinality=gc.cardinality, mi=gc.stats.mi(), score=score,
+                             gain=score - by_name[a].score - by_name[b].score,
+                             redundancy=adjusted_mutual_information(fmi, emi, h_a, h_b), feature_mi=float(fmi)))
+    out.sort(key=lambda p: (-p.gain, p.a, p.b))
+    return out
+
+
+def _selection(scores: list[FeatureScore], pairs: list[PairScore], cfg: RankConfig) -> list[tuple[str, float, bool]]:
+    names = [s.name for s in scores]
+    idx = {n: i for i, n in enumerate(names)}
+    red = np.zeros((len(names), len(names)))
+    gain = np.zeros((len(names), len(names)))
+    for p in pairs:
+        i, j = idx[p.a], idx[p.b]
+        red[i, j] = red[j, i] = p.redundancy
+        gain[i, j] = gain[j, i] = p.gain
+    return select_3mr(names, np.array([s.score for s in scores]), red, gain, cfg.relevance_weight,
+                      cfg.redundancy_weight, cfg.pair_weight, cfg.select_k, cfg.min_score)
+
+
+def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: RankConfig, spark: Any,
+         vocab_sizes: Mapping[str, int] | None = None, exclude: list[str] | None = None) -> dict:
+    """The rank stage: read `inputs['ingest']` (or `inputs['raw']`), write the ranking under `out`.
+
+    Writes ranking.tsv, pairs.tsv, selection.tsv, feature_spec.json and top_features.png (see
+    docs/stages.md). `vocab_sizes` (feature -> size from the vocab stage) sets each feature's
+    vocab_size; without it, `inputs['vocab']/sizes.json` is used when given, else cardinality + 2.
+    `exclude` names columns that are not features (e.g. a timestamp).
+
+    Example:
+        >>> rank({"ingest": Path("runs/r/ingest")}, Path("runs/r/rank"), ds, RankConfig(), spark)  # doctest: +SKIP
+        {'rows_in': 20000, 'rows_out': 20000, 'features': 39, ...}
+    """
+    from features.rank_outputs import write_outputs
+
+    if vocab_sizes is None and "vocab" in inputs:
+        sizes = Path(inputs["vocab"]) / "sizes.json"
+        if not sizes.exists():
+            raise DataError(f"{sizes}: missing; the vocab stage writes it (re-run `sparserec features vocab`).")
+        vocab_sizes = json.loads(sizes.read_text())
+    src = open_source(spark, inputs, dataset, exclude)
+    result = score_features(spark, src, cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, result, cfg, vocab_sizes)
+    return {
+        "rows_in": result.rows_read, "rows_out": result.rows, "rows_malformed": result.rows_malformed,
+        "rows_without_label": result.rows_without_label, "features": len(result.features),
+        "pairs": len(result.pairs), "heuristic": result.heuristic,
+        "selected": [n for n, _, sel in result.selection if sel],
+        "top": [s.name for s in result.features[:10]],
+    }

@@ -1,0 +1,150 @@
+"""What the rank stage reads: the ingest output (typed Parquet) or a raw CSV/TSV file, with column roles.
+
+A raw file needs a header; every column but the label is a feature, and a column whose every
+non-empty value parses as a number is dense (unless roles are given). Rows whose fields do not fit
+the header are marked in `_corrupt_record`; the rank stage counts them (`rows_malformed`) and
+leaves them out, never silently.
+
+Example:
+    >>> src = read_raw(spark, Path("train.tsv.gz"), label="label", fmt="tsv")      # doctest: +SKIP
+    >>> src.dense[:2]                                                              # doctest: +SKIP
+    ['I1', 'I2']
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.config import DatasetConfig
+from features.errors import DataError
+
+CORRUPT = "_corrupt_record"
+
+
+@dataclass
+class RankSource:
+    """A DataFrame with the label and feature columns, their roles, and where it came from."""
+
+    df: Any
+    path: str
+    label: str
+    categorical: list[str]
+    dense: list[str]
+    multi_valued: list[str] = field(default_factory=list)
+    raw_text: bool = False      # all columns are strings and `_corrupt_record` marks malformed rows
+    infer_dense: bool = False   # decide dense columns from the data (every value parses as a number)
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.categorical, *self.multi_valued, *self.dense]
+
+
+def _first_line(path: Path) -> str:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            return fh.readline().rstrip("\r\n")
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot be read ({err}); give a plain or gzipped CSV/TSV file.") from None
+
+
+def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = None) -> list[str]:
+    """The header's column names; a one-line `DataError` for a missing, empty or label-less file.
+
+    Example:
+        >>> check_raw_header(Path("t.csv"), "clicked", "csv")       # doctest: +SKIP
+        ['clicked', 'site', 'hour']
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check --input.")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give one CSV/TSV file, or --format parquet for a Parquet folder.")
+    sep = separator or delimiter_for(fmt)
+    header = _first_line(path)
+    if not header.strip():
+        raise DataError(f"{path}: the file is empty (no header line); give a {fmt.upper()} file with a header line and data rows.")
+    names = [n.strip().strip('"') for n in header.split(sep)]
+    if label not in names:
+        hint = f" (only one column found: is the delimiter {sep!r} right? try --format)" if len(names) == 1 else ""
+        raise DataError(f"{path}: label column '{label}' is not in the header; columns are: {', '.join(names[:30])}{hint}; "
+                        "pass the right --label.")
+    return names
+
+
+def delimiter_for(fmt: str) -> str:
+    return {"csv": ",", "tsv": "\t"}.get(fmt, ",")
+
+
+def read_raw(spark: Any, path: Path, label: str, fmt: str = "csv", exclude: list[str] | None = None,
+             categorical: list[str] | None = None, dense: list[str] | None = None,
+             multi_valued: list[str] | None = None, separator: str | None = None) -> RankSource:
+    """A raw delimited file with a header, read by spark.read.csv (all columns as strings first).
+
+    Example:
+        >>> read_raw(spark, Path("a.csv"), label="clicked").label          # doctest: +SKIP
+        'clicked'
+    """
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check --input.")
+    if fmt == "parquet":
+        df = spark.read.parquet(str(path))
+        return _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued)
+    names = check_raw_header(path, label, fmt, separator)
+    sep = separator or delimiter_for(fmt)
+    schema = StructType([StructField(n, StringType()) for n in names] + [StructField(CORRUPT, StringType())])
+    df = (spark.read.schema(schema).option("header", True).option("sep", sep)
+          .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).csv(str(path)))
+    return _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued, names, raw_text=True)
+
+
+def read_ingest(spark: Any, folder: Path, dataset: DatasetConfig) -> RankSource:
+    """The ingest stage's typed Parquet (`<folder>/data/`, or the folder itself) with the dataset's roles."""
+    folder = Path(folder)
+    data = folder / "data" if (folder / "data").exists() else folder
+    if not data.exists():
+        raise DataError(f"{folder}: no ingest output here (expected {data}); run `sparserec features ingest` first.")
+    r = dataset.roles
+    if r.label is None:
+        raise DataError(f"dataset '{dataset.name}': roles.label is not set; ranking needs a label column.")
+    df = spark.read.parquet(str(data))
+    cols = set(df.columns)
+    for role, names in (("label", [r.label]), ("categorical", r.categorical), ("dense", r.dense), ("multi_valued", r.multi_valued)):
+        for c in names:
+            if c not in cols:
+                raise DataError(f"{data}: column '{c}' (dataset.roles.{role}) is not in the ingest output; "
+                                f"columns are: {', '.join(sorted(cols))}; fix the role or re-run ingest.")
+    multi = [c for c in r.multi_valued]
+    return RankSource(df=df, path=str(data), label=r.label, categorical=list(r.categorical),
+                      dense=list(r.dense), multi_valued=multi)
+
+
+def _with_roles(spark: Any, df: Any, path: str, label: str, exclude: list[str] | None,
+                categorical: list[str] | None, dense: list[str] | None, multi_valued: list[str] | None,
+                names: list[str] | None = None, raw_text: bool = False) -> RankSource:
+    names = names or list(df.columns)
+    if label not in names:
+        raise DataError(f"{path}: label column '{label}' is not in the data; columns are: {', '.join(names[:30])}.")
+    unknown = [c for c in (exclude or []) + (categorical or []) + (dense or []) + (multi_valued or []) if c not in names]
+    if unknown:
+        raise DataError(f"{path}: column '{unknown[0]}' is not in the data; columns are: {', '.join(names[:30])}.")
+    skip = set(exclude or []) | {label, CORRUPT}
+    given = categorical is not None or dense is not None or multi_valued is not None
+    if given:
+        cat, den, mv = list(categorical or []), list(dense or []), list(multi_valued or [])
+    else:
+        from pyspark.sql.types import NumericType
+
+        types = {f.name: f.dataType for f in df.schema.fields}
+        feats = [c for c in names if c not in skip]
+        den = [c for c in feats if isinstance(types[c], NumericType)]
+        cat = [c for c in feats if c not in den]
+        mv = []
+    return RankSource(df=df, path=path, label=label, categorical=cat, dense=den, multi_valued=mv,
+                      raw_text=raw_text, infer_dense=raw_text and not given)
