@@ -98,12 +98,15 @@ def _window_columns(key: str, prefix: str, ts: str, label: str | None, windows_d
     return cols
 
 
-def add_event_ids(df, ts: str):
-    """Number rows 0.. by (timestamp, hash of the whole row): deterministic for the same data."""
+def add_event_ids(df, ts: str, columns: Sequence[str] | None = None):
+    """Number rows 0.. by (timestamp, hash of `columns`, default all): deterministic for the same data.
+
+    The global window puts the rows in one partition, sorted by id, which is also the order we write.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in df.columns]))
+    order = Window.orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in (columns or df.columns)]))
     return df.withColumn(EVENT_ID, (F.row_number().over(order) - 1).cast("long"))
 
 
@@ -120,13 +123,13 @@ def aggregates(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, wi
     check_no_null_timestamps(df, path, ts)
     label = dataset.roles.label if dataset.roles.label in df.columns else None
     keys = entity_keys(dataset)
-    df = add_event_ids(df, ts)
     base = df.columns
     for ent in ("user", "item"):
         if ent in keys:
             df = df.select(*df.columns, *_window_columns(keys[ent], ent, ts, label, windows_days))
     names = [c for c in df.columns if c not in base]
-    df.orderBy(EVENT_ID).write.mode("overwrite").parquet(str(out / "data"))
+    df = add_event_ids(df, ts, base)
+    df.select(*base, EVENT_ID, *names).write.mode("overwrite").parquet(str(out / "data"))
     written = spark.read.parquet(str(out / "data"))
     row = written.agg(F.count(F.lit(1)).alias("n"),
                       *[F.sum(F.col(k).isNull().cast("long")).alias(f"null_{e}") for e, k in keys.items()

@@ -81,7 +81,7 @@ def build_definitions(layout: dict[str, Any], settings: StoreSettings, root: Pat
     for name, ent in layout["entities"].items():
         if name in used:
             defs.entities[name] = Entity(name=name, join_keys=[ent["join_key"]], value_type=_value_type(ent["type"]),
-                                         description=f"{layout['dataset']}: {name} key column '{ent['join_key']}'")
+                                         description=f"{layout['dataset']}: {name} key column '{ent.get('column', ent['join_key'])}'")
     for v in layout["views"]:
         if check_files and not (Path(root) / v["path"]).exists():
             raise DataError(f"{Path(root) / v['path']}: feature view '{v['name']}' reads this folder but it does not "

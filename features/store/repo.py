@@ -151,9 +151,12 @@ def materialize(root: Path, end: datetime | None = None) -> dict[str, Any]:
     fresh, again = [], []
     for fv in store.list_feature_views():
         (again if fv.most_recent_end_time is not None else fresh).append(fv)
+    starts: dict[datetime, list[str]] = {}
     for fv in fresh:
         start = end - fv.ttl if fv.ttl and fv.ttl.total_seconds() > 0 else EPOCH
-        store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+        starts.setdefault(start, []).append(fv.name)
+    for start, names in starts.items():
+        store.materialize(start_date=start, end_date=end, feature_views=names)
     if again:
         store.materialize_incremental(end_date=end, feature_views=[fv.name for fv in again])
     return {"end": end.isoformat(), "views": sorted(fv.name for fv in fresh + again),

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from features.aggregates import EVENT_ID, check_no_null_timestamps, entity_keys
+from features.aggregates import EVENT_ID, entity_keys
 from features.config import DatasetConfig
 from features.errors import DataError
 
@@ -130,7 +130,7 @@ def write_sources(agg_dir: Path, out: Path, dataset: DatasetConfig, spark, vocab
         if col not in df.columns:
             raise DataError(f"{path}: entity key column '{col}' (dataset.roles.{ent}_id) is not in the data; "
                             "fix the role in the config or re-run ingest and aggregates.")
-    check_no_null_timestamps(df, path, ts)
+    # the aggregates stage has already refused null timestamps
     categorical, dense = read_selected_features(spec_path, dataset)
     missing = [c for c in categorical + dense if c not in df.columns]
     if missing:
@@ -163,7 +163,6 @@ def write_sources(agg_dir: Path, out: Path, dataset: DatasetConfig, spark, vocab
                  .dropDuplicates([joins[ent], TIMESTAMP]).orderBy(joins[ent], TIMESTAMP))
         _write(stats, out / "data" / f"{ent}_stats", spark)
         views.append(_view(f"{ent}_stats", [ent], stats, cols, ttl=True))
-        counts[f"{ent}_stats_rows"] = spark.read.parquet(str(out / "data" / f"{ent}_stats")).count()
     if dataset.items is not None and "item" in keys:
         items_path = Path(ingest_dir or "") / "items"
         if ingest_dir is None or not items_path.exists():
@@ -184,6 +183,11 @@ def write_sources(agg_dir: Path, out: Path, dataset: DatasetConfig, spark, vocab
               "categorical": categorical, "dense": dense, "aggregates": meta["columns"], "vocab_sizes": vocab_sizes,
               "services": {m: vs for m, vs in services.items() if vs}}
     (out / LAYOUT).write_text(json.dumps(layout, indent=2) + "\n")
-    counts["events_rows"] = df.count()
-    counts["events_without_key"] = {e: df.where(F.col(c).isNull()).count() for e, c in keys.items()}
+    stats_keys = [e for e in ("user", "item") if any(v["name"] == f"{e}_stats" for v in views)]
+    row = df.agg(F.count(F.lit(1)).alias("events"),
+                 *[F.sum(F.col(c).isNull().cast("long")).alias(f"null_{e}") for e, c in keys.items()],
+                 *[F.countDistinct(keys[e], TIMESTAMP).alias(f"{e}_stats") for e in stats_keys]).first()
+    counts["events_rows"] = int(row["events"])
+    counts["events_without_key"] = {e: int(row[f"null_{e}"] or 0) for e in keys}
+    counts.update({f"{e}_stats_rows": int(row[f"{e}_stats"]) for e in stats_keys})
     return {**layout, "counts": counts}

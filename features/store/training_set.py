@@ -46,6 +46,7 @@ def historical_features(root: Path, entity_df, service: str | None = None, featu
         ...                          features=["user_stats:user_events_1d"])      # doctest: +SKIP
     """
     store = open_store(root)
+    layout = read_layout(root)
     if service is not None:
         names = [s.name for s in store.list_feature_services()]
         if service not in names:
@@ -53,7 +54,18 @@ def historical_features(root: Path, entity_df, service: str | None = None, featu
         refs = store.get_feature_service(service)
     else:
         refs = features or []
-    return store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+    # Feast 0.67's file (dask) offline store drops an entity row whose only matches are older than
+    # the TTL, and collapses rows with equal join keys and time. Features depend only on (keys,
+    # time), so we ask for each distinct (keys, time) once and join the answer back onto every row:
+    # no row is lost and an expired value comes back missing.
+    ts = layout["timestamp"]
+    keys = [e["join_key"] for e in layout["entities"].values() if e["join_key"] in entity_df.columns]
+    if ts not in entity_df.columns:
+        raise UserError(f"entity dataframe: column '{ts}' (the event time) is missing; add it.")
+    request = entity_df[keys + [ts]].drop_duplicates(ignore_index=True)
+    got = store.get_historical_features(entity_df=request, features=refs).to_df()
+    got[ts] = got[ts].astype(entity_df[ts].dtype)
+    return entity_df.merge(got, on=keys + [ts], how="left", validate="many_to_one")
 
 
 def _cuts(times, validation_share: float, test_share: float) -> dict[str, int]:
