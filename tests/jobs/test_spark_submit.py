@@ -42,7 +42,8 @@ def test_spark_submit_runs_ingest_with_the_submitted_master(tmp_path):
     cfg = {
         "name": "submitted", "output_dir": "runs",
         # never reachable: the run succeeds only because spark-submit's master (local[2]) is used
-        "engine": {"spark": {"master": "spark://unused.invalid:7077", "shuffle_partitions": 2}},
+        "engine": {"spark": {"master": "spark://unused.invalid:7077", "shuffle_partitions": 1}},
+        "features": {"ingest": {"partitions": 1, "max_quarantine_share": 0.05}},
         "dataset": {"path": f"raw/{truth['file']}", "kind": "ctr",
                     "roles": {"label": truth["label"], "timestamp": truth["timestamp"],
                               "dense": truth["dense"], "categorical": truth["categorical"]}},
