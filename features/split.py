@@ -65,3 +65,34 @@ def split_column(cuts: SplitCuts, ts: str | None, columns: list[str] | None = No
     if cuts.test_start is not None:
         col = F.when(key >= F.lit(cuts.test_start), F.lit("test")).otherwise(col)
     return col
+
+
+def write_by_split(df, split_col: str, out, order: list) -> dict[str, int]:
+    """Write `df` as `out/<split>/` Parquet folders, rows sorted by `order` (names or Columns) inside each.
+
+    Returns rows per split.
+
+    One write pass (`partitionBy`), then the folders are renamed; an empty period still gets a folder
+    with the schema.
+    """
+    import os
+    import shutil
+    from pathlib import Path
+
+    spark = df.sparkSession
+    out = Path(out)
+    staging = out / "_by_split"
+    cols = [c for c in df.columns if c != split_col]
+    # sorting by the split first satisfies the writer's partitionBy ordering, so `order` survives
+    df.orderBy(split_col, *order).write.partitionBy(split_col).mode("overwrite").parquet(str(staging))
+    rows = {}
+    for s in SPLITS:
+        src, dst = staging / f"{split_col}={s}", out / s
+        if src.exists():
+            os.replace(src, dst)
+            rows[s] = spark.read.parquet(str(dst)).count()
+        else:
+            df.select(*cols).limit(0).write.mode("overwrite").parquet(str(dst))
+            rows[s] = 0
+    shutil.rmtree(staging)
+    return rows

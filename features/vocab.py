@@ -32,6 +32,13 @@ def vocab_features(dataset: DatasetConfig) -> tuple[list[str], list[str]]:
     return single, list(r.multi_valued)
 
 
+def _tag(feature: str):
+    """A one-argument lambda for `F.transform` (a second argument would be taken as the index)."""
+    from pyspark.sql import functions as F
+
+    return lambda x: F.struct(F.lit(feature).alias("feature"), x.alias("value"))
+
+
 def value_counts(df, single: list[str], multi: list[str] | None = None):
     """`(feature, value, count)` over non-null values of the given columns, in one shuffle."""
     from pyspark.sql import functions as F
@@ -43,7 +50,7 @@ def value_counts(df, single: list[str], multi: list[str] | None = None):
                                 for c in single]))
     for m in multi or []:
         arr = F.coalesce(F.col(m), F.array().cast("array<string>"))
-        arrays.append(F.transform(arr, lambda x, m=m: F.struct(F.lit(m).alias("feature"), x.alias("value"))).cast(f"array<{pair}>"))
+        arrays.append(F.transform(arr, _tag(m)).cast(f"array<{pair}>"))
     if not arrays:
         raise DataError("no categorical columns to build a vocabulary from; list them in dataset.roles.categorical.")
     stacked = df.select(F.explode(F.concat(*arrays) if len(arrays) > 1 else arrays[0]).alias("p"))
@@ -144,12 +151,9 @@ def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, c
 
 def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig, cuts, out: Path) -> dict:
     """`encoded/train|validation|test/` (label int32, dense float32 log1p, categorical int64 ids) + schema.json."""
-    import os
-    import shutil
-
     from pyspark.sql import functions as F
 
-    from features.split import SPLITS
+    from features.split import SPLITS, write_by_split
 
     r = dataset.roles
     cat = list(r.categorical)
@@ -162,24 +166,9 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
         cols.append(F.col(r.timestamp))
     names = [r.label, *dense, *cat] + ([r.timestamp] if r.timestamp else [])
     order = ([r.timestamp] if r.timestamp else []) + [r.label, *dense, *cat]
-    staging = out / "encoded" / "_by_split"
-    # sorting by the split first satisfies the writer's partitionBy ordering, so the time order survives
-    (enc.select(*cols, "_split").orderBy("_split", *order).write.partitionBy("_split").mode("overwrite")
-     .parquet(str(staging)))
-    rows, unseen = {}, {}
-    for s in SPLITS:
-        src = staging / f"_split={s}"
-        dst = out / "encoded" / s
-        if src.exists():
-            os.replace(src, dst)
-            part = spark.read.parquet(str(dst))
-            rows[s] = part.count()
-            unseen[s] = unseen_counts(part, cat)
-        else:  # an empty period still gets a folder with the schema
-            enc.select(*cols).limit(0).write.mode("overwrite").parquet(str(dst))
-            rows[s] = 0
-            unseen[s] = {c: 0 for c in cat}
-    shutil.rmtree(staging)
+    rows = write_by_split(enc.select(*cols, "_split"), "_split", out / "encoded", order)
+    unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat) if rows[s] else {c: 0 for c in cat}
+              for s in SPLITS}
     schema = {"label": r.label, "dense": dense, "categorical": cat, "timestamp": r.timestamp, "columns": names,
               "vocab_sizes": {c: sizes[c] for c in cat}, "rows": rows, "unseen": unseen,
               "cuts": cuts.to_dict(), "dense_transform": "log1p(max(x,0)), missing -> 0",
