@@ -23,6 +23,7 @@ class DSLConfig(_Strict):
     initial_exchange: float = Field(default=0.3, ge=0.0, le=1.0, description="fraction of active weights exchanged at the first update")
     end_fraction: float = Field(default=0.8, gt=0.0, le=1.0, description="share of training after which no more exchange happens")
     init: str = Field(default="frequency", description="mask initialisation: random | frequency")
+    grad_window: int | None = Field(default=None, ge=1, description="accumulate gradient magnitude over the last N steps before each update (None: the whole interval; 1: the paper's last batch)")
 
 
 class EmbeddingsConfig(_Strict):

@@ -40,6 +40,7 @@ Example (a plain EmbeddingBagCollection; with DMP pass the DMP model instead):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,20 @@ from embeddings.dsl_tables import DSLTable, find_tables
 from embeddings.masks import active_count, frequency_mask, mask_changes, prune_and_grow, random_mask
 
 __all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
+
+
+@dataclass
+class _TableLookup:
+    """One table's share of a batch: unique looked-up `rows` (sorted); for each id in row order,
+    its position in `rows` (`inverse`), the row of the stacked pooled gradient it receives
+    (`source`) and its weight (mean pooling, weighted features)."""
+
+    table: str
+    rows: Tensor
+    inverse: Tensor
+    source: Tensor
+    weights: Tensor | None
+    columns: list[tuple[int, int]]  # (first column, dim) of each feature in the pooled output
 
 
 class DSLController:
@@ -109,25 +124,30 @@ class DSLController:
                 _mask_gradient(t.dense_param, self.masks[name])
         self.updates = 0
         self.exchanged_total = 0
+        self._since_update = 0
         self._apply_full_masks()
 
     # -- public API -------------------------------------------------------------------------
 
     def observe(self, kjt, pooled) -> None:
-        """Register gradient accumulation for this batch (call after the forward, before backward).
+        """Record this batch's rows and register gradient accumulation (after the forward, before backward).
 
         `pooled` is the EBC output (a KeyedTensor; for a bare TBE its [batch, sum of dims] tensor).
-        The hook turns the pooled gradient into per-row gradients of the looked-up rows only
-        (sum pooling: the bag's gradient; mean: divided by the bag length; weighted: times the id's
-        weight) and adds their magnitude to the table's accumulator.
+        The looked-up rows are recorded for re-masking after the step. Within the gradient window
+        (`cfg.grad_window` steps before each update, or always), a hook on `pooled` turns its
+        gradient into the gradient of each looked-up row (sum pooling: the sum of its bags'
+        gradients; mean: each divided by the bag length; weighted: times the id's weight) and adds
+        its magnitude to the table's accumulator. No dense table-sized gradient is formed.
         """
         pooled = _resolved(pooled)
         values = pooled if isinstance(pooled, Tensor) else pooled.values()
-        if not values.requires_grad:
-            return
-        plan = self._lookup_plan(kjt, pooled)
-        if plan:
-            values.register_hook(lambda grad, plan=plan: self._accumulate(grad, plan))
+        lookups = self._lookups(kjt, pooled)
+        for lk in lookups:
+            self._touched[lk.table].append(lk.rows)
+        window = self.cfg.grad_window
+        in_window = window is None or self._since_update + 1 > self.cfg.update_every - window
+        if lookups and in_window and values.requires_grad:
+            values.register_hook(lambda grad, lookups=lookups: self._accumulate(grad, lookups))
 
     def after_step(self, step: int) -> dict:
         """After the optimizer step of step `step` (0-based): re-mask the rows this batch touched, and
@@ -136,9 +156,11 @@ class DSLController:
         Returns {"step", "updated", "fraction", "exchanged", "budget"} (+ "active", "density" on updates).
         """
         self._mask_touched_rows()
+        self._since_update += 1
         stats: dict = {"step": step, "updated": False, "fraction": 0.0, "exchanged": 0, "budget": self.budget}
         if (step + 1) % self.cfg.update_every != 0:
             return stats
+        self._since_update = 0
         fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
         n = int(round(fraction * self.budget))
         if n > 0:
@@ -197,53 +219,57 @@ class DSLController:
             counts[table] = counts[table] + c if table in counts else c
         return counts
 
-    def _lookup_plan(self, kjt, pooled) -> list[tuple[str, Tensor, Tensor, Tensor | None, int, int]]:
-        """Per DSL feature: (table, ids, bag index of each id, id weights, first column, dim)."""
+    @torch.no_grad()
+    def _lookups(self, kjt, pooled) -> list[_TableLookup]:
+        """Per DSL table in the batch: its rows, sorted and unique, and where each id's gradient comes from."""
         if not isinstance(pooled, Tensor):
             keys, dims = pooled.keys(), pooled.length_per_key()
-            positions = dict(zip(kjt.keys(), range(len(kjt.keys()))))
-            features = [(k, k) for k in keys]
-        else:  # a bare TBE: the KJT's features in order, positions are the feature ids
-            dims = [self.tables[self._feature_table[i]].dim for i in range(len(kjt.keys()))]
-            positions = {i: i for i in range(len(kjt.keys()))}
-            features = [(i, i) for i in range(len(kjt.keys()))]
-        lengths = kjt.lengths()
-        offsets = kjt.offset_per_key()
-        weights = kjt.weights_or_none()
-        stride = kjt.stride()
-        plan, col = [], 0
-        for (key, feat), dim in zip(features, dims):
-            table = self._feature_table.get(feat)
+        else:  # a bare TBE: the KJT's features in order, named by position
+            keys = list(range(len(kjt.keys())))
+            dims = [self.tables[self._feature_table[i]].dim for i in keys]
+        positions = {k: i for i, k in enumerate(kjt.keys())} if not isinstance(pooled, Tensor) else {k: k for k in keys}
+        lengths, offsets, weights, stride = kjt.lengths(), kjt.offset_per_key(), kjt.weights_or_none(), kjt.stride()
+        parts: dict[str, list] = {}
+        col = 0
+        for key, dim in zip(keys, dims):
+            table = self._feature_table.get(key)
             if table is not None and key in positions:
                 p = positions[key]
-                lo, hi = offsets[p], offsets[p + 1]
-                ids = kjt.values()[lo:hi]
+                ids = kjt.values()[offsets[p]:offsets[p + 1]]
                 lens = lengths[p * stride:(p + 1) * stride]
                 bag = torch.repeat_interleave(torch.arange(stride, device=ids.device), lens)
-                w = weights[lo:hi] if weights is not None else None
+                w = weights[offsets[p]:offsets[p + 1]] if weights is not None else None
                 if self.tables[table].pooling == "mean":
                     scale = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
                     w = scale if w is None else w * scale
-                plan.append((table, ids, bag, w, col, dim))
+                parts.setdefault(table, []).append((ids, bag, w, col, dim))
             col += dim
-        return plan
+        out = []
+        for table, feats in parts.items():
+            # one gradient source per (feature, bag): feature f's bags follow the previous features'
+            ids = torch.cat([f[0] for f in feats])
+            source = torch.cat([f[1] + i * stride for i, f in enumerate(feats)])
+            has_w = any(f[2] is not None for f in feats)
+            w = torch.cat([f[2] if f[2] is not None else torch.ones_like(f[0], dtype=torch.float32)
+                           for f in feats]) if has_w else None
+            # sort once: unique rows for re-masking, and contiguous runs for the per-row gradient sums
+            sorted_ids, order = ids.sort()
+            rows, inverse = torch.unique_consecutive(sorted_ids, return_inverse=True)
+            out.append(_TableLookup(table, rows, inverse, source[order], None if w is None else w[order],
+                                    [(f[3], f[4]) for f in feats]))
+        return out
 
     @torch.no_grad()
-    def _accumulate(self, grad: Tensor, plan) -> None:
-        by_table: dict[str, list[tuple[Tensor, Tensor]]] = {}
-        for table, ids, bag, w, col, dim in plan:
-            rows = grad[:, col:col + dim].float().index_select(0, bag)
-            if w is not None:
-                rows = rows * w[:, None]
-            by_table.setdefault(table, []).append((ids, rows))
-        for table, parts in by_table.items():
-            ids = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-            rows = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-            unique, inverse = torch.unique(ids, return_inverse=True)
-            step_grad = torch.zeros(unique.numel(), rows.shape[1], dtype=rows.dtype, device=rows.device)
-            step_grad.index_add_(0, inverse, rows)
-            self.grad_acc[table].index_add_(0, unique, step_grad.abs_())
-            self._touched[table].append(unique)
+    def _accumulate(self, grad: Tensor, lookups: list[_TableLookup]) -> None:
+        for lk in lookups:
+            cols = [grad[:, c:c + d] for c, d in lk.columns]
+            source = cols[0] if len(cols) == 1 else torch.cat(cols)
+            per_id = source.index_select(0, lk.source).float()
+            if lk.weights is not None:
+                per_id.mul_(lk.weights[:, None])
+            per_row = torch.zeros(lk.rows.numel(), per_id.shape[1], dtype=per_id.dtype, device=per_id.device)
+            per_row.index_add_(0, lk.inverse, per_id)  # ids are in row order: a cache-friendly scatter
+            self.grad_acc[lk.table].index_add_(0, lk.rows, per_row.abs_())
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
@@ -302,7 +328,7 @@ class DSLController:
             either = old[name] | new[name]
             for shard in t.shards:
                 rs, cs = shard.full
-                shard.tensor.mul_(new[name][rs, cs])  # pruned -> 0, regrown weights start at 0 too
+                shard.tensor.masked_fill_(changed[rs, cs], 0)  # pruned -> 0, regrown weights start at 0 too
             for st in t.optimizer_states():
                 shard = t.shards[st.shard]
                 rs, cs = shard.full

@@ -97,15 +97,30 @@ def select(values: Tensor, n: int, largest: bool) -> Tensor:
     return torch.cat([strict.nonzero().squeeze(1), ties]).sort().values
 
 
-def _flat_candidates(tensors: list[Tensor], where: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Concatenate the entries of each tensor selected by a bool tensor; return (scores, global flat index)."""
-    scores, index, offset = [], [], 0
-    for t, w in zip(tensors, where):
-        pos = w.reshape(-1).nonzero().squeeze(1)
-        scores.append(t.reshape(-1)[pos].float())
-        index.append(pos + offset)
-        offset += t.numel()
-    return torch.cat(scores), torch.cat(index)
+def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool) -> list[Tensor]:
+    """Bool tensors marking, over all tables together, the `n` candidate entries with the largest
+    (or smallest) value; ties at the threshold go to the lower (table, flat position).
+
+    Works by threshold (one k-th value over the candidates' values, then comparisons), so a
+    64M-weight table costs a few passes and no sort or index list of all candidates.
+    """
+    flat_v = [v.reshape(-1) for v in values]
+    flat_c = [c.reshape(-1) for c in candidates]
+    pool = torch.cat([v[c] for v, c in zip(flat_v, flat_c)])
+    if pool.numel() <= n:
+        return [c.clone() for c in flat_c]
+    k = pool.numel() - n + 1 if largest else n
+    t = torch.kthvalue(pool, k).values
+    del pool
+    picked = [c & (v > t if largest else v < t) for v, c in zip(flat_v, flat_c)]
+    need = n - sum(int(p.sum()) for p in picked)
+    for v, c, p in zip(flat_v, flat_c, picked):
+        if need <= 0:
+            break
+        ties = (c & (v == t)).nonzero().squeeze(1)[:need]
+        p[ties] = True
+        need -= ties.numel()
+    return picked
 
 
 def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],
@@ -125,35 +140,27 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     """
     names = list(masks)
     mask_list = [masks[n] for n in names]
-    sizes = [m.numel() for m in mask_list]
     n_active = sum(int(m.sum()) for m in mask_list)
-    n = max(0, min(int(n_exchange), n_active, sum(sizes) - n_active))
-    new = {name: m.clone() for name, m in zip(names, mask_list)}
+    n = max(0, min(int(n_exchange), n_active, sum(m.numel() for m in mask_list) - n_active))
     if n == 0:
-        return new
+        return {name: m.clone() for name, m in zip(names, mask_list)}
     w_abs = [weights[name].detach().abs() for name in names]
     if any(bool(torch.isnan(w).any()) for w in w_abs):
         raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
-    prune_scores, prune_index = _flat_candidates(w_abs, mask_list)
-    pruned = prune_index[select(prune_scores, n, largest=False)]
-    # Growth ranks inactive weights with a non-zero accumulated gradient first; only when there are
-    # fewer than n of those do zero-gradient ones fill up (lowest position first), so the common
-    # case never scans the dense inactive set twice.
+    pruned = _pick(w_abs, mask_list, n, largest=False)
+    del w_abs
+    # Growth ranks inactive weights with a non-zero accumulated gradient; only when there are
+    # fewer than n of those do zero-gradient ones fill up (lowest position first).
     acc = [grad_acc[name].detach() for name in names]
-    seen = [(~m) & (a != 0) for m, a in zip(mask_list, acc)]
-    grow_scores, grow_index = _flat_candidates(acc, seen)
-    grown = grow_index[select(grow_scores, n, largest=True)]
-    if grown.numel() < n:
-        unseen = [(~m) & (a == 0) for m, a in zip(mask_list, acc)]
-        _, zero_index = _flat_candidates(acc, unseen)
-        grown = torch.cat([grown, zero_index[: n - grown.numel()]])
-    offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
-    for i, name in enumerate(names):
-        flat = new[name].view(-1)
-        lo, hi = offsets[i], offsets[i + 1]
-        flat[pruned[(pruned >= lo) & (pruned < hi)] - lo] = False
-        flat[grown[(grown >= lo) & (grown < hi)] - lo] = True
-    return new
+    grown = _pick(acc, [(~m) & (a != 0) for m, a in zip(mask_list, acc)], n, largest=True)
+    missing = n - sum(int(g.sum()) for g in grown)
+    for m, a, g in zip(mask_list, acc, grown):
+        if missing <= 0:
+            break
+        fill = ((~m) & (a == 0)).reshape(-1).nonzero().squeeze(1)[:missing]
+        g[fill] = True
+        missing -= fill.numel()
+    return {name: ((m.reshape(-1) & ~p) | g).view_as(m) for name, m, p, g in zip(names, mask_list, pruned, grown)}
 
 
 def mask_changes(old: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:

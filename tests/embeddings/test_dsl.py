@@ -359,3 +359,22 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
     assert dsl.budget == round(0.4 * 64 * 8) + round(0.4 * 48 * 8)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.8 * first, (first, last)
+
+
+def test_grad_window_accumulates_only_the_last_steps_before_an_update():
+    ebc = _ebc(("t", 30, 4, ["f"], PoolingType.SUM))
+    dsl = DSLController(ebc, _cfg(density=0.5, update_every=5, grad_window=2, initial_exchange=0.0), total_steps=100)
+    opt = torch.optim.SGD(ebc.parameters(), lr=0.0)  # weights fixed: every step's gradient is the same
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1]))
+    seen = []
+    for step in range(5):
+        pooled = ebc(kjt)
+        dsl.observe(kjt, pooled)
+        pooled.values().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        seen.append(float(dsl.grad_acc["t"].sum()))
+        dsl.after_step(step)
+    # steps 0..2 are outside the window (nothing accumulated); steps 3 and 4 add |grad| = 1 per weight of rows 1..3
+    assert seen == [0.0, 0.0, 0.0, 12.0, 24.0]
+    assert float(dsl.grad_acc["t"].sum()) == 0.0  # reset by the update

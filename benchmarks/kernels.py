@@ -1,0 +1,222 @@
+"""Kernel benchmark: FBGEMM TBE training steps with and without DSL, and IntNBit inference lookups.
+
+Measures, in one run and on the same ids:
+1. dense FBGEMM TBE training step (forward + backward with the fused row-wise Adagrad update)
+   vs. the same step under DSL (`DSLController.observe` + `after_step`, one prune/grow every
+   ΔT steps, so its cost is amortised over the ΔT steps of each timed block);
+2. inference lookups of the IntNBit TBE in fp32 / fp16 / int8 / int4, and int8 with index
+   remapping (the `pruned` export).
+
+Prints medians (ms) and ratios, and writes benchmarks/out/kernels.json.
+
+    .venv/bin/python benchmarks/kernels.py --small          # 100k x 64, batch 1024 (minutes on a busy box)
+    .venv/bin/python benchmarks/kernels.py                  # 1M x 64, batch 4096, 20 ids per bag (STACK.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _ids(rows: int, batch: int, bag: int, gen: torch.Generator) -> torch.Tensor:
+    """Power-law ids (a few hot rows, a long tail), as in CTR logs."""
+    return (torch.rand(batch * bag, generator=gen) ** 3 * rows).long().clamp_(max=rows - 1)
+
+
+def _training_tbe(rows: int, dim: int, device: torch.device):
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
+                                                                         SplitTableBatchedEmbeddingBagsCodegen)
+
+    cpu = device.type == "cpu"
+    tbe = SplitTableBatchedEmbeddingBagsCodegen(
+        [(rows, dim, EmbeddingLocation.HOST if cpu else EmbeddingLocation.DEVICE,
+          ComputeDevice.CPU if cpu else ComputeDevice.CUDA)],
+        optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.01, eps=1e-8,
+        device=device)
+    tbe.init_embedding_weights_uniform(-0.05, 0.05)
+    return tbe
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(args, device: torch.device, batches, with_dsl: bool) -> tuple[list[float], dict]:
+    """Per-step ms of each timed block (median over blocks is reported); one block = ΔT steps."""
+    from torchrec import KeyedJaggedTensor
+
+    from embeddings.config import DSLConfig
+    from embeddings.dsl import DSLController
+
+    tbe = _training_tbe(args.rows, args.dim, device)
+    steps = args.update_every * (args.repeats + 1)
+    dsl = None
+    if with_dsl:
+        cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
+                        initial_exchange=0.3, end_fraction=1.0, init="random")
+        dsl = DSLController(tbe, cfg, total_steps=steps * 2)
+    lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
+    grad_out = torch.randn(args.batch, args.dim, device=device, generator=None) * 1e-3
+    block_ms, step, last = [], 0, {}
+    for block in range(args.repeats + 1):  # block 0 warms up
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.update_every):
+            ids, offsets = batches[step % len(batches)]
+            out = tbe(ids, offsets)
+            if dsl is not None:
+                kjt = KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets)
+                dsl.observe(kjt, out)
+            out.backward(grad_out)
+            if dsl is not None:
+                stats = dsl.after_step(step)
+                if stats["updated"]:
+                    last = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
+            step += 1
+        _sync(device)
+        if block:
+            block_ms.append((time.perf_counter() - t0) * 1e3 / args.update_every)
+    return block_ms, last
+
+
+def time_update_alone(args, device: torch.device) -> float:
+    """ms of one prune/grow update on the full table (what every ΔT-th step pays)."""
+    from embeddings.masks import prune_and_grow, random_mask
+
+    gen = torch.Generator().manual_seed(0)
+    n_active = int(args.density * args.rows * args.dim)
+    w = torch.randn(args.rows, args.dim, generator=gen).to(device)
+    m = random_mask(args.rows, args.dim, n_active, gen, device)
+    w *= m
+    g = torch.rand(args.rows, args.dim, generator=gen).to(device) * (torch.rand(args.rows, 1, generator=gen).to(device) < 0.3)
+    times = []
+    for _ in range(3):
+        _sync(device)
+        t0 = time.perf_counter()
+        prune_and_grow({"t": w}, {"t": m}, {"t": g}, int(0.3 * n_active))
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _plain_inference_tbe(weight: torch.Tensor, serving: str, device: torch.device):
+    """An IntNBit TBE over the whole table, no index remapping."""
+    from fbgemm_gpu.split_embedding_configs import SparseType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_inference import IntNBitTableBatchedEmbeddingBagsCodegen
+
+    from embeddings.compression.prune import _sparse_type, stored_rows
+
+    loc = EmbeddingLocation.HOST if device.type == "cpu" else EmbeddingLocation.DEVICE
+    rows, dim = weight.shape
+    tbe = IntNBitTableBatchedEmbeddingBagsCodegen([("t", rows, dim, _sparse_type(serving), loc)],
+                                                  device=device, output_dtype=SparseType.FP32)
+    tbe.initialize_weights()
+    tbe.assign_embedding_weights([tuple(x.to(device) if x is not None else None for x in stored_rows(weight, serving))])
+    return tbe
+
+
+def time_inference(args, device: torch.device, batches) -> dict[str, float]:
+    """Median ms of one pooled lookup of the batch, per storage type (and int8 with remapping)."""
+    from embeddings.compression.prune import PrunedTable, serving_tbe
+
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(args.rows, args.dim, generator=gen) * 0.05
+    results = {}
+    cases = [("fp32", "fp32", None), ("fp16", "fp16", None), ("int8", "int8", None), ("int4", "int4", None)]
+    # pruned export: half the rows dropped, remap array in front of an int8 table
+    keep = torch.rand(args.rows, generator=gen) < 0.5
+    remap = torch.full((args.rows,), -1, dtype=torch.int32)
+    remap[keep] = torch.arange(int(keep.sum()), dtype=torch.int32)
+    cases.append(("int8+remap (pruned 50%)", "int8", (weight[keep], remap)))
+    for label, serving, pruned in cases:
+        if pruned is None:
+            tbe = _plain_inference_tbe(weight, serving, device)
+        else:
+            tbe = serving_tbe([PrunedTable("t", pruned[0], pruned[1], serving)], device=device)
+        int_batches = [(i.int(), o.int()) for i, o in batches]
+        ts = []
+        for r in range(args.repeats * 4 + 2):
+            ids, offsets = int_batches[r % len(int_batches)]
+            _sync(device)
+            t0 = time.perf_counter()
+            tbe(ids, offsets)
+            _sync(device)
+            if r >= 2:
+                ts.append((time.perf_counter() - t0) * 1e3)
+        results[label] = statistics.median(ts)
+        del tbe
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--bag", type=int, default=20, help="ids per bag")
+    p.add_argument("--density", type=float, default=0.2, help="DSL target density")
+    p.add_argument("--update-every", type=int, default=100, help="DSL ΔT; one timed block = ΔT steps")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
+    p.add_argument("--small", action="store_true", help="100k x 64, batch 1024, ΔT 50, 3 blocks: for a busy machine")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
+    args = p.parse_args(argv)
+    if args.small:
+        args.rows, args.batch, args.update_every, args.repeats = 100_000, 1024, 50, 3
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    gen = torch.Generator().manual_seed(0)
+    offsets = torch.arange(0, args.batch * args.bag + 1, args.bag, dtype=torch.long)
+    batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
+
+    print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
+          f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats}", flush=True)
+    # interleave the two variants so machine load drifts hit both alike
+    dense_blocks, dsl_blocks, dsl_last = [], [], {}
+    for _ in range(2):
+        d, _unused = time_training(args, device, batches, with_dsl=False)
+        s, dsl_last = time_training(args, device, batches, with_dsl=True)
+        dense_blocks += d
+        dsl_blocks += s
+    dense_ms, dsl_ms = statistics.median(dense_blocks), statistics.median(dsl_blocks)
+    update_ms = time_update_alone(args, device)
+    infer = time_inference(args, device, batches)
+
+    print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step, median of blocks of ΔT steps")
+    print(f"  FBGEMM TBE dense         {dense_ms:9.2f}")
+    print(f"  FBGEMM TBE + DSL         {dsl_ms:9.2f}   ratio {dsl_ms / dense_ms:5.3f}  "
+          f"(overhead {100 * (dsl_ms / dense_ms - 1):+.1f}%, target < +10%)")
+    print(f"  one prune/grow update    {update_ms:9.2f}   (= {update_ms / args.update_every:.2f} ms/step amortised over ΔT)")
+    if dsl_last:
+        print(f"  last update: exchanged {dsl_last['exchanged']}, active {dsl_last['active']} = budget {dsl_last['budget']}")
+    print("\ninference lookup (IntNBit TBE, fp32 output), ms per batch, median")
+    base = infer["fp32"]
+    for label, ms in infer.items():
+        print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
+    result = {"device": str(device), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
+              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every,
+              "train_ms": {"dense": dense_ms, "dsl": dsl_ms, "ratio": dsl_ms / dense_ms,
+                           "dense_blocks": dense_blocks, "dsl_blocks": dsl_blocks, "update_ms": update_ms},
+              "inference_ms": infer}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
