@@ -136,7 +136,7 @@ class RankConfig(StrictModel):
     relevance_weight: float = 1.0
     redundancy_weight: float = 1.0
     pair_weight: float = 0.5
-    min_score: float = 0.0
+    min_score: float = Field(default=0.001, description="3MR score (nats) a feature needs to be selected")
     plot_top: int = Field(default=20, ge=1, description="features shown in top_features.png")
 
     @field_validator("heuristic")

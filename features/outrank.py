@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -76,6 +77,20 @@ class RankResult:
     rows_read: int = 0
     rows_malformed: int = 0
     rows_without_label: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)   # wall time of each pass
+
+
+class _Clock:
+    """Wall time of each named pass (reported in the summary; handy for benchmarks)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 3)
+        self._t = now
 
 
 def open_source(spark: Any, inputs: Mapping[str, Path], dataset: DatasetConfig,
@@ -178,16 +193,19 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
     from pyspark.sql import functions as F
 
     est = get_estimator(cfg.heuristic)
+    clock = _Clock()
     source_cached = src.df.persist(StorageLevel.MEMORY_AND_DISK)
     src.df = source_cached
     try:
         df, classes, info = _profile(src)
+        clock.lap("profile")
         feats = src.features
         if not feats:
             raise DataError(f"{src.path}: no feature columns besides the label '{src.label}'.")
         class_counts = np.array([info[f"class:{c}"] for c in classes], dtype=np.int64)
         N = int(class_counts.sum())
         splits = quantile_splits(spark, df, src.dense, cfg.bins)
+        clock.lap("quantiles")
         copies = cfg.permutations if est.needs_background else 0
         label = f"CAST({q(src.label)} AS STRING)"
         y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
@@ -201,6 +219,7 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
             long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
                 f"struct({i} AS g, _v{i} AS v)" for i in range(len(feats))) + "))")
             counts = group_count_stats(long_df, len(classes), copies, class_counts)
+            clock.lap("features")
             role = {**{c: "categorical" for c in src.categorical}, **{c: "dense" for c in src.dense},
                     **{c: "multi_valued" for c in src.multi_valued}}
             scores = []
@@ -210,13 +229,14 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
                                            coverage=1.0 - gc.missing_rows / N, mi=gc.stats.mi(),
                                            score=est.score(gc.stats), counts=gc, splits=splits.get(name)))
             scores.sort(key=lambda s: (-s.score, s.name))
-            pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts)
+            pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts, clock)
         finally:
             prepared.unpersist()
     finally:
         source_cached.unpersist()
     selection = _selection(scores, pairs, cfg)
-    return RankResult(label=src.label, classes=classes, rows=N, heuristic=est.name, noise_corrected=est.noise_corrected,
+    clock.lap("selection")
+    return RankResult(seconds=clock.laps, label=src.label, classes=classes, rows=N, heuristic=est.name, noise_corrected=est.noise_corrected,
                       features=scores, pairs=pairs, selection=selection, rows_read=info["rows_read"],
                       rows_malformed=info["rows_malformed"], rows_without_label=info["rows_without_label"])
 
@@ -239,7 +259,7 @@ def pair_key_sql(a_sql: str, b_sql: str, buckets: int) -> str:
 
 
 def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cfg: RankConfig, est: Estimator,
-                 classes: int, copies: int, class_counts: np.ndarray) -> list[PairScore]:
+                 classes: int, copies: int, class_counts: np.ndarray, clock: "_Clock") -> list[PairScore]:
     names = pair_candidates(scores, cfg)
     if len(names) < 2:
         return []
@@ -250,6 +270,7 @@ def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cf
     long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
         f"struct({j} AS g, {pair_key_sql(col[a], col[b], cfg.pair_buckets)} AS v)" for j, (a, b) in enumerate(combos)) + "))")
     counts = group_count_stats(long_df, classes, copies, class_counts)
+    clock.lap("pair_counts")
     N = float(class_counts.sum())
     out = []
     for j, (a, b) in enumerate(combos):
@@ -264,6 +285,7 @@ def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cf
                              gain=score - by_name[a].score - by_name[b].score,
                              redundancy=adjusted_mutual_information(fmi, emi, h_a, h_b), feature_mi=float(fmi)))
     out.sort(key=lambda p: (-p.gain, p.a, p.b))
+    clock.lap("pair_scores")
     return out
 
 
@@ -310,5 +332,5 @@ def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: Ran
         "rows_without_label": result.rows_without_label, "features": len(result.features),
         "pairs": len(result.pairs), "heuristic": result.heuristic,
         "selected": [n for n, _, sel in result.selection if sel],
-        "top": [s.name for s in result.features[:10]],
+        "top": [s.name for s in result.features[:10]], "seconds": result.seconds,
     }
