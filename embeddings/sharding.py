@@ -82,6 +82,7 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.model_parallel import DistributedModelParallel
     from torchrec.distributed.planner import EmbeddingShardingPlanner
+    from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
     from torchrec.distributed.planner.types import KernelConfig, ParameterConstraints, TopologyFactory, TrainerConfig
     from torchrec.distributed.types import ShardingEnv
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -107,7 +108,9 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
     topology = TopologyFactory.create_topology(TrainerConfig(world_size=dist.get_world_size(pg)),
                                                kernel_config=KernelConfig(compute_device=device.type))
     sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
+    # a fixed reserve for dense parts: TorchRec's heuristic one warns that it over-estimates them
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False,
+                                       storage_reservation=FixedPercentageStorageReservation(0.15))
     plan = planner.collective_plan(model, sharders, pg)
     return DistributedModelParallel(module=model, env=ShardingEnv.from_process_group(pg), device=device,
                                     plan=plan, sharders=sharders)
