@@ -86,3 +86,17 @@ def test_bad_artifacts_give_one_line_errors(tmp_path):
         load_exported(tmp_path / "other.pt")
     with pytest.raises(ExportError, match="holds no PlanEmbeddings"):
         export_embeddings(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+def test_cli_inspect_shows_the_stored_bytes(tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    torch.manual_seed(0)
+    report = export_embeddings(build_embeddings(PLAN), tmp_path / "emb.pt")
+    res = CliRunner().invoke(app, ["embeddings", "inspect", str(tmp_path / "emb.pt")])
+    assert res.exit_code == 0, res.output
+    assert f"total {report['bytes_after']:,} bytes" in res.output
+    res = CliRunner().invoke(app, ["embeddings", "methods"])
+    assert res.exit_code == 0 and "qr" in res.output and "hashing" in res.output

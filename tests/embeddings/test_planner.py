@@ -99,6 +99,8 @@ def test_bad_specs_and_methods():
     with pytest.raises(FeatureSpecError, match=r"\['x'\] appear twice"):
         load_feature_spec([{"name": "x", "vocab_size": 3}, {"name": "x", "vocab_size": 4}])
     assert load_feature_spec([{"name": "x", "role": "categorical", "cardinality": 9, "score": 0.1}])[0].rows == 11
+    # the rank stage's layout: {"label": ..., "features": [...]}, dense features skipped
+    assert [f.name for f in load_feature_spec({"label": "y", "features": SPEC})] == [r["name"] for r in SPEC[:-1]]
 
 
 def test_plan_stage_and_cli_write_the_plan(tmp_path):
