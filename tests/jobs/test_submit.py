@@ -162,3 +162,29 @@ def test_a_client_without_the_token_is_refused_in_one_line(ray_head, tmp_path):
     assert res.returncode == 2
     assert "cannot reach the Ray dashboard" in res.stderr and "Missing authentication token" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.ray
+def test_schedule_run_due_submits_to_the_head_and_waits(ray_head, tmp_path):
+    import json
+
+    sched = tmp_path / "schedules.yaml"
+    sched.write_text(f"""schedules:
+  - name: smoke
+    cron: "*/5 * * * *"
+    job: validate
+    config: {PROJECT_ROOT / 'configs' / 'sample_ctr.yaml'}
+    address: {ray_head['address']}
+    wait: true
+""")
+    env = ray_head["env"]
+    first = _sparserec(env, "schedule", "run-due", "--file", str(sched), "--now", "2026-03-01T10:01", "--json")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads(first.stdout)["action"] == "armed"
+    second = _sparserec(env, "schedule", "run-due", "--file", str(sched), "--now", "2026-03-01T10:11", "--json")
+    assert second.returncode == 0, second.stderr[-2000:]
+    out = json.loads(second.stdout)
+    assert (out["action"], out["fires"], out["fire_at"]) == ("ran", 2, "2026-03-01T10:10:00+00:00")
+    assert out["job_id"].startswith("raysubmit_") and out["detail"].endswith("→ SUCCEEDED")
+    state = json.loads((tmp_path / ".schedule-state.json").read_text())["smoke"]
+    assert state["last_job_id"] == out["job_id"] and state["last_action"] == "ran"
