@@ -118,7 +118,9 @@ def main() -> None:
             results, md = run_dataset(ds, args, Path(tmp))
             tables.append(md)
             print("\n" + md, flush=True)
-    (args.out / "README.md").write_text("\n".join(tables))
+    # the tables of every dataset run so far into this folder (datasets may be run separately)
+    reports = sorted(args.out.glob("*/report.md"))
+    (args.out / "README.md").write_text("\n".join(r.read_text() for r in reports))
     print(f"wrote {args.out}")
 
 

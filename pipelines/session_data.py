@@ -7,8 +7,9 @@ appear only after training (cold items) are candidates too.
 
 Bad data is counted, never silently dropped: empty sessions, events whose item has no metadata
 row (dropped from the session), sessions left with fewer than 2 items, attribute ids outside the
-vocabulary (replaced by 1 = unknown) and duplicate item rows (first kept) all land in
-`SessionData.issues`. Missing files or columns raise `SessionDataError` naming file and fix.
+vocabulary (replaced by 1 = unknown), duplicate item rows (first kept) and items the Spark stage
+lists with `in_catalogue = false` (seen in sessions, absent from the item table: left out of the
+catalogue, so their events count as missing metadata) all land in `SessionData.issues`. Missing files or columns raise `SessionDataError` naming file and fix.
 
 Example:
     >>> data = load_sessions(Path("runs/r1/sessions"))                # doctest: +SKIP
@@ -130,6 +131,10 @@ def load_sessions(folder: Path, attributes: list[str] | None = None) -> SessionD
         raise SessionDataError(f"{folder / 'items'}: column 'item_id' is missing; the items table needs it.")
     issues: dict[str, int] = {}
     items["item_id"] = items["item_id"].astype(str)
+    if "in_catalogue" in items.columns:  # the Spark stage lists items seen in sessions but absent from the item table
+        known = items.pop("in_catalogue").fillna(False).astype(bool)
+        issues["items_without_metadata"] = int((~known).sum())
+        items = items[known.to_numpy()]
     dup = items["item_id"].duplicated()
     issues["items_duplicate_rows"] = int(dup.sum())
     items = items[~dup].sort_values("item_id", kind="stable").reset_index(drop=True)
