@@ -34,12 +34,12 @@ from pipelines.session_evaluate import comparison_table, evaluate_session_model,
 from pipelines.session_layout import movielens_layout, synthetic_layout  # noqa: E402
 from pipelines.session_train import build_model, train_session_model  # noqa: E402
 
-VARIANTS = {
+VARIANTS = {   # in order of interest: a run cut short still has the main rows
     "popularity": dict(name="popularity"),
-    "gru4rec": dict(name="gru4rec"),
-    "sasrec": dict(name="sasrec"),
-    "m2trec (single-task)": dict(name="m2trec", loss_weights=[1.0, 0.0, 0.0]),
     "m2trec (multi-task)": dict(name="m2trec", loss_weights=[1.0, 0.3, 0.3]),
+    "m2trec (single-task)": dict(name="m2trec", loss_weights=[1.0, 0.0, 0.0]),
+    "sasrec": dict(name="sasrec"),
+    "gru4rec": dict(name="gru4rec"),
 }
 
 
@@ -63,8 +63,14 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
     data = load_sessions(folder)
     print(f"\n## {dataset}: {note}; data issues {data.issues}", flush=True)
     results, timings = {}, {}
+    saved = args.out / dataset / "metrics.json"
+    if args.resume and saved.exists():   # keep the models already measured in an earlier, interrupted run
+        results = json.loads(saved.read_text())
+        timings = results.pop("_seconds", {})
     for label, overrides in VARIANTS.items():
         if args.models and not any(label.startswith(m) for m in args.models.split(",")):
+            continue
+        if label in results:
             continue
         mc = ModelConfig(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
                          softmax=args.softmax, negatives=args.negatives, **overrides)
@@ -82,6 +88,9 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
         r = results[label]
         print(f"  {label:22s} R@20 {r['overall']['recall@20']:.4f} cold {r['cold']['recall@20']:.4f} "
               f"epochs {len(history['loss'])} (best {history.get('best_epoch', '-')}) {timings[label]:.0f}s", flush=True)
+        (args.out / dataset).mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({**results, "_seconds": timings}, indent=1))
+    results = {k: results[k] for k in VARIANTS if k in results}
     notes = [note, f"data issues: {data.issues}",
              f"settings: hidden {args.hidden}, max_length {args.max_length}, epochs <= {args.epochs} (early stopping on "
              f"validation Recall@20), batch {args.batch_size}, lr {args.lr}, softmax {args.softmax} "
@@ -90,6 +99,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
              "ID models (SASRec, GRU4Rec) give items never seen in training no embedding: score -inf, ranked after every "
              "scorable item, ties broken by a seeded random order; popularity gives them count 0 (same tie rule)."]
     write_report(results, args.out / dataset, title=f"Session models on {dataset}", notes=notes)
+    saved.write_text(json.dumps({**results, "_seconds": timings}, indent=1))
     return results, (args.out / dataset / "report.md").read_text()
 
 
@@ -108,6 +118,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared machine)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="skip models already in <out>/<dataset>/metrics.json")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "session_models")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
