@@ -25,6 +25,7 @@ def submit(
     timeout: float | None = typer.Option(None, help="with --wait: give up waiting after this many seconds"),
     working_dir: Path = typer.Option(None, help="folder uploaded as the job's working dir (default: this project)"),
     max_file_mb: float = typer.Option(20.0, help="files larger than this are not uploaded"),
+    python: str = typer.Option("python", help="the interpreter on the cluster that has sparserec's dependencies"),
 ) -> None:
     """Submit a run (or one stage) to a Ray cluster with the Ray Jobs API; print the job id."""
     from jobs.submit import (PROJECT_ROOT, check_stage, follow_job, job_command, output_dir_warning, relative_config,
@@ -32,7 +33,7 @@ def submit(
 
     check_stage(stage)
     wd = (working_dir or PROJECT_ROOT).resolve()
-    cmd = job_command(relative_config(config, wd), stage, run_id)
+    cmd = job_command(relative_config(config, wd), stage, run_id, python=python)
     warning = output_dir_warning(config, stage)
     if warning:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,8 @@ def _stop_head(marker: str) -> None:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A Ray head on 127.0.0.1 with token auth, a token made for the test, and its own temp dir."""
-    base = Path("/tmp") / f"srh-{os.getpid()}"  # short: Ray's socket paths must stay under 107 bytes
+    # short (Ray's socket paths must stay under 107 bytes) and unique: it is how we find our processes
+    base = Path("/tmp") / f"srh-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     home = tmp_path_factory.mktemp("ray_home")
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
