@@ -125,6 +125,8 @@ class RayIO:
         self.job = job
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
+        torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
 
     def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
         import ray.train
@@ -244,17 +246,28 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
         if dsl is not None and dsl_state:
             dsl.load_state_dict(dsl_state)
 
+    def stats() -> dict:
+        # Ray Train V2 keeps the metrics of the last checkpoint report, so every report carries the run's figures
+        import resource
+
+        return {"step": state.step, "epoch": state.epoch, "examples": examples, "seconds": time.perf_counter() - t0,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                **{f"seconds_{k}": round(v, 3) for k, v in timers.items()}}
+
     def checkpoint(metrics: dict) -> str:
         writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
-        return io.save(f"step_{state.step:08d}", writer, {**metrics, "step": state.step, "epoch": state.epoch})
+        return io.save(f"step_{state.step:08d}", writer, {**metrics, **stats()})
 
     out = Path(job.out)
     last_ckpt: str | None = None
     examples, t0 = 0, time.perf_counter()
+    timers = {"data": 0.0, "step": 0.0, "checkpoint": 0.0, "validation": 0.0}
     loss_acc, loss_n = 0.0, 0
     model.train()
     while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
+        tick = time.perf_counter()
         for batch in io.train_batches(train_spec, per_worker, skip=state.batch):
+            timers["data"] += time.perf_counter() - tick
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
             _plant_failure(job, state.step + 1, rank, world)
@@ -268,6 +281,9 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
                        f"{state.batch}); the batch is saved{' in ' + str(where) if where else ' by the failing worker'}; "
                        "lower training.dense_learning_rate / embeddings.learning_rate or check the inputs")
+                if isinstance(io, RayIO):  # reported with a marker checkpoint so the driver's Result carries it
+                    io.save(f"diverged_{state.step + 1:08d}", lambda f: (f / "diverged.txt").write_text(msg),
+                            {**stats(), "diverged": msg})
                 return LoopResult(state, last_ckpt, diverged=msg, seconds=time.perf_counter() - t0, examples=examples)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -285,10 +301,16 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 loss_acc, loss_n = 0.0, 0
                 io.progress({"step": state.step, "total": total, "epoch": state.epoch, "loss": shown,
                              "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
+            tock = time.perf_counter()
+            timers["step"] += tock - tick
             if state.step % cfg.checkpoint_every == 0:
                 last_ckpt = checkpoint({"loss": shown})
+            tick = time.perf_counter()
+            timers["checkpoint"] += tick - tock
         # end of epoch (or of max_steps): validate, early stopping, checkpoint
+        tick = time.perf_counter()
         y, p = evaluate_split(model, io.val_batches(val_spec, per_worker), device, world)
+        timers["validation"] += time.perf_counter() - tick
         val = {"epoch": state.epoch, "step": state.step, "auc": auc(y, p), "log_loss": log_loss(y, p) if len(y) else float("nan")}
         state.history["validation"].append(val)
         if val["auc"] > state.best_auc + 1e-4:
@@ -300,26 +322,19 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
         if not (cfg.max_steps and state.step >= cfg.max_steps):
             state.epoch, state.batch = state.epoch + 1, 0
         io.progress({"step": state.step, "total": total, "epoch": state.epoch, "val_auc": val["auc"]})
+        tick = time.perf_counter()
         last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]})
+        timers["checkpoint"] += time.perf_counter() - tick
         if cfg.max_steps and state.step >= cfg.max_steps:
             break
-    return LoopResult(state, last_ckpt, seconds=time.perf_counter() - t0, examples=examples)
+    return LoopResult(state, last_ckpt, seconds=time.perf_counter() - t0, examples=examples,
+                      extra={f"seconds_{k}": round(v, 3) for k, v in timers.items()})
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: `config["job"]` is a `LoopJob`; the outcome is reported to Ray."""
-    import ray.train
-
+    """Ray Train entry point: `config["job"]` is a `LoopJob`; every checkpoint report carries the run's figures."""
     job: LoopJob = config["job"]
-    res = run_loop(job, RayIO(job))
-    if res.diverged:
-        ray.train.report({"diverged": res.diverged, "step": res.state.step})
-    else:
-        import resource
-
-        ray.train.report({"done": True, "step": res.state.step, "examples": res.examples, "seconds": res.seconds,
-                          "best_auc": res.state.best_auc,
-                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
+    run_loop(job, RayIO(job))
 
 
 def run_single_process(job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> LoopResult:

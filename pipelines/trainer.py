@@ -112,7 +112,7 @@ def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
         res = run_single_process(job, progress.update)
     assert res.checkpoint is not None
     return FitOutcome(Path(res.checkpoint), res.state.history, "single_process", 1, res.seconds, res.examples,
-                      res.state.step, _peak_rss_mb())
+                      res.state.step, _peak_rss_mb(), extra=dict(res.extra))
 
 
 def _ray_init(cfg: TrainConfig) -> None:
@@ -186,7 +186,8 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         ckpt = Path(result.checkpoint.to_directory(str(Path(job.out) / "final_checkpoint")))
     return FitOutcome(ckpt, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
                       int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
-                      extra={"driver_seconds": time.perf_counter() - t0})
+                      extra={"driver_seconds": time.perf_counter() - t0,
+                             **{k: v for k, v in metrics.items() if k.startswith("seconds_")}})
 
 
 def fit(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int,
@@ -254,7 +255,7 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     exported = export_model(outcome.checkpoint, plan, len(schema.dense), cfg, Path(out))
     training = {"mode": outcome.mode, "workers": outcome.workers, "steps": outcome.steps, "seconds": outcome.seconds,
                 "examples": outcome.examples, "examples_per_s": outcome.examples_per_s, "peak_rss_mb": outcome.peak_rss_mb,
-                "checkpoint": _relative(outcome.checkpoint, Path(out))}
+                "checkpoint": _relative(outcome.checkpoint, Path(out)), **outcome.extra}
     try:
         import torch
 

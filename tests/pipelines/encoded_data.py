@@ -20,16 +20,19 @@ from embeddings.spec import EmbeddingPlan, TableSpec
 
 
 def encode_ctr_frame(df: pd.DataFrame, out: Path, label: str, dense: list[str], categorical: list[str],
-                     timestamp: str, min_count: int = 2, parts: int = 1) -> dict:
-    """Encode a raw CTR frame into `out/encoded/*` and `out/schema.json`; return the schema."""
+                     timestamp: str, min_count: int = 2, parts: int = 1, multi: list[str] = ()) -> dict:
+    """Encode a raw CTR frame into `out/encoded/*` and `out/schema.json`; return the schema.
+
+    `multi` columns hold lists of strings; they become list<int64> id columns (multi-hot bags)."""
     out = Path(out)
     df = df.sort_values(timestamp, kind="stable").reset_index(drop=True)
     n = len(df)
     cuts = [0, int(n * 0.8), int(n * 0.9), n]
     splits = {s: df.iloc[cuts[i]:cuts[i + 1]] for i, s in enumerate(("train", "validation", "test"))}
     vocabs: dict[str, dict] = {}
-    for c in categorical:
-        counts = splits["train"][c].dropna().astype(str).value_counts()
+    for c in [*categorical, *multi]:
+        col = splits["train"][c].dropna()
+        counts = (col.explode().dropna() if c in multi else col).astype(str).value_counts()
         counts = counts[counts >= min_count]
         order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         vocabs[c] = {v: i + 2 for i, (v, _) in enumerate(order)}
@@ -46,6 +49,10 @@ def encode_ctr_frame(df: pd.DataFrame, out: Path, label: str, dense: list[str], 
             ids[raw.isna().to_numpy()] = 0
             unseen[s][c] = int((ids == 1).sum())
             cols[c] = pa.array(ids)
+        for c in multi:
+            voc = vocabs[c]
+            cols[c] = pa.array([[voc.get(str(v), 1) for v in (vals if isinstance(vals, (list, tuple, np.ndarray)) else [])]
+                                for vals in part[c]], pa.list_(pa.int64()))
         cols[timestamp] = pa.array(part[timestamp].to_numpy().astype(np.int64))
         table = pa.table(cols)
         folder = out / "encoded" / s
@@ -53,7 +60,7 @@ def encode_ctr_frame(df: pd.DataFrame, out: Path, label: str, dense: list[str], 
         step = -(-table.num_rows // parts)
         for k in range(parts):
             pq.write_table(table.slice(k * step, step), folder / f"part-{k:05d}.parquet")
-    schema = {"label": label, "dense": dense, "categorical": categorical,
+    schema = {"label": label, "dense": dense, "categorical": [*categorical, *multi], "multi_valued": list(multi),
               "vocab_sizes": {c: len(v) + 2 for c, v in vocabs.items()},
               "rows": {s: len(p) for s, p in splits.items()}, "unseen": unseen, "timestamp": timestamp}
     (out / "schema.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
