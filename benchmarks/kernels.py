@@ -66,7 +66,7 @@ def time_training(args, device: torch.device, batches, with_dsl: bool) -> tuple[
     dsl = None
     if with_dsl:
         cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
-                        initial_exchange=0.3, end_fraction=1.0, init="random")
+                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_window=args.grad_window)
         dsl = DSLController(tbe, cfg, total_steps=steps * 2)
     lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
     grad_out = torch.randn(args.batch, args.dim, device=device, generator=None) * 1e-3
@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
     p.add_argument("--small", action="store_true", help="100k x 64, batch 1024, ΔT 50, 3 blocks: for a busy machine")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--grad-window", type=int, default=None, help="DSL grad_window (None: accumulate over the whole interval)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.small:
         args.rows, args.batch, args.update_every, args.repeats = 100_000, 1024, 50, 3
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
 
     print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
-          f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats}", flush=True)
+          f"bag={args.bag} density={args.density} ΔT={args.update_every} grad_window={args.grad_window} "
+          f"blocks={args.repeats}", flush=True)
     # interleave the two variants so machine load drifts hit both alike
     dense_blocks, dsl_blocks, dsl_last = [], [], {}
     for _ in range(2):
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     for label, ms in infer.items():
         print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
     result = {"device": str(device), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
-              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every,
+              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every, "grad_window": args.grad_window,
               "train_ms": {"dense": dense_ms, "dsl": dsl_ms, "ratio": dsl_ms / dense_ms,
                            "dense_blocks": dense_blocks, "dsl_blocks": dsl_blocks, "update_ms": update_ms},
               "inference_ms": infer}

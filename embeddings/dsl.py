@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from embeddings.config import DSLConfig
 from embeddings.dsl_schedule import exchange_fraction
-from embeddings.dsl_tables import DSLTable, find_tables
+from embeddings.dsl_tables import DSLError, DSLTable, find_tables
 from embeddings.masks import active_count, frequency_mask, mask_changes, prune_and_grow, random_mask
 
 __all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
@@ -92,14 +92,14 @@ class DSLController:
                  densities: Mapping[str, float] | None = None, optimizers: Iterable[torch.optim.Optimizer] = (),
                  seed: int = 0) -> None:
         if total_steps <= 0:
-            raise ValueError(f"DSL needs total_steps > 0, got {total_steps}")
+            raise DSLError(f"DSL needs total_steps > 0, got {total_steps}")
         if cfg.init not in ("random", "frequency"):
-            raise ValueError(f"dsl.init is {cfg.init!r}; use 'random' or 'frequency'")
+            raise DSLError(f"dsl.init is {cfg.init!r}; use 'random' or 'frequency'")
         found = find_tables(model_or_ebc, optimizers)
         wanted = list(found) if tables is None else list(tables)
         missing = [t for t in wanted if t not in found]
         if missing:
-            raise ValueError(f"DSL tables {missing} are not in the model (tables found: {sorted(found)})")
+            raise DSLError(f"DSL tables {missing} are not in the model (tables found: {sorted(found)})")
         self.cfg, self.total_steps = cfg, total_steps
         self.tables: dict[str, DSLTable] = {t: found[t] for t in wanted}
         self._feature_table = {f: t.name for t in self.tables.values() for f in t.features}
@@ -111,7 +111,7 @@ class DSLController:
         self.budget = 0
         for name, t in self.tables.items():
             n = active_count(densities.get(name, cfg.density), t.rows, t.dim)
-            device = t.shards[0].tensor.device
+            device = self._device(t)
             if name in counts:
                 self.masks[name] = frequency_mask(t.rows, t.dim, n, counts[name], gen, device)
             else:
@@ -190,10 +190,10 @@ class DSLController:
     def load_state_dict(self, d: Mapping) -> None:
         """Restore from `state_dict()` and re-apply the masks to the weights."""
         if set(d["masks"]) != set(self.masks):
-            raise ValueError(f"DSL checkpoint has tables {sorted(d['masks'])}, the model has {sorted(self.masks)}")
+            raise DSLError(f"DSL checkpoint has tables {sorted(d['masks'])}, the model has {sorted(self.masks)}")
         for name, m in d["masks"].items():
             if m.shape != self.masks[name].shape:
-                raise ValueError(f"DSL checkpoint mask of table {name!r} is {tuple(m.shape)}, "
+                raise DSLError(f"DSL checkpoint mask of table {name!r} is {tuple(m.shape)}, "
                                  f"the table is {tuple(self.masks[name].shape)}")
             self.masks[name].copy_(m)
             self.grad_acc[name].copy_(d["grad_acc"][name])
@@ -203,10 +203,18 @@ class DSLController:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _device(self, table: DSLTable) -> torch.device:
+        """Where a table's mask lives: beside its local shards (a rank may hold none of a table)."""
+        for t in [table, *self.tables.values()]:
+            if t.shards:
+                return t.shards[0].tensor.device
+        return torch.device("cpu")
+
     def _table_counts(self, frequencies: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         if not frequencies:
-            raise ValueError("dsl.init is 'frequency' but no id frequencies were given; pass frequencies "
-                             "(table or feature name -> counts per id) or set dsl.init: random")
+            raise DSLError("embeddings.dsl.init is 'frequency' but DSLController got no id frequencies; pass "
+                           "frequencies= (table or feature name -> count per id, e.g. the vocab stage's counts) "
+                           "or set embeddings.dsl.init: random")
         counts: dict[str, Tensor] = {}
         for key, c in frequencies.items():
             table = key if key in self.tables else self._feature_table.get(key)
@@ -214,7 +222,7 @@ class DSLController:
                 continue
             c = torch.as_tensor(c).double().cpu()
             if c.shape != (self.tables[table].rows,):
-                raise ValueError(f"frequencies[{key!r}] has {tuple(c.shape)} counts; table {table!r} has "
+                raise DSLError(f"frequencies[{key!r}] has {tuple(c.shape)} counts; table {table!r} has "
                                  f"{self.tables[table].rows} rows: give one count per row")
             counts[table] = counts[table] + c if table in counts else c
         return counts
@@ -273,13 +281,14 @@ class DSLController:
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
+        distributed = _distributed()
         for name, parts in self._touched.items():
-            if not parts:
+            if not parts and not distributed:  # across ranks every rank joins every gather, in order
                 continue
-            rows = torch.cat(parts) if len(parts) > 1 else parts[0]
+            mask = self.masks[name]
+            rows = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else mask.new_zeros(0, dtype=torch.long)
             parts.clear()
             rows = _gather_rows(rows)
-            mask = self.masks[name]
             for shard in self.tables[name].shards:
                 r, c = shard.tensor.shape
                 local = rows

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from embeddings.errors import EmbeddingError
+
+
+class DSLError(EmbeddingError):
+    """A DSL setting or input the user can fix (unknown init, missing frequencies, wrong table names)."""
+
 
 @dataclass
 class WeightShard:
@@ -70,7 +76,7 @@ class DSLTable:
 def _pooling_name(p: object) -> str:
     name = getattr(p, "name", str(p)).lower()
     if name not in ("sum", "mean"):
-        raise ValueError(f"DSL supports sum or mean pooling, table uses {name!r}")
+        raise DSLError(f"DSL supports sum or mean pooling, table uses {name!r}")
     return name
 
 
@@ -192,7 +198,7 @@ def find_tables(module: nn.Module, optimizers: Iterable[torch.optim.Optimizer] =
             return
         for name, table in part.items():
             if name in found:
-                raise ValueError(f"two embedding tables are named {name!r} (second under {path or 'the root'}); "
+                raise DSLError(f"two embedding tables are named {name!r} (second under {path or 'the root'}); "
                                  "DSL needs unique table names")
             found[name] = table
 

@@ -11,6 +11,8 @@ from torchrec.modules.embedding_configs import PoolingType
 
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController, exchange_fraction, prune_and_grow
+from embeddings.dsl_tables import DSLError
+from features.errors import UserError
 from embeddings.masks import frequency_mask, random_mask, select
 
 
@@ -135,7 +137,7 @@ def test_budget_holds_exactly_over_many_updates_and_regrown_weights_start_at_zer
     ebc = _ebc(("t1", 40, 8, ["f1"], PoolingType.SUM), ("t2", 25, 4, ["f2", "f3"], PoolingType.SUM),
                ("t3", 60, 4, ["f4"], PoolingType.MEAN))
     rows = {"f1": 40, "f2": 25, "f3": 25, "f4": 60}
-    total = 400
+    total = 240
     dsl = DSLController(ebc, _cfg(density=0.2, update_every=3, initial_exchange=0.5), total_steps=total)
     budget = dsl.budget
     assert budget == round(0.2 * 320) + round(0.2 * 100) + round(0.2 * 240)
@@ -204,9 +206,10 @@ def test_state_dict_round_trip_restores_masks_and_applies_them():
 
 def test_frequency_init_needs_counts_with_one_count_per_row():
     ebc = _ebc(("t", 10, 4, ["f"], PoolingType.SUM))
-    with pytest.raises(ValueError, match="no id frequencies"):
+    assert issubclass(DSLError, UserError)  # the CLI prints it as one line
+    with pytest.raises(DSLError, match="no id frequencies"):
         DSLController(ebc, _cfg(init="frequency"), total_steps=10)
-    with pytest.raises(ValueError, match="one count per row"):
+    with pytest.raises(DSLError, match="one count per row"):
         DSLController(ebc, _cfg(init="frequency"), total_steps=10, frequencies={"f": torch.ones(9)})
     dsl = DSLController(ebc, _cfg(init="frequency", density=0.25), total_steps=10,
                         frequencies={"f": torch.tensor([100, 90, 80, 70, 0, 0, 0, 0, 0, 0])})
