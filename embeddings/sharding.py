@@ -11,11 +11,10 @@ row_wise).
 Dense parameters (MLPs, mixed-dim projections) are not touched by the fused optimizer; train
 them with `dense_optimizer(dmp, lr)`.
 
-Example:
-    >>> from embeddings.config import EmbeddingsConfig            # doctest: +SKIP
-    >>> dmp = fbgemm_model(model, EmbeddingsConfig(), torch.device("cpu"))
-    >>> opt = dense_optimizer(dmp, lr=1e-3)
-    >>> loss = loss_fn(dmp(batch)); loss.backward(); opt.step()   # tables already updated
+Example (tests/embeddings/test_sharding.py runs it):
+    >>> dmp = fbgemm_model(model, EmbeddingsConfig(), torch.device("cpu"))   # doctest: +SKIP
+    >>> opt = dense_optimizer(dmp, lr=1e-3)                                  # doctest: +SKIP
+    >>> loss = loss_fn(dmp(batch)); loss.backward(); opt.step()              # doctest: +SKIP
 """
 
 from __future__ import annotations
