@@ -88,7 +88,37 @@ def plan_changes(root: Path, settings: StoreSettings | None = None) -> list[tupl
     registry_diff, _, _ = store.plan(definitions(root, settings).repo_contents())
     return [(str(d.feast_object_type.value if hasattr(d.feast_object_type, "value") else d.feast_object_type),
              d.name, d.transition_type.name) for d in registry_diff.feast_object_diffs
-            if d.transition_type.name != "UNCHANGED" and not d.name.startswith("__dummy")]
+            if d.transition_type.name != "UNCHANGED" and not d.name.startswith("__dummy")
+            and not (d.transition_type.name == "UPDATE" and _only_bookkeeping(d.feast_object_property_diffs))]
+
+
+def _strip_meta(value: Any) -> Any:
+    """A copy of a proto without its `meta` (creation / update times), or the value itself."""
+    if hasattr(value, "DESCRIPTOR") and hasattr(value, "ListFields"):
+        return _clear_meta(type(value).FromString(value.SerializeToString()))
+    return value
+
+
+def _clear_meta(msg: Any) -> Any:
+    """Clear every nested `meta` (timestamps Feast rewrites on each apply, e.g. of a service's embedded sources)."""
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        if field.name == "meta":
+            msg.ClearField("meta")
+        elif field.is_repeated:
+            if not (field.message_type.GetOptions().map_entry):
+                for item in value:
+                    _clear_meta(item)
+        else:
+            _clear_meta(value)
+    return msg
+
+
+def _only_bookkeeping(property_diffs) -> bool:
+    """True when every property differs only in timestamps: Feast's plan compares a view's embedded
+    source including its `meta` (creation time), so an unchanged view looks updated."""
+    return all(_strip_meta(p.val_existing) == _strip_meta(p.val_declared) for p in property_diffs)
 
 
 def apply(root: Path, settings: StoreSettings | None = None) -> dict[str, Any]:
@@ -164,13 +194,18 @@ def materialize(root: Path, end: datetime | None = None) -> dict[str, Any]:
 
 
 def registry_snapshot(root: Path) -> dict[str, bytes]:
-    """Serialized specs of every registered object (by type/name), to compare two registry states."""
+    """Serialized specs of every registered object (by type/name), to compare two registry states.
+
+    Creation / update times (`meta`) are left out: they are bookkeeping, not definitions.
+    """
     store = open_store(root)
     snap: dict[str, bytes] = {}
     listings = {"entity": store.list_entities, "data_source": store.list_data_sources,
                 "feature_view": store.list_feature_views, "feature_service": store.list_feature_services}
     for kind, lister in listings.items():
         for obj in lister():
-            snap[f"{kind}/{obj.name}"] = obj.to_proto().spec.SerializeToString(deterministic=True) \
-                if hasattr(obj.to_proto(), "spec") else obj.to_proto().SerializeToString(deterministic=True)
+            proto = obj.to_proto()
+            spec = proto.spec if "spec" in proto.DESCRIPTOR.fields_by_name else proto
+            snap[f"{kind}/{obj.name}"] = _clear_meta(type(spec).FromString(spec.SerializeToString())) \
+                .SerializeToString(deterministic=True)
     return snap
