@@ -88,6 +88,10 @@ def train(
     cfg = load_config(config, check_paths=False)
     tc = cfg.training
     if model:
+        from pipelines.session_train import SESSION_MODELS
+
+        if model not in SESSION_MODELS:
+            raise UserError(f"--model '{model}': not a session model; use one of {', '.join(SESSION_MODELS)}.")
         tc.model.name = model
     if epochs:
         tc.epochs = epochs

@@ -49,3 +49,11 @@ def test_missing_sessions_folder_is_a_user_error(tmp_path):
                               "--output", str(tmp_path / "m")])
     assert isinstance(res.exception, UserError)
     assert "sessions folder not found" in str(res.exception) and "\n" not in str(res.exception)
+
+
+def test_unknown_model_name_is_a_user_error(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: {path: x.csv, kind: sessions, roles: {item_id: item_id, timestamp: timestamp}}\n")
+    res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(tmp_path),
+                              "--output", str(tmp_path / "m"), "--model", "bert4rec"])
+    assert isinstance(res.exception, UserError) and "--model 'bert4rec'" in str(res.exception)
