@@ -79,3 +79,19 @@ def test_id_outside_table_is_a_user_error_before_any_kernel(encoded_ctr, tmp_pat
     with pytest.raises(IdOutOfRangeError, match=r"feature 'C2' has id \d+ but its table has 3 rows"):
         train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}, tmp_path / "out", single_cfg(max_steps=2),
                     EmbeddingsConfig(), seed=0, show_progress=False)
+
+
+def test_dsl_keeps_the_tables_within_their_budget(encoded_ctr, tmp_path: Path):
+    from embeddings.config import DSLConfig
+
+    emb = EmbeddingsConfig(dsl=DSLConfig(enabled=True, density=0.3, update_every=3, init="random"))
+    out = tmp_path / "dsl"
+    out.mkdir()
+    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(max_steps=9), emb,
+                seed=0, show_progress=False)
+    sd = torch.load(out / "model" / "model.pt", weights_only=True)
+    tables = [v for k, v in sd.items() if "embedding_bags" in k]
+    active = sum(int((t != 0).sum()) for t in tables)
+    total = sum(t.numel() for t in tables)
+    assert len(tables) == len(encoded_ctr["plan_obj"].tables)
+    assert 0.25 * total < active <= round(0.3 * total) + len(tables)   # one global budget of 30% of the weights
