@@ -201,6 +201,28 @@ class DSLController:
         self.exchanged_total = int(d.get("exchanged_total", 0))
         self._apply_full_masks()
 
+    @torch.no_grad()
+    def full_weights(self) -> dict[str, Tensor]:
+        """Every DSL table as one full [rows, dim] fp32 tensor (shards joined; across ranks summed,
+        which is exact because sharded pieces are disjoint and the rest is zero-filled)."""
+        out = {}
+        for name, t in self.tables.items():
+            full = torch.zeros(self.masks[name].shape, dtype=torch.float32, device=self.masks[name].device)
+            for shard in t.shards:
+                rs, cs = shard.full
+                full[rs, cs] = shard.tensor.detach().float()
+            if _distributed() and not t.replicated:
+                dist.all_reduce(full, op=dist.ReduceOp.SUM)
+            out[name] = full
+        return out
+
+    def export_pruned(self, serving: str = "fp16") -> list:
+        """The `pruned` inference tables (fully pruned rows removed, rows stored as `serving`):
+        a list of `embeddings.compression.prune.PrunedTable`, ready for `serving_tbe`."""
+        from embeddings.compression.prune import export_dsl_tables
+
+        return export_dsl_tables(self.full_weights(), self.masks, serving=serving)
+
     # -- internals --------------------------------------------------------------------------
 
     def _device(self, table: DSLTable) -> torch.device:

@@ -360,6 +360,21 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
                 assert torch.all(shard.tensor[~mask[r0:r0 + r, c0:c0 + c]] == 0), (name, step)
     assert dsl.updates == steps // 10 and dsl.exchanged_total > 0 and checked_resets >= 5
     assert dsl.budget == round(0.4 * 64 * 8) + round(0.4 * 48 * 8)
+    # the pruned export of the sharded tables serves what the shards hold (fp32: exactly)
+    exported = {t.name: t for t in dsl.export_pruned("fp32")}
+    for name, mask in dsl.masks.items():
+        t = exported[name]
+        assert 0 < t.kept_rows <= int(mask.any(1).sum())  # active weights regrown at 0 and untouched since are 0
+        weight = state[f"embedding_bags.{name}.weight"]
+        full = torch.zeros(mask.shape)
+        for shard in (weight.local_shards() if hasattr(weight, "local_shards") else []):
+            r0, c0 = shard.metadata.shard_offsets
+            full[r0:r0 + shard.tensor.shape[0], c0:c0 + shard.tensor.shape[1]] = shard.tensor
+        if not hasattr(weight, "local_shards"):
+            full = weight
+        kept = t.index_remapping >= 0
+        assert torch.equal(t.weight[t.index_remapping[kept].long()], full[kept])
+        assert torch.all(full[~kept] == 0)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.8 * first, (first, last)
 
