@@ -93,3 +93,18 @@ def test_unseen_item_scores_higher_for_a_session_of_its_own_category():
         others = [c for c in range(CATS) if c != own]
         assert scores[own, item] > scores[others, item].max(), f"cold item {item}: {scores[:, item].tolist()}"
     assert tasks["category"].argmax(1).tolist() == [c + 2 for c in range(CATS)]
+
+
+@pytest.mark.parametrize("options", [dict(item_combine="concat", pooling="last"), dict(hybrid_item_id_buckets=32, softmax="full")])
+def test_variants_train_and_keep_warm_items_apart(options):
+    """concat+linear combination with last-position pooling, and the hybrid hashed-id mode, both learn."""
+    data = toy_world(seed=1, n_sessions=120)
+    cfg = TrainConfig(model=ModelConfig(name="m2trec", hidden=8, layers=1, heads=2, dropout=0.0, max_length=6,
+                                        task_attributes=["category"], loss_weights=[1.0, 0.5], **options),
+                      epochs=3, batch_size=64, dense_learning_rate=1e-2, device="cpu")
+    model = build_model(cfg.model, data)
+    history = train_session_model(model, data, cfg, seed=0)
+    assert history["loss"][-1] < history["loss"][0]
+    expected_tables = 3 if options.get("hybrid_item_id_buckets") else 2
+    assert len(model.ebc.embedding_bag_configs()) == expected_tables
+    assert (model.combine is not None) == (options.get("item_combine") == "concat")
