@@ -170,6 +170,18 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def background_sql(class_counts: np.ndarray, seed: int, copies: int) -> list[str]:
+    """Spark SQL columns `_b0..`: random label copies (class indices) drawn from the label's class shares.
+
+    Example:
+        >>> background_sql(np.array([3, 1]), seed=0, copies=1)
+        ['CAST(rand(0) >= 0.75D AS INT) AS _b0']
+    """
+    cum = np.cumsum(class_counts)[:-1] / np.sum(class_counts)
+    return [" + ".join(f"CAST(rand({seed + p}) >= {float(t)!r}D AS INT)" for t in cum) + f" AS _b{p}"
+            for p in range(copies)]
+
+
 def _value_sql(src: RankSource, name: str, splits: dict[str, list[float]]) -> str:
     from pyspark.sql.types import ArrayType
 
@@ -209,9 +221,7 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
         copies = cfg.permutations if est.needs_background else 0
         label = f"CAST({q(src.label)} AS STRING)"
         y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
-        cum = np.cumsum(class_counts)[:-1] / N
-        bg = [" + ".join(f"CAST(rand({cfg.seed + p}) >= {float(t)!r}D AS INT)" for t in cum) + f" AS _b{p}"
-              for p in range(copies)]
+        bg = background_sql(class_counts, cfg.seed, copies)
         prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
         prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
         try:
