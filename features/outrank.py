@@ -223,7 +223,8 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
         y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
         bg = background_sql(class_counts, cfg.seed, copies)
         prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
-        prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
+        if cfg.pairs_top_k > 0:  # the pair pass reads the prepared values again
+            prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             bcols = [f"_b{p}" for p in range(copies)]
             long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
