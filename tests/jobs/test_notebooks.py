@@ -147,7 +147,8 @@ def test_ctr_notebook_shows_metrics_slices_calibration_bytes_ranking_and_tradeof
     ev = m["evaluation"]
     plan = json.loads((ctr_run / "plan" / "embedding_plan.json").read_text())
     curve = tmp_path / "compression_tradeoff.csv"
-    curve.write_text("method,bytes,auc\ndense,400000,0.741\nhashing,40000,0.733\nhashing,10000,0.71\nqr,40000,0.737\n")
+    curve.write_text("dataset,method,bytes,auc\nctr,dense,400000,0.741\nctr,hashing,40000,0.733\nctr,hashing,10000,0.71\n"
+                     "ctr,qr,40000,0.737\nml100k,dense,90000,0.80\nml100k,qr,9000,0.79\nml100k,int4,,\n")
     nb = execute("ctr_run.ipynb", tmp_path, run_dir=str(ctr_run), tradeoff=str(curve), benchmarks_out="none")
     text, images = outputs(nb)
     assert len(images) == 6                      # curves, slices, calibration, bytes, ranking, trade-off
@@ -171,12 +172,23 @@ def test_ctr_notebook_shows_metrics_slices_calibration_bytes_ranking_and_tradeof
 def test_ctr_notebook_says_what_is_missing_for_a_partial_run(tmp_path):
     run = tmp_path / "runs" / "partial"
     run_stage(run, "rank", _rank, inputs={}, config={})
-    nb = execute("ctr_run.ipynb", tmp_path, run_dir=str(run), tradeoff=None, benchmarks_out=str(tmp_path / "none"))
+    bench = tmp_path / "bench"                      # the benchmark wrote only its picture
+    bench.mkdir()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([1, 2], [0.7, 0.72])
+    fig.savefig(bench / "compression_tradeoff.png")
+    plt.close(fig)
+    nb = execute("ctr_run.ipynb", tmp_path, run_dir=str(run), tradeoff=None, benchmarks_out=str(bench))
     text, images = outputs(nb)
     assert "**Not available:** `train/metrics.json`" in text
     assert "**Not available:** `plan/embedding_plan.json`" in text
-    assert "No compression trade-off table" in text
-    assert "top feature: C1" in text and len(images) == 1
+    assert "top feature: C1" in text and len(images) == 2
+    assert "The benchmark's own plot" in text and images[1] == (bench / "compression_tradeoff.png").read_bytes()
 
 
 def test_session_notebook_shows_recall_mrr_ndcg_by_slice_and_category_accuracy(session_run, tmp_path):
