@@ -138,9 +138,12 @@ def load_schedule(path: Path = DEFAULT_FILE) -> ScheduleFile:
     except ValidationError as err:
         raise ConfigError(_schedule_error(path, data, err)) from None
     base = path.resolve().parent
-    for e in sched.schedules:
+    for i, e in enumerate(sched.schedules, start=1):
         if not e.config.is_absolute():
             e.config = (base / e.config).resolve()
+        if not e.config.exists():
+            raise ConfigError(f"{path}: entry {i} '{e.name}': key 'config': {e.config} does not exist; fix the path "
+                              "(relative paths are read from the schedule file's folder).")
     return sched
 
 

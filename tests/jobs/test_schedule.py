@@ -176,6 +176,7 @@ def test_overlapping_run_due_processes_skip_the_running_entry(tmp_path):
     ('- name: job\n  cron: "0 2 * * *"\n  config: run.yaml\n  job: trian\n',
      "entry 1 'job': key 'job': unknown job 'trian'; choose one of run, features, validate"),
     ('- name: noconf\n  cron: "0 2 * * *"\n', "entry 1 'noconf': key 'config' is missing"),
+    ('- name: gone\n  cron: "0 2 * * *"\n  config: missing.yaml\n', "entry 1 'gone': key 'config': "),
 ])
 def test_bad_entries_are_one_line_errors_naming_file_and_entry(tmp_path, entry, message):
     f = write_schedule(tmp_path, entry)
