@@ -28,11 +28,11 @@ GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
 
 def load_ml100k(folder: Path) -> pd.DataFrame:
     """Ratings joined with user and item attributes, one row per rating."""
-    r = pd.read_csv(folder / "u.data", sep="\t", names=["user", "item", "rating", "ts"])
-    u = pd.read_csv(folder / "u.user", sep="|", names=["user", "age", "gender", "occupation", "zip"])
-    items = pd.read_csv(folder / "u.item", sep="|", encoding="latin-1", header=None)
-    items = items.rename(columns={0: "item", 2: "release"})
-    g = items[list(range(5, 5 + len(GENRES)))].to_numpy().astype(bool)
+    # the shared copy has a header line and '|' separators (see ../shared/data/README)
+    r = pd.read_csv(folder / "u.data", sep="|").rename(columns={"timestamp": "ts"})
+    u = pd.read_csv(folder / "u.user", sep="|")
+    items = pd.read_csv(folder / "u.item", sep="|", encoding="latin-1").rename(columns={"releaseDate": "release"})
+    g = items[GENRES].to_numpy().astype(bool)
     items["genres"] = [[GENRES[j] for j in np.flatnonzero(row)] for row in g]
     items["year"] = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64").astype(str)
     df = r.merge(u, on="user").merge(items[["item", "genres", "year"]], on="item")

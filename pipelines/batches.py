@@ -194,6 +194,30 @@ def parquet_batches(path: Path, spec: BatchSpec, batch_size: int, drop_last: boo
             yield batch_from_arrow(t, spec)
 
 
+def row_range_batches(path: Path, spec: BatchSpec, batch_size: int, start: int, stop: int) -> Iterator[Batch]:
+    """Batches of rows [start, stop) of a Parquet folder (files in name order), streamed.
+
+    Example:
+        >>> rows = count_rows(path); m = rows // world                          # doctest: +SKIP
+        >>> row_range_batches(path, spec, 512, rank * m, (rank + 1) * m)        # doctest: +SKIP
+    """
+    ds = pads.dataset(sorted(str(p) for p in Path(path).rglob("*.parquet")), format="parquet")
+    seen = 0
+
+    def window() -> Iterator[pa.Table]:
+        nonlocal seen
+        for piece in ds.to_batches(columns=spec.columns, batch_size=max(batch_size, 1024)):
+            lo, hi = max(start - seen, 0), min(stop - seen, piece.num_rows)
+            seen += piece.num_rows
+            if hi > lo:
+                yield pa.Table.from_batches([piece.slice(lo, hi - lo)])
+            if seen >= stop:
+                return
+
+    for t in rebatch(window(), batch_size):
+        yield batch_from_arrow(t, spec)
+
+
 def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0) -> Iterator[Batch]:
     """Batches of a Ray Data shard (`ray.train.get_dataset_shard(...)`), streamed as Arrow."""
     it = shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last, prefetch_batches=2)

@@ -152,7 +152,7 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     _ray_init(cfg)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the same rows reach the same worker on a restart
-    datasets = {s: ray.data.read_parquet(str(Path(job.encoded) / s)) for s in ("train", "validation")}
+    datasets = {"train": ray.data.read_parquet(str(Path(job.encoded) / "train"))}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,

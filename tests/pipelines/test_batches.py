@@ -59,3 +59,13 @@ def test_parquet_batches_stream_files_in_order_and_skip(tmp_path):
     assert [len(b) for b in batches] == [4, 4, 1]
     skipped = list(parquet_batches(tmp_path, SPEC, batch_size=4, skip=1))
     assert torch.equal(skipped[0].dense, batches[1].dense)
+
+
+def test_row_ranges_split_a_folder_into_equal_rank_slices(tmp_path):
+    from pipelines.batches import row_range_batches
+
+    for k in range(3):
+        pq.write_table(_table(), tmp_path / f"part-{k}.parquet")        # 9 rows: d1 = .5, 1, 2 repeated
+    first = [b.dense[:, 0].tolist() for b in row_range_batches(tmp_path, SPEC, 2, 0, 4)]
+    second = [b.dense[:, 0].tolist() for b in row_range_batches(tmp_path, SPEC, 2, 4, 8)]
+    assert first == [[0.5, 1.0], [2.0, 0.5]] and second == [[1.0, 2.0], [0.5, 1.0]]

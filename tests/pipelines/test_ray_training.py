@@ -21,7 +21,7 @@ AUC_TOLERANCE = 0.03
 
 
 def _cfg(single: bool, fail_at: int | None = None) -> TrainConfig:
-    cfg = TrainConfig(batch_size=256, epochs=2, checkpoint_every=10, log_every=5, fail_at_step=fail_at, max_failures=1)
+    cfg = TrainConfig(batch_size=512, epochs=2, checkpoint_every=4, log_every=3, fail_at_step=fail_at, max_failures=1)
     cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
     cfg.ray.single_process = single
     cfg.ray.num_workers, cfg.ray.cpus_per_worker = 2, 0.5   # leaves a CPU for Ray Data's read tasks
@@ -34,12 +34,12 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
     single = train_stage(inputs, tmp_path / "single", _cfg(True), EmbeddingsConfig(), seed=0, show_progress=False)
 
     out = tmp_path / "ray"
-    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=14), EmbeddingsConfig(), seed=0, show_progress=False)
+    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=6), EmbeddingsConfig(), seed=0, show_progress=False)
 
-    steps = 2 * ((encoded_ctr["schema"]["rows"]["train"] // 2) // 128)
-    assert (out / FAIL_MARKER).read_text() == "14"                      # the planted failure happened
+    steps = 2 * ((encoded_ctr["schema"]["rows"]["train"] // 2) // 256)
+    assert (out / FAIL_MARKER).read_text() == "6"                      # the planted failure happened
     m = json.loads((out / "metrics.json").read_text())
-    assert m["history"]["resumed_from"] == [10]                          # restarted from the step-10 checkpoint
+    assert m["history"]["resumed_from"] == [4]                           # restarted from the step-4 checkpoint
     assert m["training"]["mode"] == "ray" and m["training"]["workers"] == 2
     assert ray_summary["steps"] == steps == single["steps"]
     ckpt = out / m["training"]["checkpoint"]
