@@ -46,16 +46,40 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
 def prepare(dataset: str, work: Path, rows: int, seed: int) -> tuple[Path, int, str]:
     """The sessions-stage folder of `dataset`, the number of evaluated positions per test session, a note."""
     out = work / dataset
-    if dataset == "synthetic":
+    if dataset in ("synthetic", "synthetic-spark"):
         from features.synthetic import generate
 
         raw = work / "raw"
         truth = generate("sessions", rows=rows, seed=seed, output=raw)
-        synthetic_layout(raw / truth["file"], raw / truth["items_file"], out)
-        return out, 1, f"generated sessions: {truth['rows']:,} events, {truth['n_items']:,} items, seed {seed}"
+        note = f"generated sessions: {truth['rows']:,} events, {truth['n_items']:,} items, seed {seed}"
+        if dataset == "synthetic":
+            synthetic_layout(raw / truth["file"], raw / truth["items_file"], out)
+            return out, 1, note + "; layout by the pandas adapter (pipelines/session_layout.py)"
+        spark_layout(raw / truth["file"], raw / truth["items_file"], work, out)
+        return out, 1, note + "; layout by the Spark stages ingest + sessions (features/sessions.py)"
     ml = ROOT.parent / "shared" / "data" / "ml-100k"
     movielens_layout(ml, out, holdout=3, cold_share=0.1, seed=seed, max_length=100)
     return out, 3, "MovieLens-100K: last 3 ratings per user held out, 10% of movies cold (removed from training)"
+
+
+def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
+    """ingest + sessions Spark stages (local[2]) over the generated CSV files."""
+    from features.config import ColumnRoles, DatasetConfig, IngestConfig, ItemTableConfig, SessionsConfig, SparkConfig
+    from features.ingest import ingest
+    from features.sessions import build_sessions
+    from features.spark import spark_session
+
+    ds = DatasetConfig(name="bench", path=events, format="csv", kind="sessions",
+                       roles=ColumnRoles(session_id="session_id", user_id="user_id", timestamp="timestamp", item_id="item_id"),
+                       items=ItemTableConfig(path=items, format="csv", item_id="item_id", multi_valued=["tokens"],
+                                             categorical=["category", "subcategory", "brand", "price_bucket"]))
+    spark = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4,
+                                      conf={"spark.ui.enabled": "false"}))
+    try:
+        ingest({"raw": events, "items": items}, work / "ingest", ds, IngestConfig(), spark)
+        build_sessions({"ingest": work / "ingest"}, out, ds, SessionsConfig(), spark)
+    finally:
+        spark.stop()
 
 
 def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dict, str]:
@@ -105,7 +129,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="synthetic,ml100k")
+    p.add_argument("--datasets", default="synthetic,ml100k", help="synthetic | synthetic-spark | ml100k (comma-separated)")
     p.add_argument("--models", default="", help="comma-separated prefixes of the variants to run (default: all)")
     p.add_argument("--rows", type=int, default=30_000, help="synthetic: view events")
     p.add_argument("--epochs", type=int, default=6)

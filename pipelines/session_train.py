@@ -58,15 +58,15 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
     train_items = torch.unique(data.train_counts().nonzero().squeeze(1))
     if cfg.name == "m2trec":
         feats = data.features
-        tasks = {}
         for a in cfg.task_attributes:
             if a not in feats.categorical:
                 raise TrainingError(f"training.model.task_attributes: '{a}' is not a categorical item attribute; "
                                     f"choose from {', '.join(feats.categorical)} (or [] for no extra heads).")
-            tasks[a] = data.sizes[a]
-        if len(cfg.loss_weights) < 1 + len(tasks):
-            raise TrainingError(f"training.model.loss_weights: {len(tasks) + 1} weights needed "
-                                f"(next item, then {', '.join(tasks)}), got {len(cfg.loss_weights)}.")
+        if len(cfg.loss_weights) < 1 + len(cfg.task_attributes):
+            raise TrainingError(f"training.model.loss_weights: {len(cfg.task_attributes) + 1} weights needed "
+                                f"(next item, then {', '.join(cfg.task_attributes)}), got {len(cfg.loss_weights)}.")
+        # a head with loss weight 0 would stay untrained: leave it out (the single-task variant)
+        tasks = {a: data.sizes[a] for a, w in zip(cfg.task_attributes, cfg.loss_weights[1:]) if w > 0}
         mc = M2TRecConfig(categorical={a: data.sizes[a] for a in feats.categorical},
                           multi_valued={a: data.sizes[a] for a in feats.multi_valued}, task_classes=tasks,
                           hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
@@ -130,6 +130,7 @@ def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig,
     # expected times an item appears among the candidates: as an in-batch target, or as a uniform draw
     log_q = torch.log(b * p + cfg.negatives / max(1, train_items.numel())).float().clamp(min=-30)
     weights = cfg.loss_weights
+    task_weights = dict(zip(cfg.task_attributes, weights[1:]))
     opt = torch.optim.Adam(model.parameters(), lr=train.dense_learning_rate)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, bad_epochs, step = -np.inf, None, 0, 0
@@ -143,9 +144,8 @@ def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig,
             width = int(lengths.max())
             rep, task_logits = model(items[:, :width], lengths)
             loss = weights[0] * next_item_loss(model, rep, targets, cfg, train_items, log_q, gen)
-            for w, (a, y) in zip(weights[1:], _task_targets(model, targets).items()):
-                if w:
-                    loss = loss + w * F.cross_entropy(task_logits[a], y)
+            for a, y in _task_targets(model, targets).items():
+                loss = loss + task_weights[a] * F.cross_entropy(task_logits[a], y)
             if not torch.isfinite(loss):
                 raise TrainingError(f"training stopped: loss is {loss.item()} at epoch {epoch}, step {step} "
                                     f"(batch of examples {s}..{s + len(batch) - 1}); lower dense_learning_rate.")

@@ -108,3 +108,10 @@ def test_variants_train_and_keep_warm_items_apart(options):
     expected_tables = 3 if options.get("hybrid_item_id_buckets") else 2
     assert len(model.ebc.embedding_bag_configs()) == expected_tables
     assert (model.combine is not None) == (options.get("item_combine") == "concat")
+
+
+def test_zero_weighted_heads_are_left_out_single_task():
+    data = toy_world()
+    single = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=["category"], loss_weights=[1.0, 0.0]), data)
+    multi = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=["category"], loss_weights=[1.0, 0.2]), data)
+    assert list(single.task_heads) == [] and list(multi.task_heads) == ["category"]
