@@ -68,27 +68,44 @@ def historical_features(root: Path, entity_df, service: str | None = None, featu
     return entity_df.merge(got, on=keys + [ts], how="left", validate="many_to_one")
 
 
-def _cuts(times, validation_share: float, test_share: float) -> dict[str, int]:
-    """Cut timestamps: the latest `test_share` of rows is test, the `validation_share` before it validation."""
+def _cuts(times, validation_share: float, test_share: float) -> dict[str, Any]:
+    """Cut timestamps like the vocab stage (features/split.py): the latest `test_share` of rows is
+    test, the `validation_share` before it validation; None = that period is empty."""
     import numpy as np
 
     t = np.sort(np.asarray(times, dtype=np.int64))
-    n = len(t)
-    test_at = t[min(n - 1, int(n * (1 - test_share)))] if test_share > 0 else int(t[-1]) + 1
-    val_at = t[min(n - 1, int(n * (1 - test_share - validation_share)))] if validation_share > 0 else test_at
-    return {"validation": int(val_at), "test": int(test_at)}
+    if len(t) == 0:
+        raise DataError("training set: the store holds no events; check the aggregates stage output.")
+    # Spark's percentile_approx (exact on small data): the value at 1-based position ceil(p * n)
+    val, test = (t[max(0, int(np.ceil(q * len(t))) - 1)] for q in (1 - test_share - validation_share, 1 - test_share))
+    val_at = None if validation_share == 0 else float(val)
+    test_at = None if test_share == 0 else float(test)
+    if val_at is not None and test_at is not None and val_at >= test_at:
+        val_at = test_at
+    return {"method": "time", "validation_start": val_at, "test_start": test_at}
 
 
-def _schema_cuts(vocab_dir: Path | None) -> dict[str, int] | None:
-    """The vocab stage's cut timestamps, so both training sets split the same way (when present)."""
+def _schema_cuts(vocab_dir: Path | None) -> dict[str, Any] | None:
+    """The vocab stage's cuts (schema.json), so both training sets split the same way (when given)."""
     if vocab_dir is None or not (Path(vocab_dir) / "schema.json").exists():
         return None
-    schema = json.loads((Path(vocab_dir) / "schema.json").read_text())
-    for key in ("cuts", "split_cuts", "cut_timestamps"):
-        c = schema.get(key)
-        if isinstance(c, dict) and "validation" in c and "test" in c:
-            return {"validation": int(c["validation"]), "test": int(c["test"])}
-    return None
+    cuts = json.loads((Path(vocab_dir) / "schema.json").read_text()).get("cuts")
+    if not isinstance(cuts, dict) or cuts.get("method") != "time":
+        raise DataError(f"{Path(vocab_dir) / 'schema.json'}: no time cuts ('cuts' with method 'time'); "
+                        "re-run the vocab stage on data with a timestamp, or leave out --vocab.")
+    return cuts
+
+
+def _split_of(t, cuts: dict[str, Any]):
+    """'train' / 'validation' / 'test' per timestamp (a row at a cut belongs to the later period)."""
+    import numpy as np
+
+    out = np.full(len(t), "train", dtype=object)
+    if cuts["validation_start"] is not None:
+        out[np.asarray(t) >= cuts["validation_start"]] = "validation"
+    if cuts["test_start"] is not None:
+        out[np.asarray(t) >= cuts["test_start"]] = "test"
+    return out
 
 
 def encode_frame(df, layout: dict[str, Any]):
@@ -127,14 +144,14 @@ def build_training_set(inputs: Mapping[str, Path], out: Path, service: str = "dl
         raise RuntimeError(f"training set: {len(entities)} events but {len(joined)} rows came back from Feast")
     enc, dense = encode_frame(joined, layout)
     cuts = _schema_cuts(inputs.get("vocab")) or _cuts(enc[layout["event_time"]], validation_share, test_share)
-    t = enc[layout["event_time"]]
-    parts = {"train": enc[t < cuts["validation"]], "validation": enc[(t >= cuts["validation"]) & (t < cuts["test"])],
-             "test": enc[t >= cuts["test"]]}
+    split = _split_of(enc[layout["event_time"]].to_numpy(), cuts)
+    parts = {name: enc[split == name] for name in SPLITS}
     for name, part in parts.items():
         (Path(out) / "encoded" / name).mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), Path(out) / "encoded" / name / "part-0.parquet")
     schema = {"label": layout["label"], "dense": dense, "categorical": layout["categorical"],
-              "vocab_sizes": layout["vocab_sizes"], "timestamp": layout["event_time"],
+              "vocab_sizes": layout["vocab_sizes"], "timestamp": layout["event_time"], "columns": list(enc.columns),
+              "dense_transform": "log1p(max(x,0)), missing -> 0",
               "rows": {k: int(len(v)) for k, v in parts.items()},
               "unseen": {k: {c: int((v[c] == 1).sum()) for c in layout["categorical"]} for k, v in parts.items()},
               "cuts": cuts, "source": "feast", "service": service}

@@ -35,12 +35,12 @@ def test_values_written_after_the_event_are_never_used_and_ttl_expires(ctr_store
 
 @pytest.mark.spark
 def test_training_set_through_feast_matches_the_events_in_the_encoded_layout(ctr_store, tmp_path):
-    s = build_training_set({"store": ctr_store["store"]}, tmp_path, service="dlrm", validation_share=2 / 7, test_share=2 / 7)
+    s = build_training_set({"store": ctr_store["store"]}, tmp_path, service="dlrm", validation_share=0.45, test_share=0.2)
     assert s["rows_in"] == s["rows_out"] == 7
     schema = json.loads((tmp_path / "schema.json").read_text())
-    assert schema["rows"] == {"train": 3, "validation": 2, "test": 2}
+    assert schema["rows"] == {"train": 2, "validation": 3, "test": 2}
     assert schema["categorical"] == ["C1", "C10", "C11"] and schema["dense"][0] == "I1"
-    assert schema["cuts"] == {"validation": T + 2 * D, "test": T + 3 * D}
+    assert schema["cuts"] == {"method": "time", "validation_start": T + 12 * H, "test_start": T + 3 * D}
     assert schema["vocab_sizes"] == {"C1": 4, "C10": 4, "C11": 4}
     parts = {k: pd.read_parquet(tmp_path / "encoded" / k) for k in ("train", "validation", "test")}
     df = pd.concat(parts.values(), ignore_index=True)
