@@ -11,6 +11,10 @@ Prints medians (ms) and ratios, and writes benchmarks/out/kernels.json.
 
     .venv/bin/python benchmarks/kernels.py --small          # 100k x 64, batch 1024 (minutes on a busy box)
     .venv/bin/python benchmarks/kernels.py                  # 1M x 64, batch 4096, 20 ids per bag (STACK.md)
+    .venv/bin/python benchmarks/kernels.py --threads 1 --rounds 1 --repeats 2   # full size, shorter
+
+Three training variants: dense; DSL accumulating gradient magnitude over the whole interval;
+DSL accumulating over the last `--grad-window` steps of each interval only.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(args, device: torch.device, batches, with_dsl: bool) -> tuple[list[float], dict]:
+def time_training(args, device: torch.device, batches, with_dsl: bool, grad_window: int | None = None) -> tuple[list[float], dict]:
     """Per-step ms of each timed block (median over blocks is reported); one block = ΔT steps."""
     from torchrec import KeyedJaggedTensor
 
@@ -66,7 +70,7 @@ def time_training(args, device: torch.device, batches, with_dsl: bool) -> tuple[
     dsl = None
     if with_dsl:
         cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
-                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_window=args.grad_window)
+                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_window=grad_window)
         dsl = DSLController(tbe, cfg, total_steps=steps * 2)
     lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
     grad_out = torch.randn(args.batch, args.dim, device=device, generator=None) * 1e-3
@@ -149,7 +153,7 @@ def time_inference(args, device: torch.device, batches) -> dict[str, float]:
             tbe = serving_tbe([PrunedTable("t", pruned[0], pruned[1], serving)], device=device)
         int_batches = [(i.int(), o.int()) for i, o in batches]
         ts = []
-        for r in range(args.repeats * 4 + 2):
+        for r in range(22):
             ids, offsets = int_batches[r % len(int_batches)]
             _sync(device)
             t0 = time.perf_counter()
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--small", action="store_true", help="100k x 64, batch 1024, ΔT 50, 3 blocks: for a busy machine")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--grad-window", type=int, default=None, help="DSL grad_window (None: accumulate over the whole interval)")
+    p.add_argument("--grad-window", type=int, default=10, help="grad_window of the third variant (gradient accumulated over the last N steps of each interval)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of (dense, dsl, dsl+window), interleaved")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -188,23 +193,26 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
 
     print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
-          f"bag={args.bag} density={args.density} ΔT={args.update_every} grad_window={args.grad_window} "
-          f"blocks={args.repeats}", flush=True)
-    # interleave the two variants so machine load drifts hit both alike
-    dense_blocks, dsl_blocks, dsl_last = [], [], {}
-    for _ in range(2):
-        d, _unused = time_training(args, device, batches, with_dsl=False)
-        s, dsl_last = time_training(args, device, batches, with_dsl=True)
-        dense_blocks += d
-        dsl_blocks += s
-    dense_ms, dsl_ms = statistics.median(dense_blocks), statistics.median(dsl_blocks)
+          f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
+    # interleave the variants so drifts of the machine's load hit all of them alike
+    variants = {"dense": (False, None), "dsl": (True, None), f"dsl window={args.grad_window}": (True, args.grad_window)}
+    blocks: dict[str, list[float]] = {k: [] for k in variants}
+    dsl_last: dict = {}
+    for _ in range(args.rounds):
+        for label, (with_dsl, window) in variants.items():
+            b, last = time_training(args, device, batches, with_dsl=with_dsl, grad_window=window)
+            blocks[label] += b
+            dsl_last = last or dsl_last
+            print(f"  {label}: {['%.1f' % x for x in b]} ms/step", flush=True)
+    train = {k: statistics.median(v) for k, v in blocks.items()}
+    dense_ms = train["dense"]
     update_ms = time_update_alone(args, device)
     infer = time_inference(args, device, batches)
 
     print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step, median of blocks of ΔT steps")
-    print(f"  FBGEMM TBE dense         {dense_ms:9.2f}")
-    print(f"  FBGEMM TBE + DSL         {dsl_ms:9.2f}   ratio {dsl_ms / dense_ms:5.3f}  "
-          f"(overhead {100 * (dsl_ms / dense_ms - 1):+.1f}%, target < +10%)")
+    for label, ms in train.items():
+        note = "" if label == "dense" else f"   ratio {ms / dense_ms:5.3f}  (overhead {100 * (ms / dense_ms - 1):+.1f}%, target < +10%)"
+        print(f"  FBGEMM TBE {label:16s} {ms:9.2f}{note}")
     print(f"  one prune/grow update    {update_ms:9.2f}   (= {update_ms / args.update_every:.2f} ms/step amortised over ΔT)")
     if dsl_last:
         print(f"  last update: exchanged {dsl_last['exchanged']}, active {dsl_last['active']} = budget {dsl_last['budget']}")
@@ -213,9 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     for label, ms in infer.items():
         print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
     result = {"device": str(device), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
-              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every, "grad_window": args.grad_window,
-              "train_ms": {"dense": dense_ms, "dsl": dsl_ms, "ratio": dsl_ms / dense_ms,
-                           "dense_blocks": dense_blocks, "dsl_blocks": dsl_blocks, "update_ms": update_ms},
+              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every, "grad_window": args.grad_window, "rounds": args.rounds,
+              "train_ms": {**train, "blocks": blocks, "update_ms": update_ms},
               "inference_ms": infer}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -56,16 +56,14 @@ __all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
 
 @dataclass
 class _TableLookup:
-    """One table's share of a batch: unique looked-up `rows` (sorted); for each id in row order,
-    its position in `rows` (`inverse`), the row of the stacked pooled gradient it receives
-    (`source`) and its weight (mean pooling, weighted features)."""
+    """One table's share of a batch: the looked-up `ids` (KJT order, repeats kept) and, per feature,
+    (first column in the pooled output, dim, bag lengths, id weights or None). Sorting and the
+    bag index are only computed inside the gradient hook, i.e. only on steps that accumulate."""
 
     table: str
-    rows: Tensor
-    inverse: Tensor
-    source: Tensor
-    weights: Tensor | None
-    columns: list[tuple[int, int]]  # (first column, dim) of each feature in the pooled output
+    ids: Tensor
+    features: list[tuple[int, int, Tensor, Tensor | None]]
+    mean: bool
 
 
 class DSLController:
@@ -143,7 +141,7 @@ class DSLController:
         values = pooled if isinstance(pooled, Tensor) else pooled.values()
         lookups = self._lookups(kjt, pooled)
         for lk in lookups:
-            self._touched[lk.table].append(lk.rows)
+            self._touched[lk.table].append(lk.ids)
         window = self.cfg.grad_window
         in_window = window is None or self._since_update + 1 > self.cfg.update_every - window
         if lookups and in_window and values.requires_grad:
@@ -251,55 +249,51 @@ class DSLController:
 
     @torch.no_grad()
     def _lookups(self, kjt, pooled) -> list[_TableLookup]:
-        """Per DSL table in the batch: its rows, sorted and unique, and where each id's gradient comes from."""
+        """Per DSL table in the batch: its ids and where their gradients come from (cheap slicing only)."""
         if not isinstance(pooled, Tensor):
             keys, dims = pooled.keys(), pooled.length_per_key()
+            positions = {k: i for i, k in enumerate(kjt.keys())}
         else:  # a bare TBE: the KJT's features in order, named by position
             keys = list(range(len(kjt.keys())))
             dims = [self.tables[self._feature_table[i]].dim for i in keys]
-        positions = {k: i for i, k in enumerate(kjt.keys())} if not isinstance(pooled, Tensor) else {k: k for k in keys}
+            positions = {k: k for k in keys}
         lengths, offsets, weights, stride = kjt.lengths(), kjt.offset_per_key(), kjt.weights_or_none(), kjt.stride()
-        parts: dict[str, list] = {}
+        values = kjt.values()
+        parts: dict[str, tuple[list, list]] = {}
         col = 0
         for key, dim in zip(keys, dims):
             table = self._feature_table.get(key)
             if table is not None and key in positions:
                 p = positions[key]
-                ids = kjt.values()[offsets[p]:offsets[p + 1]]
-                lens = lengths[p * stride:(p + 1) * stride]
-                bag = torch.repeat_interleave(torch.arange(stride, device=ids.device), lens)
-                w = weights[offsets[p]:offsets[p + 1]] if weights is not None else None
-                if self.tables[table].pooling == "mean":
-                    scale = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
-                    w = scale if w is None else w * scale
-                parts.setdefault(table, []).append((ids, bag, w, col, dim))
+                lo, hi = offsets[p], offsets[p + 1]
+                ids, feats = parts.setdefault(table, ([], []))
+                ids.append(values[lo:hi])
+                feats.append((col, dim, lengths[p * stride:(p + 1) * stride],
+                              weights[lo:hi] if weights is not None else None))
             col += dim
-        out = []
-        for table, feats in parts.items():
-            # one gradient source per (feature, bag): feature f's bags follow the previous features'
-            ids = torch.cat([f[0] for f in feats])
-            source = torch.cat([f[1] + i * stride for i, f in enumerate(feats)])
-            has_w = any(f[2] is not None for f in feats)
-            w = torch.cat([f[2] if f[2] is not None else torch.ones_like(f[0], dtype=torch.float32)
-                           for f in feats]) if has_w else None
-            # sort once: unique rows for re-masking, and contiguous runs for the per-row gradient sums
-            sorted_ids, order = ids.sort()
-            rows, inverse = torch.unique_consecutive(sorted_ids, return_inverse=True)
-            out.append(_TableLookup(table, rows, inverse, source[order], None if w is None else w[order],
-                                    [(f[3], f[4]) for f in feats]))
-        return out
+        return [_TableLookup(table, torch.cat(ids) if len(ids) > 1 else ids[0], feats,
+                             self.tables[table].pooling == "mean")
+                for table, (ids, feats) in parts.items()]
 
     @torch.no_grad()
     def _accumulate(self, grad: Tensor, lookups: list[_TableLookup]) -> None:
         for lk in lookups:
-            cols = [grad[:, c:c + d] for c, d in lk.columns]
-            source = cols[0] if len(cols) == 1 else torch.cat(cols)
-            per_id = source.index_select(0, lk.source).float()
-            if lk.weights is not None:
-                per_id.mul_(lk.weights[:, None])
-            per_row = torch.zeros(lk.rows.numel(), per_id.shape[1], dtype=per_id.dtype, device=per_id.device)
-            per_row.index_add_(0, lk.inverse, per_id)  # ids are in row order: a cache-friendly scatter
-            self.grad_acc[lk.table].index_add_(0, lk.rows, per_row.abs_())
+            per_id = []
+            for col, dim, lens, w in lk.features:
+                bag = torch.repeat_interleave(torch.arange(lens.numel(), device=lens.device), lens)
+                g = grad[:, col:col + dim].float().index_select(0, bag)
+                scale = w.float() if w is not None else None
+                if lk.mean:
+                    inv_len = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
+                    scale = inv_len if scale is None else scale * inv_len
+                per_id.append(g if scale is None else g * scale[:, None])
+            per_id_t = torch.cat(per_id) if len(per_id) > 1 else per_id[0]
+            # per-row gradient of this step = sum over the row's ids; sorting makes the scatter local
+            sorted_ids, order = lk.ids.sort()
+            rows, inverse = torch.unique_consecutive(sorted_ids, return_inverse=True)
+            per_row = torch.zeros(rows.numel(), per_id_t.shape[1], dtype=per_id_t.dtype, device=per_id_t.device)
+            per_row.index_add_(0, inverse, per_id_t.index_select(0, order))
+            self.grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
@@ -318,7 +312,9 @@ class DSLController:
                     local = rows[(rows >= shard.row_offset) & (rows < shard.row_offset + r)]
                 m = mask.index_select(0, local)[:, shard.col_offset:shard.col_offset + c]
                 local = local - shard.row_offset
-                shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local) * m)
+                # repeated ids write the same values twice: cheaper than de-duplicating them first
+                # (a bool mask viewed as uint8 multiplies on the vectorised path; bool * float does not)
+                shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8)))
 
     @torch.no_grad()
     def _apply_full_masks(self) -> None:
