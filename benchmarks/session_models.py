@@ -40,6 +40,7 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
     "m2trec (single-task)": dict(name="m2trec", loss_weights=[1.0, 0.0, 0.0]),
     "sasrec": dict(name="sasrec"),
     "gru4rec": dict(name="gru4rec"),
+    "m2trec + 512 hashed ids (hybrid)": dict(name="m2trec", loss_weights=[1.0, 0.3, 0.3], hybrid_item_id_buckets=512),
 }
 
 
