@@ -191,7 +191,7 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
                 add(m, {}, D, rows)
         if "mixed_dim" in methods:
             d = D // 2
-            while d >= 2:
+            while d >= 1:
                 add("mixed_dim", {"stored_dim": d}, d, rows)
                 d //= 2
     if "hashing" in methods:
