@@ -35,6 +35,7 @@ def test_bad_config_is_one_line_without_starting_spark(tmp_path):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_spark_submit_runs_ingest_with_the_submitted_master(tmp_path):
     from features.synthetic import generate
 

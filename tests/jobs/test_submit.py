@@ -139,6 +139,7 @@ def _sparserec(env: dict, *args: str, timeout: float = 150) -> subprocess.Comple
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_submit_a_job_to_a_local_head_and_read_its_logs(ray_head):
     env, address = ray_head["env"], ray_head["address"]
     t0 = time.perf_counter()
@@ -156,6 +157,7 @@ def test_submit_a_job_to_a_local_head_and_read_its_logs(ray_head):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_client_without_the_token_is_refused_in_one_line(ray_head, tmp_path):
     env = {**ray_head["env"], "HOME": str(tmp_path)}
     env.pop("RAY_AUTH_MODE")
@@ -167,6 +169,7 @@ def test_a_client_without_the_token_is_refused_in_one_line(ray_head, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_schedule_run_due_submits_to_the_head_and_waits(ray_head, tmp_path):
     import json
 
