@@ -25,25 +25,20 @@ Example (schedules.yaml):
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.errors import ConfigError, UserError
+from jobs.schedule_state import StateStore, entry_lock_path, file_lock
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "schedules.yaml"
-STATE_NAME = ".schedule-state.json"
-LOCK_DIR = ".schedule-locks"
 
 
 class ScheduleEntry(BaseModel):
@@ -194,58 +189,6 @@ def parse_now(text: str | None) -> datetime:
     except ValueError:
         raise UserError(f"--now {text}: not an ISO time; write e.g. 2026-01-01T02:00 or 2026-01-01T02:00+00:00.") from None
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-# --- state and locks -------------------------------------------------------------------------
-
-@contextmanager
-def file_lock(path: Path, blocking: bool) -> Iterator[bool]:
-    """`fcntl.flock` on `path`; yields False (and holds nothing) when not blocking and it is taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"{os.getpid()}\n")
-            fh.flush()
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-class StateStore:
-    """`.schedule-state.json` beside the schedule: per entry, when it was last checked and how it went."""
-
-    def __init__(self, schedule_path: Path):
-        self.path = Path(schedule_path).resolve().parent / STATE_NAME
-        self.lock_path = self.path.with_suffix(".lock")
-
-    def read(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        try:
-            return json.loads(self.path.read_text() or "{}")
-        except json.JSONDecodeError:
-            raise UserError(f"{self.path}: the schedule state is not valid JSON; delete it "
-                            "(every entry is then armed again).") from None
-
-    def update(self, name: str, record: dict) -> None:
-        """Merge `record` into the entry's state: read-modify-write under a lock, atomic rename."""
-        with file_lock(self.lock_path, blocking=True):
-            state = self.read()
-            state[name] = {**state.get(name, {}), **record}
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
-
-
-def entry_lock_path(schedule_path: Path, name: str) -> Path:
-    return Path(schedule_path).resolve().parent / LOCK_DIR / f"{name}.lock"
 
 
 # --- running --------------------------------------------------------------------------------
