@@ -3,7 +3,10 @@
 Under `spark-submit` the SparkSession (and its master) comes from spark-submit, never from the
 config; run as `python -m jobs.spark_features` it is started from the config's `engine.spark`.
 Stages go through `jobs.pipeline.run_pipeline`, so outputs, manifests and skipping are the same
-as with `sparserec run`.
+as with `sparserec run`. On a real cluster the executors also need the project's code and its
+Python dependencies (the stages run Python on the executors): install sparserec there, or ship
+it with `--py-files` (e.g. `zip -r sparserec.zip features jobs embeddings pipelines models`).
+Paths in the config must then be readable by every node (shared storage).
 
 Example:
     $ PATH=.venv/bin:$PATH spark-submit --master 'local[2]' jobs/spark_features.py \\
