@@ -209,4 +209,6 @@ class Pruned(CompressionMethod):
 
     def export_tables(self, spec: TableSpec, weights: list[Tensor]) -> list[ExportedTable]:
         t = prune_rows(spec.name, weights[0], serving=self._serving(spec))
-        return [ExportedTable(t.weight, t.serving, t.index_remapping)]
+        # FBGEMM needs at least one physical row: an all-pruned table keeps one zero row no id maps to
+        weight = t.weight if t.kept_rows else torch.zeros(1, t.dim)
+        return [ExportedTable(weight, t.serving, t.index_remapping)]

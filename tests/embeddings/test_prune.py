@@ -120,3 +120,31 @@ def test_bad_inputs_give_one_line_errors():
         prune_rows("t", torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(MethodParamsError, match="int4 rows need dim divisible by 4"):
         prune_rows("t", torch.ones(3, 6), serving="int4")
+
+
+def test_pruned_method_through_the_project_export_round_trip(tmp_path, trained):
+    from embeddings.export import export_embeddings, load_exported
+    from embeddings.spec import EmbeddingPlan
+    from embeddings.tables import build_embeddings
+
+    weights, masks = trained
+    plan = EmbeddingPlan([TableSpec("ta", ["a"], rows=ROWS, dim=DIM, method="pruned", params={"serving": "int8"}),
+                          TableSpec("tb", ["b"], rows=ROWS // 2, dim=DIM)])
+    emb = build_embeddings(plan).eval()
+    with torch.no_grad():  # the DSL-trained, masked table
+        emb.ebc.embedding_bags["ta"].weight.copy_(weights["ta"] * masks["ta"])
+    report = export_embeddings(emb, tmp_path / "emb.pt")
+    served = load_exported(tmp_path / "emb.pt")
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([torch.arange(ROWS), torch.arange(ROWS // 2)]),
+                                              lengths=torch.cat([torch.ones(ROWS, dtype=torch.long),
+                                                                 torch.ones(ROWS // 2, dtype=torch.long),
+                                                                 torch.zeros(ROWS // 2, dtype=torch.long)]))
+    expected, got = emb(kjt)["a"], served(kjt)["a"]
+    bound = quantization_error_bound(weights["ta"] * masks["ta"], "int8")
+    assert torch.all((expected - got).abs().max(dim=1).values <= bound + 1e-6)
+    empty = ~masks["ta"].any(1)
+    assert torch.all(got[empty] == 0)
+    row = {t["table"]: t for t in report["tables"]}["ta"]
+    kept = int((~empty).sum())
+    assert row["bytes_before"] == ROWS * DIM * 4 and row["bytes_after"] < row["bytes_before"]
+    assert row["bytes_after"] >= kept * (DIM + 4)
