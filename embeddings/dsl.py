@@ -183,7 +183,8 @@ class DSLController:
         """Masks, gradient accumulators and counters, for checkpoints (plain tensors, `weights_only`-safe)."""
         return {"masks": {k: v.clone() for k, v in self.masks.items()},
                 "grad_acc": {k: v.clone() for k, v in self.grad_acc.items()},
-                "budget": self.budget, "updates": self.updates, "exchanged_total": self.exchanged_total}
+                "budget": self.budget, "updates": self.updates, "exchanged_total": self.exchanged_total,
+                "since_update": self._since_update}
 
     def load_state_dict(self, d: Mapping) -> None:
         """Restore from `state_dict()` and re-apply the masks to the weights."""
@@ -197,6 +198,7 @@ class DSLController:
             self.grad_acc[name].copy_(d["grad_acc"][name])
         self.budget, self.updates = int(d["budget"]), int(d["updates"])
         self.exchanged_total = int(d.get("exchanged_total", 0))
+        self._since_update = int(d.get("since_update", 0))
         self._apply_full_masks()
 
     @torch.no_grad()
