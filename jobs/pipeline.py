@@ -86,11 +86,16 @@ def select_stages(graph: list[Stage], cfg: RunConfig, from_stage: str | None, on
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: str | None = None,
                  only: str | None = None, force: bool = False,
-                 on_event: Callable[[str, StageOutcome | None], None] | None = None) -> list[StageOutcome]:
-    """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`."""
+                 on_event: Callable[[str, StageOutcome | None], None] | None = None,
+                 spark: Any = None) -> list[StageOutcome]:
+    """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`.
+
+    `spark`: a SparkSession to use (e.g. the one spark-submit made); by default one is started from
+    `cfg.engine.spark` the first time a stage needs it.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     stages, forced = select_stages(graph, cfg, from_stage, only)
-    ctx = StageContext(cfg=cfg, run_dir=run_dir)
+    ctx = StageContext(cfg=cfg, run_dir=run_dir, _spark=spark)
     outcomes: list[StageOutcome] = []
     emit = on_event or (lambda name, outcome: None)
     for stage in stages:
