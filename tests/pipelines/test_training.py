@@ -95,3 +95,16 @@ def test_dsl_keeps_the_tables_within_their_budget(encoded_ctr, tmp_path: Path):
     total = sum(t.numel() for t in tables)
     assert len(tables) == len(encoded_ctr["plan_obj"].tables)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)   # one global budget of 30% of the weights
+
+
+def test_early_stopping_ends_the_run_when_validation_auc_stops_improving(encoded_ctr, tmp_path: Path):
+    cfg = single_cfg(dense_learning_rate=1e-12, early_stopping_patience=1)
+    cfg.epochs = 5
+    out = tmp_path / "es"
+    out.mkdir()
+    s = train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, cfg,
+                    EmbeddingsConfig(learning_rate=1e-12), seed=0, show_progress=False)
+    per_epoch = encoded_ctr["schema"]["rows"]["train"] // 256
+    history = json.loads((out / "metrics.json").read_text())["history"]["validation"]
+    assert s["steps"] == 2 * per_epoch and len(history) == 2          # epoch 2 did not beat epoch 1: stop
+    assert history[1]["auc"] == pytest.approx(history[0]["auc"], abs=1e-4)
