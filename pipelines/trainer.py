@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import threading
@@ -124,7 +125,9 @@ def _ray_init(cfg: TrainConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # logical CPUs: the workers' share plus one for Ray Data's read tasks, so a small machine cannot deadlock
+        need = math.ceil(cfg.ray.num_workers * cfg.ray.cpus_per_worker) + 1
+        ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False)
 
 
 def _worker_user_error(err: BaseException) -> BaseException | None:
