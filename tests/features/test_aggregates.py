@@ -79,6 +79,20 @@ def test_aggregates_equal_brute_force_reference_and_never_see_the_event(spark, t
     meta = json.loads((tmp_path / "agg" / "aggregates.json").read_text())
     assert meta["keys"] == {"user": "C10", "item": "C11"} and meta["event_id"] == "event_id"
 
+    # the aggregates reach the OutRank ranking: rank `aggregates/` as the ingest folder, dense roles extended
+    from features.config import RankConfig
+    from features.outrank import rank
+
+    r = rank({"ingest": tmp_path / "agg"}, tmp_path / "rank", with_aggregate_roles(ds, [1, 7]),
+             RankConfig(heuristic="mi", pairs_top_k=0), spark, exclude=["ts", "event_id"])
+    assert r["features"] == 4 + 12
+    ranking = pd.read_csv(tmp_path / "rank" / "ranking.tsv", sep="\t").set_index("feature")
+    assert set(s["columns"]) <= set(ranking.index)
+    # coverage = share of rows where the aggregate is defined (ctr needs a key and some history)
+    assert ranking.loc["user_events_7d", "coverage"] == pytest.approx(merged["user_events_7d"].notna().mean())
+    assert ranking.loc["item_ctr_1d", "coverage"] == pytest.approx(merged["item_ctr_1d"].notna().mean())
+    assert (ranking["mi"] >= 0).all()
+
 
 @pytest.mark.spark
 def test_null_timestamps_and_missing_key_column_are_one_line_errors(spark, tmp_path):
