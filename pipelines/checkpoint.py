@@ -132,6 +132,6 @@ def publish(tmp: Path, final: Path) -> Path:
 
 
 def latest(parent: Path) -> Path | None:
-    """The newest published `step_*` folder under `parent`, if any."""
+    """The newest published `step_*` folder under `parent`, if any (`step_N_epoch` sorts after `step_N`)."""
     found = sorted(p for p in Path(parent).glob("step_*") if p.is_dir())
     return found[-1] if found else None

@@ -257,9 +257,14 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 **{f"seconds_{k}": round(v, 3) for k, v in timers.items()}}
 
+    saved_steps: set[int] = set()
+
     def checkpoint(metrics: dict) -> str:
         writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
-        return io.save(f"step_{state.step:08d}", writer, {**metrics, **stats()})
+        # names are unique per run (Ray requires it): an epoch end on a checkpoint step gets a suffix that sorts later
+        name = f"step_{state.step:08d}" + ("_epoch" if state.step in saved_steps else "")
+        saved_steps.add(state.step)
+        return io.save(name, writer, {**metrics, **stats()})
 
     out = Path(job.out)
     last_ckpt: str | None = None

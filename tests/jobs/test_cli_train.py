@@ -48,8 +48,12 @@ def test_train_on_given_stage_outputs_writes_the_train_stage(encoded, tmp_path: 
     stage = tmp_path / "run" / "train"
     manifest = json.loads((stage / "manifest.json").read_text())
     assert manifest["summary"]["steps"] == 6 and manifest["rows_in"] == 2400
-    assert json.loads((stage / "metrics.json").read_text())["training"]["mode"] == "single_process"
-    assert (stage / "model_card.md").exists() and (stage / "checkpoints" / "step_00000006").is_dir()
+    training = json.loads((stage / "metrics.json").read_text())["training"]
+    assert training["mode"] == "single_process"
+    # step 6 is both a checkpoint step and the end (max_steps): the end checkpoint gets its own name
+    assert sorted(p.name for p in (stage / "checkpoints").iterdir()) == ["step_00000006", "step_00000006_epoch"]
+    assert training["checkpoint"] == "checkpoints/step_00000006_epoch"
+    assert (stage / "model_card.md").exists()
 
 
 def test_user_mistakes_are_one_line_errors(encoded, tmp_path: Path):
