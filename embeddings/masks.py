@@ -97,7 +97,7 @@ def select(values: Tensor, n: int, largest: bool) -> Tensor:
     return torch.cat([strict.nonzero().squeeze(1), ties]).sort().values
 
 
-def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool) -> list[Tensor]:
+def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool, what: str = "values") -> list[Tensor]:
     """Bool tensors marking, over all tables together, the `n` candidate entries with the largest
     (or smallest) value; ties at the threshold go to the lower (table, flat position).
 
@@ -107,6 +107,8 @@ def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool)
     flat_v = [v.reshape(-1) for v in values]
     flat_c = [c.reshape(-1) for c in candidates]
     pool = torch.cat([v[c] for v, c in zip(flat_v, flat_c)])
+    if torch.isnan(pool).any():
+        raise ValueError(f"DSL prune/grow met NaN {what}; training diverged before the mask update")
     if pool.numel() <= n:
         return [c.clone() for c in flat_c]
     k = pool.numel() - n + 1 if largest else n
@@ -145,14 +147,12 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     if n == 0:
         return {name: m.clone() for name, m in zip(names, mask_list)}
     w_abs = [weights[name].detach().abs() for name in names]
-    if any(bool(torch.isnan(w).any()) for w in w_abs):
-        raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
-    pruned = _pick(w_abs, mask_list, n, largest=False)
+    pruned = _pick(w_abs, mask_list, n, largest=False, what="embedding weights")
     del w_abs
     # Growth ranks inactive weights with a non-zero accumulated gradient; only when there are
     # fewer than n of those do zero-gradient ones fill up (lowest position first).
     acc = [grad_acc[name].detach() for name in names]
-    grown = _pick(acc, [(~m) & (a != 0) for m, a in zip(mask_list, acc)], n, largest=True)
+    grown = _pick(acc, [(~m) & (a != 0) for m, a in zip(mask_list, acc)], n, largest=True, what="gradient magnitudes")
     missing = n - sum(int(g.sum()) for g in grown)
     for m, a, g in zip(mask_list, acc, grown):
         if missing <= 0:

@@ -396,3 +396,13 @@ def test_grad_window_accumulates_only_the_last_steps_before_an_update():
     # steps 0..2 are outside the window (nothing accumulated); steps 3 and 4 add |grad| = 1 per weight of rows 1..3
     assert seen == [0.0, 0.0, 0.0, 12.0, 24.0]
     assert float(dsl.grad_acc["t"].sum()) == 0.0  # reset by the update
+
+
+def test_prune_and_grow_refuses_nan_weights_among_active_ones():
+    w = torch.tensor([[float("nan"), 1.0], [0.5, 0.0]])
+    m = torch.tensor([[True, True], [False, False]])
+    with pytest.raises(ValueError, match="NaN embedding weights"):
+        prune_and_grow({"t": w}, {"t": m}, {"t": torch.ones(2, 2)}, 1)
+    # a NaN in an inactive (masked, zeroed at the next step) weight does not matter
+    new = prune_and_grow({"t": w}, {"t": ~m}, {"t": torch.ones(2, 2)}, 1)["t"]
+    assert new.int().tolist() == [[1, 0], [1, 0]]  # 0.0 pruned; the NaN position grown (tie: lower position)
