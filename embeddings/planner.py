@@ -191,7 +191,7 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
                 add(m, {}, D, rows)
         if "mixed_dim" in methods:
             d = D // 2
-            while d >= 1:
+            while d >= 4 and d % 4 == 0:  # FBGEMM's fused kernels need dims divisible by 4
                 add("mixed_dim", {"stored_dim": d}, d, rows)
                 d //= 2
     if "hashing" in methods:

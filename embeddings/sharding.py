@@ -102,6 +102,9 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
     for m in modules:
         configs = m.embedding_bag_configs() if hasattr(m, "embedding_bag_configs") else m.embedding_configs()
         for c in configs:
+            if c.embedding_dim % 4:
+                raise EmbeddingError(f"table '{c.name}': dim {c.embedding_dim} is not divisible by 4, which FBGEMM's "
+                                     "fused TBE kernels require; use dims (default_dim, mixed_dim stored_dim) of 4, 8, 16, ...")
             kernels = None if "data_parallel" in sharding_types else ["fused"]
             constraints[c.name] = ParameterConstraints(sharding_types=list(sharding_types), compute_kernels=kernels)
     topology = TopologyFactory.create_topology(TrainerConfig(world_size=dist.get_world_size(pg)),

@@ -2,7 +2,8 @@
 
 The projection is a learned `dim x stored_dim` matrix (no bias) applied after the lookup; being
 linear, projecting the pooled vector equals pooling the projected rows, so it is exact for bags.
-The planner gives low-frequency / low-score features the small dimension.
+The planner gives low-frequency / low-score features the small dimension. Stored dims are
+multiples of 4, as FBGEMM's fused TBE kernels require.
 
 Example:
     >>> from embeddings.spec import TableSpec
@@ -46,6 +47,9 @@ class MixedDim(CompressionMethod):
         sd = self._param(spec, "stored_dim", int, 1)
         if sd > spec.dim:
             raise MethodParamsError(f"table '{spec.name}': params.stored_dim={sd} exceeds dim={spec.dim}; use a smaller stored_dim")
+        if sd % 4:
+            raise MethodParamsError(f"table '{spec.name}': params.stored_dim={sd} must be divisible by 4 "
+                                    "(FBGEMM's fused TBE kernels need it); use 4, 8, ...")
 
     def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
         return [PhysicalTable("", spec.rows, int(spec.params["stored_dim"]))]

@@ -73,11 +73,11 @@ def test_qr_is_elementwise_product_of_quotient_and_remainder_rows():
 
 def test_mixed_dim_projects_pooled_rows_exactly():
     torch.manual_seed(0)
-    spec = TableSpec("t", ["f"], rows=10, dim=8, method="mixed_dim", params={"stored_dim": 2})
+    spec = TableSpec("t", ["f"], rows=10, dim=8, method="mixed_dim", params={"stored_dim": 4})
     emb = build_embeddings(EmbeddingPlan([spec]))
     w = _weights(emb, "t")
-    P = emb.combiners["t"].proj.weight.detach().numpy()  # [8, 2]
-    assert w.shape == (10, 2) and P.shape == (8, 2)
+    P = emb.combiners["t"].proj.weight.detach().numpy()  # [8, 4]
+    assert w.shape == (10, 4) and P.shape == (8, 4)
     out = emb(_kjt("f", BAGS))["f"].detach().numpy()
     ref = np.stack([(w[b] @ P.T).sum(0) if b else np.zeros(8, dtype=np.float32) for b in BAGS])
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
@@ -144,5 +144,7 @@ def test_registry_rejects_unknown_names_and_bad_params():
         build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=4, method="mixed_dim", params={"stored_dim": 8})]))
     with pytest.raises(MethodParamsError, match="divisible by 4"):
         build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=6, method="int4")]))
+    with pytest.raises(MethodParamsError, match="stored_dim=2 must be divisible by 4"):
+        build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=8, method="mixed_dim", params={"stored_dim": 2})]))
     with pytest.raises(MethodParamsError, match="must be a bool"):
         build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=8, method="int8", params={"qat": "yes"})]))

@@ -81,3 +81,5 @@ def test_unknown_optimizer_is_a_user_error():
         sparse_optimizer_class("adagradd")
     with pytest.raises(EmbeddingError, match="holds no TorchRec"):
         fbgemm_model(nn.Linear(2, 2), EmbeddingsConfig(), torch.device("cpu"))
+    with pytest.raises(EmbeddingError, match="dim 6 is not divisible by 4"):
+        fbgemm_model(build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=5, dim=6)])), EmbeddingsConfig(), torch.device("cpu"))

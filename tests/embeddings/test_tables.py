@@ -14,10 +14,10 @@ from embeddings.tables import build_embedding_collection, build_embeddings, reso
 
 def _plan() -> EmbeddingPlan:
     return EmbeddingPlan([
-        TableSpec("t_a", ["a", "a2"], rows=20, dim=4),
-        TableSpec("t_b", ["b"], rows=100, dim=4, method="qr", params={"m": 10}),
-        TableSpec("t_c", ["c"], rows=50, dim=4, method="mixed_dim", params={"stored_dim": 2}),
-        TableSpec("t_x", ["x"], rows=50, dim=4, method="drop"),
+        TableSpec("t_a", ["a", "a2"], rows=20, dim=8),
+        TableSpec("t_b", ["b"], rows=100, dim=8, method="qr", params={"m": 10}),
+        TableSpec("t_c", ["c"], rows=50, dim=8, method="mixed_dim", params={"stored_dim": 4}),
+        TableSpec("t_x", ["x"], rows=50, dim=8, method="drop"),
     ])
 
 
@@ -38,10 +38,10 @@ def test_one_ebc_holds_every_physical_table_and_output_follows_plan_order():
     assert emb.ebc.embedding_bag_configs()[0].feature_names == ["a", "a2"]  # a shared table
     kt = emb(_batch(("x", "c", "b", "a2", "a", "extra")))  # any key order, extra keys ignored
     assert kt.keys() == ["a", "a2", "b", "c"]
-    assert kt.values().shape == (2, 16)
+    assert kt.values().shape == (2, 32)
     w = emb.ebc.embedding_bags["t_a"].weight.detach()
     assert torch.allclose(kt["a"][1], w[2] + w[3]) and torch.allclose(kt["a2"][0], w[4])
-    assert torch.equal(kt["a2"][1], torch.zeros(4))
+    assert torch.equal(kt["a2"][1], torch.zeros(8))
 
 
 def test_gradients_reach_every_physical_table_and_projection():
@@ -54,9 +54,9 @@ def test_gradients_reach_every_physical_table_and_projection():
 
 def test_table_report_bytes():
     rows = {r["table"]: r for r in table_report(_plan())}
-    assert rows["t_a"]["bytes"] == rows["t_a"]["fp32_bytes"] == 20 * 4 * 4
-    assert rows["t_b"]["bytes"] == (10 + 10) * 16 and rows["t_b"]["fp32_bytes"] == 1600
-    assert rows["t_c"]["bytes"] == 50 * 2 * 4 + 2 * 4 * 4
+    assert rows["t_a"]["bytes"] == rows["t_a"]["fp32_bytes"] == 20 * 8 * 4
+    assert rows["t_b"]["bytes"] == (10 + 10) * 32 and rows["t_b"]["fp32_bytes"] == 3200
+    assert rows["t_c"]["bytes"] == 50 * 4 * 4 + 4 * 8 * 4
     assert rows["t_x"]["bytes"] == 0 and rows["t_x"]["fp32_bytes"] == 0
 
 
@@ -69,7 +69,7 @@ def test_input_errors_name_the_feature_and_the_fix():
     with pytest.raises(EmbeddingInputError, match="feature 'c': id 50 outside 0..49 .*vocab stage"):
         emb(KeyedJaggedTensor.from_lengths_sync(keys=["a", "a2", "b", "c"], values=torch.tensor([1, 2, 3, 50]),
                                                 lengths=torch.tensor([1, 1, 1, 1])))
-    assert emb(bad)["c"].shape == (1, 4)
+    assert emb(bad)["c"].shape == (1, 8)
     with pytest.raises(EmbeddingInputError, match="id -1"):
         emb(KeyedJaggedTensor.from_lengths_sync(keys=["a", "a2", "b", "c"], values=torch.tensor([-1, 2, 3, 4]),
                                                 lengths=torch.tensor([1, 1, 1, 1])))
@@ -93,8 +93,8 @@ def test_unpooled_collection_is_exact_per_id_for_qr_and_hashing():
     ids = np.array([3, 29, 8])
     np.testing.assert_allclose(out["cat"].values().detach().numpy(), h[((ids * 2654435761) & 0xFFFFFFFF) % 7], rtol=1e-6)
     with pytest.raises(MethodParamsError, match="one physical dim"):
-        build_embedding_collection(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=4, method="mixed_dim", params={"stored_dim": 2}),
-                                                  TableSpec("u", ["g"], rows=10, dim=4)]))
+        build_embedding_collection(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=8, method="mixed_dim", params={"stored_dim": 4}),
+                                                  TableSpec("u", ["g"], rows=10, dim=8)]))
 
 
 def test_device_auto_picks_cpu_here():
