@@ -406,3 +406,22 @@ def test_prune_and_grow_refuses_nan_weights_among_active_ones():
     # a NaN in an inactive (masked, zeroed at the next step) weight does not matter
     new = prune_and_grow({"t": w}, {"t": ~m}, {"t": torch.ones(2, 2)}, 1)["t"]
     assert new.int().tolist() == [[1, 0], [1, 0]]  # 0.0 pruned; the NaN position grown (tie: lower position)
+
+
+def test_gradient_hook_applies_per_id_weights_of_weighted_features():
+    torch.manual_seed(1)
+    ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="tw", num_embeddings=12, embedding_dim=3,
+                                                            feature_names=["w"])], is_weighted=True)
+    dsl = DSLController(ebc, _cfg(density=0.5, update_every=1000), total_steps=10_000)
+    ids, lengths = torch.tensor([1, 4, 4, 7, 1]), torch.tensor([2, 0, 3])
+    weights = torch.tensor([0.5, 2.0, -1.0, 3.0, 0.25])
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["w"], values=ids, lengths=lengths, weights=weights)
+    pooled = ebc(kjt)
+    dsl.observe(kjt, pooled)
+    target = torch.randn(pooled.values().shape, generator=torch.Generator().manual_seed(2))
+    (pooled.values() * target).sum().backward()
+    ref = ebc.embedding_bags["tw"].weight.detach().clone().requires_grad_()
+    out = torch.nn.functional.embedding_bag(ids, ref, torch.tensor([0, 2, 2]), mode="sum", per_sample_weights=weights)
+    (out * target).sum().backward()
+    assert torch.allclose(dsl.grad_acc["tw"], ref.grad.abs(), atol=1e-6)
+    assert float(dsl.grad_acc["tw"][4].sum()) > 0  # row 4 twice in one bag with weights 2 and -1
