@@ -341,6 +341,7 @@ def plot(results: list[Result], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     names = list(dict.fromkeys(r.dataset for r in results))
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
@@ -352,7 +353,9 @@ def plot(results: list[Result], path: Path) -> None:
         for method in dict.fromkeys(r.method for r in rs if r.method != "dense"):
             pts = sorted((r.bytes, r.auc) for r in rs if r.method == method)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.plot([dense.bytes], [dense.auc], marker="s", color="black")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on narrow ranges
         ax.set_xlabel("embedding memory (bytes, exported)")
         ax.set_ylabel("test AUC")
         ax.set_title(name)
