@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -99,7 +98,7 @@ def main() -> None:
         cmd = [*cores, str(exe), "--task", "ranking", "--data_path", str(folder / "data"), "--data_source", "csv-raw",
                "--heuristic", "MI-numba-randomized", "--target_ranking_only", "True", "--subsampling", "1",
                "--output_folder", str(folder / "outrank"), "--num_threads", "2",
-               "--include_cardinality_in_feature_names", "False", "--silent", "True"]
+               "--include_cardinality_in_feature_names", "False", "--disable_tqdm", "True"]
         t_outrank = timed(cmd, folder, folder / "outrank.log")
         (folder / "outrank_seconds.txt").write_text(f"{t_outrank}\n")
     else:

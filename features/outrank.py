@@ -4,7 +4,8 @@ Passes over the data: a profile (label classes, row count, malformed rows, which
 numeric), approxQuantile for dense columns, then ONE explode of every feature into
 (feature, value, label) rows and a group-by that yields every feature's count statistics at once.
 A second, smaller pass counts hashed feature pairs for the pair search (pair relevance and
-redundancy). The input is cached for these passes and released at the end.
+redundancy) from the prepared values, which are cached for it. Nothing is cached otherwise: a
+cache costs more to build than one more read of the input.
 
 Example:
     >>> summary = rank({"raw": Path("train.tsv")}, Path("out"), dataset, RankConfig(), spark)  # doctest: +SKIP
@@ -28,7 +29,7 @@ from features.discretize import bin_sql, quantile_splits
 from features.errors import DataError
 from features.estimators import Estimator, get_estimator
 from features.mi import adjusted_mutual_information, expected_mutual_information, select_3mr
-from features.rank_source import CORRUPT, RankSource, read_ingest, read_raw
+from features.rank_source import CORRUPT, NUMBER_RE, RankSource, read_ingest, read_raw
 
 MAX_LABEL_CLASSES = 50
 NULL_TOKEN = "\u0000missing"   # stands for a missing value inside a hashed pair
@@ -125,9 +126,9 @@ def _profile(src: RankSource) -> tuple[Any, list[str], dict[str, int]]:
     aggs = [F.expr("count(1)").alias("_rows")]
     if src.raw_text:
         aggs.append(F.expr(f"count({q(CORRUPT)})").alias("_bad"))
-    if src.infer_dense:
-        aggs += [F.expr(f"count({q(c)})").alias(f"n:{c}") for c in feats]
-        aggs += [F.expr(f"count(try_cast({q(c)} AS DOUBLE))").alias(f"d:{c}") for c in feats]
+    if src.infer_dense:  # the candidates looked numeric in the first rows; check every row
+        aggs += [F.expr(f"count({q(c)})").alias(f"n:{c}") for c in src.dense]
+        aggs += [F.expr(f"count(CASE WHEN {q(c)} RLIKE {sql_str(NUMBER_RE)} THEN 1 END)").alias(f"d:{c}") for c in src.dense]
     rows = [r.asDict() for r in df.groupBy(F.expr(f"CAST({q(src.label)} AS STRING)").alias("_label")).agg(*aggs)
             .limit(MAX_LABEL_CLASSES + 2).collect()]
     read = sum(r["_rows"] for r in rows)
@@ -145,10 +146,11 @@ def _profile(src: RankSource) -> tuple[Any, list[str], dict[str, int]]:
         raise DataError(f"{src.path}: label '{src.label}' has a single class ({only}); "
                         "ranking needs at least two classes: check --label or the file.")
     if src.infer_dense:
-        n = {c: sum(r[f"n:{c}"] for r in rows) for c in feats}
-        d = {c: sum(r[f"d:{c}"] for r in rows) for c in feats}
-        src.dense = [c for c in feats if n[c] > 0 and n[c] == d[c]]
-        src.categorical = [c for c in feats if c not in src.dense]
+        n = {c: sum(r[f"n:{c}"] for r in rows) for c in src.dense}
+        d = {c: sum(r[f"d:{c}"] for r in rows) for c in src.dense}
+        dense = [c for c in src.dense if n[c] > 0 and n[c] == d[c]]
+        src.categorical = [c for c in feats if c not in dense]
+        src.dense = dense
     if src.raw_text:
         df = df.where(f"{q(CORRUPT)} IS NULL").drop(CORRUPT)
     df = df.where(f"{q(src.label)} IS NOT NULL")
@@ -202,49 +204,43 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
         >>> res.features[0].name                                                            # doctest: +SKIP
     """
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     est = get_estimator(cfg.heuristic)
     clock = _Clock()
-    source_cached = src.df.persist(StorageLevel.MEMORY_AND_DISK)
-    src.df = source_cached
+    df, classes, info = _profile(src)
+    clock.lap("profile")
+    feats = src.features
+    if not feats:
+        raise DataError(f"{src.path}: no feature columns besides the label '{src.label}'.")
+    class_counts = np.array([info[f"class:{c}"] for c in classes], dtype=np.int64)
+    N = int(class_counts.sum())
+    splits = quantile_splits(spark, df, src.dense, cfg.bins)
+    clock.lap("quantiles")
+    copies = cfg.permutations if est.needs_background else 0
+    label = f"CAST({q(src.label)} AS STRING)"
+    y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
+    bg = background_sql(class_counts, cfg.seed, copies)
+    prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
+    if cfg.pairs_top_k > 0:  # the pair pass reads the prepared values again
+        prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        df, classes, info = _profile(src)
-        clock.lap("profile")
-        feats = src.features
-        if not feats:
-            raise DataError(f"{src.path}: no feature columns besides the label '{src.label}'.")
-        class_counts = np.array([info[f"class:{c}"] for c in classes], dtype=np.int64)
-        N = int(class_counts.sum())
-        splits = quantile_splits(spark, df, src.dense, cfg.bins)
-        clock.lap("quantiles")
-        copies = cfg.permutations if est.needs_background else 0
-        label = f"CAST({q(src.label)} AS STRING)"
-        y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
-        bg = background_sql(class_counts, cfg.seed, copies)
-        prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
-        if cfg.pairs_top_k > 0:  # the pair pass reads the prepared values again
-            prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            bcols = [f"_b{p}" for p in range(copies)]
-            long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
-                f"struct({i} AS g, _v{i} AS v)" for i in range(len(feats))) + "))")
-            counts = group_count_stats(long_df, len(classes), copies, class_counts)
-            clock.lap("features")
-            role = {**{c: "categorical" for c in src.categorical}, **{c: "dense" for c in src.dense},
-                    **{c: "multi_valued" for c in src.multi_valued}}
-            scores = []
-            for i, name in enumerate(feats):
-                gc = counts[i]
-                scores.append(FeatureScore(name=name, role=role[name], cardinality=gc.cardinality,
-                                           coverage=1.0 - gc.missing_rows / N, mi=gc.stats.mi(),
-                                           score=est.score(gc.stats), counts=gc, splits=splits.get(name)))
-            scores.sort(key=lambda s: (-s.score, s.name))
-            pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts, clock)
-        finally:
-            prepared.unpersist()
+        bcols = [f"_b{p}" for p in range(copies)]
+        long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
+            f"struct({i} AS g, _v{i} AS v)" for i in range(len(feats))) + "))")
+        counts = group_count_stats(long_df, len(classes), copies, class_counts)
+        clock.lap("features")
+        role = {**{c: "categorical" for c in src.categorical}, **{c: "dense" for c in src.dense},
+                **{c: "multi_valued" for c in src.multi_valued}}
+        scores = []
+        for i, name in enumerate(feats):
+            gc = counts[i]
+            scores.append(FeatureScore(name=name, role=role[name], cardinality=gc.cardinality,
+                                       coverage=1.0 - gc.missing_rows / N, mi=gc.stats.mi(),
+                                       score=est.score(gc.stats), counts=gc, splits=splits.get(name)))
+        scores.sort(key=lambda s: (-s.score, s.name))
+        pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts, clock)
     finally:
-        source_cached.unpersist()
+        prepared.unpersist()
     selection = _selection(scores, pairs, cfg)
     clock.lap("selection")
     return RankResult(seconds=clock.laps, label=src.label, classes=classes, rows=N, heuristic=est.name, noise_corrected=est.noise_corrected,

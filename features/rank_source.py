@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from features.config import DatasetConfig
 from features.errors import DataError
 
 CORRUPT = "_corrupt_record"
+NUMBER_RE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"   # what makes a raw column dense
+NUMBER = re.compile(NUMBER_RE)
 
 
 @dataclass
@@ -35,7 +38,7 @@ class RankSource:
     dense: list[str]
     multi_valued: list[str] = field(default_factory=list)
     raw_text: bool = False      # all columns are strings and `_corrupt_record` marks malformed rows
-    infer_dense: bool = False   # decide dense columns from the data (every value parses as a number)
+    infer_dense: bool = False   # `dense` holds candidates (numeric in the first rows) to check on all rows
 
     @property
     def features(self) -> list[str]:
@@ -75,6 +78,31 @@ def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = N
     return names
 
 
+def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000) -> list[str]:
+    """Columns whose non-empty values in the first `rows` data lines all look like numbers.
+
+    Example:
+        >>> numeric_in_sample(Path("t.csv"), ["y", "a", "b"], ",")       # doctest: +SKIP
+        ['y', 'b']
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    seen = {n: 0 for n in names}
+    bad: set[str] = set()
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        fh.readline()
+        for _, line in zip(range(rows), fh):
+            fields = line.rstrip("\r\n").split(sep)
+            if len(fields) != len(names):
+                continue
+            for n, v in zip(names, fields):
+                v = v.strip().strip('"')
+                if v:
+                    seen[n] += 1
+                    if n not in bad and not NUMBER.match(v):
+                        bad.add(n)
+    return [n for n in names if seen[n] and n not in bad]
+
+
 def delimiter_for(fmt: str) -> str:
     return {"csv": ",", "tsv": "\t"}.get(fmt, ",")
 
@@ -101,7 +129,13 @@ def read_raw(spark: Any, path: Path, label: str, fmt: str = "csv", exclude: list
     schema = StructType([StructField(n, StringType()) for n in names] + [StructField(CORRUPT, StringType())])
     df = (spark.read.schema(schema).option("header", True).option("sep", sep)
           .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT).csv(str(path)))
-    return _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued, names, raw_text=True)
+    src = _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued, names, raw_text=True)
+    if src.infer_dense:
+        numeric = set(numeric_in_sample(path, names, sep))
+        feats = src.categorical
+        src.dense = [c for c in feats if c in numeric]
+        src.categorical = [c for c in feats if c not in numeric]
+    return src
 
 
 def read_ingest(spark: Any, folder: Path, dataset: DatasetConfig) -> RankSource:

@@ -81,6 +81,7 @@ def rank_command(
     typer.echo(f"ranked {summary['features']} features on {summary['rows_out']:,} rows "
                f"({summary['rows_malformed']:,} malformed, {summary['rows_without_label']:,} without label) -> {output}")
     typer.echo("top: " + ", ".join(summary["top"]))
+    typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()))
 
 
 def register(app: typer.Typer) -> None:

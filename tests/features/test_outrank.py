@@ -175,7 +175,7 @@ def test_outputs_follow_the_stage_contract(ranked):
 
 @pytest.mark.parametrize("heuristic", list(ESTIMATORS))
 def test_spark_scores_equal_the_numpy_reference(spark, small_csv, heuristic):
-    from features.outrank import background_sql, q, score_features
+    from features.outrank import background_sql, score_features
     from features.rank_source import read_raw
 
     # pairs: the top feature and every low-cardinality categorical (the reference EMI is slow for two large ones)
