@@ -39,7 +39,8 @@ def random_mask(rows: int, dim: int, n_active: int, generator: torch.Generator |
         >>> int(random_mask(5, 4, 7, torch.Generator().manual_seed(0)).sum())
         7
     """
-    perm = torch.randperm(rows * dim, generator=generator)[:n_active]
+    total = rows * dim
+    perm = torch.randperm(total, generator=generator, dtype=torch.int32 if total < 2**31 else torch.int64)[:n_active]
     mask = torch.zeros(rows * dim, dtype=torch.bool)
     mask[perm] = True
     return mask.view(rows, dim).to(device)
@@ -61,9 +62,9 @@ def frequency_mask(rows: int, dim: int, n_active: int, counts: Tensor,
     counts = torch.as_tensor(counts)
     if counts.shape != (rows,):
         raise ValueError(f"frequency counts have shape {tuple(counts.shape)}, expected ({rows},): one count per row")
-    w = torch.log1p(counts.double().clamp(min=0)) + 1e-3
-    u = torch.rand(rows, dim, generator=generator, dtype=torch.float64).clamp(min=1e-300)
-    keys = (torch.log(u) / w[:, None]).reshape(-1)
+    w = (torch.log1p(counts.double().clamp(min=0)) + 1e-3).float()
+    u = torch.rand(rows, dim, generator=generator).clamp_(min=1e-30)
+    keys = u.log_().div_(w[:, None]).reshape(-1)  # float32, in place: one table-sized buffer
     mask = torch.zeros(rows * dim, dtype=torch.bool)
     mask[select(keys, n_active, largest=True)] = True
     return mask.view(rows, dim).to(device)
