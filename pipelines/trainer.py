@@ -56,7 +56,7 @@ def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_
     """The picklable job of one run; checks that the encoded splits exist."""
     vocab = Path(vocab)
     encoded = vocab / "encoded"
-    schema = EncodedSchema.load(vocab / "schema.json")
+    EncodedSchema.load(vocab / "schema.json")  # fails early, in one line, when the vocab stage is missing
     train_rows = count_rows(split_path(encoded, "train"))
     split_path(encoded, "validation")
     world = 1 if cfg.ray.single_process else cfg.ray.num_workers
@@ -65,7 +65,6 @@ def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_
     if steps == 0:
         raise UserError(f"{encoded / 'train'}: {train_rows} rows give no full batch of {per_worker} per worker; "
                         "lower training.batch_size")
-    del schema
     return LoopJob(encoded=str(encoded), schema_path=str(vocab / "schema.json"), plan_json=plan.to_json(), out=str(out),
                    train=cfg, embeddings=emb_cfg, seed=seed, global_batch=per_worker * world, steps_per_epoch=steps,
                    progress_path=str(Path(out) / ".progress.json"))
@@ -155,7 +154,9 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     _ray_init(cfg)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the same rows reach the same worker on a restart
-    datasets = {"train": ray.data.read_parquet(str(Path(job.encoded) / "train"))}
+    # the Parquet files only (Spark leaves _SUCCESS / .crc files beside them), in name order
+    files = sorted(str(p) for p in (Path(job.encoded) / "train").rglob("*.parquet"))
+    datasets = {"train": ray.data.read_parquet(files)}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,

@@ -16,12 +16,15 @@ from embeddings.config import EmbeddingsConfig
 from pipelines.config import TrainConfig
 from pipelines.loop import FAIL_MARKER
 from pipelines.trainer import train_stage
+from tests.pipelines.encoded_data import dense_plan
 
 AUC_TOLERANCE = 0.03
+EMB = EmbeddingsConfig(learning_rate=0.1)   # few steps: learn fast
 
 
 def _cfg(single: bool, fail_at: int | None = None) -> TrainConfig:
-    cfg = TrainConfig(batch_size=512, epochs=2, checkpoint_every=4, log_every=3, fail_at_step=fail_at, max_failures=1)
+    cfg = TrainConfig(batch_size=512, epochs=2, checkpoint_every=4, log_every=3, fail_at_step=fail_at, max_failures=1,
+                      dense_learning_rate=1e-2)
     cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
     cfg.ray.single_process = single
     cfg.ray.num_workers, cfg.ray.cpus_per_worker = 2, 0.5   # leaves a CPU for Ray Data's read tasks
@@ -30,11 +33,15 @@ def _cfg(single: bool, fail_at: int | None = None) -> TrainConfig:
 
 @pytest.mark.ray
 def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, encoded_ctr, tmp_path: Path):
-    inputs = {"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}
-    single = train_stage(inputs, tmp_path / "single", _cfg(True), EmbeddingsConfig(), seed=0, show_progress=False)
+    # main-effect features only: with the XOR pair, 18 steps either find the interaction or not, and AUC swings
+    # ±0.06 with the seed alone; on these the single-process seed spread is < 0.01
+    (tmp_path / "plan").mkdir()
+    dense_plan(encoded_ctr["schema"], dim=8, features=["C1", "C2", "C4", "C14"]).save(tmp_path / "plan" / "embedding_plan.json")
+    inputs = {"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}
+    single = train_stage(inputs, tmp_path / "single", _cfg(True), EMB, seed=0, show_progress=False)
 
     out = tmp_path / "ray"
-    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=6), EmbeddingsConfig(), seed=0, show_progress=False)
+    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=6), EMB, seed=0, show_progress=False)
 
     steps = 2 * ((encoded_ctr["schema"]["rows"]["train"] // 2) // 256)
     assert (out / FAIL_MARKER).read_text() == "6"                      # the planted failure happened
@@ -44,6 +51,7 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
     assert ray_summary["steps"] == steps == single["steps"]
     ckpt = out / m["training"]["checkpoint"]
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "train_state_rank1.pt"} <= {p.name for p in ckpt.iterdir()}
-    assert ray_summary["val_auc"] > 0.58
-    assert abs(ray_summary["val_auc"] - single["val_auc"]) < AUC_TOLERANCE
-    assert abs(ray_summary["test_auc"] - single["test_auc"]) < AUC_TOLERANCE
+    aucs = {k: (ray_summary[k], single[k]) for k in ("val_auc", "test_auc")}
+    assert ray_summary["val_auc"] > 0.6, aucs                            # single process: 0.633-0.640 over 3 seeds
+    assert abs(ray_summary["val_auc"] - single["val_auc"]) < AUC_TOLERANCE, aucs
+    assert abs(ray_summary["test_auc"] - single["test_auc"]) < AUC_TOLERANCE, aucs
