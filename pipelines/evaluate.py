@@ -100,6 +100,13 @@ def evaluate_run(checkpoint: Path, vocab: Path, plan: EmbeddingPlan, cfg: TrainC
             if values is not None and len(values) == len(y):
                 per_feature[f] = slice_auc(y, p, values, top=5, min_rows=max(20, len(y) // 200))
         out["slices"][s] = per_feature
+    if cfg.model.name == "lr":  # LR keeps its own dense tables of LR_DIM columns, whatever the plan's methods
+        from dataclasses import replace
+
+        from pipelines.ctr_model import LR_DIM
+
+        plan = EmbeddingPlan(tables=[replace(t, dim=LR_DIM, method="dense", params={}, bytes=t.rows * LR_DIM * 4)
+                                     for t in plan.tables])
     out["tables"] = table_bytes(plan)
     out["embedding_bytes"] = int(sum(t["bytes"] for t in out["tables"]))
     out["embedding_fp32_bytes"] = int(sum(t["fp32_bytes"] for t in out["tables"]))
