@@ -62,8 +62,8 @@ def aggregates_cmd(
                                                   "windows_days": cfg.store.windows_days})
     console.print(f"{'skipped (unchanged)' if m.skipped else 'wrote'} {output}: {m.rows_out:,} rows, "
                   f"{len(m.summary['columns'])} aggregate columns", highlight=False)
-    console.print(f"to rank them: rank `{output}` as the ingest folder with dense roles + "
-                  f"{', '.join(m.summary['columns'][:3])}...", highlight=False)
+    console.print(f"to rank them, rank {output} as the ingest folder with the dense roles extended "
+                  "(features.aggregates.with_aggregate_roles)", highlight=False)
 
 
 @features_app.command("register")
@@ -88,8 +88,9 @@ def register_cmd(
         m = _run(output, fn, inputs, {"dataset": cfg.dataset.model_dump(mode="json"),
                                       "store": cfg.store.model_dump(mode="json")})
     s = m.summary
-    console.print(f"{'skipped (unchanged)' if m.skipped else 'registered'} {output}: views {', '.join(s['views'])}; "
-                  f"services {', '.join(s['services'])}; {len(s['changes'])} change(s)", highlight=False)
+    changes = "inputs and config unchanged, not re-applied" if m.skipped else f"{len(s['changes'])} registry change(s)"
+    console.print(f"{output}: views {', '.join(s['views'])}; services {', '.join(s['services'])}; {changes}",
+                  highlight=False)
 
 
 @features_app.command("materialize")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_ctr import EVENTS, TTL_DAYS, ctr_dataset, write_ingest, write_vocab
+from tiny_ctr import EVENTS, TTL_DAYS, VOCAB, ctr_dataset, write_ingest
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,11 @@ def ctr_store(spark, tmp_path_factory) -> dict:
                       "label int, ts long, I1 double, C1 string, C10 string, C11 string", run / "ingest")
     ds = ctr_dataset()
     aggregates({"ingest": run / "ingest"}, run / "aggregates", ds, [1, 7], spark)
-    write_vocab(run / "vocab")
+    from features.config import VocabConfig
+    from features.vocab import build_vocab
+
+    # the real vocab stage; train period = the first two events (T, T+1h), so u2, u3, i3 and c are unseen
+    build_vocab({"ingest": run / "ingest"}, run / "vocab", ds, VocabConfig(**VOCAB), spark)
     cfg = StoreConfig(ttl_days=TTL_DAYS, windows_days=[1, 7])
     registered = register({"aggregates": run / "aggregates", "vocab": run / "vocab"}, run / "store", ds, cfg, spark)
     materialized = materialize(run / "store")

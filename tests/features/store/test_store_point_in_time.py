@@ -35,23 +35,31 @@ def test_values_written_after_the_event_are_never_used_and_ttl_expires(ctr_store
 
 @pytest.mark.spark
 def test_training_set_through_feast_matches_the_events_in_the_encoded_layout(ctr_store, tmp_path):
-    s = build_training_set({"store": ctr_store["store"]}, tmp_path, service="dlrm", validation_share=0.45, test_share=0.2)
+    vocab = ctr_store["run"] / "vocab"
+    s = build_training_set({"store": ctr_store["store"], "vocab": vocab}, tmp_path, service="dlrm")
     assert s["rows_in"] == s["rows_out"] == 7
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert schema["rows"] == {"train": 2, "validation": 3, "test": 2}
     assert schema["categorical"] == ["C1", "C10", "C11"] and schema["dense"][0] == "I1"
     assert schema["cuts"] == {"method": "time", "validation_start": T + 12 * H, "test_start": T + 3 * D}
-    assert schema["vocab_sizes"] == {"C1": 4, "C10": 4, "C11": 4}
+    assert schema["vocab_sizes"] == {"C1": 4, "C10": 3, "C11": 4}
     parts = {k: pd.read_parquet(tmp_path / "encoded" / k) for k in ("train", "validation", "test")}
     df = pd.concat(parts.values(), ignore_index=True)
     assert df["ts"].tolist() == sorted(df["ts"].tolist())
     assert str(df["label"].dtype) == "int32" and str(df["C10"].dtype) == "int64" and str(df["I1"].dtype) == "float32"
     assert df["label"].tolist() == [1, 0, 1, 1, 0, 1, 0]
-    # vocabulary ids: C10 u1->2, u3->3, u2 unseen->1, missing->0
-    assert df["C10"].tolist() == [2, 2, 3, 2, 1, 0, 2]
+    # vocabulary ids (built on T, T+1h): C10 u1->2, u3 and u2 unseen->1, missing->0; C1 a->2, b->3, c unseen
+    assert df["C10"].tolist() == [2, 2, 1, 2, 1, 0, 2]
+    assert df["C1"].tolist() == [2, 3, 2, 2, 0, 1, 2]
     np.testing.assert_allclose(df["I1"], np.log1p([3.0, 1.0, 7.0, 0.0, 5.0, 2.0, 0.0]), rtol=1e-6)
     # as-of-event aggregates (log1p): u1 had 0, 1, -, 2, -, -, 1 earlier events in 7 days
     np.testing.assert_allclose(df["user_events_7d"], np.log1p([0, 1, 0, 2, 0, 0, 1]), rtol=1e-6)
     # item i1 at T+2d: one earlier event (clicked) -> ctr 1; the two T+2d events do not see each other
     np.testing.assert_allclose(df["item_ctr_7d"], np.log1p([0, 0, 0, 1, 1, 0, 0.5]), rtol=1e-6)
-    assert schema["unseen"]["validation"]["C10"] == 1
+    assert schema["unseen"]["validation"]["C10"] == 2
+    # the columns both have are equal to the vocab stage's own encoded splits, row for row
+    for split, part in parts.items():
+        ref = pd.read_parquet(vocab / "encoded" / split)
+        cols = list(ref.columns)
+        pd.testing.assert_frame_equal(part[cols].sort_values(cols).reset_index(drop=True),
+                                      ref.sort_values(cols).reset_index(drop=True))

@@ -6,7 +6,6 @@ one event has no user. Items i1, i2, i3. The store is materialized up to just af
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ EVENTS = [  # label, ts, I1, C1, user (C10), item (C11)
     (1, T + 3 * D, 2.0, "c", None, "i2"),
     (0, T + 9 * D, 0.0, "a", "u1", "i1"),
 ]
-VOCAB = {"C1": {"a": 2, "b": 3}, "C10": {"u1": 2, "u3": 3}, "C11": {"i1": 2, "i2": 3}}
+VOCAB = {"min_count": 1, "validation_share": 0.45, "test_share": 0.2}   # cuts at T+12h and T+3d
 
 
 def ctr_dataset() -> DatasetConfig:
@@ -39,12 +38,3 @@ def write_ingest(spark, rows, columns, schema: str, folder: Path) -> pd.DataFram
     df = pd.DataFrame(rows, columns=columns)
     spark.createDataFrame(df.astype(object).where(df.notna(), None), schema).write.parquet(str(folder / "data"))
     return df
-
-
-def write_vocab(folder: Path) -> None:
-    rows = [(f, v, i, 1) for f, m in VOCAB.items() for v, i in m.items()]
-    (folder / "vocab").mkdir(parents=True)
-    pd.DataFrame(rows, columns=["feature", "value", "id", "count"]).to_parquet(folder / "vocab" / "part-0.parquet")
-    (folder / "sizes.json").write_text(json.dumps({f: len(m) + 2 for f, m in VOCAB.items()}))
-
-
