@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from features.errors import UserError
 from jobs.config import RunConfig
-from jobs.runs import MANIFEST, Manifest, run_stage
+from jobs.runs import MANIFEST, Manifest, run_stage, stage_is_current
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,19 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: 
                                 f"run without --only/--from first.")
         inputs = {**stage.raw_inputs(cfg), **{n: run_dir / n for n in stage.needs}}
         section_cfg = {"sections": cfg.section_hash(*stage.sections) if stage.sections else "", "seed": cfg.seed}
-        emit(stage.name, None)
         t0 = time.perf_counter()
+        must_run = force or stage.name in forced
+        if not must_run and stage_is_current(run_dir, stage.name, inputs, section_cfg, seed=cfg.seed):
+            m = Manifest.read(run_dir / stage.name)  # skipped without starting any engine
+            outcome = StageOutcome(stage.name, "skipped", time.perf_counter() - t0, m.rows_in, m.rows_out, m.summary)
+            outcomes.append(outcome)
+            emit(stage.name, outcome)
+            continue
+        emit(stage.name, None)
         try:
             fn = stage.run(ctx)
             m: Manifest = run_stage(run_dir, stage.name, fn, inputs, section_cfg, seed=cfg.seed,
-                                    force=force or stage.name in forced)
+                                    force=must_run)
         except Exception as err:  # noqa: BLE001 - reported as one line, traceback kept in a log
             log = None
             if not isinstance(err, UserError):
