@@ -66,8 +66,3 @@ def dense_optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optim
 
     params = [p for _, p in in_backward_optimizer_filter(model.named_parameters())]
     return (torch.optim.Adagrad if name == "adagrad" else torch.optim.Adam)(params, lr=lr)
-
-
-def fused_optimizer(model: nn.Module):
-    """The DMP's fused (in-backward) optimizer, whose state is part of every checkpoint."""
-    return model.fused_optimizer

@@ -91,6 +91,7 @@ class LocalIO:
 
     def __init__(self, job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> None:
         self.job = job
+        self.device = resolve_device(job.train.device)
         self.ckpt_dir = Path(job.out) / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.on_progress = on_progress
@@ -128,6 +129,12 @@ class RayIO:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
         torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
+        if job.train.device != "cpu" and torch.cuda.is_available():
+            import ray.train.torch
+
+            self.device = ray.train.torch.get_device()  # this worker's GPU, as Ray Train assigned it
+        else:
+            self.device = resolve_device(job.train.device)
 
     def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
         import ray.train
@@ -231,7 +238,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
     cfg = job.train
     rank, world = io.rank, io.world
-    device = resolve_device(cfg.device)
+    device = io.device
     per_worker = max(job.global_batch // world, 1)
     torch.manual_seed(job.seed)
     train_spec, val_spec = job.spec("train"), job.spec("validation")
