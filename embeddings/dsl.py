@@ -173,11 +173,11 @@ class DSLController:
 
     def active_weights(self) -> int:
         """Active weights over all DSL tables (never above `budget`)."""
-        return sum(int(m.sum()) for m in self.masks.values())
+        return sum(int(torch.count_nonzero(m)) for m in self.masks.values())
 
     def density_by_table(self) -> dict[str, float]:
         """Active share of each table's weights."""
-        return {name: float(m.sum()) / m.numel() for name, m in self.masks.items()}
+        return {name: float(torch.count_nonzero(m)) / m.numel() for name, m in self.masks.items()}
 
     def state_dict(self) -> dict:
         """Masks, gradient accumulators and counters, for checkpoints (plain tensors, `weights_only`-safe)."""
@@ -364,9 +364,14 @@ class DSLController:
                 if st.kind == "element":
                     st.tensor.masked_fill_(changed[rs, cs], 0)
                 else:  # the row's state is shared by this shard's columns: reset when none survived
-                    reset = ~kept[rs, cs].any(1) & either[rs, cs].any(1)
+                    reset = ~_any_per_row(kept[rs, cs]) & _any_per_row(either[rs, cs])
                     st.tensor.masked_fill_(reset, 0)
             old[name].copy_(new[name])
+
+
+def _any_per_row(mask: Tensor) -> Tensor:
+    """`mask.any(1)` through uint8 max, several times faster on CPU for bool tables."""
+    return mask.contiguous().view(torch.uint8).amax(1).bool() if mask.shape[1] else mask.any(1)
 
 
 def _mask_gradient(param: Tensor, mask: Tensor) -> None:

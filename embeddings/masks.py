@@ -93,7 +93,7 @@ def select(values: Tensor, n: int, largest: bool) -> Tensor:
     else:
         t = torch.kthvalue(values, n).values
         strict = values < t
-    need = n - int(strict.sum())
+    need = n - int(torch.count_nonzero(strict))
     ties = (values == t).nonzero().squeeze(1)[:need]
     return torch.cat([strict.nonzero().squeeze(1), ties]).sort().values
 
@@ -116,7 +116,7 @@ def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool,
     t = torch.kthvalue(pool, k).values
     del pool
     picked = [c & (v > t if largest else v < t) for v, c in zip(flat_v, flat_c)]
-    need = n - sum(int(p.sum()) for p in picked)
+    need = n - sum(int(torch.count_nonzero(p)) for p in picked)
     for v, c, p in zip(flat_v, flat_c, picked):
         if need <= 0:
             break
@@ -143,7 +143,7 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     """
     names = list(masks)
     mask_list = [masks[n] for n in names]
-    n_active = sum(int(m.sum()) for m in mask_list)
+    n_active = sum(int(torch.count_nonzero(m)) for m in mask_list)
     n = max(0, min(int(n_exchange), n_active, sum(m.numel() for m in mask_list) - n_active))
     if n == 0:
         return {name: m.clone() for name, m in zip(names, mask_list)}
@@ -154,7 +154,7 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     # fewer than n of those do zero-gradient ones fill up (lowest position first).
     acc = [grad_acc[name].detach() for name in names]
     grown = _pick(acc, [(~m) & (a != 0) for m, a in zip(mask_list, acc)], n, largest=True, what="gradient magnitudes")
-    missing = n - sum(int(g.sum()) for g in grown)
+    missing = n - sum(int(torch.count_nonzero(g)) for g in grown)
     for m, a, g in zip(mask_list, acc, grown):
         if missing <= 0:
             break
@@ -182,7 +182,7 @@ def density(mask: Tensor) -> float:
         >>> density(torch.tensor([[True, False], [False, False]]))
         0.25
     """
-    return float(mask.sum()) / max(1, mask.numel())
+    return float(torch.count_nonzero(mask)) / max(1, mask.numel())
 
 
 __all__ = ["active_count", "random_mask", "frequency_mask", "select", "prune_and_grow", "mask_changes", "density"]
