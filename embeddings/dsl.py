@@ -123,6 +123,7 @@ class DSLController:
         self.updates = 0
         self.exchanged_total = 0
         self._since_update = 0
+        self._steps_done = 0
         self._apply_full_masks()
 
     # -- public API -------------------------------------------------------------------------
@@ -142,9 +143,12 @@ class DSLController:
         lookups = self._lookups(kjt, pooled)
         for lk in lookups:
             self._touched[lk.table].append(lk.ids)
-        window = self.cfg.grad_window
-        in_window = window is None or self._since_update + 1 > self.cfg.update_every - window
-        if lookups and in_window and values.requires_grad:
+        window, every = self.cfg.grad_window, self.cfg.update_every
+        in_window = window is None or self._since_update + 1 > every - window
+        # once the schedule has ended no update exchanges anything: stop accumulating
+        next_update = (self._steps_done // every + 1) * every
+        useful = exchange_fraction(next_update, self.total_steps, self.cfg) > 0
+        if lookups and in_window and useful and values.requires_grad:
             values.register_hook(lambda grad, lookups=lookups: self._accumulate(grad, lookups))
 
     def after_step(self, step: int) -> dict:
@@ -155,6 +159,7 @@ class DSLController:
         """
         self._mask_touched_rows()
         self._since_update += 1
+        self._steps_done = step + 1
         stats: dict = {"step": step, "updated": False, "fraction": 0.0, "exchanged": 0, "budget": self.budget}
         if (step + 1) % self.cfg.update_every != 0:
             return stats
@@ -184,7 +189,7 @@ class DSLController:
         return {"masks": {k: v.clone() for k, v in self.masks.items()},
                 "grad_acc": {k: v.clone() for k, v in self.grad_acc.items()},
                 "budget": self.budget, "updates": self.updates, "exchanged_total": self.exchanged_total,
-                "since_update": self._since_update}
+                "since_update": self._since_update, "steps_done": self._steps_done}
 
     def load_state_dict(self, d: Mapping) -> None:
         """Restore from `state_dict()` and re-apply the masks to the weights."""
@@ -199,6 +204,7 @@ class DSLController:
         self.budget, self.updates = int(d["budget"]), int(d["updates"])
         self.exchanged_total = int(d.get("exchanged_total", 0))
         self._since_update = int(d.get("since_update", 0))
+        self._steps_done = int(d.get("steps_done", 0))
         self._apply_full_masks()
 
     @torch.no_grad()

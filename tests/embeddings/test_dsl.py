@@ -381,7 +381,8 @@ def test_dsl_inside_dmp_with_fused_rowwise_adagrad_keeps_budget_and_trains(shard
 
 def test_grad_window_accumulates_only_the_last_steps_before_an_update():
     ebc = _ebc(("t", 30, 4, ["f"], PoolingType.SUM))
-    dsl = DSLController(ebc, _cfg(density=0.5, update_every=5, grad_window=2, initial_exchange=0.0), total_steps=100)
+    dsl = DSLController(ebc, _cfg(density=0.5, update_every=5, grad_window=2, initial_exchange=0.3, end_fraction=1.0),
+                        total_steps=100)
     opt = torch.optim.SGD(ebc.parameters(), lr=0.0)  # weights fixed: every step's gradient is the same
     kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1]))
     seen = []
@@ -425,3 +426,19 @@ def test_gradient_hook_applies_per_id_weights_of_weighted_features():
     (out * target).sum().backward()
     assert torch.allclose(dsl.grad_acc["tw"], ref.grad.abs(), atol=1e-6)
     assert float(dsl.grad_acc["tw"][4].sum()) > 0  # row 4 twice in one bag with weights 2 and -1
+
+
+def test_no_gradient_accumulation_once_the_schedule_has_ended():
+    ebc = _ebc(("t", 20, 2, ["f"], PoolingType.SUM))
+    dsl = DSLController(ebc, _cfg(density=0.5, update_every=2, end_fraction=0.5), total_steps=8)
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([3]), lengths=torch.tensor([1]))
+    sums = []
+    for step in range(8):
+        pooled = ebc(kjt)
+        dsl.observe(kjt, pooled)
+        pooled.values().sum().backward()
+        sums.append(float(dsl.grad_acc["t"].sum()))
+        dsl.after_step(step)
+    # updates come after 2, 4, 6, 8 steps; only the first exchanges (the schedule ends at 0.5 * 8 = 4),
+    # so only steps 0 and 1 accumulate (|grad| = 1 on both weights of row 3 each step)
+    assert sums == [2.0, 4.0] + [0.0] * 6
