@@ -126,8 +126,10 @@ def _profile(src: RankSource) -> tuple[Any, list[str], dict[str, int]]:
     aggs = [F.expr("count(1)").alias("_rows")]
     if src.raw_text:
         aggs.append(F.expr(f"count({q(CORRUPT)})").alias("_bad"))
+        # every column is read, so the CSV parser (which prunes unread columns) judges a row
+        # malformed exactly as the counting pass will
+        aggs += [F.expr(f"count({q(c)})").alias(f"n:{c}") for c in feats]
     if src.infer_dense:  # the candidates looked numeric in the first rows; check every row
-        aggs += [F.expr(f"count({q(c)})").alias(f"n:{c}") for c in src.dense]
         aggs += [F.expr(f"count(CASE WHEN {q(c)} RLIKE {sql_str(NUMBER_RE)} THEN 1 END)").alias(f"d:{c}") for c in src.dense]
     rows = [r.asDict() for r in df.groupBy(F.expr(f"CAST({q(src.label)} AS STRING)").alias("_label")).agg(*aggs)
             .limit(MAX_LABEL_CLASSES + 2).collect()]
