@@ -169,9 +169,10 @@ def write_sources(agg_dir: Path, out: Path, dataset: DatasetConfig, spark, vocab
             raise DataError(f"{items_path}: the item table of '{dataset.name}' is missing; pass the ingest folder "
                             "(--ingest) that holds items/.")
         items = spark.read.parquet(str(items_path)).withColumnRenamed(dataset.items.item_id, joins["item"])
-        first = df.agg(F.min(TIMESTAMP)).first()[0]
+        first = int(df.agg(F.min(ts)).first()[0])   # epoch seconds: no driver time zone involved
         attrs = [c for c in dataset.items.categorical + dataset.items.multi_valued if c in items.columns]
-        items = items.select(joins["item"], F.lit(first).cast("timestamp").alias(TIMESTAMP), *attrs).orderBy(joins["item"])
+        items = items.select(joins["item"], F.timestamp_seconds(F.lit(first)).alias(TIMESTAMP), *attrs)
+        items = items.orderBy(joins["item"])
         _write(items, out / "data" / "items", spark)
         views.append(_view("items", ["item"], items, attrs, ttl=False))
     entities = {"event": {"join_key": EVENT_ID, "type": "int64"},
