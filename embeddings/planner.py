@@ -3,7 +3,8 @@
 Each embedding feature (role `categorical` / `multi_valued` / an id role) gets a ladder of options
 from the methods allowed in `cfg.methods`: dense at `default_dim` (or DSL-sparse at
 `cfg.dsl.density` when DSL is on), fp16, int8, int4, mixed_dim at dim/2, dim/4, ..., hashing
-and qr at 2x, 4x, ... fewer rows, and drop. Each option has bytes (the method's own
+and qr at 2x, 4x, ... fewer rows (each of these three also served int8 / int4 when those methods
+are allowed), and drop. Each option has bytes (the method's own
 `table_bytes`) and a *kept quality* in [0, 1] (a documented heuristic, see `_quality`). The
 planner starts every selected feature at its best option and, while the plan is over budget,
 applies the downgrade with the least lost utility per byte saved, where utility = kept quality x
@@ -137,17 +138,23 @@ def load_feature_spec(source: list[dict] | str | Path) -> list[Feature]:
 
 # -- options -----------------------------------------------------------------------------------
 
-def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: int, density: float | None) -> float:
+PRECISION_QUALITY = {"fp16": 0.9995, "int8": 0.998, "int4": 0.99}
+
+
+def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: int, density: float | None,
+             serving: str = "fp32") -> float:
     """Kept quality of an option (heuristic, monotone in memory; 1 = dense at default_dim).
 
-    Precision costs little (fp16 0.999, int8 0.995, int4 0.97); a smaller stored dim costs
+    Precision costs little (fp16 0.9995, int8 0.998, int4 0.99: row-wise int4 served CTR tables at
+    5.3x with no measurable AUC loss in benchmarks/compression_tradeoff.py); it multiplies with the
+    other costs when hashing / qr / mixed_dim tables are served quantized; a smaller stored dim costs
     (d/D)^0.3; fewer rows cost 1/(1 + a*log2(rows/stored_rows)) with a = 0.15 for hashing and 0.1
     for qr (distinct vectors per id). A DSL option (dense rows trained sparse at the user's
     density, replacing dense when DSL is on) counts as full quality: the user chose the density,
     and Wang et al. report little loss at 80% sparsity."""
     if method == "drop":
         return 0.0
-    q = {"fp16": 0.999, "int8": 0.995, "int4": 0.97}.get(method, 1.0)
+    q = PRECISION_QUALITY.get(method, 1.0) * PRECISION_QUALITY.get(serving, 1.0)
     if method == "mixed_dim":
         q *= (dim / default_dim) ** 0.3
     if method in ("hashing", "qr") and stored_rows < rows:
@@ -171,13 +178,18 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
     opts: list[Option] = []
     methods = cfg.methods
 
+    # hashing / qr / mixed_dim tables may also be served quantized, when those methods are allowed
+    servings = ["fp32"] + [p for p in ("int8", "int4") if p in methods and not (p == "int4" and D % 4)]
+
     def add(method: str, params: dict, dim: int, stored_rows: int, density: float | None = None) -> None:
-        if density is not None:
-            b = _dsl_bytes(rows, dim, density)
-        else:
-            b = get_method(method).table_bytes(rows, dim, params)
-        q = _quality(method, rows, dim, D, stored_rows, density)
-        opts.append(Option(method, tuple(sorted(params.items())), dim, b, q, rows, density))
+        for serving in (servings if method in ("hashing", "qr", "mixed_dim") else ["fp32"]):
+            p = dict(params, serving=serving) if serving != "fp32" else params
+            if density is not None:
+                b = _dsl_bytes(rows, dim, density)
+            else:
+                b = get_method(method).table_bytes(rows, dim, p)
+            q = _quality(method, rows, dim, D, stored_rows, density, serving)
+            opts.append(Option(method, tuple(sorted(p.items())), dim, b, q, rows, density))
 
     capped = cfg.max_rows is not None and rows > cfg.max_rows
     if not capped:

@@ -102,6 +102,18 @@ class CompressionMethod:
     def allowed_params(self) -> tuple[str, ...]:
         return ()
 
+    def serving_of(self, spec: TableSpec) -> str:
+        """How the physical tables are stored when exported: `params.serving` (fp32 by default)
+        for methods that allow it (hashing, qr, mixed_dim can also be served fp16 / int8 / int4)."""
+        return spec.params.get("serving", "fp32")
+
+    def _check_serving(self, spec: TableSpec) -> None:
+        s = spec.params.get("serving", "fp32")
+        if s not in SERVING_BITS:
+            raise MethodParamsError(f"table '{spec.name}': params.serving={s!r} is unknown; use one of {', '.join(SERVING_BITS)}")
+        if s == "int4" and any(p.dim % 4 for p in self.physical_tables(spec)):
+            raise MethodParamsError(f"table '{spec.name}': int4 rows need dims divisible by 4 (FBGEMM alignment)")
+
     def _param(self, spec: TableSpec, key: str, kind: type, lo: float | None = None) -> Any:
         if key not in spec.params:
             raise MethodParamsError(f"table '{spec.name}': method '{self.name}' needs params.{key}; add it to the plan")

@@ -40,14 +40,15 @@ class Hashing(CompressionMethod):
     any_ids = True
 
     def allowed_params(self) -> tuple[str, ...]:
-        return ("buckets",)
+        return ("buckets", "serving")
 
     def check(self, spec: TableSpec) -> None:
         super().check(spec)
         self._param(spec, "buckets", int, 1)
+        self._check_serving(spec)
 
     def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
-        return [PhysicalTable("", int(spec.params["buckets"]), spec.dim)]
+        return [PhysicalTable("", int(spec.params["buckets"]), spec.dim, serving=self.serving_of(spec))]
 
     def transform_ids(self, spec: TableSpec, ids: torch.Tensor) -> list[torch.Tensor]:
         return [hash_bucket(ids, int(spec.params["buckets"]))]

@@ -40,7 +40,7 @@ class MixedDim(CompressionMethod):
     name = "mixed_dim"
 
     def allowed_params(self) -> tuple[str, ...]:
-        return ("stored_dim",)
+        return ("stored_dim", "serving")
 
     def check(self, spec: TableSpec) -> None:
         super().check(spec)
@@ -50,9 +50,10 @@ class MixedDim(CompressionMethod):
         if sd % 4:
             raise MethodParamsError(f"table '{spec.name}': params.stored_dim={sd} must be divisible by 4 "
                                     "(FBGEMM's fused TBE kernels need it); use 4, 8, ...")
+        self._check_serving(spec)
 
     def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
-        return [PhysicalTable("", spec.rows, int(spec.params["stored_dim"]))]
+        return [PhysicalTable("", spec.rows, int(spec.params["stored_dim"]), serving=self.serving_of(spec))]
 
     def combiner(self, spec: TableSpec) -> nn.Module:
         return Projection(int(spec.params["stored_dim"]), spec.dim)

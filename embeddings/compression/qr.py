@@ -42,16 +42,17 @@ class QuotientRemainder(CompressionMethod):
     name = "qr"
 
     def allowed_params(self) -> tuple[str, ...]:
-        return ("m",)
+        return ("m", "serving")
 
     def check(self, spec: TableSpec) -> None:
         super().check(spec)
         self._param(spec, "m", int, 1)
+        self._check_serving(spec)
 
     def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
         m = int(spec.params["m"])
-        return [PhysicalTable("q", math.ceil(spec.rows / m), spec.dim),
-                PhysicalTable("r", m, spec.dim, init_range=(0.5, 1.5))]
+        return [PhysicalTable("q", math.ceil(spec.rows / m), spec.dim, serving=self.serving_of(spec)),
+                PhysicalTable("r", m, spec.dim, serving=self.serving_of(spec), init_range=(0.5, 1.5))]
 
     def transform_ids(self, spec: TableSpec, ids: torch.Tensor) -> list[torch.Tensor]:
         m = int(spec.params["m"])

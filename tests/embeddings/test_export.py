@@ -100,3 +100,31 @@ def test_cli_inspect_shows_the_stored_bytes(tmp_path):
     assert f"total {report['bytes_after']:,} bytes" in res.output
     res = CliRunner().invoke(app, ["embeddings", "methods"])
     assert res.exit_code == 0 and "qr" in res.output and "hashing" in res.output
+
+
+def test_qr_and_hashing_served_int8_equal_dequantized_reference(tmp_path):
+    from embeddings.compression import get_method
+
+    torch.manual_seed(0)
+    plan = EmbeddingPlan([TableSpec("t_q", ["q"], rows=200, dim=8, method="qr", params={"m": 16, "serving": "int8"}),
+                          TableSpec("t_h", ["h"], rows=500, dim=8, method="hashing", params={"buckets": 17, "serving": "int4"})])
+    assert get_method("qr").spec_bytes(plan.tables[0]) == (13 + 16) * (8 + 4)
+    assert get_method("hashing").spec_bytes(plan.tables[1]) == 17 * (4 + 4)
+    emb = build_embeddings(plan).eval()
+    export_embeddings(emb, tmp_path / "emb.pt")
+    served = load_exported(tmp_path / "emb.pt")
+    w = trained_weights(emb)
+
+    def deq(x, bits):
+        return torch.ops.fbgemm.FusedNBitRowwiseQuantizedSBHalfToFloat(
+            torch.ops.fbgemm.FloatOrHalfToFusedNBitRowwiseQuantizedSBHalf(x, bits), bits)
+
+    q, r, h = deq(w["t_q__q"], 8), deq(w["t_q__r"], 8), deq(w["t_h"], 4)
+    ids = torch.tensor([0, 15, 16, 199])
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["q", "h"], values=torch.cat([ids, ids]), lengths=torch.ones(8, dtype=torch.int32))
+    out = served(kjt)
+    assert torch.allclose(out["q"], q[ids // 16] * r[ids % 16], atol=1e-6)
+    hb = ((ids * 2654435761) & 0xFFFFFFFF) % 17
+    assert torch.allclose(out["h"], h[hb], atol=1e-6)
+    with pytest.raises(Exception, match="params.serving='int3' is unknown"):
+        build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=50, dim=8, method="hashing", params={"buckets": 5, "serving": "int3"})]))

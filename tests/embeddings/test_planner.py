@@ -55,7 +55,7 @@ def test_high_score_features_keep_more_than_low_score_ones():
     plan = plan_embeddings(SPEC, EmbeddingsConfig(compression_ratio=30))
     ratio = {t.features[0]: t.fp32_bytes / t.bytes for t in plan.tables}
     assert ratio["noise_big"] > ratio["user"] > 1 and ratio["user"] > ratio["item"]
-    assert ratio["noise_big"] > 1000
+    assert ratio["noise_big"] > 30  # compressed more than the plan as a whole
     assert plan_embeddings(SPEC, EmbeddingsConfig(compression_ratio=4)).table_for("item").method == "dense"
     assert plan.tables[0].features == ["item"]  # tables listed by score
     generous = plan_embeddings(SPEC, EmbeddingsConfig())
