@@ -312,6 +312,13 @@ class DSLController:
             mask = self.masks[name]
             rows = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else mask.new_zeros(0, dtype=torch.long)
             parts.clear()
+            if self.tables[name].dense_param is not None:
+                # a dense optimizer steps every row (momentum moves untouched ones too, e.g. when its
+                # state was not handed to us): re-mask the whole table, as cheap as that step itself
+                for shard in self.tables[name].shards:
+                    rs, cs = shard.full
+                    shard.tensor.mul_(mask[rs, cs].view(torch.uint8))
+                continue
             rows = _gather_rows(rows)
             for shard in self.tables[name].shards:
                 r, c = shard.tensor.shape

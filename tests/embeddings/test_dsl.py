@@ -442,3 +442,21 @@ def test_no_gradient_accumulation_once_the_schedule_has_ended():
     # updates come after 2, 4, 6, 8 steps; only the first exchanges (the schedule ends at 0.5 * 8 = 4),
     # so only steps 0 and 1 accumulate (|grad| = 1 on both weights of row 3 each step)
     assert sums == [2.0, 4.0] + [0.0] * 6
+
+
+def test_dense_optimizer_momentum_cannot_revive_pruned_weights_even_unregistered():
+    torch.manual_seed(3)
+    ebc = _ebc(("t", 16, 4, ["f"], PoolingType.SUM))
+    opt = torch.optim.Adam(ebc.parameters(), lr=0.05)  # deliberately not handed to the controller
+    dsl = DSLController(ebc, _cfg(density=0.3, update_every=2, initial_exchange=0.5, end_fraction=1.0), total_steps=40)
+    gen = torch.Generator().manual_seed(4)
+    for step in range(30):
+        kjt = _batch(["f"], {"f": 16}, 4, gen)
+        pooled = ebc(kjt)
+        dsl.observe(kjt, pooled)
+        pooled.values().pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        dsl.after_step(step)
+        weight = ebc.embedding_bags["t"].weight
+        assert int(torch.count_nonzero(weight[~dsl.masks["t"]])) == 0, step
