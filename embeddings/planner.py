@@ -148,8 +148,9 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
     Precision costs little (fp16 0.9995, int8 0.998, int4 0.99: row-wise int4 served CTR tables at
     5.3x with no measurable AUC loss in benchmarks/compression_tradeoff.py); it multiplies with the
     other costs when hashing / qr / mixed_dim tables are served quantized; a smaller stored dim costs
-    (d/D)^0.3; fewer rows cost 1/(1 + a*log2(rows/stored_rows)) with a = 0.15 for hashing and 0.1
-    for qr (distinct vectors per id). A DSL option (dense rows trained sparse at the user's
+    (d/D)^0.3; fewer rows cost 1/(1 + a*log2(rows/stored_rows)) with a = 0.15 for hashing and 0.3
+    for qr (QR lost more AUC than hashing at the same bytes in benchmarks/compression_tradeoff.py,
+    though it gives every id a distinct vector). A DSL option (dense rows trained sparse at the user's
     density, replacing dense when DSL is on) counts as full quality: the user chose the density,
     and Wang et al. report little loss at 80% sparsity."""
     if method == "drop":
@@ -158,7 +159,7 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
     if method == "mixed_dim":
         q *= (dim / default_dim) ** 0.3
     if method in ("hashing", "qr") and stored_rows < rows:
-        a = 0.15 if method == "hashing" else 0.1
+        a = 0.15 if method == "hashing" else 0.3
         q /= 1 + a * math.log2(rows / stored_rows)
     return q
 
