@@ -15,7 +15,7 @@ import typer
 
 from features.errors import UserError
 
-sessions_app = typer.Typer(help="Session models: M2TRec, SASRec, GRU4Rec, popularity; train, evaluate, compare.",
+sessions_app = typer.Typer(help="Session models: M2TRec, SASRec, GRU4Rec, popularity; prepare data, train, evaluate side by side.",
                            no_args_is_help=True)
 
 
