@@ -173,23 +173,20 @@ def test_outputs_follow_the_stage_contract(ranked):
 
 # ---- Spark equals the numpy reference, for every estimator --------------------------------------
 
-@pytest.mark.parametrize("heuristic", list(ESTIMATORS))
-def test_spark_scores_equal_the_numpy_reference(spark, small_csv, heuristic):
+def test_spark_scores_equal_the_numpy_reference_for_every_estimator(spark, small_csv):
+    """One Spark run (mi-shifted, so its count tables also hold the random label copies); every
+    estimator's score of those Spark-made count tables must equal the cell-by-cell reference."""
     from features.outrank import background_sql, score_features
     from features.rank_source import read_raw
 
     # pairs: the top feature and every low-cardinality categorical (the reference EMI is slow for two large ones)
-    cfg = RankConfig(heuristic=heuristic, permutations=3, seed=11, bins=8, pairs_top_k=1, pair_buckets=2**62)
+    cfg = RankConfig(heuristic="mi-shifted", permutations=3, seed=11, bins=8, pairs_top_k=1, pair_buckets=2**62)
     res = score_features(spark, read_raw(spark, small_csv, "label", "csv"), cfg)
     df = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
     y = df["label"].to_numpy()
-    n = len(df)
-    background = []
-    if ESTIMATORS[heuristic].needs_background:
-        src = read_raw(spark, small_csv, "label", "csv").df
-        counts = np.array([(y == c).sum() for c in res.classes])
-        bg = src.selectExpr(*background_sql(counts, cfg.seed, cfg.permutations)).toPandas()
-        background = [bg[c].to_numpy() for c in bg.columns]
+    counts = np.array([(y == c).sum() for c in res.classes])
+    bg = read_raw(spark, small_csv, "label", "csv").df.selectExpr(*background_sql(counts, cfg.seed, cfg.permutations)).toPandas()
+    background = [bg[c].to_numpy() for c in bg.columns]
     values = {}
     for f in res.features:
         col = df[f.name].to_numpy()
@@ -200,19 +197,41 @@ def test_spark_scores_equal_the_numpy_reference(spark, small_csv, heuristic):
             col = np.where(col == "", "<missing>", col)
         values[f.name] = col
         assert f.mi == pytest.approx(ref_mi(ref_table(col, y)), abs=1e-9), f.name
-        assert f.score == pytest.approx(ref_score(heuristic, col, y, background), abs=1e-9), f.name
+        for name, est in ESTIMATORS.items():
+            expected = ref_score(name, col, y, background)
+            assert est.score(f.counts.stats) == pytest.approx(expected, abs=1e-9), (name, f.name)
+        assert f.score == pytest.approx(ref_score("mi-shifted", col, y, background), abs=1e-9)
         assert f.coverage == pytest.approx((col != "<missing>").mean(), abs=1e-12)
         assert f.cardinality == len(set(col) - {"<missing>"})
     assert {f.role for f in res.features} == {"categorical", "dense"}
-    assert res.rows == n and len(res.pairs) >= 6
+    assert res.rows == len(df) and len(res.pairs) >= 6
     for p in res.pairs:
         a, b = values[p.a], values[p.b]
         joint = np.array([f"{u}\x01{v}" for u, v in zip(a, b)], dtype=object)
-        assert p.score == pytest.approx(ref_score(heuristic, joint, y, background), abs=1e-9), (p.a, p.b)
+        assert p.mi == pytest.approx(ref_mi(ref_table(joint, y)), abs=1e-9), (p.a, p.b)
+        assert p.score == pytest.approx(ref_score("mi-shifted", joint, y, background), abs=1e-9), (p.a, p.b)
         t_ab = ref_table(a, b)
         fmi = ref_mi(t_ab)
         ami = adjusted_mutual_information(fmi, ref_emi(t_ab.sum(1), t_ab.sum(0)), entropy(t_ab.sum(1)), entropy(t_ab.sum(0)))
         assert p.feature_mi == pytest.approx(fmi, abs=1e-9) and p.redundancy == pytest.approx(ami, abs=1e-9)
+
+
+def test_mi_permutation_pair_scores_equal_the_reference(spark, small_csv):
+    """The pair pass with the default estimator: pair score = MI - E[MI] of the joint values."""
+    from features.outrank import score_features
+    from features.rank_source import read_raw
+
+    cfg = RankConfig(bins=8, pairs_top_k=1, pair_buckets=2**62)
+    res = score_features(spark, read_raw(spark, small_csv, "label", "csv", categorical=["C1", "C7", "C8", "C12"], dense=[]), cfg)
+    df = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
+    y = df["label"].to_numpy()
+    by = {f.name: f for f in res.features}
+    assert len(res.pairs) == 6
+    for p in res.pairs:
+        a, b = (np.where(df[c].to_numpy() == "", "<missing>", df[c].to_numpy()) for c in (p.a, p.b))
+        joint = np.array([f"{u}\x01{v}" for u, v in zip(a, b)], dtype=object)
+        assert p.score == pytest.approx(ref_score("mi-permutation", joint, y, []), abs=1e-9)
+        assert p.gain == pytest.approx(p.score - by[p.a].score - by[p.b].score, abs=1e-12)
 
 
 # ---- inputs: ingest output, malformed rows, errors ----------------------------------------------
