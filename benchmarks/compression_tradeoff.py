@@ -9,7 +9,7 @@ Trains the same small CTR model (models/dlrm.py DLRM over `PlanEmbeddings`, wrap
   bucket, gender, occupation, zip prefix, release year and genres (multi-valued) as categoricals;
 both split by time (first 80% train, last 20% test). For each method M and ratio r the planner is
 asked for a plan with methods [dense, M] at compression_ratio r (so it chooses which tables to
-compress, by a plug-in mutual-information score computed on the train split); `planner` may use
+compress, by a noise-corrected mutual-information score computed on the train split); `planner` may use
 every method; `dsl` trains every dense table sparse at density 1/r (and at 0.2 = 80% sparsity).
 Every model is evaluated on its EXPORTED form (FBGEMM IntNBit TBE), so int8/int4 are measured
 as served. Memory is the export's bytes (DSL: the `pruned` export, rows with no active weight
@@ -77,17 +77,16 @@ def _single(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mi_score(ids: np.ndarray, y: np.ndarray) -> float:
-    """Plug-in mutual information (nats) minus its Miller-Madow bias, floored at 0."""
-    n = len(ids)
+    """Noise-corrected mutual information (nats): plug-in MI minus its expectation under a random
+    permutation (features/mi.py, as the rank stage's OutRank-style estimator does)."""
+    from features.mi import count_histogram, expected_mutual_information, mutual_information
+
     k = int(ids.max()) + 1
-    joint = np.bincount(ids * 2 + y, minlength=2 * k).reshape(k, 2).astype(np.float64)
-    px = joint.sum(1, keepdims=True) / n
-    py = joint.sum(0, keepdims=True) / n
-    pxy = joint / n
-    nz = pxy > 0
-    mi = float((pxy[nz] * np.log(pxy[nz] / (px @ py)[nz])).sum())
-    bias = ((joint.sum(1) > 0).sum() - 1) / (2 * n)
-    return max(mi - bias, 0.0)
+    joint = np.bincount(ids * 2 + y, minlength=2 * k).reshape(k, 2)
+    joint = joint[joint.sum(1) > 0]
+    rows, mult = count_histogram(joint.sum(1))
+    emi = expected_mutual_information(rows, mult, joint.sum(0))
+    return float(mutual_information(joint) - emi)
 
 
 def _finish(name, dense, y, cats_train, cats_test, multi, cut, min_count) -> Dataset:
