@@ -174,6 +174,30 @@ class RayIO:
             os.replace(tmp, p)
 
 
+def _id_frequencies(vocab_dir: Path, plan: EmbeddingPlan) -> dict[str, torch.Tensor]:
+    """Training-period id counts per table, from the vocab stage, for tables indexed by vocabulary ids.
+
+    Only single-feature tables whose rows equal the feature's vocabulary (dense, quantized) qualify;
+    hashed or QR tables get a random initial mask instead.
+    """
+    if not vocab_dir.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    vocab = pq.read_table(vocab_dir, columns=["feature", "id", "count"]).to_pandas()
+    out: dict[str, torch.Tensor] = {}
+    for t in plan.tables:
+        if len(t.features) != 1 or t.method not in ("dense", "fp16", "int8", "int4", "pruned"):
+            continue
+        rows = vocab[vocab["feature"] == t.features[0]]
+        if rows.empty or int(rows["id"].max()) >= t.rows:
+            continue
+        counts = torch.zeros(t.rows, dtype=torch.float64)
+        counts[torch.as_tensor(rows["id"].to_numpy(), dtype=torch.long)] = torch.as_tensor(rows["count"].to_numpy(), dtype=torch.float64)
+        out[t.name] = counts
+    return out
+
+
 def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
     """The DSL controller with its observe hook on the embedding collection, or None when DSL is off."""
     if not job.embeddings.dsl.enabled:
@@ -182,8 +206,13 @@ def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
 
     plan = job.plan
     densities = {t.name: t.dsl_density for t in plan.tables if t.dsl_density is not None}
-    ctl = DSLController(model, job.embeddings.dsl, total_steps=max(total_steps, 1), seed=job.seed,
-                        densities=densities or None)
+    cfg = job.embeddings.dsl
+    freqs = _id_frequencies(Path(job.encoded).parent / "vocab", plan) if cfg.init == "frequency" else {}
+    if cfg.init == "frequency" and not freqs:
+        cfg = cfg.model_copy(update={"init": "random"})  # no table is indexed by raw vocabulary ids
+    ctl = DSLController(model, cfg, total_steps=max(total_steps, 1), seed=job.seed,
+                        frequencies=freqs or None, densities=densities or None,
+                        tables=list(densities) if densities else None)
     ebc = next((m for n, m in model.named_modules() if n.endswith("ebc")), None)
     if ebc is not None:
         ebc.register_forward_hook(lambda mod, args, out: ctl.observe(args[0], out) if mod.training else None)
