@@ -50,6 +50,23 @@ def _rank(ctx: StageContext):
     return partial(rank, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark)
 
 
+def _aggregates(ctx: StageContext):
+    from features.aggregates import aggregates
+
+    return partial(aggregates, dataset=ctx.cfg.dataset, windows_days=ctx.cfg.store.windows_days, spark=ctx.spark)
+
+
+def _store(ctx: StageContext):
+    from features.store.repo import materialize, register
+
+    def register_and_materialize(inputs, out):
+        summary = register(inputs, out, dataset=ctx.cfg.dataset, cfg=ctx.cfg.store, spark=ctx.spark)
+        done = materialize(out)  # the SQLite online store lives inside the stage folder
+        return {**summary, "materialized_views": done["views"], "materialized_until": done["end"]}
+
+    return register_and_materialize
+
+
 def _plan(ctx: StageContext):
     from embeddings.planner import plan_stage
 
@@ -88,6 +105,12 @@ GRAPH: list[Stage] = [
     Stage("quality", ("ingest",), ("dataset", "features.quality"), _quality, description="data-quality report"),
     Stage("rank", ("ingest", "vocab"), ("dataset", "features.rank"), _rank, when=_is("ctr"),
           description="OutRank feature ranking"),
+    Stage("aggregates", ("ingest",), ("dataset", "store"), _aggregates,
+          when=lambda c: c.store.enabled and c.dataset.kind == "ctr",
+          description="per-user / per-item counts and CTRs over time windows (Spark)"),
+    Stage("store", ("aggregates", "vocab", "rank"), ("dataset", "store"), _store,
+          when=lambda c: c.store.enabled and c.dataset.kind == "ctr",
+          description="Feast repo: register (apply) and materialize to SQLite"),
     Stage("plan", ("rank",), ("embeddings",), _plan, when=_is("ctr"), description="memory-budget embedding plan"),
     Stage("train", ("vocab", "plan"), ("training", "embeddings"), _train, when=_is("ctr"),
           description="Ray Train / TorchRec training and evaluation"),
