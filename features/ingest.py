@@ -150,9 +150,9 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
     parsed.unpersist()
 
     rows_ok = spark.read.parquet(str(out / "data")).count()
-    rows_bad = spark.read.parquet(str(out / "quarantine")).count()
-    _check_balance(str(raw_path), rows_in, rows_ok, rows_bad)
     reasons = _reasons(spark, out / "quarantine")
+    rows_bad = sum(reasons.values())
+    _check_balance(str(raw_path), rows_in, rows_ok, rows_bad)
     _check_share(raw_path, rows_in, rows_bad, reasons, cfg)
     summary = {"rows_in": rows_in, "rows_ok": rows_ok, "rows_quarantined": rows_bad, "rows_out": rows_ok,
                "quarantine_reasons": reasons, "columns": columns}
@@ -180,9 +180,9 @@ def _ingest_items(spark, path: Path, items: ItemTableConfig, out: Path, cfg: Ing
      .select(*columns).write.mode("overwrite").parquet(str(out / "items")))
     _write_quarantine(parsed.where(F.col("reason").isNotNull()), out / "quarantine_items")
     ok = spark.read.parquet(str(out / "items")).count()
-    bad = spark.read.parquet(str(out / "quarantine_items")).count()
-    _check_balance(str(path), rows_in, ok, bad)
     reasons = _reasons(spark, out / "quarantine_items")
+    bad = sum(reasons.values())
+    _check_balance(str(path), rows_in, ok, bad)
     _check_share(path, rows_in, bad, reasons, cfg)
     return {"items_rows_in": rows_in, "items_rows_ok": ok, "items_rows_quarantined": bad,
             "items_quarantine_reasons": reasons}

@@ -58,20 +58,22 @@ def _entropy(p):
 def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str | None, cfg: QualityConfig) -> dict:
     """All statistics of the report as a JSON-able dict (see module docstring)."""
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from features.split import time_cuts, split_column
+    from features.split import SplitCuts, split_column, time_cuts
 
     names = list(features)
     # pass 1: counts, HLL, cut of the test period
+    cut_q = [F.percentile_approx(F.col(ts), [1.0 - cfg.test_share], 100_000).alias("_cut")] if ts else []
     first = df.agg(F.count(F.lit(1)).alias("_rows"),
                    *[F.count(F.col(c)).alias(f"nn_{i}") for i, c in enumerate(names)],
-                   *[F.approx_count_distinct(F.col(c), HLL_RSD).alias(f"hll_{i}") for i, c in enumerate(names)]).first()
+                   *[F.approx_count_distinct(F.col(c), HLL_RSD).alias(f"hll_{i}") for i, c in enumerate(names)],
+                   *cut_q).first()
     rows = int(first["_rows"])
     if rows == 0:
         raise DataError("the ingested data has no rows; nothing to report (check the ingest quarantine).")
-    cuts = time_cuts(df, ts, 0.0, cfg.test_share)
+    # the same cut as features.split.time_cuts, computed in this pass
+    cuts = (SplitCuts("time", None, float(first["_cut"][0])) if ts else time_cuts(df, None, 0.0, cfg.test_share))
     is_test = (split_column(cuts, ts, df.columns) == "test").cast("int")
     y = F.col(label).cast("int") if label else F.lit(0)
     # pass 2: per (feature, value) counts by period and label

@@ -107,15 +107,17 @@ def build_sessions(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig
              .withColumn("ev", F.when(n_ev > cfg.max_length, F.slice("ev", -cfg.max_length, cfg.max_length)).otherwise(F.col("ev")))
              .withColumn("too_short", F.size("ev") < cfg.min_length))
     final = final.persist(StorageLevel.MEMORY_AND_DISK)
-    stats = final.agg(F.sum("n_clipped").alias("clipped"), F.sum(F.col("truncated").cast("long")).alias("truncated"),
-                      F.sum(F.col("too_short").cast("long")).alias("too_short")).first()
+    by_split = final.groupBy("_split").agg(
+        F.sum("n_clipped").alias("clipped"), F.sum(F.col("truncated").cast("long")).alias("truncated"),
+        F.sum(F.col("too_short").cast("long")).alias("too_short"),
+        F.sum(F.when(~F.col("too_short"), F.size("ev")).otherwise(0)).alias("events")).collect()
+    stats = {k: sum(int(r[k] or 0) for r in by_split) for k in ("clipped", "truncated", "too_short")}
+    events_per_split = {r["_split"]: int(r["events"] or 0) for r in by_split}
     kept = final.where(~F.col("too_short"))
     out_df = kept.select("session_id", "user_id", F.transform("ev", lambda e: e["i"]).alias("items"),
                          F.transform("ev", lambda e: e["t"]).alias("timestamps"), "_split")
     rows = write_by_split(out_df, "_split", out, [F.col("timestamps")[0], "session_id"])
     cold = _first_seen_counts(kept)
-    events_per_split = {row["_split"]: int(row["n"]) for row in
-                        kept.groupBy("_split").agg(F.sum(F.size("ev")).alias("n")).collect()}
     items_summary = _build_items(spark, Path(inputs["ingest"]), dataset, kept, out)
     final.unpersist()
     seqs.unpersist()
@@ -126,8 +128,8 @@ def build_sessions(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig
         "sessionized_by_gap_minutes": None if r.session_id else cfg.gap_minutes,
         "raw_sessions": int(raw["sessions"]), "raw_events": int(raw["events"] or 0),
         "empty_sessions": int(raw["empty"] or 0), "events_without_item": int(raw["no_item"] or 0),
-        "clipped_events": int(stats["clipped"] or 0), "truncated_sessions": int(stats["truncated"] or 0),
-        "too_short_sessions": int(stats["too_short"] or 0), **items_summary,
+        "clipped_events": stats["clipped"], "truncated_sessions": stats["truncated"],
+        "too_short_sessions": stats["too_short"], **items_summary,
     }
     (out / "split.json").write_text(json.dumps(split, indent=2, sort_keys=True) + "\n")
     return {"rows_in": int(raw["events"] or 0), "rows_out": sum(split["events"].values()), **split}

@@ -6,7 +6,6 @@ import gzip
 from pathlib import Path
 
 import pytest
-from feature_stages import ctr_dataset
 
 from features.config import ColumnRoles, DatasetConfig, IngestConfig, ItemTableConfig
 from features.errors import ConfigError, DataError
