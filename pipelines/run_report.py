@@ -49,7 +49,7 @@ def _stage_section(name: str, folder: Path, out: Path) -> tuple[list[str], int]:
         if not md.exists():
             continue
         text = md.read_text()
-        text = re.sub(r"^# ", "### ", text, flags=re.M)
+        text = re.sub(r"^(#{1,4}) ", lambda h: "#" * (len(h.group(1)) + 2) + " ", text, flags=re.M)  # nest under the stage
 
         def relink(match: re.Match) -> str:
             rel = match.group(2)

@@ -29,7 +29,7 @@ def _stage(folder: Path, summary: dict, md: str | None = None, png: str | None =
 
 def test_report_embeds_tables_and_copies_plots(tmp_path):
     a = _stage(tmp_path / "run" / "ingest", {"rows_quarantined": 1})
-    b = _stage(tmp_path / "run" / "quality", {"features": 39}, md="# Quality\n\n![drift](plots/drift.png)\n", png="plots/drift.png")
+    b = _stage(tmp_path / "run" / "quality", {"features": 39}, md="# Quality\n\n## Findings\n\n![drift](plots/drift.png)\n", png="plots/drift.png")
     c = _stage(tmp_path / "run" / "train", {"auc": 0.7512}, png="curves.png")
     missing = tmp_path / "run" / "rank"
     out = tmp_path / "report"
@@ -41,4 +41,4 @@ def test_report_embeds_tables_and_copies_plots(tmp_path):
     assert "| rows_quarantined | 1 |" in text and "| auc | 0.7512 |" in text
     assert "![drift](quality-plots-drift.png)" in text and (out / "quality-plots-drift.png").exists()
     assert "![train: curves](train-curves.png)" in text and (out / "train-curves.png").exists()
-    assert "### Quality" in text and "## rank" not in text
+    assert "### Quality" in text and "#### Findings" in text and "## rank" not in text
