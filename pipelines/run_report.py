@@ -32,7 +32,11 @@ def _stage_section(name: str, folder: Path, out: Path) -> tuple[list[str], int]:
     lines = [f"## {name}", ""]
     m = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
     facts = {"seconds": m.get("seconds"), "rows in": m.get("rows_in"), "rows out": m.get("rows_out")}
-    facts.update({k: v for k, v in (m.get("summary") or {}).items() if isinstance(v, (int, float, str)) and len(str(v)) < 80})
+    for k, v in (m.get("summary") or {}).items():
+        if isinstance(v, dict):  # one level of nesting, e.g. {"test": {"recall@20": 0.53}} -> test.recall@20
+            facts.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float))})
+        elif isinstance(v, (int, float, str)) and len(str(v)) < 80:
+            facts[k] = v
     facts = {k: v for k, v in facts.items() if v is not None}
     if facts:
         lines += ["| figure | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in facts.items()], ""]

@@ -30,7 +30,7 @@ def _stage(folder: Path, summary: dict, md: str | None = None, png: str | None =
 def test_report_embeds_tables_and_copies_plots(tmp_path):
     a = _stage(tmp_path / "run" / "ingest", {"rows_quarantined": 1})
     b = _stage(tmp_path / "run" / "quality", {"features": 39}, md="# Quality\n\n## Findings\n\n![drift](plots/drift.png)\n", png="plots/drift.png")
-    c = _stage(tmp_path / "run" / "train", {"auc": 0.7512}, png="curves.png")
+    c = _stage(tmp_path / "run" / "train", {"auc": 0.7512, "test": {"recall@20": 0.5, "note": "x"}}, png="curves.png")
     missing = tmp_path / "run" / "rank"
     out = tmp_path / "report"
     out.mkdir()
@@ -38,7 +38,7 @@ def test_report_embeds_tables_and_copies_plots(tmp_path):
     text = (out / "report.md").read_text()
     assert res == {"report": "report.md", "plots": 2, "stages": 3}
     assert "# sparserec run `r1`" in text and "ingest → quality → train" in text
-    assert "| rows_quarantined | 1 |" in text and "| auc | 0.7512 |" in text
+    assert "| rows_quarantined | 1 |" in text and "| auc | 0.7512 |" in text and "| test.recall@20 | 0.5 |" in text
     assert "![drift](quality-plots-drift.png)" in text and (out / "quality-plots-drift.png").exists()
     assert "![train: curves](train-curves.png)" in text and (out / "train-curves.png").exists()
     assert "### Quality" in text and "#### Findings" in text and "## rank" not in text
