@@ -17,34 +17,25 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from torchrec.models.dlrm import DenseArch, InteractionDCNArch, OverArch
+from torchrec.models.dlrm import InteractionDCNArch
 from torchrec.modules.crossnet import LowRankCrossNet
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from models.dlrm import DLRM
 
 
-class DCNv2(nn.Module):
-    """DCN-v2 (low-rank cross layers) over a pooled-embedding module of F features of one dim."""
+class DCNv2(DLRM):
+    """DCN-v2 (low-rank cross layers) over a pooled-embedding module of F features of one dim.
+
+    The same dense / over arches and forward as `DLRM`; only the interaction differs.
+    """
 
     def __init__(self, sparse: nn.Module, num_features: int, embedding_dim: int, dense_in: int,
                  dense_arch: list[int], over_arch: list[int], cross_layers: int, low_rank: int) -> None:
-        super().__init__()
-        self.sparse = sparse
-        self.num_features = num_features
-        self.embedding_dim = embedding_dim
-        self.dense_in = dense_in
-        self.dense_arch = DenseArch(max(dense_in, 1), [*dense_arch, embedding_dim])
-        width = (num_features + 1) * embedding_dim
-        self.inter_arch = InteractionDCNArch(
-            num_features, LowRankCrossNet(in_features=width, num_layers=cross_layers, low_rank=low_rank))
-        self.over_arch = OverArch(width, [*over_arch, 1])
+        self._cross = (cross_layers, low_rank)  # read by _interaction during DLRM.__init__
+        super().__init__(sparse, num_features, embedding_dim, dense_in, dense_arch, over_arch)
 
-    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        """Logits of shape (B,)."""
-        pooled = self.sparse(sparse).values()
-        if self.dense_in == 0:
-            dense = torch.ones(pooled.shape[0], 1, device=pooled.device, dtype=pooled.dtype)
-        d = self.dense_arch(dense)
-        s = pooled.reshape(pooled.shape[0], self.num_features, self.embedding_dim)
-        return self.over_arch(self.inter_arch(d, s)).squeeze(-1)
+    def _interaction(self, num_features: int, embedding_dim: int) -> tuple[nn.Module, int]:
+        width = (num_features + 1) * embedding_dim
+        layers, rank = self._cross
+        return InteractionDCNArch(num_features, LowRankCrossNet(in_features=width, num_layers=layers, low_rank=rank)), width

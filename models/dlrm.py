@@ -39,9 +39,12 @@ class DLRM(nn.Module):
         self.embedding_dim = embedding_dim
         self.dense_in = dense_in
         self.dense_arch = DenseArch(max(dense_in, 1), [*dense_arch, embedding_dim])
-        self.inter_arch = InteractionArch(num_sparse_features=num_features)
-        over_in = embedding_dim + num_features * (num_features + 1) // 2
+        self.inter_arch, over_in = self._interaction(num_features, embedding_dim)
         self.over_arch = OverArch(over_in, [*over_arch, 1])
+
+    def _interaction(self, num_features: int, embedding_dim: int) -> tuple[nn.Module, int]:
+        """The feature-interaction module and its output width (DLRM: pairwise dot products)."""
+        return InteractionArch(num_sparse_features=num_features), embedding_dim + num_features * (num_features + 1) // 2
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """Logits of shape (B,)."""
