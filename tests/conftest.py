@@ -14,6 +14,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op torch thread for the whole suite: on a busy 2-core machine two spinning threads
+    run ~20x slower, and the tests' tensors are tiny."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A local[2] SparkSession shared by every test (starting one costs about 6 s)."""

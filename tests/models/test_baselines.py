@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-# one intra-op thread: on a loaded 2-core machine two spinning threads are ~20x slower
-torch.set_num_threads(1)
 
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 

@@ -15,15 +15,6 @@ from pipelines.session_train import build_model, train_session_model
 CATS, WARM, COLD = 4, 10, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine is shared and oversubscribed: one intra-op thread is much faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_world(seed: int = 0, n_sessions: int = 300) -> SessionData:
     """CATS categories of WARM trained items + COLD items never in training; sessions stay in one category.
 

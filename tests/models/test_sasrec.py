@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from models.item_features import ItemFeatures
@@ -11,14 +10,6 @@ from models.sasrec import SASRec, SASRecConfig
 from pipelines.config import ModelConfig, TrainConfig
 from pipelines.session_data import SessionData
 from pipelines.session_train import build_model, train_session_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cycle_world(n: int = 12, sessions: int = 200, seed: int = 0) -> SessionData:

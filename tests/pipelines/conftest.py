@@ -25,14 +25,3 @@ def encoded_ctr(tmp_path_factory) -> dict:
     plan = dense_plan(schema, dim=8)
     plan.save(plan_dir / "embedding_plan.json")
     return {"vocab": vocab, "plan": plan_dir, "schema": schema, "plan_obj": plan}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine two spinning threads run ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -14,14 +14,6 @@ from pipelines.session_layout import synthetic_layout
 from pipelines.session_train import TrainingError, build_model, load_model, train_session_model, train_stage
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def layout(sessions_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("sessions_layout_train")
