@@ -305,13 +305,20 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     out = Path(job.out)
     last_ckpt: str | None = None
     examples, t0 = 0, time.perf_counter()
-    timers = {"data": 0.0, "step": 0.0, "checkpoint": 0.0, "validation": 0.0}
+    # data: waiting for batches (first_batch: the part spent before each epoch's first batch, i.e. the
+    # input pipeline's start-up); step: forward/backward/optimizer only
+    timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "checkpoint": 0.0, "validation": 0.0}
     loss_acc, loss_n = 0.0, 0
     model.train()
     while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
         tick = time.perf_counter()
+        first = True
         for batch in io.train_batches(train_spec, per_worker, skip=state.batch):
-            timers["data"] += time.perf_counter() - tick
+            fetched = time.perf_counter()
+            timers["data"] += fetched - tick
+            if first:
+                timers["first_batch"] += fetched - tick
+                first = False
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
             _plant_failure(job, state.step + 1, rank, world)
@@ -346,7 +353,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 io.progress({"step": state.step, "total": total, "epoch": state.epoch, "loss": shown,
                              "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
             tock = time.perf_counter()
-            timers["step"] += tock - tick
+            timers["step"] += tock - fetched
             if state.step % cfg.checkpoint_every == 0:
                 last_ckpt = checkpoint({"loss": shown})
             tick = time.perf_counter()
