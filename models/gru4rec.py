@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.item_id_table import ItemIdTable
+from models.item_id_table import ItemIdScoring, ItemIdTable
 
 
 @dataclass
@@ -29,7 +29,7 @@ class GRU4RecConfig:
     dropout: float = 0.1
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(ItemIdScoring, nn.Module):
     """Session → last GRU state, projected, scored against the item-ID table."""
 
     def __init__(self, config: GRU4RecConfig, train_items: torch.Tensor) -> None:
@@ -41,21 +41,8 @@ class GRU4Rec(nn.Module):
                           dropout=config.dropout if config.layers > 1 else 0.0)
         self.out = nn.Linear(config.hidden, config.hidden)
 
-    def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.items(idx)
-
     def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = self.dropout(self.items(items))
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         _, h = self.gru(packed)
         return self.out(h[-1]), {}
-
-    @torch.no_grad()
-    def encode_catalogue(self, chunk_size: int = 4096) -> torch.Tensor:
-        return self.items(torch.arange(self.config.catalogue_size, device=self.items.row_of.device))
-
-    def scorable(self) -> torch.Tensor:
-        return self.items.scorable()
-
-    def embedding_bytes(self) -> int:
-        return self.items.embedding_bytes()

@@ -40,3 +40,26 @@ class ItemIdTable(nn.Module):
     def embedding_bytes(self) -> int:
         w = self.embedding.weight
         return w.numel() * w.element_size()
+
+
+class ItemIdScoring:
+    """The catalogue side of an item-ID session model (SASRec, GRU4Rec): everything goes through `self.items`.
+
+    A model mixes this in, sets `self.items` (an `ItemIdTable`) and `self.config.catalogue_size`, and
+    writes only its own `forward`.
+    """
+
+    items: ItemIdTable
+
+    def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.items(idx)
+
+    @torch.no_grad()
+    def encode_catalogue(self, chunk_size: int = 4096) -> torch.Tensor:
+        return self.items(torch.arange(self.config.catalogue_size, device=self.items.row_of.device))
+
+    def scorable(self) -> torch.Tensor:
+        return self.items.scorable()
+
+    def embedding_bytes(self) -> int:
+        return self.items.embedding_bytes()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.item_id_table import ItemIdTable
+from models.item_id_table import ItemIdScoring, ItemIdTable
 from models.session_encoder import SessionTransformer
 
 
@@ -32,7 +32,7 @@ class SASRecConfig:
     max_length: int = 50
 
 
-class SASRec(nn.Module):
+class SASRec(ItemIdScoring, nn.Module):
     """Session → representation scored against the item-ID table."""
 
     def __init__(self, config: SASRecConfig, train_items: torch.Tensor) -> None:
@@ -42,18 +42,5 @@ class SASRec(nn.Module):
         self.encoder = SessionTransformer(config.hidden, config.layers, config.heads, config.dropout,
                                           config.max_length, causal=True, pooling="last")
 
-    def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.items(idx)
-
     def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.encoder(self.items(items), lengths), {}
-
-    @torch.no_grad()
-    def encode_catalogue(self, chunk_size: int = 4096) -> torch.Tensor:
-        return self.items(torch.arange(self.config.catalogue_size, device=self.items.row_of.device))
-
-    def scorable(self) -> torch.Tensor:
-        return self.items.scorable()
-
-    def embedding_bytes(self) -> int:
-        return self.items.embedding_bytes()
