@@ -75,7 +75,7 @@ def runs_list(output_dir: Path = typer.Option(Path("runs"), help="folder holding
         table.add_column(col)
     for r in list_runs(output_dir):
         ms = read_manifests(r)
-        table.add_row(r.name, " ".join(m.stage for m in ms), ms[-1].started_at if ms else "")
+        table.add_row(r.name, " ".join(m.stage for m in ms), ms[-1].started_at[:19] if ms else "")
     console.print(table)
 
 
@@ -96,7 +96,7 @@ def runs_show(run: Path = typer.Argument(..., help="a run folder, e.g. runs/samp
     for col in ("stage", "started", "seconds", "rows in", "rows out", "figures"):
         table.add_column(col)
     for m in ms:
-        table.add_row(m.stage, m.started_at, f"{m.seconds:.1f}", _fmt_rows(m.rows_in), _fmt_rows(m.rows_out), _key_figures(m.summary))
+        table.add_row(m.stage, m.started_at[:19], f"{m.seconds:.1f}", _fmt_rows(m.rows_in), _fmt_rows(m.rows_out), _key_figures(m.summary))
     console.print(table)
     if (run / "report" / "report.md").exists():
         console.print(f"report: {run / 'report' / 'report.md'}")

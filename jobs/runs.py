@@ -152,7 +152,7 @@ def run_stage(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path]
         shutil.rmtree(stale, ignore_errors=True)
     tmp = run_dir / f".tmp-{stage}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.perf_counter()
     try:
         summary = dict(fn({k: Path(v) for k, v in inputs.items()}, tmp) or {})
@@ -191,6 +191,6 @@ def list_runs(output_dir: Path) -> list[Path]:
 
 
 def read_manifests(run_dir: Path) -> list[Manifest]:
-    """Manifests of the complete stages of a run, in the order they finished."""
+    """Manifests of the complete stages of a run, in the order they ran (by start time)."""
     ms = [Manifest.read(p) for p in Path(run_dir).iterdir() if (p / MANIFEST).exists()]
     return sorted(ms, key=lambda m: m.started_at)
