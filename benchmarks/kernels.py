@@ -2,19 +2,21 @@
 
 Measures, in one run and on the same ids:
 1. dense FBGEMM TBE training step (forward + backward with the fused row-wise Adagrad update)
-   vs. the same step under DSL (`DSLController.observe` + `after_step`, one prune/grow every
-   ΔT steps, so its cost is amortised over the ΔT steps of each timed block);
-2. inference lookups of the IntNBit TBE in fp32 / fp16 / int8 / int4, and int8 with index
+   vs. the same step under DSL (`DSLController.observe` + `after_step`), each step timed alone:
+   the per-step overhead without the prune/grow update, the update pass itself (the extra time of
+   the step that runs it, with the gradient magnitudes of a real interval behind it), and both
+   amortised at ΔT = 100 and 1000. Two DSL variants: gradient magnitude accumulated on every step,
+   and on `--grad-steps` seeded steps spread over each interval (`DSLConfig.grad_steps`);
+2. `--profile`: the DSL parts alone (unique rows + gradient accumulation hook, re-masking, the
+   update pass split into prune selection, grow selection and applying it);
+3. inference lookups of the IntNBit TBE in fp32 / fp16 / int8 / int4, and int8 with index
    remapping (the `pruned` export).
 
-Prints medians (ms) and ratios, and writes benchmarks/out/kernels.json.
+Prints ms and ratios, and writes benchmarks/out/kernels.json.
 
-    .venv/bin/python benchmarks/kernels.py --small          # 100k x 64, batch 1024 (minutes on a busy box)
+    .venv/bin/python benchmarks/kernels.py --small          # 100k x 64, batch 1024
     .venv/bin/python benchmarks/kernels.py                  # 1M x 64, batch 4096, 20 ids per bag (STACK.md)
-    .venv/bin/python benchmarks/kernels.py --threads 1 --rounds 1 --repeats 2   # full size, shorter
-
-Three training variants: dense; DSL accumulating gradient magnitude over the whole interval;
-DSL accumulating over the last `--grad-window` steps of each interval only.
+    .venv/bin/python benchmarks/kernels.py --threads 1 --rounds 1 --repeats 2 --profile
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(args, device: torch.device, batches, with_dsl: bool, grad_window: int | None = None) -> tuple[list[float], dict]:
-    """Per-step ms of each timed block (median over blocks is reported); one block = ΔT steps."""
+def time_training(args, device: torch.device, batches, with_dsl: bool, grad_steps: int | None = None) -> dict:
+    """Per-step ms of ΔT-step blocks after one warm-up block: {"step": [block means of the steps
+    without an update], "update": [extra ms of each update step over its block's mean], "last": {...}}."""
     from torchrec import KeyedJaggedTensor
 
     from embeddings.config import DSLConfig
@@ -70,34 +73,85 @@ def time_training(args, device: torch.device, batches, with_dsl: bool, grad_wind
     dsl = None
     if with_dsl:
         cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
-                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_window=grad_window)
+                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_steps=grad_steps)
         dsl = DSLController(tbe, cfg, total_steps=steps * 2)
     lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
     grad_out = torch.randn(args.batch, args.dim, device=device, generator=None) * 1e-3
-    block_ms, step, last = [], 0, {}
-    for block in range(args.repeats + 1):  # block 0 warms up
+    out: dict = {"step": [], "update": [], "last": {}}
+    block, updates = [], []
+    for step in range(steps):
+        ids, offsets = batches[step % len(batches)]
         _sync(device)
         t0 = time.perf_counter()
-        for _ in range(args.update_every):
-            ids, offsets = batches[step % len(batches)]
-            out = tbe(ids, offsets)
-            if dsl is not None:
-                kjt = KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets)
-                dsl.observe(kjt, out)
-            out.backward(grad_out)
-            if dsl is not None:
-                stats = dsl.after_step(step)
-                if stats["updated"]:
-                    last = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
-            step += 1
+        pooled = tbe(ids, offsets)
+        if dsl is not None:
+            dsl.observe(KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets), pooled)
+        pooled.backward(grad_out)
+        stats = dsl.after_step(step) if dsl is not None else {"updated": False}
         _sync(device)
-        if block:
-            block_ms.append((time.perf_counter() - t0) * 1e3 / args.update_every)
-    return block_ms, last
+        ms = (time.perf_counter() - t0) * 1e3
+        (updates if stats["updated"] else block).append(ms)
+        if stats["updated"]:
+            out["last"] = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
+        if (step + 1) % args.update_every == 0:
+            if step >= args.update_every:  # the first block warms up
+                mean = statistics.fmean(block)
+                out["step"].append(mean)
+                out["update"] += [u - mean for u in updates]
+            block, updates = [], []
+    return out
+
+
+def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
+    """ms of each DSL part at this size: the hook (unique rows + gradient accumulation), re-masking
+    the touched rows, and one update pass split into prune selection, grow selection and applying."""
+    from torchrec import KeyedJaggedTensor
+
+    from embeddings import dsl as dsl_mod
+    from embeddings import masks
+    from embeddings.config import DSLConfig
+
+    tbe = _training_tbe(args.rows, args.dim, device)
+    cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
+                    initial_exchange=0.3, end_fraction=1.0, init="random")
+    dsl = dsl_mod.DSLController(tbe, cfg, total_steps=10 * args.update_every)
+    times: dict[str, list[float]] = {}
+
+    def timed(label: str, fn):
+        def run(*a, **kw):
+            _sync(device)
+            t0 = time.perf_counter()
+            result = fn(*a, **kw)
+            _sync(device)
+            times.setdefault(label, []).append((time.perf_counter() - t0) * 1e3)
+            return result
+        return run
+
+    dsl._accumulate = timed("hook: unique rows + accumulate |grad|", dsl._accumulate)
+    dsl._mask_touched_rows = timed("re-mask touched rows", dsl._mask_touched_rows)
+    dsl._prune_and_grow = timed("update pass (whole)", dsl._prune_and_grow)
+    originals = (masks._prune_positions, masks._grow_positions)
+    masks._prune_positions = timed("  prune selection", masks._prune_positions)
+    masks._grow_positions = timed("  grow selection", masks._grow_positions)
+    lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
+    grad_out = torch.randn(args.batch, args.dim, device=device) * 1e-3
+    try:
+        for step in range(2 * args.update_every):
+            ids, offsets = batches[step % len(batches)]
+            pooled = timed("plain forward + backward (+ hook)", lambda: tbe(ids, offsets))()
+            dsl.observe(KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets), pooled)
+            timed("backward (incl. hook)", pooled.backward)(grad_out)
+            dsl.after_step(step)
+    finally:
+        masks._prune_positions, masks._grow_positions = originals
+    result = {k: statistics.median(v[1:] if len(v) > 2 else v) for k, v in times.items()}
+    result["  applying (mask, weights, optimizer state)"] = (result["update pass (whole)"] - result["  prune selection"]
+                                                          - result["  grow selection"])
+    return result
 
 
 def time_update_alone(args, device: torch.device) -> float:
-    """ms of one prune/grow update on the full table (what every ΔT-th step pays)."""
+    """ms of one `prune_and_grow` on a synthetic full table (30% of rows with gradients), as before."""
     from embeddings.masks import prune_and_grow, random_mask
 
     gen = torch.Generator().manual_seed(0)
@@ -174,12 +228,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bag", type=int, default=20, help="ids per bag")
     p.add_argument("--density", type=float, default=0.2, help="DSL target density")
     p.add_argument("--update-every", type=int, default=100, help="DSL ΔT; one timed block = ΔT steps")
-    p.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per variant and round")
     p.add_argument("--small", action="store_true", help="100k x 64, batch 1024, ΔT 50, 3 blocks: for a busy machine")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--grad-window", type=int, default=10, help="grad_window of the third variant (gradient accumulated over the last N steps of each interval)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of (dense, dsl, dsl+window), interleaved")
+    p.add_argument("--grad-steps", type=int, default=10, help="grad_steps of the sampled DSL variant (accumulating steps per interval)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of (dense, dsl, dsl sampled), interleaved")
+    p.add_argument("--profile", action="store_true", help="also time each DSL part alone")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference lookups")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -195,35 +251,52 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
           f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
     # interleave the variants so drifts of the machine's load hit all of them alike
-    variants = {"dense": (False, None), "dsl": (True, None), f"dsl window={args.grad_window}": (True, args.grad_window)}
-    blocks: dict[str, list[float]] = {k: [] for k in variants}
+    variants = {"dense": (False, None), "dsl": (True, None), f"dsl grad_steps={args.grad_steps}": (True, args.grad_steps)}
+    runs: dict[str, dict] = {k: {"step": [], "update": []} for k in variants}
     dsl_last: dict = {}
     for _ in range(args.rounds):
-        for label, (with_dsl, window) in variants.items():
-            b, last = time_training(args, device, batches, with_dsl=with_dsl, grad_window=window)
-            blocks[label] += b
-            dsl_last = last or dsl_last
-            print(f"  {label}: {['%.1f' % x for x in b]} ms/step", flush=True)
-    train = {k: statistics.median(v) for k, v in blocks.items()}
-    dense_ms = train["dense"]
-    update_ms = time_update_alone(args, device)
-    infer = time_inference(args, device, batches)
+        for label, (with_dsl, grad_steps) in variants.items():
+            r = time_training(args, device, batches, with_dsl=with_dsl, grad_steps=grad_steps)
+            runs[label]["step"] += r["step"]
+            runs[label]["update"] += r["update"]
+            dsl_last = r["last"] or dsl_last
+            print(f"  {label}: steps {['%.1f' % x for x in r['step']]} ms; updates +{['%.0f' % x for x in r['update']]} ms", flush=True)
+    step_ms = {k: statistics.median(v["step"]) for k, v in runs.items()}
+    update_ms = {k: statistics.median(v["update"]) for k, v in runs.items() if v["update"]}
+    dense_ms = step_ms["dense"]
+    standalone_ms = time_update_alone(args, device)
+    parts = profile_dsl(args, device, batches) if args.profile else {}
+    infer = {} if args.no_inference else time_inference(args, device, batches)
 
-    print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step, median of blocks of ΔT steps")
-    for label, ms in train.items():
-        note = "" if label == "dense" else f"   ratio {ms / dense_ms:5.3f}  (overhead {100 * (ms / dense_ms - 1):+.1f}%, target < +10%)"
-        print(f"  FBGEMM TBE {label:16s} {ms:9.2f}{note}")
-    print(f"  one prune/grow update    {update_ms:9.2f}   (= {update_ms / args.update_every:.2f} ms/step amortised over ΔT)")
+    print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step (mean within a block of ΔT, median of blocks)")
+    print(f"  FBGEMM TBE dense                  {dense_ms:8.2f}")
+    amortised: dict[str, dict[str, float]] = {}
+    for label in variants:
+        if label == "dense":
+            continue
+        ms, upd = step_ms[label], update_ms.get(label, 0.0)
+        amortised[label] = {f"ΔT={dt}": (ms + upd / dt) / dense_ms for dt in (args.update_every, 100, 1000)}
+        print(f"  FBGEMM TBE {label:22s} {ms:8.2f}   ratio {ms / dense_ms:5.3f} without the update "
+              f"({100 * (ms / dense_ms - 1):+.1f}%, target < +10%)")
+        print(f"      update pass {upd:8.1f} ms;  amortised ratio at ΔT=100: {amortised[label]['ΔT=100']:5.3f}, "
+              f"ΔT=1000: {amortised[label]['ΔT=1000']:5.3f}")
+    print(f"  prune_and_grow alone (synthetic table, as before) {standalone_ms:9.1f} ms")
     if dsl_last:
         print(f"  last update: exchanged {dsl_last['exchanged']}, active {dsl_last['active']} = budget {dsl_last['budget']}")
-    print("\ninference lookup (IntNBit TBE, fp32 output), ms per batch, median")
-    base = infer["fp32"]
-    for label, ms in infer.items():
-        print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
+    if parts:
+        print("\nDSL parts alone, ms (median)")
+        for label, ms in parts.items():
+            print(f"  {label:46s} {ms:9.2f}")
+    if infer:
+        print("\ninference lookup (IntNBit TBE, fp32 output), ms per batch, median")
+        base = infer["fp32"]
+        for label, ms in infer.items():
+            print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
     result = {"device": str(device), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
-              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every, "grad_window": args.grad_window, "rounds": args.rounds,
-              "train_ms": {**train, "blocks": blocks, "update_ms": update_ms},
-              "inference_ms": infer}
+              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every,
+              "grad_steps": args.grad_steps, "rounds": args.rounds,
+              "train_ms": {"step": step_ms, "update": update_ms, "blocks": runs, "prune_and_grow_alone": standalone_ms},
+              "amortised_ratio": amortised, "dsl_parts_ms": parts, "inference_ms": infer}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten {args.out}")

@@ -24,6 +24,7 @@ class DSLConfig(_Strict):
     end_fraction: float = Field(default=0.8, gt=0.0, le=1.0, description="share of training after which no more exchange happens")
     init: str = Field(default="frequency", description="mask initialisation: random | frequency")
     grad_window: int | None = Field(default=None, ge=1, description="accumulate gradient magnitude over the last N steps before each update (None: the whole interval; 1: the paper's last batch)")
+    grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step)")
 
 
 class EmbeddingsConfig(_Strict):

@@ -44,26 +44,34 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embeddings.config import DSLConfig
 from embeddings.dsl_schedule import exchange_fraction
 from embeddings.dsl_tables import DSLError, DSLTable, find_tables
-from embeddings.masks import active_count, frequency_mask, mask_changes, prune_and_grow, random_mask
+from embeddings.masks import active_count, exchange_positions, frequency_mask, prune_and_grow, random_mask
 
 __all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
+
+
+# Re-masking on CPU goes through the touched rows in chunks of about this many bytes: the gathered
+# rows stay in cache until they are written back (about 2x faster than one gather of all rows).
+_REMASK_CHUNK_BYTES = 1 << 19
 
 
 @dataclass
 class _TableLookup:
     """One table's share of a batch: the looked-up `ids` (KJT order, repeats kept) and, per feature,
     (first column in the pooled output, dim, bag lengths, id weights or None). Sorting and the
-    bag index are only computed inside the gradient hook, i.e. only on steps that accumulate."""
+    bag index are only computed inside the gradient hook, i.e. only on steps that accumulate; the
+    hook leaves the sorted unique `rows` behind for the re-masking after the step."""
 
     table: str
     ids: Tensor
     features: list[tuple[int, int, Tensor, Tensor | None]]
     mean: bool
+    rows: Tensor | None = None
 
 
 class DSLController:
@@ -116,7 +124,9 @@ class DSLController:
                 self.masks[name] = random_mask(t.rows, t.dim, n, gen, device)
             self.grad_acc[name] = torch.zeros(t.rows, t.dim, dtype=torch.float32, device=device)
             self.budget += n
-        self._touched: dict[str, list[Tensor]] = {name: [] for name in self.tables}
+        self._touched: dict[str, list[_TableLookup]] = {name: [] for name in self.tables}
+        self._seed = seed
+        self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
         for name, t in self.tables.items():
             if t.dense_param is not None:
                 _mask_gradient(t.dense_param, self.masks[name])
@@ -132,23 +142,18 @@ class DSLController:
         """Record this batch's rows and register gradient accumulation (after the forward, before backward).
 
         `pooled` is the EBC output (a KeyedTensor; for a bare TBE its [batch, sum of dims] tensor).
-        The looked-up rows are recorded for re-masking after the step. Within the gradient window
-        (`cfg.grad_window` steps before each update, or always), a hook on `pooled` turns its
-        gradient into the gradient of each looked-up row (sum pooling: the sum of its bags'
-        gradients; mean: each divided by the bag length; weighted: times the id's weight) and adds
-        its magnitude to the table's accumulator. No dense table-sized gradient is formed.
+        The looked-up rows are recorded for re-masking after the step. On accumulating steps (see
+        `_accumulates`), a hook on `pooled` turns its gradient into the gradient of each looked-up
+        row (sum pooling: the sum of its bags' gradients; mean: each divided by the bag length;
+        weighted: times the id's weight), with one `embedding_bag` over the ids sorted by row, and
+        adds its magnitude to the table's accumulator. No dense table-sized gradient is formed.
         """
         pooled = _resolved(pooled)
         values = pooled if isinstance(pooled, Tensor) else pooled.values()
         lookups = self._lookups(kjt, pooled)
         for lk in lookups:
-            self._touched[lk.table].append(lk.ids)
-        window, every = self.cfg.grad_window, self.cfg.update_every
-        in_window = window is None or self._since_update + 1 > every - window
-        # once the schedule has ended no update exchanges anything: stop accumulating
-        next_update = (self._steps_done // every + 1) * every
-        useful = exchange_fraction(next_update, self.total_steps, self.cfg) > 0
-        if lookups and in_window and useful and values.requires_grad:
+            self._touched[lk.table].append(lk)
+        if lookups and values.requires_grad and self._accumulates():
             values.register_hook(lambda grad, lookups=lookups: self._accumulate(grad, lookups))
 
     def after_step(self, step: int) -> dict:
@@ -231,6 +236,25 @@ class DSLController:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _accumulates(self) -> bool:
+        """Whether this step's gradient magnitude is accumulated: inside the window (`cfg.grad_window`
+        steps before each update, or the whole interval), while the schedule still exchanges weights,
+        and, with `cfg.grad_steps = k`, on one seeded random step in each of k equal parts of the window."""
+        every, pos = self.cfg.update_every, self._since_update
+        span = every if self.cfg.grad_window is None else min(self.cfg.grad_window, every)
+        if pos < every - span:
+            return False
+        # once the schedule has ended no update exchanges anything: stop accumulating
+        interval = self._steps_done // every
+        if exchange_fraction((interval + 1) * every, self.total_steps, self.cfg) <= 0:
+            return False
+        k = self.cfg.grad_steps
+        if k is None or k >= span:
+            return True
+        if self._sampled[0] != interval:
+            self._sampled = (interval, sampled_steps(every - span, span, k, self._seed, interval))
+        return pos in self._sampled[1]
+
     def _device(self, table: DSLTable) -> torch.device:
         """Where a table's mask lives: beside its local shards (a rank may hold none of a table)."""
         for t in [table, *self.tables.values()]:
@@ -286,22 +310,33 @@ class DSLController:
     @torch.no_grad()
     def _accumulate(self, grad: Tensor, lookups: list[_TableLookup]) -> None:
         for lk in lookups:
-            per_id = []
-            for col, dim, lens, w in lk.features:
+            if lk.ids.numel() == 0:
+                continue
+            sources, bags, scales = [], [], []
+            for i, (col, dim, lens, w) in enumerate(lk.features):
                 bag = torch.repeat_interleave(torch.arange(lens.numel(), device=lens.device), lens)
-                g = grad[:, col:col + dim].float().index_select(0, bag)
                 scale = w.float() if w is not None else None
                 if lk.mean:
                     inv_len = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
                     scale = inv_len if scale is None else scale * inv_len
-                per_id.append(g if scale is None else g * scale[:, None])
-            per_id_t = torch.cat(per_id) if len(per_id) > 1 else per_id[0]
-            # per-row gradient of this step = sum over the row's ids; sorting makes the scatter local
-            sorted_ids, order = lk.ids.sort()
-            rows, inverse = torch.unique_consecutive(sorted_ids, return_inverse=True)
-            per_row = torch.zeros(rows.numel(), per_id_t.shape[1], dtype=per_id_t.dtype, device=per_id_t.device)
-            per_row.index_add_(0, inverse, per_id_t.index_select(0, order))
+                sources.append(grad[:, col:col + dim])
+                bags.append(bag + i * lens.numel())
+                scales.append(scale)
+            source = (torch.cat(sources) if len(sources) > 1 else sources[0]).float().contiguous()
+            bag = torch.cat(bags) if len(bags) > 1 else bags[0]
+            scale = None
+            if any(x is not None for x in scales):
+                scale = torch.cat([x if x is not None else torch.ones(b.numel(), device=b.device)
+                                   for x, b in zip(scales, bags)])
+            # per-row gradient of this step = the sum over the row's ids: one embedding_bag whose
+            # "table" is the pooled gradient and whose bags are the ids grouped by row
+            sorted_ids, order = lk.ids.sort(stable=True)
+            rows, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
+            offsets = counts.cumsum(0).sub_(counts)
+            per_row = F.embedding_bag(bag[order], source, offsets, mode="sum",
+                                      per_sample_weights=scale[order] if scale is not None else None)
             self.grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
+            lk.rows = rows
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
@@ -310,7 +345,7 @@ class DSLController:
             if not parts and not distributed:  # across ranks every rank joins every gather, in order
                 continue
             mask = self.masks[name]
-            rows = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else mask.new_zeros(0, dtype=torch.long)
+            rows = _unique_rows(parts, mask.device)
             parts.clear()
             if self.tables[name].dense_param is not None:
                 # a dense optimizer steps every row (momentum moves untouched ones too, e.g. when its
@@ -321,15 +356,7 @@ class DSLController:
                 continue
             rows = _gather_rows(rows)
             for shard in self.tables[name].shards:
-                r, c = shard.tensor.shape
-                local = rows
-                if shard.row_offset or r != mask.shape[0]:
-                    local = rows[(rows >= shard.row_offset) & (rows < shard.row_offset + r)]
-                m = mask.index_select(0, local)[:, shard.col_offset:shard.col_offset + c]
-                local = local - shard.row_offset
-                # repeated ids write the same values twice: cheaper than de-duplicating them first
-                # (a bool mask viewed as uint8 multiplies on the vectorised path; bool * float does not)
-                shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8)))
+                _remask_rows(shard, mask, rows)
 
     @torch.no_grad()
     def _apply_full_masks(self) -> None:
@@ -339,13 +366,14 @@ class DSLController:
                 shard.tensor.mul_(self.masks[name][rs, cs])
 
     @torch.no_grad()
-    def _global_magnitudes(self) -> dict[str, Tensor]:
-        """|w| of every table as a full tensor; across ranks the local shards are combined with MAX
-        (|w| >= 0 and replicated copies are equal, so MAX is exact)."""
+    def _ranking_weights(self) -> dict[str, Tensor]:
+        """Every table as one full tensor to rank |w| on: the local tensor itself when it is the whole
+        table, else the shards joined (|w|; across ranks combined with MAX, exact because |w| >= 0
+        and replicated copies are equal)."""
         out = {}
         for name, t in self.tables.items():
             if len(t.shards) == 1 and t.shards[0].tensor.shape == self.masks[name].shape and (t.replicated or not _distributed()):
-                out[name] = t.shards[0].tensor.detach().abs().float()
+                out[name] = t.shards[0].tensor.detach()
                 continue
             full = torch.zeros(self.masks[name].shape, dtype=torch.float32, device=self.masks[name].device)
             for shard in t.shards:
@@ -361,30 +389,111 @@ class DSLController:
         if _distributed():  # every rank saw a different batch: sum the evidence so all ranks agree
             for acc in self.grad_acc.values():
                 dist.all_reduce(acc, op=dist.ReduceOp.SUM)
-        old = self.masks
-        new = prune_and_grow(self._global_magnitudes(), old, self.grad_acc, n)
-        for name, t in self.tables.items():
-            pruned, grown = mask_changes(old[name], new[name])
-            changed = pruned | grown
-            kept = old[name] & new[name]
-            either = old[name] | new[name]
-            for shard in t.shards:
-                rs, cs = shard.full
-                shard.tensor.masked_fill_(changed[rs, cs], 0)  # pruned -> 0, regrown weights start at 0 too
+        changes = exchange_positions(self._ranking_weights(), self.masks, self.grad_acc, n)
+        for name, (pruned, grown) in changes.items():
+            t, mask = self.tables[name], self.masks[name]
+            mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
+            changed = _Changes(mask, pruned, grown)
+            for shard in t.shards:  # pruned -> 0, regrown weights start at 0 too
+                changed.zero(shard.tensor, shard)
             for st in t.optimizer_states():
                 shard = t.shards[st.shard]
-                rs, cs = shard.full
                 if st.kind == "element":
-                    st.tensor.masked_fill_(changed[rs, cs], 0)
+                    changed.zero(st.tensor, shard)
                 else:  # the row's state is shared by this shard's columns: reset when none survived
-                    reset = ~_any_per_row(kept[rs, cs]) & _any_per_row(either[rs, cs])
-                    st.tensor.masked_fill_(reset, 0)
-            old[name].copy_(new[name])
+                    st.tensor.masked_fill_(changed.rows_without_survivor(shard), 0)
+
+
+def sampled_steps(first: int, span: int, k: int, seed: int, interval: int) -> frozenset[int]:
+    """The `k` accumulating step positions of one interval: the window `[first, first + span)` cut
+    into k equal parts and one step drawn in each (seeded by `seed` and the interval's number).
+
+    Example:
+        >>> steps = sorted(sampled_steps(0, 100, 4, seed=0, interval=3))
+        >>> [s // 25 for s in steps], steps == sorted(sampled_steps(0, 100, 4, seed=0, interval=3))
+        ([0, 1, 2, 3], True)
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + interval)
+    edges = [first + (i * span) // k for i in range(k + 1)]
+    return frozenset(lo + int(torch.randint(hi - lo, (1,), generator=gen)) for lo, hi in zip(edges, edges[1:]))
+
+
+def _unique_rows(parts: list[_TableLookup], device: torch.device) -> Tensor:
+    """The rows a step touched: the hook's sorted unique rows when it ran, else the ids made unique
+    (on CUDA the repeated ids themselves: re-masking a row twice writes the same values and avoids
+    the host sync of `unique`)."""
+    if not parts:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    if len(parts) == 1 and parts[0].rows is not None:
+        return parts[0].rows.long()
+    ids = torch.cat([p.rows if p.rows is not None else p.ids for p in parts])
+    return ids.long() if ids.is_cuda else torch.unique(ids).long()
+
+
+def _remask_rows(shard, mask: Tensor, rows: Tensor) -> None:
+    """Multiply the given rows (table row numbers) of one shard by their mask."""
+    r, c = shard.tensor.shape
+    if shard.row_offset or r != mask.shape[0]:
+        rows = rows[(rows >= shard.row_offset) & (rows < shard.row_offset + r)]
+    whole_cols = shard.col_offset == 0 and c == mask.shape[1]
+    chunk = rows.numel() if rows.is_cuda else max(1, _REMASK_CHUNK_BYTES // max(1, c * shard.tensor.element_size()))
+    for part in rows.split(chunk) if rows.numel() else ():
+        m = mask.index_select(0, part)
+        if not whole_cols:
+            m = m[:, shard.col_offset:shard.col_offset + c]
+        local = part - shard.row_offset if shard.row_offset else part
+        # a bool mask viewed as uint8 multiplies on the vectorised path; bool * float does not
+        shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8)))
+
+
+class _Changes:
+    """The weights one update moved in one table (flat positions, `mask` already the new mask), and
+    what follows for a shard: where to zero weights and element-wise state, which rows lost every
+    surviving weight. Table-sized bitmaps are built only when a shard or a row-wise state needs them."""
+
+    def __init__(self, mask: Tensor, pruned: Tensor, grown: Tensor) -> None:
+        self.mask, self.pruned, self.grown = mask, pruned, grown
+        self._changed: Tensor | None = None
+        self._kept: Tensor | None = None
+
+    def _whole(self, shard) -> bool:
+        return tuple(shard.tensor.shape) == tuple(self.mask.shape)
+
+    def changed(self) -> Tensor:
+        if self._changed is None:
+            bm = torch.zeros_like(self.mask)
+            bm.view(-1).index_fill_(0, self.pruned, True).index_fill_(0, self.grown, True)
+            self._changed = bm
+        return self._changed
+
+    def zero(self, tensor: Tensor, shard) -> None:
+        """Zero the entries of `tensor` (shaped like `shard`) at the pruned and grown weights."""
+        if self._whole(shard) and tensor.is_contiguous():
+            tensor.view(-1).index_fill_(0, self.pruned, 0).index_fill_(0, self.grown, 0)
+        else:
+            rs, cs = shard.full
+            tensor.masked_fill_(self.changed()[rs, cs], 0)
+
+    def rows_without_survivor(self, shard) -> Tensor:
+        """Bool per shard row: a weight changed in the shard's columns and none active before the
+        update is active after it (kept = new mask and not grown)."""
+        if self._kept is None:
+            grown = torch.zeros_like(self.mask)
+            grown.view(-1).index_fill_(0, self.grown, True)
+            self._kept = grown.logical_not_().logical_and_(self.mask)
+        rs, cs = shard.full
+        return _any_per_row(self.changed()[rs, cs]) & ~_any_per_row(self._kept[rs, cs])
 
 
 def _any_per_row(mask: Tensor) -> Tensor:
-    """`mask.any(1)` through uint8 max, several times faster on CPU for bool tables."""
-    return mask.contiguous().view(torch.uint8).amax(1).bool() if mask.shape[1] else mask.any(1)
+    """`mask.any(1)` for a bool table, through wider integer views (8 flags per int64 when the row
+    allows it, else uint8 max): several times faster on CPU."""
+    if not mask.shape[1]:
+        return mask.any(1)
+    m = mask.contiguous().view(torch.uint8)
+    if m.shape[1] % 8 == 0:
+        return m.view(torch.int64).ne(0).any(1)
+    return m.amax(1).bool()
 
 
 def _mask_gradient(param: Tensor, mask: Tensor) -> None:

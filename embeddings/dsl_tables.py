@@ -157,7 +157,8 @@ def _from_tbe(tbe: nn.Module) -> dict[str, DSLTable]:
 
     def states(i: int, w: Tensor) -> list[StateShard]:
         out = []
-        for s in tbe.split_optimizer_states()[i]:
+        per_table = tbe.split_optimizer_states()  # empty for stateless optimizers (SGD)
+        for s in per_table[i] if i < len(per_table) else []:
             if (kind := _state_kind(s, w)) is not None:
                 out.append(StateShard(s.view(w.shape[0]) if kind == "row" else s.view_as(w), kind, 0))
         return out

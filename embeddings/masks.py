@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -70,6 +71,61 @@ def frequency_mask(rows: int, dim: int, n_active: int, counts: Tensor,
     return mask.view(rows, dim).to(device)
 
 
+def kth_value(values: Tensor, k: int, sample: int = 1 << 18) -> Tensor:
+    """The exact `k`-th smallest entry (1-based) of a 1-D tensor without NaN, as `torch.kthvalue` gives it.
+
+    Large inputs go through a strided sample first: two sample quantiles bracket the k-th value with a
+    wide safety margin, one counting pass finds how many entries lie below the bracket, and the exact
+    answer is the k-th value of the (small) bracket alone. When the bracket misses, which the margin
+    makes very unlikely and which is detected exactly, it falls back to `torch.kthvalue` on everything.
+
+    Example:
+        >>> float(kth_value(torch.tensor([5., 1., 4., 2., 3.]), 2))
+        2.0
+    """
+    total = values.numel()
+    if not 1 <= k <= total:
+        raise ValueError(f"k={k} is outside 1..{total}")
+    if total <= 4 * sample:
+        return torch.kthvalue(values, k).values
+    part = values[::total // sample]
+    ns = part.numel()
+    expected = k * ns / total
+    margin = 6.0 * math.sqrt(expected * (1.0 - k / total)) + 8.0  # >> one binomial std of the sample rank
+    lo_rank, hi_rank = int(expected - margin), int(math.ceil(expected + margin))
+    lo = torch.kthvalue(part, lo_rank).values if lo_rank >= 1 else None
+    hi = torch.kthvalue(part, hi_rank).values if hi_rank <= ns else None
+    in_band = values >= lo if lo is not None else torch.ones_like(values, dtype=torch.bool)
+    below = total - int(torch.count_nonzero(in_band))
+    if hi is not None:
+        in_band &= values <= hi
+    band = values[in_band.nonzero().squeeze(1)]
+    if 1 <= k - below <= band.numel():
+        return torch.kthvalue(band, k - below).values
+    return torch.kthvalue(values, k).values
+
+
+def pick(values: Tensor, n: int, largest: bool, sample: int = 1 << 18) -> Tensor:
+    """Bool mask of the `n` largest (or smallest) entries of a 1-D tensor; ties go to lower positions.
+
+    Exact, by threshold (`kth_value`, then comparisons): no sort.
+
+    Example:
+        >>> pick(torch.tensor([3., 1., 3., 2.]), 2, largest=True).tolist()
+        [True, False, True, False]
+    """
+    total = values.numel()
+    n = max(0, min(n, total))
+    if n == 0 or n == total:
+        return torch.full_like(values, n == total, dtype=torch.bool)
+    t = kth_value(values, total - n + 1 if largest else n, sample)
+    picked = values > t if largest else values < t
+    need = n - int(torch.count_nonzero(picked))
+    if need > 0:
+        picked[(values == t).nonzero().squeeze(1)[:need]] = True
+    return picked
+
+
 def select(values: Tensor, n: int, largest: bool) -> Tensor:
     """Sorted positions of the `n` largest (or smallest) entries of a 1-D tensor; ties go to lower positions.
 
@@ -81,49 +137,103 @@ def select(values: Tensor, n: int, largest: bool) -> Tensor:
         >>> select(torch.tensor([1., 0., 0., 5.]), 1, largest=False).tolist()
         [1]
     """
-    total = values.numel()
-    n = max(0, min(n, total))
-    if n == 0:
-        return torch.empty(0, dtype=torch.long, device=values.device)
-    if n == total:
-        return torch.arange(total, device=values.device)
-    if largest:
-        t = torch.kthvalue(values, total - n + 1).values
-        strict = values > t
-    else:
-        t = torch.kthvalue(values, n).values
-        strict = values < t
-    need = n - int(torch.count_nonzero(strict))
-    ties = (values == t).nonzero().squeeze(1)[:need]
-    return torch.cat([strict.nonzero().squeeze(1), ties]).sort().values
+    return pick(values.reshape(-1), n, largest).nonzero().squeeze(1)
 
 
-def _pick(values: list[Tensor], candidates: list[Tensor], n: int, largest: bool, what: str = "values") -> list[Tensor]:
-    """Bool tensors marking, over all tables together, the `n` candidate entries with the largest
-    (or smallest) value; ties at the threshold go to the lower (table, flat position).
+def _sample_stride(total: int, dims: list[int], sample: int) -> int:
+    """A stride giving about `sample` entries that is coprime with every table dim (so the sample
+    walks through all columns instead of one)."""
+    s = max(1, total // sample)
+    while any(math.gcd(s, d) != 1 for d in dims):
+        s += 1
+    return s
 
-    Works by threshold (one k-th value over the candidates' values, then comparisons), so a
-    64M-weight table costs a few passes and no sort or index list of all candidates.
-    """
-    flat_v = [v.reshape(-1) for v in values]
-    flat_c = [c.reshape(-1) for c in candidates]
-    pool = torch.cat([v[c] for v, c in zip(flat_v, flat_c)])
+
+def _prune_positions(weights: list[Tensor], masks: list[Tensor], n: int, sample: int) -> list[Tensor]:
+    """Flat positions, per table, of the `n` active weights of smallest |w| over all tables."""
+    active = [m.reshape(-1).nonzero().squeeze(1) for m in masks]
+    parts = [w.reshape(-1).index_select(0, a) for w, a in zip(weights, active)]
+    pool = (torch.cat(parts) if len(parts) > 1 else parts[0]).float().abs_()
     if torch.isnan(pool).any():
-        raise ValueError(f"DSL prune/grow met NaN {what}; training diverged before the mask update")
-    if pool.numel() <= n:
-        return [c.clone() for c in flat_c]
-    k = pool.numel() - n + 1 if largest else n
-    t = torch.kthvalue(pool, k).values
-    del pool
-    picked = [c & (v > t if largest else v < t) for v, c in zip(flat_v, flat_c)]
-    need = n - sum(int(torch.count_nonzero(p)) for p in picked)
-    for v, c, p in zip(flat_v, flat_c, picked):
-        if need <= 0:
-            break
-        ties = (c & (v == t)).nonzero().squeeze(1)[:need]
-        p[ties] = True
-        need -= ties.numel()
-    return picked
+        raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
+    picked = pick(pool, n, largest=False, sample=sample)
+    return [a[p] for a, p in zip(active, picked.split([a.numel() for a in active]))] if len(active) > 1 else [active[0][picked]]
+
+
+def _grow_candidates(acc: Tensor, mask: Tensor, above: float | None) -> tuple[Tensor, Tensor]:
+    """(flat positions, values) of the inactive entries of `acc` greater than `above` (all inactive
+    ones when None), in position order. Rows are filtered first by their largest entry, so only rows
+    that can hold a candidate are looked at element by element."""
+    rows, dim = acc.shape
+    mask = mask.reshape(rows, dim)
+    if above is None:
+        cand_rows, sub, hit = None, acc, ~mask
+    else:
+        cand_rows = (acc.amax(1) > above).nonzero().squeeze(1)
+        sub = acc.index_select(0, cand_rows)
+        hit = (sub > above).logical_and_(~mask.index_select(0, cand_rows))
+    r, c = hit.nonzero(as_tuple=True)
+    values = sub[r, c]
+    if cand_rows is not None:
+        r = cand_rows[r]
+    return r.mul_(dim).add_(c), values
+
+
+def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: int, sample: int) -> list[Tensor]:
+    """Flat positions, per table, of the `n` inactive weights with the largest accumulated gradient
+    magnitude over all tables (ties, zeros included, to the lower (table, position)).
+
+    A strided sample of the inactive magnitudes gives a value safely below the n-th largest; only
+    entries above it are collected and ranked exactly. If fewer than `n` are above it (a miss, or
+    fewer than `n` non-zero magnitudes), every inactive weight is ranked instead: still exact."""
+    acc = [a.reshape(m.shape[0], -1) for a, m in zip(acc, masks)]
+    for a in acc:
+        if a.numel() and torch.isnan(a.amax(1)).any():
+            raise ValueError("DSL prune/grow met NaN gradient magnitudes; training diverged before the mask update")
+    above = None
+    total = sum(a.numel() for a in acc)
+    if inactive > 4 * sample:
+        stride = _sample_stride(total, [a.shape[1] for a in acc], sample)
+        part = torch.cat([a.reshape(-1)[::stride][~m.reshape(-1)[::stride]] for a, m in zip(acc, masks)])
+        expected = n * part.numel() / inactive
+        rank = int(math.ceil(expected + 6.0 * math.sqrt(expected) + 8.0))  # from the top, with a wide margin
+        if rank < part.numel():
+            above = float(torch.kthvalue(part, part.numel() - rank).values)
+            above = above if above > 0 else None
+    for attempt in (above, None) if above is not None else (None,):
+        found = [_grow_candidates(a, m, attempt) for a, m in zip(acc, masks)]
+        pool = torch.cat([v for _, v in found]) if len(found) > 1 else found[0][1]
+        if pool.numel() >= n:
+            picked = pick(pool, n, largest=True, sample=sample)
+            return [p[k] for (p, _), k in zip(found, picked.split([p.numel() for p, _ in found]))]
+    raise AssertionError("unreachable: every inactive weight is a candidate")
+
+
+def exchange_positions(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],
+                       n_exchange: int, sample: int = 1 << 18) -> dict[str, tuple[Tensor, Tensor]]:
+    """(pruned, grown) flat positions per table for one prune/grow update; see `prune_and_grow`.
+
+    Candidates only: |w| is read at the active positions, and the gradient magnitude of inactive
+    weights is ranked through a sampled threshold (`_grow_positions`); the selections are exact.
+
+    Example:
+        >>> w = {"t": torch.tensor([[0.5, 0.1], [0.0, 0.0]])}
+        >>> m = {"t": torch.tensor([[True, True], [False, False]])}
+        >>> g = {"t": torch.tensor([[0.0, 0.0], [0.0, 3.0]])}
+        >>> [x.tolist() for x in exchange_positions(w, m, g, 1)["t"]]
+        [[1], [3]]
+    """
+    names = list(masks)
+    mask_list = [masks[name] for name in names]
+    n_active = sum(int(torch.count_nonzero(m)) for m in mask_list)
+    total = sum(m.numel() for m in mask_list)
+    n = max(0, min(int(n_exchange), n_active, total - n_active))
+    if n == 0:
+        empty = [torch.empty(0, dtype=torch.long, device=m.device) for m in mask_list]
+        return {name: (e, e) for name, e in zip(names, empty)}
+    pruned = _prune_positions([weights[name].detach() for name in names], mask_list, n, sample)
+    grown = _grow_positions([grad_acc[name].detach() for name in names], mask_list, n, total - n_active, sample)
+    return {name: (p, g) for name, p, g in zip(names, pruned, grown)}
 
 
 def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],
@@ -132,7 +242,8 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     are pruned, and the same number of previously inactive weights with the largest accumulated
     gradient magnitude are grown. Ties go to the lower (table order, flat position). Weights pruned
     in this update are not candidates for growth, so exactly `n_exchange` weights move and the
-    active count is unchanged.
+    active count is unchanged. Only non-zero gradient magnitudes outrank: zero-gradient weights are
+    grown (lowest position first) only when fewer than `n_exchange` inactive weights have a gradient.
 
     Example:
         >>> w = {"a": torch.tensor([[1.0, 0.2]]), "b": torch.tensor([[0.0, 3.0]])}
@@ -141,27 +252,12 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
         >>> {k: v.int().tolist() for k, v in prune_and_grow(w, m, g, 1).items()}
         {'a': [[1, 0]], 'b': [[1, 1]]}
     """
-    names = list(masks)
-    mask_list = [masks[n] for n in names]
-    n_active = sum(int(torch.count_nonzero(m)) for m in mask_list)
-    n = max(0, min(int(n_exchange), n_active, sum(m.numel() for m in mask_list) - n_active))
-    if n == 0:
-        return {name: m.clone() for name, m in zip(names, mask_list)}
-    w_abs = [weights[name].detach().abs() for name in names]
-    pruned = _pick(w_abs, mask_list, n, largest=False, what="embedding weights")
-    del w_abs
-    # Growth ranks inactive weights with a non-zero accumulated gradient; only when there are
-    # fewer than n of those do zero-gradient ones fill up (lowest position first).
-    acc = [grad_acc[name].detach() for name in names]
-    grown = _pick(acc, [(~m) & (a != 0) for m, a in zip(mask_list, acc)], n, largest=True, what="gradient magnitudes")
-    missing = n - sum(int(torch.count_nonzero(g)) for g in grown)
-    for m, a, g in zip(mask_list, acc, grown):
-        if missing <= 0:
-            break
-        fill = ((~m) & (a == 0)).reshape(-1).nonzero().squeeze(1)[:missing]
-        g[fill] = True
-        missing -= fill.numel()
-    return {name: ((m.reshape(-1) & ~p) | g).view_as(m) for name, m, p, g in zip(names, mask_list, pruned, grown)}
+    out = {}
+    for name, (pruned, grown) in exchange_positions(weights, masks, grad_acc, n_exchange).items():
+        new = masks[name].clone()
+        new.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
+        out[name] = new
+    return out
 
 
 def mask_changes(old: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,4 +281,5 @@ def density(mask: Tensor) -> float:
     return float(torch.count_nonzero(mask)) / max(1, mask.numel())
 
 
-__all__ = ["active_count", "random_mask", "frequency_mask", "select", "prune_and_grow", "mask_changes", "density"]
+__all__ = ["active_count", "random_mask", "frequency_mask", "kth_value", "pick", "select", "exchange_positions",
+           "prune_and_grow", "mask_changes", "density"]
