@@ -218,12 +218,62 @@ def row_range_batches(path: Path, spec: BatchSpec, batch_size: int, start: int, 
         yield batch_from_arrow(t, spec)
 
 
-def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0) -> Iterator[Batch]:
+def train_shard_name(rank: int | None) -> str:
+    """The Ray Train dataset a worker trains on: "train" (a stream split across the workers) or, when the
+    split is materialized, this rank's own in-memory share "train_rank<r>".
+
+    Example:
+        >>> train_shard_name(None), train_shard_name(1)
+        ('train', 'train_rank1')
+    """
+    return "train" if rank is None else f"train_rank{rank}"
+
+
+def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0,
+                prefetch_batches: int = 2) -> Iterator[Batch]:
     """Batches of a Ray Data shard (`ray.train.get_dataset_shard(...)`), streamed as Arrow."""
-    it = shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last, prefetch_batches=2)
+    it = shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last,
+                            prefetch_batches=prefetch_batches)
     for i, t in enumerate(it):
         if i >= skip:
             yield batch_from_arrow(t, spec)
+
+
+def parquet_files(path: Path) -> list[str]:
+    """The Parquet files of a split folder in name order (Spark leaves _SUCCESS / .crc files beside them)."""
+    return sorted(str(p) for p in Path(path).rglob("*.parquet"))
+
+
+def uncompressed_bytes(path: Path, columns: list[str]) -> int:
+    """Bytes of `columns` in a Parquet folder once decompressed, from the footers (no data read).
+
+    Example:
+        >>> uncompressed_bytes(Path("runs/r/vocab/encoded/train"), spec.columns) / 2**20 < 256   # doctest: +SKIP
+        True
+    """
+    import pyarrow.parquet as pq
+
+    wanted, total = set(columns), 0
+    for f in parquet_files(path):
+        meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            total += sum(rg.column(c).total_uncompressed_size for c in range(rg.num_columns)
+                         if rg.column(c).path_in_schema.split(".")[0] in wanted)
+    return total
+
+
+def equal_shares(path: Path, columns: list[str], world: int) -> list[pa.Table]:
+    """`world` equal consecutive row ranges of a Parquet folder (files in name order), read into memory;
+    the remainder rows are dropped, as Ray Data's `streaming_split(equal=True)` does.
+
+    Example:
+        >>> [t.num_rows for t in equal_shares(path, spec.columns, 2)]        # doctest: +SKIP
+        [2400, 2400]
+    """
+    table = pads.dataset(parquet_files(path), format="parquet").to_table(columns=columns)
+    share = table.num_rows // world
+    return [table.slice(r * share, share) for r in range(world)]
 
 
 def count_rows(path: Path) -> int:

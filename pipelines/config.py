@@ -24,6 +24,22 @@ class RayConfig(_Strict):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     use_gpu: bool = False
     single_process: bool = Field(default=False, description="run the same loop in this process, without Ray")
+    materialize_below_mb: float = Field(
+        default=256.0, ge=0,
+        description="Ray mode: a train split whose uncompressed size (Parquet footers, the model's columns) is below "
+                    "this is read once into Ray's object store, one equal share per worker, and reused every epoch; "
+                    "a larger split streams through Ray Data (read_parquet + streaming_split, re-read each epoch, "
+                    "never all in memory). 0 always streams")
+    worker_niceness: int | None = Field(
+        default=0, ge=0, le=19,
+        description="Unix niceness of the training workers. Ray starts worker processes at 15, so on a shared "
+                    "machine a training step waits behind every normal process; 0 runs them like the driver. "
+                    "None keeps Ray's default")
+    controller_poll_s: float | None = Field(
+        default=0.5, gt=0,
+        description="seconds between Ray Train's polls of its workers (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, Ray's "
+                    "default 2.0): every checkpoint report waits in its worker until the next poll, and a dead "
+                    "worker is noticed at the next poll. None keeps Ray's default / the environment's value")
 
 
 class ModelConfig(_Strict):
@@ -67,4 +83,4 @@ class TrainConfig(_Strict):
     log_every: int = Field(default=20, ge=1, description="steps between loss records / progress updates")
     checkpoints_to_keep: int = Field(default=2, ge=1)
     slice_features: int = Field(default=3, ge=0, description="features (by plan score, else plan order) for per-slice AUC")
-    fail_at_step: int | None = Field(default=None, ge=1, description="testing: the last worker raises once at this step")
+    fail_at_step: int | None = Field(default=None, ge=1, description="testing: the last worker dies once at this step (Ray mode: SIGKILL of its own process; single process: raises)")

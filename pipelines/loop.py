@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from torch import nn
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from pipelines.batches import (Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches, ray_batches,
-                                row_range_batches)
+                                row_range_batches, train_shard_name)
 from pipelines.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
 from pipelines.config import TrainConfig
 from pipelines.ctr_model import build_ctr_model
@@ -63,6 +64,9 @@ class LoopJob:
     global_batch: int
     steps_per_epoch: int = 0
     progress_path: str | None = None
+    # Ray mode: "stream" (one Ray Data stream split across the workers, dataset "train") or "materialized"
+    # (one in-memory share per worker, dataset `train_shard_name(rank)`); set by the trainer
+    ray_input: str = "stream"
 
     @property
     def plan(self) -> EmbeddingPlan:
@@ -139,7 +143,12 @@ class RayIO:
     def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
         import ray.train
 
-        return ray_batches(ray.train.get_dataset_shard("train"), spec, batch_size, drop_last=True, skip=skip)
+        if self.job.ray_input == "materialized":
+            # this rank's share is already in the object store: nothing to overlap, so no prefetch thread
+            # competing with the step for the worker's CPU
+            shard = ray.train.get_dataset_shard(train_shard_name(self.rank))
+            return ray_batches(shard, spec, batch_size, drop_last=True, skip=skip, prefetch_batches=0)
+        return ray_batches(ray.train.get_dataset_shard(train_shard_name(None)), spec, batch_size, drop_last=True, skip=skip)
 
     def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
         # Validation reads this rank's equal slice of the split directly: a Ray Data pass per epoch costs
@@ -156,15 +165,26 @@ class RayIO:
 
     def save(self, name: str, writer: Callable[[Path], None], metrics: dict) -> str:
         import ray.train
-        from ray.train import Checkpoint
+        from ray.train import Checkpoint, CheckpointUploadMode
 
         tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{name}-r{self.rank}-"))
         try:
             writer(tmp)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name)
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # ASYNC: Ray copies the folder to storage and hands the report to its controller (which polls
+        # workers every few seconds) in a background thread, so the step loop does not wait for the poll;
+        # reports keep their order, and the last one is flushed before the worker ends
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name,
+                         checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
         return name
+
+    def die(self) -> None:
+        """Testing: kill this worker process (SIGKILL: no exception, no clean-up), once Ray Train's controller
+        has taken this worker's checkpoint reports, so the restart knows exactly where to resume from."""
+        _wait_until_reports_taken(timeout_s=30.0)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def progress(self, info: dict) -> None:
         if self.rank == 0 and self.job.progress_path:
@@ -255,11 +275,38 @@ def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) 
     return path
 
 
-def _plant_failure(job: LoopJob, step: int, rank: int, world: int) -> None:
-    """Testing hook: the last worker raises once at `fail_at_step` (a marker file makes it once only)."""
+def _wait_until_reports_taken(timeout_s: float) -> None:
+    """Block until Ray Train's controller has polled every report of this worker (uploads included).
+
+    A report lives in the worker's queue until the controller's next poll; a worker killed before that loses
+    it, and the restart resumes from the checkpoint before. Reads Ray Train V2 internals, so anything
+    unexpected falls back to waiting two poll intervals.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        ctx = get_train_context()
+        queue = ctx.get_result_queue()
+        while time.monotonic() < deadline and (ctx.current_report_index < ctx.report_call_index or queue.unfinished_tasks):
+            time.sleep(0.05)
+    except (ImportError, AttributeError, RuntimeError):
+        time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)) + 0.5)
+
+
+def _plant_failure(job: LoopJob, io: LocalIO | RayIO, step: int) -> None:
+    """Testing hook: the last worker dies once at `fail_at_step` (a marker file makes it once only).
+
+    Ray mode: the worker process SIGKILLs itself (`RayIO.die`: a real death, as when a machine is lost).
+    Single process, where nothing could restart it: it raises. The marker holds the step and the pid.
+    """
     marker = Path(job.out) / FAIL_MARKER
-    if job.train.fail_at_step == step and rank == world - 1 and not marker.exists():
-        marker.write_text(str(step))
+    if job.train.fail_at_step == step and io.rank == io.world - 1 and not marker.exists():
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"step": step, "pid": os.getpid()}))
+        os.replace(tmp, marker)
+        if isinstance(io, RayIO):
+            io.die()
         raise RuntimeError(f"planted worker failure at step {step} (training.fail_at_step)")
 
 
@@ -321,7 +368,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 first = False
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
-            _plant_failure(job, state.step + 1, rank, world)
+            _plant_failure(job, io, state.step + 1)
             batch = batch.to(device, non_blocking=True)
             logits = model(batch.dense, batch.sparse)
             loss = F.binary_cross_entropy_with_logits(logits, batch.labels)

@@ -13,24 +13,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from features.errors import UserError
-from pipelines.batches import EncodedSchema, count_rows, split_path
+from pipelines.batches import (EncodedSchema, count_rows, equal_shares, parquet_files, split_path, train_shard_name,
+                               uncompressed_bytes)
 from pipelines.checkpoint import read_history
 from pipelines.config import TrainConfig
 from pipelines.errors import TrainingDivergedError
 from pipelines.loop import LoopJob, run_single_process, train_loop_per_worker
+
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 @dataclass
@@ -144,34 +148,95 @@ def _worker_user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
-    import ray
+def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
+    """The Ray Data inputs of the workers: `(datasets, DataConfig, job)` for `TorchTrainer`.
+
+    A train split below `training.ray.materialize_below_mb` (uncompressed, the model's columns) is read
+    once here and put in the object store as one materialized dataset per rank (equal consecutive shares),
+    so an epoch starts without Ray Data planning, read tasks or a split coordinator; a larger split streams
+    (`read_parquet` + `streaming_split`, order preserved so the same rows reach the same worker on a restart).
+
+    Example:
+        >>> datasets, data_config, job = ray_train_inputs(job)                  # doctest: +SKIP
+        >>> sorted(datasets), job.ray_input                                     # doctest: +SKIP
+        (['train_rank0', 'train_rank1'], 'materialized')
+    """
     import ray.data
+    from ray.train import DataConfig
+
+    cfg = job.train
+    path = Path(job.encoded) / "train"
+    columns = job.spec("train").columns
+    if uncompressed_bytes(path, columns) < cfg.ray.materialize_below_mb * 2**20:
+        shares = equal_shares(path, columns, cfg.ray.num_workers)
+        datasets = {train_shard_name(r): ray.data.from_arrow(t).materialize() for r, t in enumerate(shares)}
+        return datasets, DataConfig(datasets_to_split=[]), replace(job, ray_input="materialized")
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    datasets = {train_shard_name(None): ray.data.read_parquet(parquet_files(path))}
+    return datasets, DataConfig(datasets_to_split=[train_shard_name(None)]), replace(job, ray_input="stream")
+
+
+def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
+    """The training workers' runtime environment (`RunConfig(worker_runtime_env=...)`): their niceness.
+
+    Example:
+        >>> worker_runtime_env(TrainConfig())
+        {'env_vars': {'RAY_worker_niceness': '0'}}
+    """
+    nice = cfg.ray.worker_niceness
+    return {} if nice is None else {"env_vars": {"RAY_worker_niceness": str(nice)}}
+
+
+@contextlib.contextmanager
+def controller_env(cfg: TrainConfig) -> Iterator[None]:
+    """Set Ray Train's controller poll interval (`training.ray.controller_poll_s`) while a trainer starts
+    its controller (Ray Train reads it from the driver's environment in `fit()`), then restore it.
+
+    Example:
+        >>> with controller_env(TrainConfig()):
+        ...     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+        '0.5'
+    """
+    if cfg.ray.controller_poll_s is None:
+        yield
+        return
+    before = os.environ.get(POLL_ENV)
+    os.environ[POLL_ENV] = str(cfg.ray.controller_poll_s)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(POLL_ENV, None)
+        else:
+            os.environ[POLL_ENV] = before
+
+
+def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = job.train
+    t0 = time.perf_counter()
     _ray_init(cfg)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # the same rows reach the same worker on a restart
-    # the Parquet files only (Spark leaves _SUCCESS / .crc files beside them), in name order
-    files = sorted(str(p) for p in (Path(job.encoded) / "train").rglob("*.parquet"))
-    datasets = {"train": ray.data.read_parquet(files)}
+    tick = time.perf_counter()
+    datasets, data_config, job = ray_train_inputs(job)
+    input_seconds = time.perf_counter() - tick
     trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets,
+        train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets, dataset_config=data_config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(Path(job.out).resolve()),
+        run_config=RunConfig(name="checkpoints", storage_path=str(Path(job.out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)))
     total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
     stop = threading.Event()
-    t0 = time.perf_counter()
     with _Progress(total, show_progress) as progress:
         poller = threading.Thread(target=_poll, args=(Path(job.progress_path or ""), progress, stop), daemon=True)
         poller.start()
         try:
-            result = trainer.fit()
+            with controller_env(cfg):
+                result = trainer.fit()
         except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
             user = _worker_user_error(err)
             if user is not None:
@@ -190,7 +255,8 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         ckpt = Path(result.checkpoint.to_directory(str(Path(job.out) / "final_checkpoint")))
     return FitOutcome(ckpt, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
                       int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
-                      extra={"driver_seconds": time.perf_counter() - t0,
+                      extra={"driver_seconds": time.perf_counter() - t0, "ray_input": job.ray_input,
+                             "seconds_input_prepare": round(input_seconds, 3),
                              **{k: v for k, v in metrics.items() if k.startswith("seconds_")}})
 
 
