@@ -1,14 +1,10 @@
-"""Training of the session models (M2TRec, SASRec, GRU4Rec; popularity just counts), single process.
+"""Training of the session models (M2TRec, SASRec, GRU4Rec; popularity just counts).
 
-Every model maps a batch of prefixes to a representation and every catalogue item to an
-embedding; the next-item loss is a softmax over candidates:
-- `softmax="full"`: every item seen in training is a candidate;
-- `softmax="sampled"`: the batch's own targets (in-batch negatives) plus `negatives` items drawn
-  uniformly from the training items, with the logQ correction (subtract log of each
-  candidate's expected count in the candidate set) so popular items are not over-penalised.
-M2TRec adds one cross-entropy per task attribute, weighted by `loss_weights` (next item,
-then the task attributes in order). Training stops with an error on a NaN/inf loss, naming the
-step. With validation examples, the weights of the best epoch (Recall@20) are kept.
+The loop itself (losses, data-parallel split, checkpoints) is `pipelines/session_loop.py`. Where it
+runs follows the CTR switch `training.ray`: `single_process: true` runs it in this process
+(debugging, small runs), otherwise on Ray Train with `num_workers` workers (`pipelines/session_ray.py`).
+Popularity has nothing to train and never starts Ray. With validation examples, the weights of the
+best epoch (Recall@20) are kept.
 
 Example:
     >>> model = build_model(ModelConfig(name="m2trec", hidden=16), data)          # doctest: +SKIP
@@ -17,39 +13,25 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
-import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from features.errors import UserError
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.m2trec import M2TRec, M2TRecConfig
 from models.popularity import Popularity
 from models.sasrec import SASRec, SASRecConfig
 from pipelines.config import ModelConfig, TrainConfig
-from pipelines.session_data import SessionData, SessionExamples
+from pipelines.session_data import SessionData
+from pipelines.session_loop import LocalSessionIO, TrainingError, next_item_loss, pick_device, run_session_loop
+
+__all__ = ["SESSION_MODELS", "TrainingError", "build_model", "load_model", "next_item_loss", "pick_device",
+           "save_model", "train_session_model", "train_stage", "validator"]
 
 SESSION_MODELS = ("m2trec", "sasrec", "gru4rec", "popularity")
-
-
-class TrainingError(UserError):
-    """Training cannot go on (NaN loss, unusable settings)."""
-
-
-def pick_device(setting: str) -> torch.device:
-    """"auto" → CUDA when present, else CPU."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("training.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'.")
-    return torch.device(setting)
 
 
 def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
@@ -82,96 +64,31 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
     raise TrainingError(f"training.model.name: '{cfg.name}' is not a session model; use one of {', '.join(SESSION_MODELS)}.")
 
 
-def _task_targets(model: nn.Module, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    if not isinstance(model, M2TRec):
-        return {}
-    return {a: model.catalogue.categorical[a][targets] for a in model.config.task_classes}
+def validator(data: SessionData, train: TrainConfig) -> Callable[[nn.Module], float] | None:
+    """Validation Recall@max(eval_k) (last item of each validation session), or None without validation sessions."""
+    from pipelines.session_evaluate import evaluate_session_model
 
-
-def next_item_loss(model: nn.Module, rep: torch.Tensor, targets: torch.Tensor, cfg: ModelConfig,
-                   train_items: torch.Tensor, log_q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Cross-entropy of the true next item among the candidates (full or in-batch + sampled)."""
-    if cfg.softmax == "full":
-        cand = train_items
-    else:
-        draw = torch.randint(0, train_items.numel(), (cfg.negatives,), generator=gen).to(train_items.device)
-        cand = torch.unique(torch.cat([targets, train_items[draw]]))
-    emb = model.item_repr(cand)
-    logits = rep @ emb.T
-    if cfg.softmax == "sampled" and cfg.logq_correction:
-        logits = logits - log_q[cand][None, :]
-    pos = torch.searchsorted(cand, targets)
-    return F.cross_entropy(logits, pos)
+    if not data.sessions["validation"]:
+        return None
+    k = max(train.eval_k)
+    return lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
+                                            max_length=train.model.max_length)["overall"][f"recall@{k}"]
 
 
 def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig, seed: int = 0,
                         validate: Callable[[nn.Module], float] | None = None,
-                        progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train `model` on the training split of `data`; returns the history (loss per epoch, seconds).
+                        progress: Callable[[int, int, float], None] | None = None,
+                        checkpoint_dir: Path | None = None) -> dict:
+    """Train `model` in this process on the training split of `data`; returns the history (loss per epoch, seconds).
 
     `validate(model) -> score` (higher is better) is called after each epoch when given; the best
     epoch's weights are restored at the end and early stopping follows `early_stopping_patience`.
+    With `checkpoint_dir`, a checkpoint is written after every epoch and training resumes from the
+    latest one found there.
     """
-    cfg = train.model
-    torch.manual_seed(seed)
-    device = pick_device(train.device)
-    history: dict = {"model": cfg.name, "loss": [], "validation": [], "seconds": 0.0, "device": str(device)}
-    if isinstance(model, Popularity):
-        return history
-    t0 = time.perf_counter()
-    model.to(device)
-    if isinstance(model, M2TRec):
-        model.attach_catalogue(model.catalogue.to(device))
-    ex = data.examples("train", cfg.max_length)
-    counts = data.train_counts().to(device)
-    train_items = counts.nonzero().squeeze(1)
-    b = min(train.batch_size, len(ex))
-    p = counts.double() / counts.sum()
-    # expected times an item appears among the candidates: as an in-batch target, or as a uniform draw
-    log_q = torch.log(b * p + cfg.negatives / max(1, train_items.numel())).float().clamp(min=-30)
-    weights = cfg.loss_weights
-    task_weights = dict(zip(cfg.task_attributes, weights[1:]))
-    opt = torch.optim.Adam(model.parameters(), lr=train.dense_learning_rate)
-    gen = torch.Generator().manual_seed(seed)
-    best, best_state, bad_epochs, step = -np.inf, None, 0, 0
-    for epoch in range(train.epochs):
-        model.train()
-        order = torch.randperm(len(ex), generator=gen)
-        total, batches = 0.0, 0
-        for s in range(0, len(ex), b):
-            batch = ex.subset(order[s:s + b])
-            items, lengths, targets = batch.items.to(device), batch.lengths.to(device), batch.targets.to(device)
-            width = int(lengths.max())
-            rep, task_logits = model(items[:, :width], lengths)
-            loss = weights[0] * next_item_loss(model, rep, targets, cfg, train_items, log_q, gen)
-            for a, y in _task_targets(model, targets).items():
-                loss = loss + task_weights[a] * F.cross_entropy(task_logits[a], y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"training stopped: loss is {loss.item()} at epoch {epoch}, step {step} "
-                                    f"(batch of examples {s}..{s + len(batch) - 1}); lower dense_learning_rate.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if train.grad_clip_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
-            opt.step()
-            total, batches, step = total + loss.item(), batches + 1, step + 1
-        history["loss"].append(total / max(1, batches))
-        if progress:
-            progress(epoch + 1, train.epochs, history["loss"][-1])
-        if validate is not None:
-            score = validate(model)
-            history["validation"].append(score)
-            if score > best:
-                best, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                bad_epochs += 1
-                if bad_epochs > train.early_stopping_patience:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        history["best_epoch"] = int(np.argmax(history["validation"]))
-    history["seconds"] = round(time.perf_counter() - t0, 2)
-    history["examples"] = len(ex)
+    io = LocalSessionIO(pick_device(train.device), checkpoint_dir, train.checkpoints_to_keep, progress)
+    history = run_session_loop(model, data, train, seed, io, validate)
+    history["mode"] = "single_process"
     return history
 
 
@@ -200,25 +117,34 @@ def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]
 
 def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed: int = 0,
                 eval_positions: int = 1, progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Stage: train `train.model` on `inputs["sessions"]`; writes the model and its test metrics.
+    """Stage: train `train.model` on `inputs["sessions"]` (Ray Train or this process, per `training.ray`);
+    evaluate it on the test split.
 
-    Writes `model.pt`, `model.json`, `metrics.json` (test split, by slice) and returns a summary.
+    Writes `model.pt`, `model.json`, `metrics.json` (test split, by slice and per category),
+    `checkpoints/` and returns a summary.
     """
     from pipelines.session_data import load_sessions
     from pipelines.session_evaluate import evaluate_session_model
 
+    out = Path(out)
     data = load_sessions(inputs["sessions"])
+    torch.manual_seed(seed)
     model = build_model(train.model, data)
-    k = max(train.eval_k)
-    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
-                                            max_length=train.model.max_length)["overall"][f"recall@{k}"]) \
-        if data.sessions["validation"] else None
-    history = train_session_model(model, data, train, seed=seed, validate=val, progress=progress)
+    if train.ray.single_process or isinstance(model, Popularity):
+        history = train_session_model(model, data, train, seed=seed, validate=validator(data, train), progress=progress,
+                                      checkpoint_dir=out / "checkpoints")
+    else:
+        from pipelines.session_ray import fit_sessions
+
+        history = fit_sessions(Path(inputs["sessions"]), out, model, train, seed, progress=progress)
     metrics = evaluate_session_model(model, data, "test", positions=eval_positions, ks=train.eval_k,
                                      max_length=train.model.max_length, seed=seed)
     metrics["model"] = train.model.name
     metrics["data_issues"] = data.issues
+    metrics["training"] = {k: history[k] for k in ("mode", "workers", "seconds", "examples", "best_epoch", "resumed_from")
+                           if k in history}
     save_model(model, train.model, out, history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return {"rows_in": len(data.sessions["train"]), "rows_out": metrics["overall"]["n"], "model": train.model.name,
-            "history": history, "test": metrics["overall"], "data_issues": data.issues}
+            "history": history, "test": metrics["overall"], "data_issues": data.issues,
+            "mode": history.get("mode"), "workers": history.get("workers")}

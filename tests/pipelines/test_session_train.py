@@ -22,8 +22,10 @@ def layout(sessions_small, tmp_path_factory):
 
 
 def tiny(name: str, **kw) -> TrainConfig:
-    return TrainConfig(model=ModelConfig(name=name, hidden=16, layers=1, heads=2, max_length=10, **kw),
-                       epochs=1, batch_size=256, dense_learning_rate=3e-3, device="cpu")
+    cfg = TrainConfig(model=ModelConfig(name=name, hidden=16, layers=1, heads=2, max_length=10, **kw),
+                      epochs=1, batch_size=256, dense_learning_rate=3e-3, device="cpu")
+    cfg.ray.single_process = True
+    return cfg
 
 
 @pytest.fixture(scope="module")
