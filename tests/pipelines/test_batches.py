@@ -69,3 +69,40 @@ def test_row_ranges_split_a_folder_into_equal_rank_slices(tmp_path):
     first = [b.dense[:, 0].tolist() for b in row_range_batches(tmp_path, SPEC, 2, 0, 4)]
     second = [b.dense[:, 0].tolist() for b in row_range_batches(tmp_path, SPEC, 2, 4, 8)]
     assert first == [[0.5, 1.0], [2.0, 0.5]] and second == [[1.0, 2.0], [0.5, 1.0]]
+
+
+def _two_files(tmp_path):
+    """Two Parquet files (name order a, b) of 3 and 4 rows; `y` numbers the rows 0..6."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for name, ys in (("a.parquet", [0, 1, 2]), ("b.parquet", [3, 4, 5, 6])):
+        n = len(ys)
+        pq.write_table(pa.table({"y": pa.array(ys, pa.int32()), "d1": pa.array([1.0] * n, pa.float32()),
+                                 "d2": pa.array([2.0] * n, pa.float32()), "a": pa.array([1] * n, pa.int64()),
+                                 "tags": pa.array([[1, 2]] * n, pa.list_(pa.int64())),
+                                 "unused": pa.array([f"{y:04d}" * 250 for y in ys])}), folder / name)
+    (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+def test_equal_shares_are_consecutive_row_ranges_in_file_order_without_the_remainder(tmp_path):
+    from pipelines.batches import equal_shares
+
+    folder = _two_files(tmp_path)
+    shares = equal_shares(folder, SPEC.columns, 2)
+    assert [t.column("y").to_pylist() for t in shares] == [[0, 1, 2], [3, 4, 5]]   # row 6 dropped, as equal=True
+    assert shares[0].schema.names == SPEC.columns                                    # only the model's columns
+    assert [t.column("y").to_pylist() for t in equal_shares(folder, SPEC.columns, 3)] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_uncompressed_bytes_counts_only_the_wanted_columns_from_the_footers(tmp_path):
+    from pipelines.batches import uncompressed_bytes
+
+    folder = _two_files(tmp_path)
+    model = uncompressed_bytes(folder, SPEC.columns)
+    everything = uncompressed_bytes(folder, [*SPEC.columns, "unused"])
+    assert 0 < model < 1000                       # 7 rows of a few numbers
+    assert everything - model > 7 * 1000          # seven distinct 1000-character strings (uncompressed) are the rest
+    expected = sum(pq.ParquetFile(f).metadata.row_group(0).column(c).total_uncompressed_size
+                   for f in (folder / "a.parquet", folder / "b.parquet") for c in range(6))
+    assert everything == expected

@@ -61,3 +61,58 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
     assert ray_summary["val_auc"] > 0.6, aucs                            # single process: 0.633-0.640 over 3 seeds
     assert abs(ray_summary["val_auc"] - single["val_auc"]) < AUC_TOLERANCE, aucs
     assert abs(ray_summary["test_auc"] - single["test_auc"]) < AUC_TOLERANCE, aucs
+
+
+def test_worker_niceness_and_controller_poll_reach_ray_and_the_environment_is_restored(monkeypatch):
+    from pipelines.trainer import POLL_ENV, controller_env, worker_runtime_env
+
+    cfg = TrainConfig()
+    assert worker_runtime_env(cfg) == {"env_vars": {"RAY_worker_niceness": "0"}}
+    cfg.ray.worker_niceness = None
+    assert worker_runtime_env(cfg) == {}
+    monkeypatch.setenv(POLL_ENV, "7")
+    with controller_env(cfg):
+        assert os.environ[POLL_ENV] == "0.5"
+    assert os.environ[POLL_ENV] == "7"
+    monkeypatch.delenv(POLL_ENV)
+    cfg.ray.controller_poll_s = None
+    with controller_env(cfg):
+        assert POLL_ENV not in os.environ
+
+
+@pytest.mark.ray
+def test_small_splits_are_materialized_one_share_per_worker_and_large_ones_stream(ray_local, encoded_ctr, tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from pipelines.trainer import make_job, ray_train_inputs
+
+    plan = encoded_ctr["plan_obj"]
+    rows = encoded_ctr["schema"]["rows"]["train"]
+    labels = pq.read_table(Path(encoded_ctr["vocab"]) / "encoded" / "train", columns=["label"]).column("label").to_pylist()
+    job = make_job(Path(encoded_ctr["vocab"]), plan, tmp_path, _cfg(False), EMB, seed=0)
+    datasets, data_config, small = ray_train_inputs(job)
+    assert small.ray_input == "materialized" and sorted(datasets) == ["train_rank0", "train_rank1"]
+    assert data_config._datasets_to_split == []                  # each worker reads only its own share
+    share = rows // 2
+    for r in (0, 1):
+        got = datasets[f"train_rank{r}"].to_pandas()["label"].tolist()
+        assert got == labels[r * share:(r + 1) * share]           # consecutive equal shares, in file order
+
+    job.train.ray.materialize_below_mb = 0.0
+    datasets, data_config, big = ray_train_inputs(job)
+    assert big.ray_input == "stream" and sorted(datasets) == ["train"]
+    assert data_config._datasets_to_split == ["train"]           # one Ray Data stream split across the workers
+
+
+@pytest.mark.ray
+def test_one_worker_streams_the_split_through_ray_data_each_epoch(ray_local, encoded_ctr, tmp_path: Path):
+    cfg = _cfg(False)
+    cfg.ray.num_workers, cfg.ray.cpus_per_worker, cfg.ray.materialize_below_mb = 1, 1.0, 0.0
+    inputs = {"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}
+    summary = train_stage(inputs, tmp_path / "stream", cfg, EMB, seed=0, show_progress=False)
+    m = json.loads((tmp_path / "stream" / "metrics.json").read_text())
+    per_epoch = encoded_ctr["schema"]["rows"]["train"] // 512
+    assert m["training"]["ray_input"] == "stream" and m["training"]["workers"] == 1
+    assert summary["steps"] == 2 * per_epoch and m["training"]["examples"] == 2 * per_epoch * 512
+    assert [v["step"] for v in m["history"]["validation"]] == [per_epoch, 2 * per_epoch]   # both epochs read it all
+    assert summary["val_auc"] > 0.6
