@@ -393,7 +393,8 @@ class DSLController:
         for name, (pruned, grown) in changes.items():
             t, mask = self.tables[name], self.masks[name]
             mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
-            changed = _Changes(mask, pruned, grown)
+            # the accumulator is zeroed right after this update: its storage holds the bitmaps
+            changed = _Changes(mask, pruned, grown, scratch=self.grad_acc[name])
             for shard in t.shards:  # pruned -> 0, regrown weights start at 0 too
                 changed.zero(shard.tensor, shard)
             for st in t.optimizer_states():
@@ -451,17 +452,28 @@ class _Changes:
     what follows for a shard: where to zero weights and element-wise state, which rows lost every
     surviving weight. Table-sized bitmaps are built only when a shard or a row-wise state needs them."""
 
-    def __init__(self, mask: Tensor, pruned: Tensor, grown: Tensor) -> None:
+    def __init__(self, mask: Tensor, pruned: Tensor, grown: Tensor, scratch: Tensor | None = None) -> None:
         self.mask, self.pruned, self.grown = mask, pruned, grown
         self._changed: Tensor | None = None
         self._kept: Tensor | None = None
+        # two table-sized bool bitmaps carved out of a dead buffer (a fresh 64 MB tensor costs more
+        # in page faults than the work done on it); fresh tensors when there is none big enough
+        self._spare: list[Tensor] = []
+        n = mask.numel()
+        if scratch is not None and scratch.is_contiguous() and scratch.device == mask.device \
+                and scratch.numel() * scratch.element_size() >= 2 * n:
+            flat = scratch.view(-1).view(torch.uint8)[:2 * n].view(torch.bool)
+            self._spare = [flat[n:].view(mask.shape), flat[:n].view(mask.shape)]
+
+    def _bitmap(self) -> Tensor:
+        return self._spare.pop().zero_() if self._spare else torch.zeros_like(self.mask)
 
     def _whole(self, shard) -> bool:
         return tuple(shard.tensor.shape) == tuple(self.mask.shape)
 
     def changed(self) -> Tensor:
         if self._changed is None:
-            bm = torch.zeros_like(self.mask)
+            bm = self._bitmap()
             bm.view(-1).index_fill_(0, self.pruned, True).index_fill_(0, self.grown, True)
             self._changed = bm
         return self._changed
@@ -478,7 +490,7 @@ class _Changes:
         """Bool per shard row: a weight changed in the shard's columns and none active before the
         update is active after it (kept = new mask and not grown)."""
         if self._kept is None:
-            grown = torch.zeros_like(self.mask)
+            grown = self._bitmap()
             grown.view(-1).index_fill_(0, self.grown, True)
             self._kept = grown.logical_not_().logical_and_(self.mask)
         rs, cs = shard.full
