@@ -176,7 +176,7 @@ def test_outputs_follow_the_stage_contract(ranked):
 def test_spark_scores_equal_the_numpy_reference_for_every_estimator(spark, small_csv):
     """One Spark run (mi-shifted, so its count tables also hold the random label copies); every
     estimator's score of those Spark-made count tables must equal the cell-by-cell reference."""
-    from features.outrank import background_sql, score_features
+    from features.outrank import _profile, background_sql, score_features
     from features.rank_source import read_raw
 
     # pairs: the top feature and every low-cardinality categorical (the reference EMI is slow for two large ones)
@@ -185,7 +185,8 @@ def test_spark_scores_equal_the_numpy_reference_for_every_estimator(spark, small
     df = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
     y = df["label"].to_numpy()
     counts = np.array([(y == c).sum() for c in res.classes])
-    bg = read_raw(spark, small_csv, "label", "csv").df.selectExpr(*background_sql(counts, cfg.seed, cfg.permutations)).toPandas()
+    rows, _, _ = _profile(read_raw(spark, small_csv, "label", "csv"))   # the rows the label copies were drawn for
+    bg = rows.selectExpr(*background_sql(counts, cfg.seed, cfg.permutations)).toPandas()
     background = [bg[c].to_numpy() for c in bg.columns]
     values = {}
     for f in res.features:
