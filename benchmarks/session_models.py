@@ -12,6 +12,15 @@ Writes `benchmarks/out/session_models/<dataset>/report.md|metrics.json|recall.pn
 
     .venv/bin/python benchmarks/session_models.py                      # both datasets
     .venv/bin/python benchmarks/session_models.py --datasets synthetic --rows 20000 --epochs 3
+
+The multi-task ablation (`--ablation`): M2TRec with its category/subcategory heads against the
+single-task variant (heads left out), over several seeds (model init, batch order, dropout,
+negatives; the data split stays fixed), each trained to early stopping on validation Recall@20.
+The auxiliary loss weight is chosen on VALIDATION only (a grid, first seed); the test split is
+only read for the final figures. Prints and writes `<dataset>/ablation.md|json`: mean ± std of
+R@20 / NDCG@20 overall, cold and sparse, and the paired per-seed differences.
+
+    .venv/bin/python benchmarks/session_models.py --ablation --datasets synthetic --seeds 0,1,2 --aux-weights 0.1,0.3,1.0
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
 }
 
 
-def prepare(dataset: str, work: Path, rows: int, seed: int) -> tuple[Path, int, str]:
+def prepare(dataset: str, work: Path, rows: int, seed: int, ml_history: int = 100) -> tuple[Path, int, str]:
     """The sessions-stage folder of `dataset`, the number of evaluated positions per test session, a note."""
     out = work / dataset
     if dataset in ("synthetic", "synthetic-spark"):
@@ -59,8 +68,9 @@ def prepare(dataset: str, work: Path, rows: int, seed: int) -> tuple[Path, int, 
         spark_layout(raw / truth["file"], raw / truth["items_file"], work, out)
         return out, 1, note + "; layout by the Spark stages ingest + sessions (features/sessions.py)"
     ml = ROOT.parent / "shared" / "data" / "ml-100k"
-    movielens_layout(ml, out, holdout=3, cold_share=0.1, seed=seed, max_length=100)
-    return out, 3, "MovieLens-100K: last 3 ratings per user held out, 10% of movies cold (removed from training)"
+    movielens_layout(ml, out, holdout=3, cold_share=0.1, seed=seed, max_length=ml_history)
+    return out, 3, (f"MovieLens-100K: last 3 ratings per user held out, 10% of movies cold (removed from training), "
+                    f"last {ml_history} ratings per user kept")
 
 
 def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
@@ -84,7 +94,7 @@ def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
 
 
 def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dict, str]:
-    folder, positions, note = prepare(dataset, work, args.rows, args.seed)
+    folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history)
     data = load_sessions(folder)
     print(f"\n## {dataset}: {note}; data issues {data.issues}", flush=True)
     results, timings = {}, {}
@@ -100,7 +110,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
         mc = ModelConfig(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
                          softmax=args.softmax, negatives=args.negatives, **overrides)
         tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
-                         early_stopping_patience=1, device=args.device)
+                         early_stopping_patience=args.patience, device=args.device)
         torch.manual_seed(args.seed)
         model = build_model(mc, data)
         val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
@@ -128,6 +138,106 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
     return results, (args.out / dataset / "report.md").read_text()
 
 
+def _train_m2trec(data, args: argparse.Namespace, weights: list[float], seed: int, positions: int) -> dict:
+    """Train one M2TRec to early stopping on validation R@20; its best validation score and test metrics."""
+    mc = ModelConfig(name="m2trec", hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
+                     softmax=args.softmax, negatives=args.negatives, loss_weights=weights)
+    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
+                     early_stopping_patience=args.patience, device=args.device)
+    torch.manual_seed(seed)
+    model = build_model(mc, data)
+    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
+                                            max_length=mc.max_length)["overall"]["recall@20"])
+    t0 = time.perf_counter()
+    history = train_session_model(model, data, tc, seed=seed, validate=val)
+    test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
+    return {"weights": weights, "seed": seed, "val_recall@20": max(history["validation"]), "epochs": len(history["loss"]),
+            "best_epoch": history.get("best_epoch"), "seconds": round(time.perf_counter() - t0, 1), "test": test}
+
+
+ABLATION_FIGURES = [(sl, m) for sl in ("overall", "cold", "sparse") for m in ("recall@20", "ndcg@20")]
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    a = np.asarray(xs, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def ablation_table(runs: dict[str, list[dict]]) -> str:
+    """Markdown: mean ± std per variant, then the paired differences (multi - single) per seed."""
+    import numpy as np
+
+    head = ["variant", "seeds", "val R@20"] + [f"{m.split('@')[0].replace('recall', 'R').replace('ndcg', 'NDCG')}@20 {sl}"
+                                                for sl, m in ABLATION_FIGURES] + ["epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rs in runs.items():
+        cells = [name, str(len(rs)), "%.4f ± %.4f" % _mean_std([r["val_recall@20"] for r in rs])]
+        cells += ["%.4f ± %.4f" % _mean_std([r["test"][sl][m] for r in rs]) for sl, m in ABLATION_FIGURES]
+        cells.append(" ".join(str(r["epochs"]) for r in rs))
+        lines.append("| " + " | ".join(cells) + " |")
+    multi, single = runs["multi-task"], runs["single-task"]
+    by_seed = {r["seed"]: r for r in single}
+    pairs = [(m, by_seed[m["seed"]]) for m in multi if m["seed"] in by_seed]
+    lines += ["", "Paired by seed (multi-task − single-task):", "",
+              "| seed | " + " | ".join(f"Δ {m}@{sl}".replace("@20@", "@20 ") for sl, m in ABLATION_FIGURES) + " |",
+              "|" + "---|" * (len(ABLATION_FIGURES) + 1)]
+    diffs = {f: [] for f in ABLATION_FIGURES}
+    for m, s in pairs:
+        row = []
+        for sl, k in ABLATION_FIGURES:
+            d = m["test"][sl][k] - s["test"][sl][k]
+            diffs[(sl, k)].append(d)
+            row.append(f"{d:+.4f}")
+        lines.append(f"| {m['seed']} | " + " | ".join(row) + " |")
+    summary = []
+    for f in ABLATION_FIGURES:
+        mean, sd = _mean_std(diffs[f])
+        t = mean / (sd / np.sqrt(len(diffs[f]))) if sd > 0 and len(diffs[f]) > 1 else float("nan")
+        wins = sum(d > 0 for d in diffs[f])
+        summary.append(f"{mean:+.4f} ± {sd:.4f} (t={t:.2f}, {wins}/{len(diffs[f])} up)")
+    lines.append("| mean ± std | " + " | ".join(summary) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(dataset: str, args: argparse.Namespace, work: Path) -> str:
+    """Multi-task vs single-task M2TRec over seeds; aux weight tuned on validation (first seed)."""
+    folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history)
+    data = load_sessions(folder)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    print(f"\n## ablation on {dataset}: {note}", flush=True)
+    grid = {}
+    for w in [float(x) for x in args.aux_weights.split(",")]:
+        grid[w] = _train_m2trec(data, args, [1.0, w, w], seeds[0], positions)
+        print(f"  tune aux weight {w}: val R@20 {grid[w]['val_recall@20']:.4f} ({grid[w]['epochs']} epochs, "
+              f"{grid[w]['seconds']:.0f}s)", flush=True)
+    best_w = max(grid, key=lambda w: grid[w]["val_recall@20"])
+    runs: dict[str, list[dict]] = {"multi-task": [grid[best_w]], "single-task": []}
+    for seed in seeds:
+        if seed != seeds[0]:
+            runs["multi-task"].append(_train_m2trec(data, args, [1.0, best_w, best_w], seed, positions))
+        runs["single-task"].append(_train_m2trec(data, args, [1.0, 0.0, 0.0], seed, positions))
+        print(f"  seed {seed}: multi R@20 {runs['multi-task'][-1]['test']['overall']['recall@20']:.4f} "
+              f"single R@20 {runs['single-task'][-1]['test']['overall']['recall@20']:.4f}", flush=True)
+    table = ablation_table(runs)
+    n = runs["single-task"][0]["test"]
+    md = (f"# Multi-task ablation on {dataset}\n\n{table}\n"
+          f"- {note}; test targets overall/cold/sparse {n['overall']['n']}/{n['cold']['n']}/{n['sparse']['n']}\n"
+          f"- multi-task loss weights [1, w, w] (category, subcategory heads), w chosen on validation R@20 with seed "
+          f"{seeds[0]} from {args.aux_weights}: " + ", ".join(f"w={w}: {g['val_recall@20']:.4f}" for w, g in grid.items())
+          + f" → w={best_w}\n"
+          f"- single-task: weights [1, 0, 0] (heads left out of the model)\n"
+          f"- settings: hidden {args.hidden}, max_length {args.max_length}, epochs <= {args.epochs}, early stopping "
+          f"patience {args.patience} on validation R@20 (best epoch's weights kept), batch {args.batch_size}, lr {args.lr}, "
+          f"softmax {args.softmax} ({args.negatives} negatives), threads {torch.get_num_threads()}\n")
+    (args.out / dataset).mkdir(parents=True, exist_ok=True)
+    (args.out / dataset / "ablation.md").write_text(md)
+    (args.out / dataset / "ablation.json").write_text(json.dumps({"grid": {str(k): v for k, v in grid.items()},
+                                                                  "best_aux_weight": best_w, "runs": runs}, indent=1))
+    return md
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="synthetic,ml100k", help="synthetic | synthetic-spark | ml100k (comma-separated)")
@@ -144,6 +254,11 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="skip models already in <out>/<dataset>/metrics.json")
+    p.add_argument("--ml-history", type=int, default=100, help="ml100k: last ratings per user kept in each split")
+    p.add_argument("--ablation", action="store_true", help="the multi-task ablation only (see above)")
+    p.add_argument("--seeds", default="0,1,2", help="ablation: model seeds (the first one also tunes the aux weight)")
+    p.add_argument("--aux-weights", default="0.1,0.3,1.0", help="ablation: aux loss weights tried on validation")
+    p.add_argument("--patience", type=int, default=1, help="early stopping: epochs without a better validation R@20")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "session_models")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,11 +266,15 @@ def main() -> None:
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets.split(","):
+            if args.ablation:
+                md = run_ablation(ds, args, Path(tmp))
+                print("\n" + md, flush=True)
+                continue
             results, md = run_dataset(ds, args, Path(tmp))
             tables.append(md)
             print("\n" + md, flush=True)
     # the tables of every dataset run so far into this folder (datasets may be run separately)
-    reports = sorted(args.out.glob("*/report.md"))
+    reports = sorted(args.out.glob("*/report.md")) + sorted(args.out.glob("*/ablation.md"))
     (args.out / "README.md").write_text("\n".join(r.read_text() for r in reports))
     print(f"wrote {args.out}")
 

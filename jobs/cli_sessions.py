@@ -78,8 +78,11 @@ def train(
     model: str = typer.Option(None, help="override training.model.name: m2trec | sasrec | gru4rec | popularity"),
     epochs: int = typer.Option(None, help="override training.epochs"),
     positions: int = typer.Option(1, help="test: predict each of the last N items of a session"),
+    single_process: bool = typer.Option(False, "--single-process",
+                                        help="train in this process instead of Ray Train (training.ray.single_process; debugging)"),
 ) -> None:
-    """Train one session model and evaluate it on the test split (progress per epoch)."""
+    """Train one session model (Ray Train with training.ray.num_workers workers, or in this process) and
+    evaluate it on the test split (progress per epoch)."""
     from rich.progress import Progress
 
     from jobs.config import load_config
@@ -95,6 +98,8 @@ def train(
         tc.model.name = model
     if epochs:
         tc.epochs = epochs
+    if single_process:
+        tc.ray.single_process = True
     with Progress(transient=True) as bar:
         task = bar.add_task(f"training {tc.model.name}", total=tc.epochs)
 

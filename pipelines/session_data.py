@@ -63,6 +63,12 @@ class SessionData:
     sizes: dict[str, int]                    # attribute → vocabulary size
     sessions: dict[str, list[np.ndarray]]    # split → sessions as arrays of catalogue indices
     issues: dict[str, int] = field(default_factory=dict)
+    value_names: dict[str, dict[int, str]] = field(default_factory=dict)   # attribute → id → raw value
+
+    def value_name(self, attribute: str, value_id: int) -> str:
+        """The raw value of an attribute id ("category" 3 → "books"); "<missing>" / "<unknown>" for ids 0 / 1."""
+        name = self.value_names.get(attribute, {}).get(int(value_id))
+        return name if name is not None else {0: "<missing>", 1: "<unknown>"}.get(int(value_id), str(int(value_id)))
 
     @property
     def n_items(self) -> int:
@@ -198,4 +204,7 @@ def load_sessions(folder: Path, attributes: list[str] | None = None) -> SessionD
     if not sessions["train"]:
         raise SessionDataError(f"{folder / 'train'}: no usable training session (need >= 2 items with metadata each); "
                                f"counts: {issues}.")
-    return SessionData(list(items["item_id"]), ItemFeatures(categorical, multi), sizes, sessions, issues)
+    # value → id maps: "values" (pandas layout) or "ids" (Spark stage); kept inverted to name categories in reports
+    maps = vocab.get("values") or vocab.get("ids") or {}
+    names = {a: {int(i): str(v) for v, i in m.items()} for a, m in maps.items() if a in categorical and isinstance(m, dict)}
+    return SessionData(list(items["item_id"]), ItemFeatures(categorical, multi), sizes, sessions, issues, names)

@@ -6,8 +6,10 @@ ID-based baselines on items never seen in training) gives it `-inf`: it ranks af
 scorable item, and ties (there, and among equal popularity counts) are broken by a seeded random
 order of the catalogue. Slices: `overall`, `cold` (target never seen in training) and `sparse`
 (target seen 1 to `sparse_below - 1` times in training). Also: `top1_category_acc` (the top-scored
-item's category equals the target's, for every model), `head_<attr>_acc` (M2TRec's task heads)
-and `embedding_bytes` (memory of the item representations).
+item's category equals the target's, for every model), `head_<attr>_acc` (M2TRec's task heads),
+`per_category` (by the target item's primary category: `n`, Recall@K, `top1_category_acc` and,
+for M2TRec, `head_<category>_acc`; keyed by the category's raw value) and `embedding_bytes`
+(memory of the item representations).
 
 Example:
     >>> result = evaluate_session_model(model, data, "test", positions=1)     # doctest: +SKIP
@@ -47,7 +49,7 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
     prio = torch.randperm(data.n_items + 1, generator=torch.Generator().manual_seed(seed)).to(device)
     counts = data.train_counts()
     category = data.features.categorical.get(category_attribute) if category_attribute else None
-    ranks, top1_cat_ok = [], []
+    ranks, top1_cat_ok, target_cat = [], [], []
     head_ok: dict[str, list[torch.Tensor]] = {}
     for s in range(0, len(ex), batch_size):
         items = ex.items[s:s + batch_size].to(device)
@@ -62,6 +64,7 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
             cat = category.to(device)
             top = scores.argmax(1)
             top1_cat_ok.append((cat[top] == cat[targets]).cpu())
+            target_cat.append(cat[targets].cpu())
         if isinstance(model, M2TRec):
             for a, logits in tasks.items():
                 y = model.catalogue.categorical[a].to(device)[targets]
@@ -77,6 +80,30 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
         out["top1_category_acc"] = float(torch.cat(top1_cat_ok).float().mean())
     for a, oks in head_ok.items():
         out[f"head_{a}_acc"] = float(torch.cat(oks).float().mean())
+    if target_cat:
+        heads = {a: torch.cat(oks).numpy() for a, oks in head_ok.items() if a == category_attribute}
+        out["per_category"] = per_category(data, category_attribute, torch.cat(target_cat).numpy(), r,
+                                           torch.cat(top1_cat_ok).numpy(), heads, ks)
+    return out
+
+
+def per_category(data: SessionData, attribute: str, target_cat: np.ndarray, ranks: np.ndarray, top1_ok: np.ndarray,
+                 head_ok: dict[str, np.ndarray], ks: tuple[int, ...] | list[int]) -> dict[str, dict[str, float]]:
+    """Metrics by the target item's `attribute` value: {raw value: {n, recall@K, top1_<attr>_acc, head_<attr>_acc}}.
+
+    Example (2 targets of category id 2, one found at rank 1, one at rank 30):
+        >>> d = SessionData([], None, {}, {}, value_names={"category": {2: "books"}})
+        >>> per_category(d, "category", np.array([2, 2]), np.array([1, 30]), np.array([True, False]), {}, [20])
+        {'books': {'n': 2, 'recall@20': 0.5, 'top1_category_acc': 0.5}}
+    """
+    out: dict[str, dict[str, float]] = {}
+    for c in np.unique(target_cat):
+        m = target_cat == c
+        row: dict[str, float] = {"n": int(m.sum()), **{f"recall@{k}": float(np.mean(ranks[m] <= k)) for k in ks},
+                                 f"top1_{attribute}_acc": float(top1_ok[m].mean())}
+        for a, ok in head_ok.items():
+            row[f"head_{a}_acc"] = float(ok[m].mean())
+        out[data.value_name(attribute, c)] = row
     return out
 
 
@@ -96,6 +123,18 @@ def comparison_table(results: dict[str, dict[str, Any]], k: int = 20) -> str:
                f(c[f"ndcg@{k}"]), f(s[f"recall@{k}"]), f(o.get("recall@10")), f(r.get("top1_category_acc")),
                f(head_acc), f"{r['embedding_bytes']:,}", f"{o['n']}/{c['n']}/{s['n']}"]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def category_table(result: dict[str, Any], k: int = 20, attribute: str = "category") -> str:
+    """Markdown table of `result["per_category"]`: one row per category (most targets first)."""
+    cats = result.get("per_category") or {}
+    if not cats:
+        return ""
+    cols = [f"recall@{k}", f"top1_{attribute}_acc"] + sorted({c for r in cats.values() for c in r if c.startswith("head_")})
+    lines = [f"| {attribute} | n | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for name, r in sorted(cats.items(), key=lambda kv: (-kv[1]["n"], kv[0])):
+        lines.append(f"| {name} | {r['n']} | " + " | ".join(f"{r[c]:.4f}" if c in r else "–" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

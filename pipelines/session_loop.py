@@ -107,6 +107,7 @@ class SessionIO(Protocol):
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None: ...
     def progress(self, epoch: int, total: int, loss: float) -> None: ...
     def diverged(self, message: str) -> None: ...
+    def before_step(self, step: int) -> None: ...
 
 
 class LocalSessionIO:
@@ -140,6 +141,9 @@ class LocalSessionIO:
 
     def diverged(self, message: str) -> None:
         raise TrainingError(message)
+
+    def before_step(self, step: int) -> None:
+        pass
 
 
 def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, seed: int, io: SessionIO,
@@ -187,6 +191,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         mine = order[: per_rank * world].view(per_rank, world)[:, rank]  # global batch j = local batches j of all ranks
         total, batches = 0.0, 0
         for s in range(0, per_rank, local_b):
+            io.before_step(state.step + 1)
             batch = ex.subset(mine[s:s + local_b])
             items, lengths, targets = batch.items.to(device), batch.lengths.to(device), batch.targets.to(device)
             width = int(lengths.max())

@@ -38,6 +38,7 @@ from pipelines.session_checkpoint import read_session_state
 from pipelines.session_loop import TrainingError, pick_device, run_session_loop
 
 PROGRESS = ".progress.json"
+FAIL_MARKER = ".planted_failure_done"
 
 
 @dataclass
@@ -114,8 +115,15 @@ class RaySessionIO:
     def diverged(self, message: str) -> None:
         # every rank sees the same (all-reduced) loss, so every rank reports here: a marker checkpoint
         # carries the message to the driver's Result without a restart
-        self.save(f"diverged_{abs(hash(message)) % 10**8:08d}", lambda f: (f / "diverged.txt").write_text(message),
+        self.save("diverged", lambda f: (f / "diverged.txt").write_text(message),
                   {"diverged": message})
+
+    def before_step(self, step: int) -> None:
+        """Testing hook (`training.fail_at_step`): the last worker raises once at that step (a marker file makes it once only)."""
+        marker = Path(self.job.out) / FAIL_MARKER
+        if self.job.train.fail_at_step == step and self.rank == self.world - 1 and not marker.exists():
+            marker.write_text(str(step))
+            raise RuntimeError(f"planted worker failure at step {step} (training.fail_at_step)")
 
 
 def session_loop_per_worker(config: dict) -> None:

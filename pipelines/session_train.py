@@ -115,13 +115,28 @@ def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]
     return model, cfg
 
 
+def _write_report(metrics: dict, history: dict, out: Path, k: int) -> None:
+    """`report.md`: the test figures and the per-category table (the run report includes it)."""
+    from pipelines.session_evaluate import category_table
+
+    o, c = metrics["overall"], metrics["cold"]
+    lines = [f"# Session model `{metrics['model']}`", "",
+             f"Trained {len(history.get('loss', []))} epoch(s) ({history.get('mode')}, {history.get('workers', 1)} worker(s)); "
+             f"test: Recall@{k} {o[f'recall@{k}']:.4f}, NDCG@{k} {o[f'ndcg@{k}']:.4f} over {o['n']} targets; "
+             f"cold targets: Recall@{k} {c[f'recall@{k}']:.4f} over {c['n']}.", ""]
+    table = category_table(metrics, k)
+    if table:
+        lines += ["## By the target item's category", "", table]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
 def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed: int = 0,
                 eval_positions: int = 1, progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Stage: train `train.model` on `inputs["sessions"]` (Ray Train or this process, per `training.ray`);
     evaluate it on the test split.
 
     Writes `model.pt`, `model.json`, `metrics.json` (test split, by slice and per category),
-    `checkpoints/` and returns a summary.
+    `report.md`, `checkpoints/` and returns a summary.
     """
     from pipelines.session_data import load_sessions
     from pipelines.session_evaluate import evaluate_session_model
@@ -145,6 +160,7 @@ def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed:
                            if k in history}
     save_model(model, train.model, out, history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    _write_report(metrics, history, out, max(train.eval_k))
     return {"rows_in": len(data.sessions["train"]), "rows_out": metrics["overall"]["n"], "model": train.model.name,
             "history": history, "test": metrics["overall"], "data_issues": data.issues,
             "mode": history.get("mode"), "workers": history.get("workers")}

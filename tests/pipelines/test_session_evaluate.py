@@ -12,7 +12,7 @@ from models.item_features import ItemFeatures
 from models.popularity import Popularity
 from models.sasrec import SASRec, SASRecConfig
 from pipelines.session_data import SessionData
-from pipelines.session_evaluate import comparison_table, evaluate_session_model, write_report
+from pipelines.session_evaluate import category_table, comparison_table, evaluate_session_model, per_category, write_report
 
 
 def world() -> SessionData:
@@ -35,6 +35,24 @@ def test_popularity_ranks_and_slices_match_hand_computation():
     assert r["embedding_bytes"] == 7 * 4 and r["catalogue_items"] == 6
     # top-1 item is always item 1 (category 2): right for targets 1 and 6, wrong for 4 (category 3)
     assert r["top1_category_acc"] == pytest.approx(2 / 3)
+    # by the target's category: 2 → targets 1 (rank 1) and 6 (rank 5 or 6); 3 → target 4 (rank 3 or 4)
+    cats = r["per_category"]
+    assert set(cats) == {"2", "3"}                               # no value names in this world: the ids
+    assert cats["2"] == {"n": 2, "recall@1": 0.5, "recall@3": 0.5, "top1_category_acc": 1.0}
+    assert cats["3"]["n"] == 1 and cats["3"]["recall@1"] == 0.0 and cats["3"]["top1_category_acc"] == 0.0
+    assert cats["3"]["recall@3"] == r["sparse"]["recall@3"]      # target 4 is the sparse one
+
+
+def test_per_category_is_keyed_by_value_names_and_adds_head_accuracy():
+    data = world()
+    data.value_names = {"category": {2: "shoes", 3: "books"}}
+    cats = per_category(data, "category", np.array([2, 3, 2, 2]), np.array([1, 25, 3, 40]),
+                        np.array([True, False, True, False]), {"category": np.array([True, True, False, True])}, [20])
+    assert cats == {"shoes": {"n": 3, "recall@20": 2 / 3, "top1_category_acc": 2 / 3, "head_category_acc": 2 / 3},
+                    "books": {"n": 1, "recall@20": 0.0, "top1_category_acc": 0.0, "head_category_acc": 1.0}}
+    md = category_table({"per_category": cats}, k=20)
+    assert md.splitlines()[2] == "| shoes | 3 | 0.6667 | 0.6667 | 0.6667 |"
+    assert data.value_name("category", 1) == "<unknown>" and data.value_name("category", 7) == "7"
 
 
 def test_unscorable_cold_target_ranks_after_every_scorable_item():

@@ -47,6 +47,23 @@ def test_stage_writes_model_and_test_metrics(m2trec_stage):
     assert metrics["cold"]["n"] > 10 and metrics["cold"]["recall@20"] > 0
     assert 0 <= metrics["head_category_acc"] <= 1 and 0 <= metrics["head_subcategory_acc"] <= 1
     assert len(summary["history"]["loss"]) == 1 and summary["history"]["validation"][0] > 0
+    assert metrics["training"]["mode"] == "single_process" and (out / "checkpoints" / "epoch_0001").is_dir()
+
+
+def test_stage_writes_per_category_figures_that_add_up_to_the_overall_ones(m2trec_stage):
+    out, _ = m2trec_stage
+    m = json.loads((out / "metrics.json").read_text())
+    cats = m["per_category"]
+    assert len(cats) > 3 and all(not name.isdigit() for name in cats)      # raw category values, not ids
+    n = sum(c["n"] for c in cats.values())
+    assert n == m["overall"]["n"]
+    for key, overall in (("recall@20", m["overall"]["recall@20"]), ("head_category_acc", m["head_category_acc"]),
+                         ("top1_category_acc", m["top1_category_acc"])):
+        assert sum(c["n"] * c[key] for c in cats.values()) / n == pytest.approx(overall), key
+    report = (out / "report.md").read_text()
+    biggest = max(cats, key=lambda c: cats[c]["n"])
+    assert "## By the target item's category" in report
+    assert f"| {biggest} | {cats[biggest]['n']} | {cats[biggest]['recall@20']:.4f} |" in report
 
 
 def test_saved_model_loads_and_scores_the_same(m2trec_stage, layout):
