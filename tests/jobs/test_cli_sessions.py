@@ -24,7 +24,7 @@ def test_prepare_train_evaluate(sessions_small, tmp_path):
         assert (layout / "manifest.json").exists() and (layout / "items").is_dir()
         config = tmp_path / "run.yaml"
         config.write_text("dataset: {path: x.csv, kind: sessions, roles: {item_id: item_id, timestamp: timestamp}}\n"
-                          "training:\n  epochs: 1\n  batch_size: 512\n  device: cpu\n"
+                          "training:\n  epochs: 1\n  batch_size: 512\n  device: cpu\n  ray: {single_process: true}\n"
                           "  model: {name: m2trec, hidden: 16, layers: 1, max_length: 8}\n")
         for name in ("m2trec", "popularity"):
             res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(layout),

@@ -82,6 +82,7 @@ def _session_train(inputs, out):
 
     cfg = TrainConfig(model=ModelConfig(name="m2trec", hidden=16, layers=1, heads=2, max_length=10), epochs=1,
                       batch_size=256, dense_learning_rate=3e-3, device="cpu")
+    cfg.ray.single_process = True
     summary = train_stage(inputs, out, cfg, seed=0)
     summary.pop("history", None)
     return summary
@@ -205,3 +206,4 @@ def test_session_notebook_shows_recall_mrr_ndcg_by_slice_and_category_accuracy(s
     assert f"test targets per slice: overall {o['n']}, warm {n_warm}, sparse {s['n']}, cold {c['n']}" in text
     assert f"m2trec: head_category_acc {r['head_category_acc']:.4f}" in text
     assert f"top1_category_acc {r['top1_category_acc']:.4f}" in text
+    assert f"m2trec: by the target's category** ({len(r['per_category'])} categories, {o['n']} test targets)" in text
