@@ -339,8 +339,11 @@ def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: Ran
         if not sizes.exists():
             raise DataError(f"{sizes}: missing; the vocab stage writes it (re-run `sparserec features vocab`).")
         vocab_sizes = json.loads(sizes.read_text())
+    t0 = time.perf_counter()
     src = open_source(spark, inputs, dataset, exclude)
+    opened = round(time.perf_counter() - t0, 3)
     result = score_features(spark, src, cfg)
+    result.seconds = {"open": opened, **result.seconds}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,5 +1,7 @@
 """A SparkSession from `SparkConfig` settings (local by default, any master by config).
 
+Local masters start without the web UI unless `SparkConfig.conf` asks for it.
+
 Example:
     >>> spark = spark_session(SparkConfig(master="local[2]"))   # doctest: +SKIP
 """
@@ -28,6 +30,9 @@ def spark_session(cfg: SparkConfig | None = None):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.ansi.enabled", "false")
     )
+    if cfg.master.startswith("local"):
+        # no web UI on one machine (it costs about a second of start-up); conf {"spark.ui.enabled": "true"} brings it back
+        b = b.config("spark.ui.enabled", "false")
     for k, v in cfg.conf.items():
         b = b.config(k, v)
     spark = b.getOrCreate()

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -74,10 +75,13 @@ def rank_command(
     from features.outrank import rank
     from features.spark import spark_session
 
+    t0 = time.perf_counter()
     with console.status("starting Spark"):
         spark = spark_session(spark_cfg)
+    started = round(time.perf_counter() - t0, 3)
     with console.status(f"ranking {input} ({cfg.heuristic})"):
         summary = rank(inputs, output, dataset, cfg, spark, exclude=list(exclude))
+    summary["seconds"] = {"spark_start": started, **summary["seconds"]}
     typer.echo(f"ranked {summary['features']} features on {summary['rows_out']:,} rows "
                f"({summary['rows_malformed']:,} malformed, {summary['rows_without_label']:,} without label) -> {output}")
     typer.echo("top: " + ", ".join(summary["top"]))
