@@ -169,7 +169,9 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
     columns = job.spec("train").columns
     if uncompressed_bytes(path, columns) < cfg.ray.materialize_below_mb * 2**20:
         shares = equal_shares(path, columns, cfg.ray.num_workers)
-        datasets = {train_shard_name(r): ray.data.from_arrow(t).materialize() for r, t in enumerate(shares)}
+        # from_blocks: one block per share, its metadata computed here (from_arrow runs a remote task per table,
+        # which on a fresh or idle cluster waits for a worker process to start)
+        datasets = {train_shard_name(r): ray.data.from_blocks([t]).materialize() for r, t in enumerate(shares)}
         return datasets, DataConfig(datasets_to_split=[]), replace(job, ray_input="materialized")
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
