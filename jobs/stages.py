@@ -82,7 +82,7 @@ def _train(ctx: StageContext):
 def _train_sessions(ctx: StageContext):
     from pipelines.session_train import train_stage
 
-    return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed)
+    return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed, show_progress=True)
 
 
 def _report(ctx: StageContext):

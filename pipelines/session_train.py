@@ -131,13 +131,24 @@ def _write_report(metrics: dict, history: dict, out: Path, k: int) -> None:
 
 
 def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed: int = 0,
-                eval_positions: int = 1, progress: Callable[[int, int, float], None] | None = None) -> dict:
+                eval_positions: int = 1, progress: Callable[[int, int, float], None] | None = None,
+                show_progress: bool = False) -> dict:
     """Stage: train `train.model` on `inputs["sessions"]` (Ray Train or this process, per `training.ray`);
     evaluate it on the test split.
 
     Writes `model.pt`, `model.json`, `metrics.json` (test split, by slice and per category),
-    `report.md`, `checkpoints/` and returns a summary.
+    `report.md`, `checkpoints/` and returns a summary. `show_progress`: a rich bar per epoch when no
+    `progress` callback is given (as `sparserec run` does).
     """
+    if progress is None and show_progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"training {train.model.name}", total=train.epochs)
+            def update(epoch: int, total: int, loss: float) -> None:
+                bar.update(task, completed=epoch, description=f"{train.model.name} epoch {epoch}/{total} loss {loss:.3f}")
+
+            return train_stage(inputs, out, train, seed, eval_positions, progress=update)
     from pipelines.session_data import load_sessions
     from pipelines.session_evaluate import evaluate_session_model
 
