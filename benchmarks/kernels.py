@@ -2,7 +2,8 @@
 
 Measures, in one run and on the same ids:
 1. dense FBGEMM TBE training step (forward + backward with the fused row-wise Adagrad update)
-   vs. the same step under DSL (`DSLController.observe` + `after_step`), each step timed alone:
+   vs. the same step under DSL (`DSLController.observe` + `after_step`), the variants in lockstep
+   (step t of each, back to back, on the same batch), each step timed alone:
    the per-step overhead without the prune/grow update, the update pass itself (the extra time of
    the step that runs it, with the gradient magnitudes of a real interval behind it), and both
    amortised at ΔT = 100 and 1000. Two DSL variants: gradient magnitude accumulated on every step,
@@ -60,46 +61,51 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(args, device: torch.device, batches, with_dsl: bool, grad_steps: int | None = None) -> dict:
-    """Per-step ms of ΔT-step blocks after one warm-up block: {"step": [block means of the steps
-    without an update], "update": [extra ms of each update step over its block's mean], "last": {...}}."""
+def time_training(args, device: torch.device, batches, variants: dict[str, tuple[bool, int | None]]) -> dict:
+    """Steps of every variant in lockstep (step t of each variant back to back, on the same batch), so
+    the machine's load drifts hit them alike. Per variant: {"step": [mean ms of the steps without an
+    update, per ΔT block after a warm-up block], "update": [extra ms of each update step over its
+    block's mean], "last": stats of the last update}."""
     from torchrec import KeyedJaggedTensor
 
     from embeddings.config import DSLConfig
     from embeddings.dsl import DSLController
 
-    tbe = _training_tbe(args.rows, args.dim, device)
     steps = args.update_every * (args.repeats + 1)
-    dsl = None
-    if with_dsl:
-        cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
-                        initial_exchange=0.3, end_fraction=1.0, init="random", grad_steps=grad_steps)
-        dsl = DSLController(tbe, cfg, total_steps=steps * 2)
+    runs = {}
+    for label, (with_dsl, grad_steps) in variants.items():
+        tbe = _training_tbe(args.rows, args.dim, device)
+        dsl = None
+        if with_dsl:
+            cfg = DSLConfig(enabled=True, density=args.density, update_every=args.update_every,
+                            initial_exchange=0.3, end_fraction=1.0, init="random", grad_steps=grad_steps)
+            dsl = DSLController(tbe, cfg, total_steps=steps * 2)
+        runs[label] = {"tbe": tbe, "dsl": dsl, "block": [], "updates": [], "step": [], "update": [], "last": {}}
     lengths = torch.full((args.batch,), args.bag, dtype=torch.long, device=device)
-    grad_out = torch.randn(args.batch, args.dim, device=device, generator=None) * 1e-3
-    out: dict = {"step": [], "update": [], "last": {}}
-    block, updates = [], []
+    grad_out = torch.randn(args.batch, args.dim, device=device) * 1e-3
     for step in range(steps):
         ids, offsets = batches[step % len(batches)]
-        _sync(device)
-        t0 = time.perf_counter()
-        pooled = tbe(ids, offsets)
-        if dsl is not None:
-            dsl.observe(KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets), pooled)
-        pooled.backward(grad_out)
-        stats = dsl.after_step(step) if dsl is not None else {"updated": False}
-        _sync(device)
-        ms = (time.perf_counter() - t0) * 1e3
-        (updates if stats["updated"] else block).append(ms)
-        if stats["updated"]:
-            out["last"] = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
-        if (step + 1) % args.update_every == 0:
-            if step >= args.update_every:  # the first block warms up
-                mean = statistics.fmean(block)
-                out["step"].append(mean)
-                out["update"] += [u - mean for u in updates]
-            block, updates = [], []
-    return out
+        for r in runs.values():
+            tbe, dsl = r["tbe"], r["dsl"]
+            _sync(device)
+            t0 = time.perf_counter()
+            pooled = tbe(ids, offsets)
+            if dsl is not None:
+                dsl.observe(KeyedJaggedTensor(keys=["f"], values=ids, lengths=lengths, offsets=offsets), pooled)
+            pooled.backward(grad_out)
+            stats = dsl.after_step(step) if dsl is not None else {"updated": False}
+            _sync(device)
+            ms = (time.perf_counter() - t0) * 1e3
+            (r["updates"] if stats["updated"] else r["block"]).append(ms)
+            if stats["updated"]:
+                r["last"] = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
+            if (step + 1) % args.update_every == 0:
+                if step >= args.update_every:  # the first block warms up
+                    mean = statistics.fmean(r["block"])
+                    r["step"].append(mean)
+                    r["update"] += [u - mean for u in r["updates"]]
+                r["block"], r["updates"] = [], []
+    return {label: {k: r[k] for k in ("step", "update", "last")} for label, r in runs.items()}
 
 
 def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--grad-steps", type=int, default=10, help="grad_steps of the sampled DSL variant (accumulating steps per interval)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of (dense, dsl, dsl sampled), interleaved")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of (dense, dsl, dsl sampled) in lockstep, fresh tables each")
     p.add_argument("--profile", action="store_true", help="also time each DSL part alone")
     p.add_argument("--no-inference", action="store_true", help="skip the inference lookups")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
@@ -250,13 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
           f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
-    # interleave the variants so drifts of the machine's load hit all of them alike
+    # the variants run in lockstep, so drifts of the machine's load hit all of them alike
     variants = {"dense": (False, None), "dsl": (True, None), f"dsl grad_steps={args.grad_steps}": (True, args.grad_steps)}
     runs: dict[str, dict] = {k: {"step": [], "update": []} for k in variants}
     dsl_last: dict = {}
     for _ in range(args.rounds):
-        for label, (with_dsl, grad_steps) in variants.items():
-            r = time_training(args, device, batches, with_dsl=with_dsl, grad_steps=grad_steps)
+        for label, r in time_training(args, device, batches, variants).items():
             runs[label]["step"] += r["step"]
             runs[label]["update"] += r["update"]
             dsl_last = r["last"] or dsl_last
@@ -268,7 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     parts = profile_dsl(args, device, batches) if args.profile else {}
     infer = {} if args.no_inference else time_inference(args, device, batches)
 
-    print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step (mean within a block of ΔT, median of blocks)")
+    print("\ntraining step (forward + backward + fused row-wise Adagrad), ms per step (mean within a block of ΔT, median of blocks;"
+          " the variants ran in lockstep)")
     print(f"  FBGEMM TBE dense                  {dense_ms:8.2f}")
     amortised: dict[str, dict[str, float]] = {}
     for label in variants:

@@ -11,6 +11,14 @@ DistributedModelParallel): the gradient of the pooled output (a hook on the Keye
 scattered back to the rows the batch looked up, using the KJT's ids and offsets. Per step only
 the touched rows are accumulated and re-masked; whole tables are touched only at an update.
 
+Cost, per step: the touched rows made unique (a row bitmap or a sort) and re-masked in
+cache-sized chunks (gather, multiply by the mask, write back); on accumulating steps the per-row
+gradient (one `embedding_bag` over the ids grouped by row) is added to the accumulator.
+`cfg.grad_steps` accumulates on k seeded steps spread over each interval instead of every step.
+Per update: candidates only: |w| at the active positions and the accumulated magnitude of
+inactive weights in rows that can hold one above a sampled threshold, each ranked by an exact
+k-th value (`masks.exchange_positions`), then positions are written, no table-wide sort.
+
 Optimizer state: element-wise state (Adam moments, ...) is zeroed at every pruned and grown
 weight. Row-wise state (FBGEMM row-wise Adagrad keeps one value per row, shared by the row's
 weights) cannot be reset per weight; it is zeroed for the rows where no weight that was active
@@ -345,7 +353,7 @@ class DSLController:
             if not parts and not distributed:  # across ranks every rank joins every gather, in order
                 continue
             mask = self.masks[name]
-            rows = _unique_rows(parts, mask.device)
+            rows = _unique_rows(parts, mask)
             parts.clear()
             if self.tables[name].dense_param is not None:
                 # a dense optimizer steps every row (momentum moves untouched ones too, e.g. when its
@@ -419,16 +427,23 @@ def sampled_steps(first: int, span: int, k: int, seed: int, interval: int) -> fr
     return frozenset(lo + int(torch.randint(hi - lo, (1,), generator=gen)) for lo, hi in zip(edges, edges[1:]))
 
 
-def _unique_rows(parts: list[_TableLookup], device: torch.device) -> Tensor:
-    """The rows a step touched: the hook's sorted unique rows when it ran, else the ids made unique
-    (on CUDA the repeated ids themselves: re-masking a row twice writes the same values and avoids
-    the host sync of `unique`)."""
+def _unique_rows(parts: list[_TableLookup], mask: Tensor) -> Tensor:
+    """The rows a step touched, sorted: the hook's unique rows when it ran, else the ids made unique,
+    through a row bitmap when the table is not much larger than the batch (a scan of the bitmap is
+    then cheaper than sorting the ids). On CUDA the repeated ids themselves: re-masking a row twice
+    writes the same values and avoids the host sync of `unique`."""
     if not parts:
-        return torch.zeros(0, dtype=torch.long, device=device)
+        return torch.zeros(0, dtype=torch.long, device=mask.device)
     if len(parts) == 1 and parts[0].rows is not None:
         return parts[0].rows.long()
     ids = torch.cat([p.rows if p.rows is not None else p.ids for p in parts])
-    return ids.long() if ids.is_cuda else torch.unique(ids).long()
+    if ids.is_cuda:
+        return ids.long()
+    if mask.shape[0] > 8 * ids.numel():
+        return torch.unique(ids).long()
+    seen = torch.zeros(mask.shape[0], dtype=torch.bool)
+    seen.index_fill_(0, ids.long(), True)
+    return seen.nonzero().squeeze(1)
 
 
 def _remask_rows(shard, mask: Tensor, rows: Tensor) -> None:
