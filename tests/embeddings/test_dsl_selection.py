@@ -148,7 +148,8 @@ def test_chunked_remask_of_a_tbe_keeps_the_budget_at_every_step(monkeypatch):
                                                                          SplitTableBatchedEmbeddingBagsCodegen)
 
     monkeypatch.setattr(dsl_module, "_REMASK_CHUNK_BYTES", 64)  # 4 rows of 4 floats per chunk
-    tbe = SplitTableBatchedEmbeddingBagsCodegen([(50, 4, EmbeddingLocation.HOST, ComputeDevice.CPU),
+    # table 0 is much larger than its ids per batch (rows made unique by sorting), table 1 is not (row bitmap)
+    tbe = SplitTableBatchedEmbeddingBagsCodegen([(500, 4, EmbeddingLocation.HOST, ComputeDevice.CPU),
                                                  (30, 8, EmbeddingLocation.HOST, ComputeDevice.CPU)],
                                                 optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.2)
     torch.manual_seed(0)
@@ -158,7 +159,7 @@ def test_chunked_remask_of_a_tbe_keeps_the_budget_at_every_step(monkeypatch):
     gen = torch.Generator().manual_seed(2)
     exchanged = 0
     for step in range(60):
-        a = (torch.rand(24, generator=gen) ** 2 * 50).long()
+        a = (torch.rand(24, generator=gen) ** 2 * 500).long()
         b = (torch.rand(12, generator=gen) * 30).long()
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=["x", "y"], values=torch.cat([a, b]),
                                                   lengths=torch.cat([torch.full((6,), 4), torch.full((6,), 2)]))
