@@ -11,7 +11,9 @@ Spearman correlation of the two rankings, their top-5 overlap and where the plan
 
 Outputs go to benchmarks/out/outrank_speed/<rows>/ (result.json, both rankings). The sparserec
 figure is given all-in and without the Spark (JVM) start, which the CLI times and prints; with
-`--repeat N` sparserec runs N times and the median counts (outrank runs once).
+`--repeat N` sparserec runs N times and the median counts (outrank runs once). The CLI keeps a JVM
+class archive (features/class_archive.py): the first run on a machine makes it (a cold start),
+later runs load it; `--no-class-archive` measures cold starts.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-outrank", action="store_true", help="reuse the outrank result of an earlier run")
     ap.add_argument("--repeat", type=int, default=1, help="sparserec runs (the median counts)")
+    ap.add_argument("--no-class-archive", action="store_true",
+                    help="start Spark without the JVM class archive (the CLI keeps one by default; see features/class_archive.py)")
     args = ap.parse_args()
 
     load_start = os.getloadavg()[0]
@@ -118,7 +122,8 @@ def main() -> None:
     print(f"outrank (MI-numba-randomized, 2 threads): {t_outrank:.1f} s", flush=True)
 
     cmd = [*cores, sys.executable, "-m", "jobs.cli", "features", "rank", "--input", str(csv), "--label", "label",
-           "--output", str(folder / "sparserec"), "--pairs-top-k", "0", "--master", "local[2]"]
+           "--output", str(folder / "sparserec"), "--pairs-top-k", "0", "--master", "local[2]",
+           "--no-class-archive" if args.no_class_archive else "--class-archive"]
     runs = []
     for i in range(args.repeat):
         wall = timed(cmd, ROOT, folder / "sparserec.log")
@@ -140,7 +145,7 @@ def main() -> None:
         "rows": args.rows, "outrank_seconds": round(t_outrank, 2), "outrank_reused": bool(args.skip_outrank),
         "sparserec_seconds": round(t_ours, 2), "sparserec_spark_start_seconds": round(t_start, 2),
         "sparserec_seconds_without_start": round(t_ours - t_start, 2), "sparserec_passes": ours_laps,
-        "sparserec_runs": [round(r[0], 2) for r in runs],
+        "sparserec_runs": [round(r[0], 2) for r in runs], "class_archive": not args.no_class_archive,
         "speedup": round(t_outrank / t_ours, 2), "speedup_without_start": round(t_outrank / (t_ours - t_start), 2),
         "spearman": round(rho, 4), "top5_overlap": top5,
         "sparserec_top": our_order[:8], "outrank_top": their_order[:8],

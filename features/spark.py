@@ -1,6 +1,7 @@
 """A SparkSession from `SparkConfig` settings (local by default, any master by config).
 
-Local masters start without the web UI unless `SparkConfig.conf` asks for it.
+Local masters start without the web UI unless `SparkConfig.conf` asks for it, and with a JVM
+class-data archive when `SparkConfig.class_archive` names a folder (features/class_archive.py).
 
 Example:
     >>> spark = spark_session(SparkConfig(master="local[2]"))   # doctest: +SKIP
@@ -10,8 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from features.config import SparkConfig
+
+
+def _jvm_running() -> bool:
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None
 
 
 def spark_session(cfg: SparkConfig | None = None):
@@ -30,11 +38,19 @@ def spark_session(cfg: SparkConfig | None = None):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.ansi.enabled", "false")
     )
+    marker = None
     if cfg.master.startswith("local"):
         # no web UI on one machine (it costs about a second of start-up); conf {"spark.ui.enabled": "true"} brings it back
         b = b.config("spark.ui.enabled", "false")
+        if cfg.class_archive is not None and "spark.driver.extraJavaOptions" not in cfg.conf and not _jvm_running():
+            from features.class_archive import java_options
+
+            opts, marker = java_options(Path(cfg.class_archive).expanduser())
+            b = b.config("spark.driver.extraJavaOptions", opts)
     for k, v in cfg.conf.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
+    if marker is not None:  # this JVM dumps its classes at exit; the pid tells later starts when it is done
+        marker.write_text(str(spark.sparkContext._gateway.proc.pid))
     spark.sparkContext.setLogLevel("ERROR")
     return spark
