@@ -5,6 +5,7 @@ a second `groupBy(group, missing, n, n_1..n_{K-1})` collapses values with identi
 that second table (a few thousand rows per feature even at 10^6 values) reaches the driver, where
 mi.py does the arithmetic. Every sum that feeds `mi` and `mi-permutation` is an integer count, so
 the results are exact and the same on every run; the `mi-shifted` background sums are doubles.
+`v` may be any type: the rank stage passes each value's 64-bit hash (a fixed-width group key).
 
 Example:
     >>> stats = group_count_stats(long_df, classes=2, copies=0, class_counts=np.array([75, 25]))  # doctest: +SKIP

@@ -2,7 +2,8 @@
 
 Passes over the data: a profile (label classes, row count, malformed rows, which raw columns are
 numeric), approxQuantile for dense columns, then ONE explode of every feature into
-(feature, value, label) rows and a group-by that yields every feature's count statistics at once.
+(feature, value, label) rows and a group-by that yields every feature's count statistics at once
+(values are counted under their 64-bit hash: `value_key_sql`).
 A second, smaller pass counts hashed feature pairs for the pair search (pair relevance and
 redundancy) from the prepared values, which are cached for it. Nothing is cached otherwise: a
 cache costs more to build than one more read of the input.

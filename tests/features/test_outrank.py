@@ -266,6 +266,26 @@ def test_malformed_raw_rows_are_counted_not_dropped_silently(spark, tmp_path):
     assert spec["a"]["mi"] == pytest.approx(math.log(2), abs=1e-12)
 
 
+def test_quoted_fields_are_read_by_the_csv_parser_and_a_repeated_header_is_malformed(spark, tmp_path):
+    """Quote-free files are split line by line; one quote anywhere sends the file to the CSV reader."""
+    from features.outrank import rank
+    from features.rank_source import has_quote, read_raw
+
+    quoted, plain = tmp_path / "quoted.csv", tmp_path / "plain.csv"
+    quoted.write_text('label,a,b\n1,"x,y",1\n0,z,2\n1,"x,y",3\n0,z,4\n')
+    plain.write_text("label,a,b\n1,x,1\n0,z,2\nlabel,a,b\n1,x,3\n0,z,4\n")
+    assert has_quote(quoted) and not has_quote(plain)
+    assert read_raw(spark, quoted, "label").header_rows == 0 and read_raw(spark, plain, "label").header_rows == 1
+    summaries = {}
+    for path in (quoted, plain):
+        ds = DatasetConfig(path=path, format="csv", kind="ctr", roles=ColumnRoles(label="label"))
+        summaries[path.stem] = rank({"raw": path}, tmp_path / path.stem, ds, RankConfig(pairs_top_k=0), spark)
+        spec = {r["name"]: r for r in json.loads((tmp_path / path.stem / "feature_spec.json").read_text())["features"]}
+        assert spec["a"]["cardinality"] == 2 and spec["a"]["mi"] == pytest.approx(math.log(2), abs=1e-12)
+    assert (summaries["quoted"]["rows_in"], summaries["quoted"]["rows_malformed"], summaries["quoted"]["rows_out"]) == (4, 0, 4)
+    assert (summaries["plain"]["rows_in"], summaries["plain"]["rows_malformed"], summaries["plain"]["rows_out"]) == (5, 1, 4)
+
+
 @pytest.mark.parametrize("content,expected", [
     ("", "the file is empty"),
     ("label,a\n", "has no data rows"),
