@@ -43,15 +43,18 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
     single = train_stage(inputs, tmp_path / "single", _cfg(True), EMB, seed=0, show_progress=False)
 
     out = tmp_path / "ray"
-    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=6), EMB, seed=0, show_progress=False)
+    ray_summary = train_stage(inputs, out, _cfg(False, fail_at=10), EMB, seed=0, show_progress=False)
 
     steps = 2 * ((encoded_ctr["schema"]["rows"]["train"] // 2) // 256)
     death = json.loads((out / FAIL_MARKER).read_text())
-    assert death["step"] == 6                                            # the planted death happened
+    assert death["step"] == 10                                           # the planted death happened
     with pytest.raises(ProcessLookupError):                              # ... as a real process death
         os.kill(death["pid"], 0)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["history"]["resumed_from"] == [4]                           # restarted from the step-4 checkpoint
+    # restarted once, from a checkpoint taken before the death (every 4 steps and at the epoch's end, reported
+    # asynchronously): the newest one the controller had registered, at least step 4's, long done by step 10
+    (resumed,) = m["history"]["resumed_from"]
+    assert 4 <= resumed < 10, resumed
     assert m["training"]["mode"] == "ray" and m["training"]["workers"] == 2
     assert m["training"]["ray_input"] == "materialized"                  # 6000 rows: read once, one share per worker
     assert ray_summary["steps"] == steps == single["steps"]
