@@ -8,9 +8,10 @@ reported to Ray Train (weights, optimizer, progress, each rank's RNG), from whic
 worker group (`FailureConfig(max_failures)`) or a new run over the same `out` folder resumes.
 The driver loads the best weights of the final checkpoint; the caller evaluates and writes.
 
-Ray start-up and error handling are the CTR trainer's (`pipelines.trainer._ray_init`,
-`_worker_user_error`), and so is the config: `training.ray.{single_process, num_workers,
-cpus_per_worker, use_gpu, address}`.
+Ray start-up, the run config (checkpoint storage, restarts, worker niceness) and `fit()` with progress
+and error handling are the CTR trainer's (`pipelines.trainer._ray_init`, `ray_run_config`,
+`fit_with_progress`), and so is the config: `training.ray.{single_process, num_workers,
+cpus_per_worker, use_gpu, address, worker_niceness, controller_poll_s}`.
 
 Example:
     >>> history = fit_sessions(Path("runs/s/sessions"), Path("runs/s/.tmp-train"), model, TrainConfig(), seed=0)  # doctest: +SKIP
@@ -22,7 +23,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,18 +140,6 @@ def session_loop_per_worker(config: dict) -> None:
     run_session_loop(model, data, job.train, job.seed, io, validate=validator(data, job.train))
 
 
-def _poll(path: Path, progress: Callable[[int, int, float], None], stop: threading.Event) -> None:
-    seen = None
-    while not stop.wait(0.5):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if info != seen:
-            seen = info
-            progress(info["epoch"], info["total"], info["loss"])
-
-
 def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig, seed: int,
                  progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Train on Ray Train with `train.ray.num_workers` workers; load the best weights into `model`; return the history.
@@ -159,10 +147,10 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     Checkpoints go to `out/checkpoints/epoch_*` (Ray Train's storage); a second call with the same
     `out` resumes from the latest one.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.trainer import _ray_init, _worker_user_error
+    from pipelines.trainer import _ray_init, fit_with_progress, ray_run_config
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -173,24 +161,11 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     trainer = TorchTrainer(
         session_loop_per_worker, train_loop_config={"job": job},
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker={"CPU": r.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(out),
-                             failure_config=FailureConfig(max_failures=train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=train.checkpoints_to_keep)))
-    stop = threading.Event()
-    poller = threading.Thread(target=_poll, args=(out / PROGRESS, progress, stop), daemon=True) if progress else None
-    if poller:
-        poller.start()
+        run_config=ray_run_config(train, out))
+    on_progress = (lambda info: progress(info["epoch"], info["total"], info["loss"])) if progress else None
     try:
-        result = trainer.fit()
-    except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
-        user = _worker_user_error(err)
-        if user is not None:
-            raise user from None
-        raise
+        result = fit_with_progress(trainer, train, out / PROGRESS, on_progress)
     finally:
-        stop.set()
-        if poller:
-            poller.join()
         (out / PROGRESS).unlink(missing_ok=True)
     metrics = result.metrics or {}
     if metrics.get("diverged"):

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
@@ -103,12 +103,16 @@ class _Progress:
         self.bar.__exit__(*exc)
 
 
-def _poll(path: Path, progress: _Progress, stop: threading.Event) -> None:
+def _poll(path: Path, on_progress: Callable[[dict], None], stop: threading.Event) -> None:
+    seen = None
     while not stop.wait(0.5):
         try:
-            progress.update(json.loads(path.read_text()))
+            info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if info != seen:
+            seen = info
+            on_progress(info)
 
 
 def _peak_rss_mb() -> float:
@@ -219,8 +223,49 @@ def controller_env(cfg: TrainConfig) -> Iterator[None]:
             os.environ[POLL_ENV] = before
 
 
+def ray_run_config(cfg: TrainConfig, out: Path) -> Any:
+    """Ray Train's `RunConfig` for a run writing under `out`: checkpoints in `out/checkpoints` (kept as
+    `training.checkpoints_to_keep`), restarts after `training.max_failures` worker deaths, worker niceness.
+
+    Example:
+        >>> ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures  # doctest: +SKIP
+        2
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(name="checkpoints", storage_path=str(Path(out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
+                     failure_config=FailureConfig(max_failures=cfg.max_failures),
+                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep))
+
+
+def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
+                      on_progress: Callable[[dict], None] | None = None) -> Any:
+    """`trainer.fit()` under the controller settings of `cfg`, feeding `on_progress` with each new content of
+    the progress file rank 0 writes; a worker's `UserError` is raised as itself, not as Ray's traceback.
+
+    Example:
+        >>> result = fit_with_progress(TorchTrainer(...), cfg, out / ".progress.json", print)  # doctest: +SKIP
+    """
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(progress_path, on_progress, stop), daemon=True) if on_progress else None
+    if poller:
+        poller.start()
+    try:
+        with controller_env(cfg):
+            return trainer.fit()
+    except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
+        user = _worker_user_error(err)
+        if user is not None:
+            raise user from None
+        raise
+    finally:
+        stop.set()
+        if poller:
+            poller.join()
+
+
 def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = job.train
@@ -233,25 +278,10 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets, dataset_config=data_config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(Path(job.out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)))
+        run_config=ray_run_config(cfg, Path(job.out)))
     total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
-    stop = threading.Event()
     with _Progress(total, show_progress) as progress:
-        poller = threading.Thread(target=_poll, args=(Path(job.progress_path or ""), progress, stop), daemon=True)
-        poller.start()
-        try:
-            with controller_env(cfg):
-                result = trainer.fit()
-        except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
-            user = _worker_user_error(err)
-            if user is not None:
-                raise user from None
-            raise
-        finally:
-            stop.set()
-            poller.join()
+        result = fit_with_progress(trainer, cfg, Path(job.progress_path or ""), progress.update)
     metrics = result.metrics or {}
     if metrics.get("diverged"):
         raise TrainingDivergedError(metrics["diverged"])

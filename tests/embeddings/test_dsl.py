@@ -16,15 +16,6 @@ from features.errors import UserError
 from embeddings.masks import frequency_mask, random_mask, select
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier waits on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(**kw) -> DSLConfig:
     base = dict(enabled=True, density=0.25, update_every=5, initial_exchange=0.3, end_fraction=0.8, init="random")
     base.update(kw)

@@ -4,7 +4,6 @@ gradient accumulation (`grad_steps`)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
@@ -12,14 +11,6 @@ from embeddings import dsl as dsl_module
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController, sampled_steps
 from embeddings.masks import exchange_positions, kth_value, pick
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sorted_kth(values: torch.Tensor, k: int) -> float:
