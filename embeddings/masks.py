@@ -260,17 +260,6 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     return out
 
 
-def mask_changes(old: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
-    """(pruned, grown) bool tensors between two masks of one table.
-
-    Example:
-        >>> p, g = mask_changes(torch.tensor([True, False]), torch.tensor([False, True]))
-        >>> p.tolist(), g.tolist()
-        ([True, False], [False, True])
-    """
-    return old & ~new, new & ~old
-
-
 def density(mask: Tensor) -> float:
     """Share of active weights in a mask.
 
@@ -282,4 +271,4 @@ def density(mask: Tensor) -> float:
 
 
 __all__ = ["active_count", "random_mask", "frequency_mask", "kth_value", "pick", "select", "exchange_positions",
-           "prune_and_grow", "mask_changes", "density"]
+           "prune_and_grow", "density"]

@@ -278,7 +278,7 @@ def equal_shares(path: Path, columns: list[str], world: int) -> list[pa.Table]:
 
 def count_rows(path: Path) -> int:
     """Rows of a Parquet folder from the file footers (no data read)."""
-    return sum(pads.dataset(str(p), format="parquet").count_rows() for p in sorted(Path(path).rglob("*.parquet")))
+    return sum(pads.dataset(f, format="parquet").count_rows() for f in parquet_files(path))
 
 
 def label_mean(path: Path, label: str) -> float:

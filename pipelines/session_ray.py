@@ -150,7 +150,7 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.trainer import _ray_init, fit_with_progress, ray_run_config
+    from pipelines.trainer import _ray_init, final_checkpoint, fit_with_progress, ray_run_config
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -170,11 +170,9 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     metrics = result.metrics or {}
     if metrics.get("diverged"):
         raise TrainingError(metrics["diverged"])
-    if result.checkpoint is None:
+    ckpt = final_checkpoint(result, out)
+    if ckpt is None:
         raise TrainingError(f"{out / 'checkpoints'}: Ray Train finished without a checkpoint; see the worker logs.")
-    ckpt = Path(result.checkpoint.path)
-    if not ckpt.exists():
-        ckpt = Path(result.checkpoint.to_directory(str(out / "final_checkpoint")))
     state = read_session_state(ckpt)
     model.load_state_dict(state["best"] if state["best"] is not None else state["model"])
     history = state["progress"].history

@@ -264,6 +264,20 @@ def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
             poller.join()
 
 
+def final_checkpoint(result: Any, out: Path) -> Path | None:
+    """The folder of a Ray Train result's last checkpoint on this machine (copied to `out/final_checkpoint`
+    when the storage is elsewhere), or None when the run reported none.
+
+    Example:
+        >>> final_checkpoint(trainer.fit(), Path("runs/r/train"))  # doctest: +SKIP
+        PosixPath('runs/r/train/checkpoints/step_00000078')
+    """
+    if result.checkpoint is None:
+        return None
+    ckpt = Path(result.checkpoint.path)
+    return ckpt if ckpt.exists() else Path(result.checkpoint.to_directory(str(Path(out) / "final_checkpoint")))
+
+
 def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -285,11 +299,9 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     metrics = result.metrics or {}
     if metrics.get("diverged"):
         raise TrainingDivergedError(metrics["diverged"])
-    if result.checkpoint is None:
+    ckpt = final_checkpoint(result, Path(job.out))
+    if ckpt is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint under {job.out}/checkpoints")
-    ckpt = Path(result.checkpoint.path)
-    if not ckpt.exists():
-        ckpt = Path(result.checkpoint.to_directory(str(Path(job.out) / "final_checkpoint")))
     return FitOutcome(ckpt, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
                       int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
                       extra={"driver_seconds": time.perf_counter() - t0, "ray_input": job.ray_input,
