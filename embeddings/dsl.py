@@ -8,13 +8,19 @@ accumulated over the interval are grown; the exchanged share follows a cosine sc
 
 Works where gradients are never materialised (FBGEMM fused optimizer in backward, inside
 DistributedModelParallel): the gradient of the pooled output (a hook on the KeyedTensor) is
-scattered back to the rows the batch looked up, using the KJT's ids and offsets. Per step only
-the touched rows are accumulated and re-masked; whole tables are touched only at an update.
+scattered back to the rows the batch looked up, using the KJT's ids and offsets. Whole tables are
+touched only at an update.
 
-Cost, per step: the touched rows made unique (a row bitmap or a sort) and re-masked in
-cache-sized chunks (gather, multiply by the mask, write back); on accumulating steps the per-row
-gradient (one `embedding_bag` over the ids grouped by row) is added to the accumulator.
-`cfg.grad_steps` accumulates on k seeded steps spread over each interval instead of every step.
+Keeping inactive weights at zero, per step:
+- bags of one id (every categorical feature of a Criteo-like log): the pooled gradient of the bag
+  IS the row's gradient, so the hook multiplies it by the id's mask row. The fused optimizer then
+  moves no inactive weight (SGD, row-wise Adagrad and Adam all step 0 for a zero gradient and
+  zero state), nothing is re-masked, and row-wise optimizer state sees only active weights;
+- bags of several ids share one pooled gradient, so their rows are re-masked after the step:
+  made unique (a row bitmap or a sort) and multiplied by the mask in cache-sized chunks.
+On accumulating steps the hook also adds the per-row gradient magnitude (one `embedding_bag` over
+the ids grouped by row, taken before the masking) to the accumulator. `cfg.grad_steps`
+accumulates on k seeded steps spread over each interval instead of every step.
 Per update: candidates only: |w| at the active positions and the accumulated magnitude of
 inactive weights in rows that can hold one above a sampled threshold, each ranked by an exact
 k-th value (`masks.exchange_positions`), then positions are written, no table-wide sort.
@@ -71,14 +77,20 @@ _REMASK_CHUNK_BYTES = 1 << 19
 @dataclass
 class _TableLookup:
     """One table's share of a batch: the looked-up `ids` (KJT order, repeats kept) and, per feature,
-    (first column in the pooled output, dim, bag lengths, id weights or None). Sorting and the
-    bag index are only computed inside the gradient hook, i.e. only on steps that accumulate; the
-    hook leaves the sorted unique `rows` behind for the re-masking after the step."""
+    (first column in the pooled output, dim, bag lengths, id weights or None).
+
+    `grad_masks` are (first column, dim, per-bag mask rows) of the features whose bags hold one id:
+    the hook multiplies their pooled gradient by the id's mask row, so the fused optimizer moves no
+    inactive weight and those rows need no re-masking. `remask` holds the ids of bags with more
+    than one id (their rows are re-masked after the step). Sorting and the bag index are computed
+    only inside the hook on accumulating steps; it leaves the sorted unique `rows` behind."""
 
     table: str
     ids: Tensor
     features: list[tuple[int, int, Tensor, Tensor | None]]
     mean: bool
+    grad_masks: list[tuple[int, int, Tensor]]
+    remask: Tensor
     rows: Tensor | None = None
 
 
@@ -161,8 +173,11 @@ class DSLController:
         lookups = self._lookups(kjt, pooled)
         for lk in lookups:
             self._touched[lk.table].append(lk)
-        if lookups and values.requires_grad and self._accumulates():
-            values.register_hook(lambda grad, lookups=lookups: self._accumulate(grad, lookups))
+        if not lookups or not values.requires_grad:
+            return
+        accumulates = self._accumulates()
+        if accumulates or any(lk.grad_masks for lk in lookups):
+            values.register_hook(lambda grad, lookups=lookups, acc=accumulates: self._on_grad(grad, lookups, acc))
 
     def after_step(self, step: int) -> dict:
         """After the optimizer step of step `step` (0-based): re-mask the rows this batch touched, and
@@ -299,21 +314,61 @@ class DSLController:
             positions = {k: k for k in keys}
         lengths, offsets, weights, stride = kjt.lengths(), kjt.offset_per_key(), kjt.weights_or_none(), kjt.stride()
         values = kjt.values()
-        parts: dict[str, tuple[list, list]] = {}
+        parts: dict[str, tuple[list, list, list, list]] = {}
         col = 0
         for key, dim in zip(keys, dims):
             table = self._feature_table.get(key)
             if table is not None and key in positions:
                 p = positions[key]
                 lo, hi = offsets[p], offsets[p + 1]
-                ids, feats = parts.setdefault(table, ([], []))
-                ids.append(values[lo:hi])
-                feats.append((col, dim, lengths[p * stride:(p + 1) * stride],
-                              weights[lo:hi] if weights is not None else None))
+                ids, feats, gmasks, remask = parts.setdefault(table, ([], [], [], []))
+                fids, lens = values[lo:hi], lengths[p * stride:(p + 1) * stride]
+                ids.append(fids)
+                feats.append((col, dim, lens, weights[lo:hi] if weights is not None else None))
+                self._split_bags(table, col, dim, fids, lens, gmasks, remask)
             col += dim
-        return [_TableLookup(table, torch.cat(ids) if len(ids) > 1 else ids[0], feats,
-                             self.tables[table].pooling == "mean")
-                for table, (ids, feats) in parts.items()]
+        return [_TableLookup(table, _cat(ids, ids[0]), feats, self.tables[table].pooling == "mean", gmasks, _cat(remask, ids[0]))
+                for table, (ids, feats, gmasks, remask) in parts.items()]
+
+    def _split_bags(self, table: str, col: int, dim: int, ids: Tensor, lens: Tensor,
+                    gmasks: list, remask: list) -> None:
+        """One feature's bags: those with one id get a gradient mask (the id's mask row), the ids of
+        longer bags are kept for re-masking. A table with a dense optimizer re-masks all of itself."""
+        if ids.numel() == 0:
+            return
+        if self.tables[table].dense_param is not None:
+            remask.append(ids)
+            return
+        mask = self.masks[table]
+        multi = lens > 1
+        if not bool(multi.any()):
+            if ids.numel() == lens.numel():  # every bag holds exactly one id
+                gmasks.append((col, dim, mask.index_select(0, ids)))
+            else:  # some bags are empty: their gradient reaches no row, any mask row will do
+                first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
+                gmasks.append((col, dim, mask.index_select(0, ids.index_select(0, first))))
+            return
+        remask.append(ids[torch.repeat_interleave(multi, lens)])
+        if bool((lens == 1).any()):
+            first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
+            rows = mask.index_select(0, ids.index_select(0, first))
+            gmasks.append((col, dim, rows.logical_or_(lens.ne(1).unsqueeze(1))))
+
+    def _on_grad(self, grad: Tensor, lookups: list[_TableLookup], accumulate: bool) -> Tensor:
+        """The pooled output's gradient hook: accumulate the rows' gradient magnitude from the whole
+        gradient, then return it with the inactive weights of one-id bags zeroed."""
+        if accumulate:
+            self._accumulate(grad, lookups)
+        if not any(lk.grad_masks for lk in lookups):
+            return grad
+        grad = grad.clone()
+        with torch.no_grad():
+            for lk in lookups:
+                for col, dim, m in lk.grad_masks:
+                    # bool -> uint8 -> float, then a float multiply: both vectorised on CPU (a mixed
+                    # float * bool or float * uint8 multiply is about 20x slower)
+                    grad[:, col:col + dim].mul_(m.view(torch.uint8).to(grad.dtype))
+        return grad
 
     @torch.no_grad()
     def _accumulate(self, grad: Tensor, lookups: list[_TableLookup]) -> None:
@@ -344,7 +399,8 @@ class DSLController:
             per_row = F.embedding_bag(bag[order], source, offsets, mode="sum",
                                       per_sample_weights=scale[order] if scale is not None else None)
             self.grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
-            lk.rows = rows
+            if lk.remask.numel() == lk.ids.numel():  # every id is re-masked: reuse the unique rows
+                lk.rows = rows
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
@@ -363,6 +419,8 @@ class DSLController:
                     shard.tensor.mul_(mask[rs, cs].view(torch.uint8))
                 continue
             rows = _gather_rows(rows)
+            if rows.numel() == 0:  # one-id bags only: their gradient was masked, nothing to re-mask
+                continue
             for shard in self.tables[name].shards:
                 _remask_rows(shard, mask, rows)
 
@@ -428,15 +486,17 @@ def sampled_steps(first: int, span: int, k: int, seed: int, interval: int) -> fr
 
 
 def _unique_rows(parts: list[_TableLookup], mask: Tensor) -> Tensor:
-    """The rows a step touched, sorted: the hook's unique rows when it ran, else the ids made unique,
+    """The rows a step must re-mask (the ids of bags with more than one id), sorted: the hook's
+    unique rows when it ran and they are the same set, else the ids made unique,
     through a row bitmap when the table is not much larger than the batch (a scan of the bitmap is
     then cheaper than sorting the ids). On CUDA the repeated ids themselves: re-masking a row twice
     writes the same values and avoids the host sync of `unique`."""
+    parts = [p for p in parts if p.remask.numel()]
     if not parts:
         return torch.zeros(0, dtype=torch.long, device=mask.device)
     if len(parts) == 1 and parts[0].rows is not None:
         return parts[0].rows.long()
-    ids = torch.cat([p.rows if p.rows is not None else p.ids for p in parts])
+    ids = torch.cat([p.rows if p.rows is not None else p.remask for p in parts])
     if ids.is_cuda:
         return ids.long()
     if mask.shape[0] > 8 * ids.numel():
@@ -444,6 +504,13 @@ def _unique_rows(parts: list[_TableLookup], mask: Tensor) -> Tensor:
     seen = torch.zeros(mask.shape[0], dtype=torch.bool)
     seen.index_fill_(0, ids.long(), True)
     return seen.nonzero().squeeze(1)
+
+
+def _cat(parts: list[Tensor], like: Tensor) -> Tensor:
+    """`torch.cat` that returns a single part as it is, and no parts as an empty tensor like `like`."""
+    if not parts:
+        return like.new_zeros(0)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _remask_rows(shard, mask: Tensor, rows: Tensor) -> None:
@@ -458,8 +525,8 @@ def _remask_rows(shard, mask: Tensor, rows: Tensor) -> None:
         if not whole_cols:
             m = m[:, shard.col_offset:shard.col_offset + c]
         local = part - shard.row_offset if shard.row_offset else part
-        # a bool mask viewed as uint8 multiplies on the vectorised path; bool * float does not
-        shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8)))
+        # bool -> uint8 -> the table's dtype, then a same-dtype multiply (the vectorised path)
+        shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8).to(shard.tensor.dtype)))
 
 
 class _Changes:
