@@ -40,6 +40,12 @@ class RayConfig(_Strict):
         description="seconds between Ray Train's polls of its workers (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, Ray's "
                     "default 2.0): every checkpoint report waits in its worker until the next poll, and a dead "
                     "worker is noticed at the next poll. None keeps Ray's default / the environment's value")
+    quiet: bool = Field(
+        default=True,
+        description="turn off Ray Train services this run does not use, for the run only (the driver's environment "
+                    "while fit() starts the controller, which passes it on; nothing cluster-wide): the preemption "
+                    "watcher actor (RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0) and Ray Train's metrics export "
+                    "(RAY_TRAIN_METRICS_ENABLED=0). Their start-up otherwise competes with the first steps for CPU")
 
 
 class ModelConfig(_Strict):

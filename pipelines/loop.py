@@ -39,7 +39,7 @@ from torch import nn
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from pipelines.batches import (Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches, ray_batches,
-                                row_range_batches, train_shard_name)
+                                row_range_batches, table_batches, train_shard_name)
 from pipelines.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
 from pipelines.config import TrainConfig
 from pipelines.ctr_model import build_ctr_model
@@ -67,6 +67,8 @@ class LoopJob:
     # Ray mode: "stream" (one Ray Data stream split across the workers, dataset "train") or "materialized"
     # (one in-memory share per worker, dataset `train_shard_name(rank)`); set by the trainer
     ray_input: str = "stream"
+    # Ray mode, "materialized": the object refs of each rank's Arrow share of the train split (set by the trainer)
+    train_shares: list[Any] | None = None
 
     @property
     def plan(self) -> EmbeddingPlan:
@@ -123,7 +125,8 @@ class LocalIO:
 
 
 class RayIO:
-    """Ray Train mode: this worker's Ray Data shards, checkpoints through `ray.train.report`."""
+    """Ray Train mode: this worker's share of the train split (its Arrow share from the object store, or its
+    Ray Data stream split), checkpoints through `ray.train.report`."""
 
     def __init__(self, job: LoopJob) -> None:
         import ray.train
@@ -131,6 +134,7 @@ class RayIO:
         self.job = job
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self._table: Any = None
         # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
         torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
         if job.train.device != "cpu" and torch.cuda.is_available():
@@ -144,11 +148,19 @@ class RayIO:
         import ray.train
 
         if self.job.ray_input == "materialized":
-            # this rank's share is already in the object store: nothing to overlap, so no prefetch thread
-            # competing with the step for the worker's CPU
-            shard = ray.train.get_dataset_shard(train_shard_name(self.rank))
-            return ray_batches(shard, spec, batch_size, drop_last=True, skip=skip, prefetch_batches=0)
+            return table_batches(self._share(), spec, batch_size, drop_last=True, skip=skip)
         return ray_batches(ray.train.get_dataset_shard(train_shard_name(None)), spec, batch_size, drop_last=True, skip=skip)
+
+    def _share(self) -> Any:
+        """This rank's Arrow share of a materialized train split, fetched from the object store once."""
+        if self._table is None:
+            import ray
+
+            if not self.job.train_shares or len(self.job.train_shares) != self.world:
+                raise RuntimeError(f"materialized train input has {len(self.job.train_shares or [])} shares for "
+                                   f"{self.world} workers; the trainer makes one per worker (ray_train_inputs)")
+            self._table = ray.get(self.job.train_shares[self.rank])
+        return self._table
 
     def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
         # Validation reads this rank's equal slice of the split directly: a Ray Data pass per epoch costs

@@ -158,34 +158,37 @@ def _worker_user_error(err: BaseException) -> BaseException | None:
 
 
 def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
-    """The Ray Data inputs of the workers: `(datasets, DataConfig, job)` for `TorchTrainer`.
+    """The train inputs of the workers: `(datasets, DataConfig, job)` for `TorchTrainer`.
 
-    A train split below `training.ray.materialize_below_mb` (uncompressed, the model's columns) is read
-    once here and put in the object store as one materialized dataset per rank (equal consecutive shares),
-    so an epoch starts without Ray Data planning, read tasks or a split coordinator; a larger split streams
-    (`read_parquet` + `streaming_split`, order preserved so the same rows reach the same worker on a restart).
+    A train split below `training.ray.materialize_below_mb` (uncompressed, the model's columns) is read once
+    here into equal consecutive shares, one Arrow table per rank put in the object store
+    (`job.train_shares`, `job.ray_input == "materialized"`): each worker fetches its own share once and
+    slices it into batches locally (`table_batches`, the batching of single-process mode), so an epoch pays
+    neither Ray Data's start-up nor its per-batch iterator, and no Ray Data actor competes with the steps.
+    A larger split streams through Ray Data (`read_parquet` + `streaming_split`, order preserved so the same
+    rows reach the same worker on a restart), re-read every epoch and never held in memory whole.
 
     Example:
         >>> datasets, data_config, job = ray_train_inputs(job)                  # doctest: +SKIP
-        >>> sorted(datasets), job.ray_input                                     # doctest: +SKIP
-        (['train_rank0', 'train_rank1'], 'materialized')
+        >>> datasets, job.ray_input, len(job.train_shares)                      # doctest: +SKIP
+        ({}, 'materialized', 2)
     """
-    import ray.data
+    import ray
     from ray.train import DataConfig
 
     cfg = job.train
     path = Path(job.encoded) / "train"
     columns = job.spec("train").columns
     if uncompressed_bytes(path, columns) < cfg.ray.materialize_below_mb * 2**20:
-        shares = equal_shares(path, columns, cfg.ray.num_workers)
-        # from_blocks: one block per share, its metadata computed here (from_arrow runs a remote task per table,
-        # which on a fresh or idle cluster waits for a worker process to start)
-        datasets = {train_shard_name(r): ray.data.from_blocks([t]).materialize() for r, t in enumerate(shares)}
-        return datasets, DataConfig(datasets_to_split=[]), replace(job, ray_input="materialized")
+        # one contiguous chunk per share: the workers' batches are zero-copy slices of the object store's buffers
+        shares = [ray.put(t.combine_chunks()) for t in equal_shares(path, columns, cfg.ray.num_workers)]
+        return {}, DataConfig(datasets_to_split=[]), replace(job, ray_input="materialized", train_shares=shares)
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     datasets = {train_shard_name(None): ray.data.read_parquet(parquet_files(path))}
-    return datasets, DataConfig(datasets_to_split=[train_shard_name(None)]), replace(job, ray_input="stream")
+    return datasets, DataConfig(datasets_to_split=[train_shard_name(None)]), replace(job, ray_input="stream", train_shares=None)
 
 
 def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
@@ -199,28 +202,44 @@ def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
     return {} if nice is None else {"env_vars": {"RAY_worker_niceness": str(nice)}}
 
 
+QUIET_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+
+
+def controller_env_vars(cfg: TrainConfig) -> dict[str, str]:
+    """The environment Ray Train's driver-side `fit()` reads (and passes to its controller and workers) for a
+    run: the poll interval (`training.ray.controller_poll_s`) and, with `training.ray.quiet`, the services off.
+
+    Example:
+        >>> controller_env_vars(TrainConfig())["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+        '0.5'
+    """
+    env = dict(QUIET_ENV) if cfg.ray.quiet else {}
+    if cfg.ray.controller_poll_s is not None:
+        env[POLL_ENV] = str(cfg.ray.controller_poll_s)
+    return env
+
+
 @contextlib.contextmanager
 def controller_env(cfg: TrainConfig) -> Iterator[None]:
-    """Set Ray Train's controller poll interval (`training.ray.controller_poll_s`) while a trainer starts
-    its controller (Ray Train reads it from the driver's environment in `fit()`), then restore it.
+    """Set `controller_env_vars(cfg)` while a trainer starts its controller (Ray Train reads them from the
+    driver's environment in `fit()`), then restore the environment as it was.
 
     Example:
         >>> with controller_env(TrainConfig()):
         ...     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
         '0.5'
     """
-    if cfg.ray.controller_poll_s is None:
-        yield
-        return
-    before = os.environ.get(POLL_ENV)
-    os.environ[POLL_ENV] = str(cfg.ray.controller_poll_s)
+    env = controller_env_vars(cfg)
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(POLL_ENV, None)
-        else:
-            os.environ[POLL_ENV] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def ray_run_config(cfg: TrainConfig, out: Path) -> Any:

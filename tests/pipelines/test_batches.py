@@ -106,3 +106,24 @@ def test_uncompressed_bytes_counts_only_the_wanted_columns_from_the_footers(tmp_
     expected = sum(pq.ParquetFile(f).metadata.row_group(0).column(c).total_uncompressed_size
                    for f in (folder / "a.parquet", folder / "b.parquet") for c in range(6))
     assert everything == expected
+
+
+def test_table_batches_yield_every_row_of_a_share_once_in_order_and_resume_after_skipped_batches():
+    from pipelines.batches import table_batches
+
+    n = 7
+    share = pa.table({"y": pa.array(range(n), pa.int32()), "d1": pa.array([float(i) for i in range(n)], pa.float32()),
+                      "d2": pa.array([2.0] * n, pa.float32()), "a": pa.array([i % 10 for i in range(n)], pa.int64()),
+                      "tags": pa.array([[i % 5] for i in range(n)], pa.list_(pa.int64()))})
+    epoch = [b.labels.tolist() for b in table_batches(share, SPEC, 3, drop_last=True)]
+    assert epoch == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]                   # row 6 left out: no short batch
+    again = [b.labels.tolist() for b in table_batches(share, SPEC, 3, drop_last=True)]
+    assert again == epoch                                                # every epoch: the same rows, once each
+    assert [b.labels.tolist() for b in table_batches(share, SPEC, 3)][-1] == [6.0]
+    resumed = [b.labels.tolist() for b in table_batches(share, SPEC, 3, drop_last=True, skip=1)]
+    assert resumed == [[3.0, 4.0, 5.0]]                                  # a restart mid-epoch goes on after batch 1
+    b = next(table_batches(share, SPEC, 3, skip=1))
+    assert b.dense[:, 0].tolist() == [3.0, 4.0, 5.0] and b.sparse["a"].values().tolist() == [3, 4, 5]
+    assert b.sparse["tags"].values().tolist() == [3, 4, 0]
+    chunked = pa.concat_tables([share.slice(0, 4), share.slice(4)])      # a slice that spans two chunks
+    assert [x.labels.tolist() for x in table_batches(chunked, SPEC, 3, drop_last=True)] == epoch

@@ -66,21 +66,27 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
     assert abs(ray_summary["test_auc"] - single["test_auc"]) < AUC_TOLERANCE, aucs
 
 
-def test_worker_niceness_and_controller_poll_reach_ray_and_the_environment_is_restored(monkeypatch):
-    from pipelines.trainer import POLL_ENV, controller_env, worker_runtime_env
+def test_worker_niceness_controller_poll_and_quiet_services_reach_ray_and_the_environment_is_restored(monkeypatch):
+    from pipelines.trainer import POLL_ENV, QUIET_ENV, controller_env, worker_runtime_env
 
     cfg = TrainConfig()
     assert worker_runtime_env(cfg) == {"env_vars": {"RAY_worker_niceness": "0"}}
     cfg.ray.worker_niceness = None
     assert worker_runtime_env(cfg) == {}
     monkeypatch.setenv(POLL_ENV, "7")
+    monkeypatch.setenv("RAY_TRAIN_METRICS_ENABLED", "1")
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
     with controller_env(cfg):
         assert os.environ[POLL_ENV] == "0.5"
-    assert os.environ[POLL_ENV] == "7"
+        assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0" and os.environ["RAY_TRAIN_METRICS_ENABLED"] == "0"
+    assert os.environ[POLL_ENV] == "7" and os.environ["RAY_TRAIN_METRICS_ENABLED"] == "1"
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
     monkeypatch.delenv(POLL_ENV)
-    cfg.ray.controller_poll_s = None
+    cfg.ray.controller_poll_s, cfg.ray.quiet = None, False
     with controller_env(cfg):
-        assert POLL_ENV not in os.environ
+        assert POLL_ENV not in os.environ and "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+        assert os.environ["RAY_TRAIN_METRICS_ENABLED"] == "1"
+    assert set(QUIET_ENV) == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED"}
 
 
 @pytest.mark.ray
@@ -94,16 +100,18 @@ def test_small_splits_are_materialized_one_share_per_worker_and_large_ones_strea
     labels = pq.read_table(Path(encoded_ctr["vocab"]) / "encoded" / "train", columns=["label"]).column("label").to_pylist()
     job = make_job(Path(encoded_ctr["vocab"]), plan, tmp_path, _cfg(False), EMB, seed=0)
     datasets, data_config, small = ray_train_inputs(job)
-    assert small.ray_input == "materialized" and sorted(datasets) == ["train_rank0", "train_rank1"]
-    assert data_config._datasets_to_split == []                  # each worker reads only its own share
+    assert small.ray_input == "materialized" and datasets == {}  # no Ray Data: one Arrow share per worker
+    assert data_config._datasets_to_split == [] and len(small.train_shares) == 2
     share = rows // 2
     for r in (0, 1):
-        got = datasets[f"train_rank{r}"].to_pandas()["label"].tolist()
-        assert got == labels[r * share:(r + 1) * share]           # consecutive equal shares, in file order
+        table = ray_local.get(small.train_shares[r])
+        assert table.column("label").to_pylist() == labels[r * share:(r + 1) * share]   # consecutive equal shares
+        assert table.column("label").num_chunks == 1             # contiguous: batches are zero-copy slices
+        assert table.schema.names == job.spec("train").columns   # only the model's columns
 
     job.train.ray.materialize_below_mb = 0.0
     datasets, data_config, big = ray_train_inputs(job)
-    assert big.ray_input == "stream" and sorted(datasets) == ["train"]
+    assert big.ray_input == "stream" and sorted(datasets) == ["train"] and big.train_shares is None
     assert data_config._datasets_to_split == ["train"]           # one Ray Data stream split across the workers
 
 
