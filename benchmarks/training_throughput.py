@@ -8,9 +8,11 @@ training steps (data + step + checkpoints, plus, for Ray with a materialized spl
 the split into the object store; our validation passes are excluded, and reported). Steady state also
 leaves out each epoch's input start-up and the checkpoints. Ray's fixed start-up (controller, worker
 processes, model build) is outside both and printed apart. `--stream` adds a 1-worker Ray run that
-streams the split through Ray Data (`training.ray.materialize_below_mb: 0`), the path for large data.
+streams the split through Ray Data (`training.ray.materialize_below_mb: 0`), the path for large data;
+`--loud` adds a 1-worker Ray run with `training.ray.quiet: false` (Ray Train's preemption watcher and metrics on).
 
-    .venv/bin/python benchmarks/training_throughput.py [--rows 20000] [--batch 512] [--epochs 1] [--skip-ray] [--stream] [--repeat 1]
+    .venv/bin/python benchmarks/training_throughput.py [--rows 20000] [--batch 512] [--epochs 1] [--skip-ray] [--stream]
+        [--loud] [--repeat 1]
 
 Prints one line per mode and the ratios; writes benchmarks/out/training_throughput.json.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,7 +92,7 @@ def plain_loop(vocab: Path, schema: dict, plan, batch: int, epochs: int, dense_a
 
 
 def ours(vocab: Path, plan, out: Path, batch: int, epochs: int, workers: int | None, dense_arch, over_arch,
-         materialize_below_mb: float | None = None) -> dict:
+         materialize_below_mb: float | None = None, quiet: bool = True) -> dict:
     from embeddings.config import EmbeddingsConfig
     from pipelines.config import TrainConfig
     from pipelines.trainer import fit
@@ -102,6 +105,7 @@ def ours(vocab: Path, plan, out: Path, batch: int, epochs: int, workers: int | N
         cfg.ray.num_workers, cfg.ray.cpus_per_worker = workers, 1.0 if workers == 1 else 0.5
     if materialize_below_mb is not None:
         cfg.ray.materialize_below_mb = materialize_below_mb
+    cfg.ray.quiet = quiet
     t0 = time.perf_counter()
     o = fit(vocab, plan, out, cfg, EmbeddingsConfig(), seed=0, show_progress=False)
     driver_s = time.perf_counter() - t0
@@ -133,11 +137,16 @@ def main() -> None:
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--stream", action="store_true",
                     help="also run 1 Ray worker with the split streamed through Ray Data (materialize_below_mb=0)")
+    ap.add_argument("--loud", action="store_true",
+                    help="also run 1 Ray worker with training.ray.quiet off (preemption watcher, Ray Train metrics on)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of every mode; figures are each mode's median")
     args = ap.parse_args()
 
+    import os
+
     import torch
 
+    load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     dense_arch, over_arch = [64, 32], [64, 32]
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
@@ -156,12 +165,16 @@ def main() -> None:
         if args.stream:
             modes["ray_1_stream"] = lambda i: ours(vocab, plan, work / f"ray1s_{i}", args.batch, args.epochs, 1, dense_arch,
                                                    over_arch, materialize_below_mb=0.0)
+        if args.loud:
+            modes["ray_1_loud"] = lambda i: ours(vocab, plan, work / f"ray1l_{i}", args.batch, args.epochs, 1, dense_arch,
+                                                 over_arch, quiet=False)
     runs: dict[str, list[dict]] = {k: [] for k in modes}
     for i in range(args.repeat):          # rounds of every mode, so slow phases of a shared machine hit all modes
         for k, run in modes.items():
             runs[k].append(run(i))
     if not args.skip_ray:
         ray.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
     # each mode's median run (by all-in throughput); steady state: the median of the runs' steady figures
     res = {}
     for k, rs in runs.items():
@@ -169,7 +182,8 @@ def main() -> None:
         res[k]["steady_examples_per_s"] = statistics.median(r.get("steady_examples_per_s", r["examples_per_s"]) for r in rs)
     print(f"training throughput, {args.rows} rows ({schema['rows']['train']} train), batch {args.batch}, "
           f"{len(plan.tables)} tables dim {args.dim}, {args.epochs} epoch(s), torch threads {args.threads}, "
-          f"median of {args.repeat} round(s)")
+          f"median of {args.repeat} round(s); load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     for k, r in res.items():
         extra = "  ".join(f"{n.removeprefix('seconds_')} {v:.2f}s" for n, v in r.items() if n.startswith("seconds_"))
         driver = f"  [driver {r['driver_seconds']:.1f} s, input {r['ray_input']}]" if r.get("ray_input") else ""
@@ -192,6 +206,22 @@ def main() -> None:
             print(f"  ray_1 streamed per-step overhead vs ours_single: all-in {st['seconds'] / st['steps'] / per_step['ours_single'] - 1:+.1%}, "
                   f"steady state {ours_steady(st) / steady['ours_single'] - 1:+.1%}  (Ray Data start-up per epoch: "
                   f"{st.get('seconds_first_batch', 0.0):.1f} s in all)")
+        if "ray_1_loud" in res:
+            lo = res["ray_1_loud"]
+            print(f"  ray_1 with training.ray.quiet off, per-step overhead vs ours_single: all-in "
+                  f"{lo['seconds'] / lo['steps'] / per_step['ours_single'] - 1:+.1%}, steady state "
+                  f"{ours_steady(lo) / steady['ours_single'] - 1:+.1%}")
+        if args.repeat > 1:
+            # the same comparison within each round (modes run back to back), so a slow phase of the shared machine
+            # hits both sides of a ratio; the median of the rounds' ratios, and their range
+            for k in [m for m in ("ray_1", "ray_1_loud", "ray_1_stream") if m in runs]:
+                for label, f in (("all-in", lambda r: r["seconds"] / r["steps"]), ("steady", ours_steady)):
+                    rs = [f(a) / f(b) - 1 for a, b in zip(runs[k], runs["ours_single"])]
+                    print(f"  {k} per-step overhead vs ours_single, {label}, paired by round: median "
+                          f"{statistics.median(rs):+.1%}  (rounds: {', '.join(f'{x:+.1%}' for x in rs)})")
+        # wall time of the steps against the CPU time the loop thread got in them: the rest is waiting for a core
+        print("  step CPU / step wall: " + ", ".join(f"{k} {r['seconds_step_cpu'] / r['seconds_step']:.3f}"
+                                                     for k, r in res.items() if r.get("seconds_step_cpu")))
         fixed = res["ray_1"]["driver_seconds"] - res["ray_1"]["loop_seconds"]
         print(f"  ray_1 fixed start-up outside the loop (cluster, controller, workers, model build): {fixed:.1f} s")
     out = ROOT / "benchmarks" / "out"

@@ -365,15 +365,16 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     last_ckpt: str | None = None
     examples, t0 = 0, time.perf_counter()
     # data: waiting for batches (first_batch: the part spent before each epoch's first batch, i.e. the
-    # input pipeline's start-up); step: forward/backward/optimizer only
-    timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "checkpoint": 0.0, "validation": 0.0}
+    # input pipeline's start-up); step: forward/backward/optimizer only; step_cpu: the CPU time this thread got
+    # during the steps (step - step_cpu is time spent waiting for a core: other processes, Ray's own)
+    timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "step_cpu": 0.0, "checkpoint": 0.0, "validation": 0.0}
     loss_acc, loss_n = 0.0, 0
     model.train()
     while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
         tick = time.perf_counter()
         first = True
         for batch in io.train_batches(train_spec, per_worker, skip=state.batch):
-            fetched = time.perf_counter()
+            fetched, fetched_cpu = time.perf_counter(), time.thread_time()
             timers["data"] += fetched - tick
             if first:
                 timers["first_batch"] += fetched - tick
@@ -413,6 +414,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                              "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
             tock = time.perf_counter()
             timers["step"] += tock - fetched
+            timers["step_cpu"] += time.thread_time() - fetched_cpu
             if state.step % cfg.checkpoint_every == 0:
                 last_ckpt = checkpoint({"loss": shown})
             tick = time.perf_counter()

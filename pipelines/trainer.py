@@ -6,10 +6,18 @@ shows a rich progress bar while the loop runs, and returns the final checkpoint 
 `FailureConfig(max_failures)` restarts a failed worker group, which resumes from the last
 checkpoint (`ray.train.get_checkpoint()` inside the loop).
 
-Ray overhead, and what keeps it small: a train split under `training.ray.materialize_below_mb` is read
-once into the object store, one share per worker (`ray_train_inputs`), so no epoch pays Ray Data's
-start-up (larger splits stream and do); workers run at `worker_niceness` 0 instead of Ray's 15; the loop
-reports checkpoints asynchronously and the controller polls every `controller_poll_s`.
+Ray overhead, and what keeps it small (issue 5's target: a Ray Train step at most 15% dearer than
+single-process mode's, `benchmarks/training_throughput.py`):
+- input: a train split under `training.ray.materialize_below_mb` is read once by the driver into one Arrow
+  share per worker in the object store (`ray_train_inputs`); each worker fetches its share once and slices it
+  into batches locally, as single-process mode batches its pyarrow stream, so no epoch pays Ray Data's
+  start-up or per-batch iterator and Ray Data's stats actor does not start beside the
+  steps. Larger splits stream through Ray Data (`read_parquet` + `streaming_split`), the path that works for
+  data larger than memory;
+- CPU: workers run at `worker_niceness` 0 instead of Ray's 15; `training.ray.quiet` turns off, for the run
+  only, Ray Train services it does not use (preemption watcher actor, metrics export), whose start-up
+  otherwise competes with the first steps on a small machine;
+- waiting: the loop reports checkpoints asynchronously and the controller polls every `controller_poll_s`.
 
 Example:
     >>> outcome = fit(Path("runs/r/vocab"), plan, Path("runs/r/.tmp-train"), TrainConfig(), EmbeddingsConfig(), seed=0)  # doctest: +SKIP
