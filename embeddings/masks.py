@@ -184,8 +184,11 @@ def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: in
     magnitude over all tables (ties, zeros included, to the lower (table, position)).
 
     A strided sample of the inactive magnitudes gives a value safely below the n-th largest; only
-    entries above it are collected and ranked exactly. If fewer than `n` are above it (a miss, or
-    fewer than `n` non-zero magnitudes), every inactive weight is ranked instead: still exact."""
+    entries above it are collected and ranked exactly. If fewer than `n` are above it (a miss), the
+    non-zero magnitudes are ranked; if fewer than `n` inactive weights have a non-zero magnitude
+    (little evidence, e.g. one-id bags and few accumulating steps), all of them are grown plus the
+    lowest-positioned zero-magnitude ones, found by a scan that stops once it has enough: the same
+    result as ranking every inactive weight, without collecting them all."""
     acc = [a.reshape(m.shape[0], -1) for a, m in zip(acc, masks)]
     for a in acc:
         if a.numel() and torch.isnan(a.amax(1)).any():
@@ -200,13 +203,35 @@ def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: in
         if rank < part.numel():
             above = float(torch.kthvalue(part, part.numel() - rank).values)
             above = above if above > 0 else None
-    for attempt in (above, None) if above is not None else (None,):
+    for attempt in (above, 0.0) if above is not None else (0.0,):
         found = [_grow_candidates(a, m, attempt) for a, m in zip(acc, masks)]
         pool = torch.cat([v for _, v in found]) if len(found) > 1 else found[0][1]
         if pool.numel() >= n:
             picked = pick(pool, n, largest=True, sample=sample)
             return [p[k] for (p, _), k in zip(found, picked.split([p.numel() for p, _ in found]))]
-    raise AssertionError("unreachable: every inactive weight is a candidate")
+    zeros = _first_zero_inactive(acc, masks, n - pool.numel())
+    return [torch.cat([p, z]) for (p, _), z in zip(found, zeros)]
+
+
+def _first_zero_inactive(acc: list[Tensor], masks: list[Tensor], n: int, chunk_rows: int = 1 << 15) -> list[Tensor]:
+    """Flat positions, per table, of the first `n` inactive weights with zero accumulated gradient
+    magnitude in (table, position) order; scans row chunks and stops as soon as it has `n`."""
+    out = []
+    for a, m in zip(acc, masks):
+        dim = a.shape[1]
+        mask = m.reshape(a.shape[0], dim)
+        parts = []
+        for lo in range(0, a.shape[0], chunk_rows) if n > 0 else ():
+            hit = a[lo:lo + chunk_rows].eq(0).logical_and_(~mask[lo:lo + chunk_rows])
+            pos = hit.reshape(-1).nonzero().squeeze(1)[:n].add_(lo * dim)
+            parts.append(pos)
+            n -= pos.numel()
+            if n == 0:
+                break
+        out.append(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=a.device))
+    if n > 0:
+        raise AssertionError("unreachable: the caller asks for at most as many weights as are inactive")
+    return out
 
 
 def exchange_positions(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],

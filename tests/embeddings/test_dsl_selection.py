@@ -91,7 +91,21 @@ def test_exchange_positions_match_a_sort_based_reference_across_tables(monkeypat
                     pruned, grown = got[t]
                     assert set(pruned.tolist()) == ref[t][0] and pruned.numel() == len(ref[t][0]), (trial, n, t)
                     assert set(grown.tolist()) == ref[t][1] and grown.numel() == len(ref[t][1]), (trial, n, t)
-    assert sum(t is not None for t in thresholds) >= 5  # the sampled threshold was used, not only the full ranking
+    assert sum(t not in (None, 0.0) for t in thresholds) >= 5  # the sampled threshold was used, not only the full ranking
+
+
+def test_zero_gradient_fill_takes_the_lowest_inactive_positions_across_chunks_and_tables():
+    from embeddings.masks import _first_zero_inactive
+
+    gen = torch.Generator().manual_seed(4)
+    acc = [torch.round(torch.rand(11, 3, generator=gen) * 1.4), torch.round(torch.rand(7, 5, generator=gen) * 1.4)]
+    masks = [torch.rand(11, 3, generator=gen) < 0.3, torch.rand(7, 5, generator=gen) < 0.3]
+    # reference: every zero-gradient inactive weight in (table, position) order
+    order = [(t, int(i)) for t, (a, m) in enumerate(zip(acc, masks))
+             for i in ((a.reshape(-1) == 0) & ~m.reshape(-1)).nonzero().squeeze(1)]
+    for n in (0, 1, 5, len(order) - 3, len(order)):
+        got = _first_zero_inactive(acc, masks, n, chunk_rows=2)
+        assert [(t, int(i)) for t, pos in enumerate(got) for i in pos] == order[:n], n
 
 
 def test_sampled_steps_put_one_step_in_each_part_seeded_per_interval():
