@@ -11,7 +11,7 @@ The driver loads the best weights of the final checkpoint; the caller evaluates 
 Ray start-up, the run config (checkpoint storage, restarts, worker niceness) and `fit()` with progress
 and error handling are the CTR trainer's (`pipelines.trainer._ray_init`, `ray_run_config`,
 `fit_with_progress`), and so is the config: `training.ray.{single_process, num_workers,
-cpus_per_worker, use_gpu, address, worker_niceness, controller_poll_s}`.
+cpus_per_worker, use_gpu, address, worker_niceness, controller_poll_s, quiet}`.
 
 Example:
     >>> history = fit_sessions(Path("runs/s/sessions"), Path("runs/s/.tmp-train"), model, TrainConfig(), seed=0)  # doctest: +SKIP
