@@ -333,7 +333,8 @@ class DSLController:
     def _split_bags(self, table: str, col: int, dim: int, ids: Tensor, lens: Tensor,
                     gmasks: list, remask: list) -> None:
         """One feature's bags: those with one id get a gradient mask (the id's mask row), the ids of
-        longer bags are kept for re-masking. A table with a dense optimizer re-masks all of itself."""
+        longer bags are kept for re-masking. A table with a dense optimizer re-masks all of itself.
+        Deciding which bags are which reads the lengths on the host (one sync per feature on CUDA)."""
         if ids.numel() == 0:
             return
         if self.tables[table].dense_param is not None:
