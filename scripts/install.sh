@@ -15,11 +15,12 @@ SECONDS=0
 # pip here warns about missing local index folders; hide those lines, keep pip's exit status.
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 pip install -c requirements/constraints.txt torch
+pip install -c requirements/constraints.txt -r requirements/base.txt -r requirements/dev.txt
 # torchrec's metadata names the CUDA package 'fbgemm-gpu'; on a CPU machine we install the CPU
-# build under its own name and torchrec without deps (STACK.md).
+# build under its own name and torchrec without deps (STACK.md). Last, so that no later resolver
+# run reports torchrec's 'fbgemm-gpu' requirement as a conflict (--no-deps installs skip that check).
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then fb=fbgemm-gpu; else fb=fbgemm-gpu-cpu; fi
 pip install --no-deps -c requirements/constraints.txt "$fb" torchrec
-pip install -c requirements/constraints.txt -r requirements/base.txt -r requirements/dev.txt
 pip install --no-deps -e .
 rm -f "$venv"/.sparserec-installed-*
 touch "$stamp"
