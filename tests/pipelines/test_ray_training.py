@@ -129,3 +129,31 @@ def test_one_worker_streams_the_split_through_ray_data_each_epoch(ray_local, enc
     val = outcome.history["validation"]
     assert [v["step"] for v in val] == [per_epoch, 2 * per_epoch]       # both epochs read the whole stream
     assert val[-1]["auc"] > 0.6                                          # and learnt the planted signal
+
+
+@pytest.mark.ray
+def test_dsl_on_two_workers_keeps_one_global_budget_across_sharded_tables(ray_local, encoded_ctr, tmp_path: Path):
+    import torch
+
+    from embeddings.config import DSLConfig
+    from embeddings.masks import active_count
+
+    feats = encoded_ctr["schema"]["categorical"]   # tiny to large tables: the planner shards them differently
+    (tmp_path / "plan").mkdir()
+    plan = dense_plan(encoded_ctr["schema"], dim=8, features=feats)
+    plan.save(tmp_path / "plan" / "embedding_plan.json")
+    emb = EmbeddingsConfig(learning_rate=0.1, dsl=DSLConfig(enabled=True, density=0.3, update_every=3, init="random"))
+    out = tmp_path / "dsl"
+    summary = train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}, out, _cfg(False), emb, seed=0,
+                          show_progress=False)
+    assert summary["steps"] >= 12 and summary["val_auc"] > 0.55
+    sd = torch.load(out / "model" / "model.pt", weights_only=True)
+    tables = {k: v for k, v in sd.items() if "embedding_bags" in k}
+    budget = sum(active_count(0.3, t.rows, t.dim) for t in plan.tables)
+    active = sum(int(torch.count_nonzero(v)) for v in tables.values())
+    assert len(tables) == len(feats)
+    # every rank kept the same masks (the gradient evidence is summed across ranks): one budget over all tables,
+    # a few active weights may sit at exactly zero (regrown, not yet stepped)
+    assert 0.9 * budget <= active <= budget, (active, budget)
+    densities = sorted(float(torch.count_nonzero(v)) / v.numel() for v in tables.values())
+    assert densities[-1] - densities[0] > 0.02, densities       # the global ranking moved weights between tables
