@@ -187,7 +187,7 @@ def split_path(encoded: Path, split: str) -> Path:
 def parquet_batches(path: Path, spec: BatchSpec, batch_size: int, drop_last: bool = False,
                     skip: int = 0) -> Iterator[Batch]:
     """Stream a Parquet folder as `Batch`es of `batch_size` rows (files in name order), skipping `skip` batches."""
-    ds = pads.dataset(sorted(str(p) for p in Path(path).rglob("*.parquet")), format="parquet")
+    ds = pads.dataset(parquet_files(path), format="parquet")
     pieces = ds.to_batches(columns=spec.columns, batch_size=max(batch_size, 1024))
     for i, t in enumerate(rebatch(pieces, batch_size, drop_last)):
         if i >= skip:
@@ -201,7 +201,7 @@ def row_range_batches(path: Path, spec: BatchSpec, batch_size: int, start: int, 
         >>> rows = count_rows(path); m = rows // world                          # doctest: +SKIP
         >>> row_range_batches(path, spec, 512, rank * m, (rank + 1) * m)        # doctest: +SKIP
     """
-    ds = pads.dataset(sorted(str(p) for p in Path(path).rglob("*.parquet")), format="parquet")
+    ds = pads.dataset(parquet_files(path), format="parquet")
     seen = 0
 
     def window() -> Iterator[pa.Table]:
@@ -236,15 +236,9 @@ def table_batches(table: pa.Table, spec: BatchSpec, batch_size: int, drop_last: 
         yield batch_from_arrow(table.slice(start, min(batch_size, stop - start)), spec)
 
 
-def train_shard_name(rank: int | None) -> str:
-    """The Ray Train dataset a worker trains on: "train" (a stream split across the workers) or, when the
-    split is materialized, this rank's own in-memory share "train_rank<r>".
-
-    Example:
-        >>> train_shard_name(None), train_shard_name(1)
-        ('train', 'train_rank1')
-    """
-    return "train" if rank is None else f"train_rank{rank}"
+# The Ray Train dataset the workers stream the train split from (split across them by Ray Data); a
+# materialized split is no dataset: each worker gets its Arrow share as an object ref (`LoopJob.train_shares`)
+TRAIN_DATASET = "train"
 
 
 def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from embeddings.spec import EmbeddingPlan
-from pipelines.batches import EncodedSchema, batch_spec, parquet_batches, split_path
+from pipelines.batches import EncodedSchema, batch_spec, parquet_batches, parquet_files, split_path
 from pipelines.checkpoint import load_weights
 from pipelines.config import TrainConfig
 from pipelines.ctr_model import build_ctr_model
@@ -58,8 +58,7 @@ def slice_features(plan: EmbeddingPlan, k: int) -> list[str]:
 
 
 def _column(split: Path, name: str) -> np.ndarray | None:
-    files = sorted(str(p) for p in split.rglob("*.parquet"))
-    col = pads.dataset(files, format="parquet").to_table(columns=[name]).column(0)
+    col = pads.dataset(parquet_files(split), format="parquet").to_table(columns=[name]).column(0)
     if pa.types.is_list(col.type):
         return None
     return col.to_numpy()

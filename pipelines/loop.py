@@ -38,8 +38,8 @@ from torch import nn
 
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
-from pipelines.batches import (Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches, ray_batches,
-                                row_range_batches, table_batches, train_shard_name)
+from pipelines.batches import (TRAIN_DATASET, Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches,
+                                ray_batches, row_range_batches, table_batches)
 from pipelines.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
 from pipelines.config import TrainConfig
 from pipelines.ctr_model import build_ctr_model
@@ -64,8 +64,8 @@ class LoopJob:
     global_batch: int
     steps_per_epoch: int = 0
     progress_path: str | None = None
-    # Ray mode: "stream" (one Ray Data stream split across the workers, dataset "train") or "materialized"
-    # (one in-memory share per worker, dataset `train_shard_name(rank)`); set by the trainer
+    # Ray mode: "stream" (one Ray Data stream split across the workers, dataset `TRAIN_DATASET`) or
+    # "materialized" (one in-memory Arrow share per worker, `train_shares`); set by the trainer
     ray_input: str = "stream"
     # Ray mode, "materialized": the object refs of each rank's Arrow share of the train split (set by the trainer)
     train_shares: list[Any] | None = None
@@ -149,7 +149,7 @@ class RayIO:
 
         if self.job.ray_input == "materialized":
             return table_batches(self._share(), spec, batch_size, drop_last=True, skip=skip)
-        return ray_batches(ray.train.get_dataset_shard(train_shard_name(None)), spec, batch_size, drop_last=True, skip=skip)
+        return ray_batches(ray.train.get_dataset_shard(TRAIN_DATASET), spec, batch_size, drop_last=True, skip=skip)
 
     def _share(self) -> Any:
         """This rank's Arrow share of a materialized train split, fetched from the object store once."""

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from features.errors import UserError
-from pipelines.batches import (EncodedSchema, count_rows, equal_shares, parquet_files, split_path, train_shard_name,
+from pipelines.batches import (TRAIN_DATASET, EncodedSchema, count_rows, equal_shares, parquet_files, split_path,
                                uncompressed_bytes)
 from pipelines.checkpoint import read_history
 from pipelines.config import TrainConfig
@@ -195,8 +195,8 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    datasets = {train_shard_name(None): ray.data.read_parquet(parquet_files(path))}
-    return datasets, DataConfig(datasets_to_split=[train_shard_name(None)]), replace(job, ray_input="stream", train_shares=None)
+    datasets = {TRAIN_DATASET: ray.data.read_parquet(parquet_files(path))}
+    return datasets, DataConfig(datasets_to_split=[TRAIN_DATASET]), replace(job, ray_input="stream", train_shares=None)
 
 
 def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
