@@ -22,7 +22,7 @@ import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from features.config import DatasetConfig
 from features.errors import DataError
@@ -51,10 +51,15 @@ class RankSource:
         return [*self.categorical, *self.multi_valued, *self.dense]
 
 
+def _open(path: Path, mode: str = "rt") -> IO:
+    """A plain or gzipped (by its `.gz` name) file; text modes decode UTF-8, replacing bad bytes."""
+    text = {} if "b" in mode else {"encoding": "utf-8", "errors": "replace"}
+    return (gzip.open if path.name.endswith(".gz") else open)(path, mode, **text)
+
+
 def _first_line(path: Path) -> str:
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with _open(path) as fh:
             return fh.readline().rstrip("\r\n")
     except (OSError, EOFError) as err:
         raise DataError(f"{path}: cannot be read ({err}); give a plain or gzipped CSV/TSV file.") from None
@@ -91,10 +96,9 @@ def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000) 
         >>> numeric_in_sample(Path("t.csv"), ["y", "a", "b"], ",")       # doctest: +SKIP
         ['y', 'b']
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
     seen = {n: 0 for n in names}
     bad: set[str] = set()
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+    with _open(path) as fh:
         fh.readline()
         for _, line in zip(range(rows), fh):
             fields = line.rstrip("\r\n").split(sep)
@@ -176,8 +180,7 @@ def has_quote(path: Path, chunk: int = 1 << 23) -> bool:
         >>> has_quote(Path("a.csv"))       # doctest: +SKIP
         False
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
+    with _open(path, "rb") as fh:
         while block := fh.read(chunk):
             if b'"' in block:
                 return True
