@@ -83,7 +83,7 @@ def train(
 ) -> None:
     """Train one session model (Ray Train with training.ray.num_workers workers, or in this process) and
     evaluate it on the test split (progress per epoch)."""
-    from rich.progress import Progress
+    from functools import partial
 
     from jobs.config import load_config
     from pipelines.session_train import train_stage
@@ -100,14 +100,8 @@ def train(
         tc.epochs = epochs
     if single_process:
         tc.ray.single_process = True
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"training {tc.model.name}", total=tc.epochs)
-
-        def stage(inputs, out):
-            return train_stage(inputs, out, tc, seed=cfg.seed, eval_positions=positions,
-                               progress=lambda e, n, loss: bar.update(task, completed=e, description=f"{tc.model.name} loss {loss:.3f}"))
-
-        m = _run(output, stage, {"sessions": sessions}, tc, cfg.seed)
+    stage = partial(train_stage, train=tc, seed=cfg.seed, eval_positions=positions, show_progress=True)
+    m = _run(output, stage, {"sessions": sessions}, tc, cfg.seed)
     t = m.summary["test"]
     typer.echo(f"{tc.model.name}: test Recall@20 {t.get('recall@20', float('nan')):.4f} "
                f"NDCG@20 {t.get('ndcg@20', float('nan')):.4f} on {t['n']} targets; wrote {output}")
