@@ -93,6 +93,23 @@ def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
         spark.stop()
 
 
+def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, positions: int) -> tuple[dict, dict, float]:
+    """Build the model that `overrides` names, on the benchmark's settings, train it (early stopping on validation
+    R@20, none for popularity) and evaluate it on the test split: (history, test metrics, seconds)."""
+    mc = ModelConfig(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
+                     softmax=args.softmax, negatives=args.negatives, **overrides)
+    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
+                     early_stopping_patience=args.patience, device=args.device)
+    torch.manual_seed(seed)
+    model = build_model(mc, data)
+    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
+                                            max_length=mc.max_length)["overall"]["recall@20"])
+    t0 = time.perf_counter()
+    history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
+    test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
+    return history, test, time.perf_counter() - t0
+
+
 def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dict, str]:
     folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history)
     data = load_sessions(folder)
@@ -107,19 +124,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
             continue
         if label in results:
             continue
-        mc = ModelConfig(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
-                         softmax=args.softmax, negatives=args.negatives, **overrides)
-        tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
-                         early_stopping_patience=args.patience, device=args.device)
-        torch.manual_seed(args.seed)
-        model = build_model(mc, data)
-        val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
-                                                max_length=mc.max_length)["overall"]["recall@20"])
-        t0 = time.perf_counter()
-        history = train_session_model(model, data, tc, seed=args.seed, validate=None if mc.name == "popularity" else val)
-        results[label] = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20],
-                                                max_length=mc.max_length, seed=args.seed)
-        timings[label] = time.perf_counter() - t0
+        history, results[label], timings[label] = train_and_test(data, args, overrides, args.seed, positions)
         r = results[label]
         print(f"  {label:22s} R@20 {r['overall']['recall@20']:.4f} cold {r['cold']['recall@20']:.4f} "
               f"epochs {len(history['loss'])} (best {history.get('best_epoch', '-')}) {timings[label]:.0f}s", flush=True)
@@ -140,19 +145,9 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
 
 def _train_m2trec(data, args: argparse.Namespace, weights: list[float], seed: int, positions: int) -> dict:
     """Train one M2TRec to early stopping on validation R@20; its best validation score and test metrics."""
-    mc = ModelConfig(name="m2trec", hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
-                     softmax=args.softmax, negatives=args.negatives, loss_weights=weights)
-    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
-                     early_stopping_patience=args.patience, device=args.device)
-    torch.manual_seed(seed)
-    model = build_model(mc, data)
-    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
-                                            max_length=mc.max_length)["overall"]["recall@20"])
-    t0 = time.perf_counter()
-    history = train_session_model(model, data, tc, seed=seed, validate=val)
-    test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
+    history, test, seconds = train_and_test(data, args, {"name": "m2trec", "loss_weights": weights}, seed, positions)
     return {"weights": weights, "seed": seed, "val_recall@20": max(history["validation"]), "epochs": len(history["loss"]),
-            "best_epoch": history.get("best_epoch"), "seconds": round(time.perf_counter() - t0, 1), "test": test}
+            "best_epoch": history.get("best_epoch"), "seconds": round(seconds, 1), "test": test}
 
 
 ABLATION_FIGURES = [(sl, m) for sl in ("overall", "cold", "sparse") for m in ("recall@20", "ndcg@20")]
