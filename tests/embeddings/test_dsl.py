@@ -14,6 +14,7 @@ from embeddings.dsl import DSLController, exchange_fraction, prune_and_grow
 from embeddings.dsl_tables import DSLError
 from features.errors import UserError
 from embeddings.masks import frequency_mask, random_mask, select
+from tests.embeddings.cpu_tbe import cpu_tbe
 
 
 def _cfg(**kw) -> DSLConfig:
@@ -210,15 +211,7 @@ def test_frequency_init_needs_counts_with_one_count_per_row():
 # -- FBGEMM TBE directly, and DMP + fused optimizer ------------------------------------------------
 
 def test_fbgemm_tbe_rowwise_adagrad_state_is_reset_for_rows_without_survivors():
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
-                                                                         SplitTableBatchedEmbeddingBagsCodegen)
-
-    tbe = SplitTableBatchedEmbeddingBagsCodegen([(20, 4, EmbeddingLocation.HOST, ComputeDevice.CPU)],
-                                                optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.1)
-    torch.manual_seed(0)
-    tbe.init_embedding_weights_uniform(-0.5, 0.5)
+    tbe = cpu_tbe([(20, 4)])
     dsl = DSLController(tbe, _cfg(density=0.25, update_every=2, initial_exchange=0.5, end_fraction=1.0), total_steps=20)
     gen = torch.Generator().manual_seed(0)
     for step in range(2):

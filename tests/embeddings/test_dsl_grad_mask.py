@@ -10,22 +10,7 @@ from torchrec import KeyedJaggedTensor
 import embeddings.dsl as dsl_module
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController
-
-
-def _tbe(optimizer: str, tables: list[tuple[int, int]]):
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
-                                                                         SplitTableBatchedEmbeddingBagsCodegen)
-
-    kind = {"rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "sgd": EmbOptimType.EXACT_SGD,
-}[optimizer]
-    tbe = SplitTableBatchedEmbeddingBagsCodegen(
-        [(rows, dim, EmbeddingLocation.HOST, ComputeDevice.CPU) for rows, dim in tables],
-        optimizer=kind, learning_rate=0.1)
-    torch.manual_seed(0)
-    tbe.init_embedding_weights_uniform(-0.5, 0.5)
-    return tbe
+from tests.embeddings.cpu_tbe import cpu_tbe
 
 
 def _remask_calls(monkeypatch) -> list[tuple[int, list[int]]]:
@@ -45,7 +30,7 @@ def _remask_calls(monkeypatch) -> list[tuple[int, list[int]]]:
 def test_one_id_bags_keep_inactive_weights_at_zero_without_remasking(optimizer, monkeypatch):
     calls = _remask_calls(monkeypatch)
     # table 0: one id per bag; table 1: bags of 0, 1 or 2 ids
-    tbe = _tbe(optimizer, [(50, 4), (30, 8)])
+    tbe = cpu_tbe([(50, 4), (30, 8)], optimizer)
     dsl = DSLController(tbe, DSLConfig(enabled=True, density=0.3, update_every=4, initial_exchange=0.5,
                                        end_fraction=0.9, init="random"), total_steps=40)
     gen = torch.Generator().manual_seed(1)
@@ -77,7 +62,7 @@ def test_one_id_bags_keep_inactive_weights_at_zero_without_remasking(optimizer, 
 
 
 def test_rowwise_adagrad_state_sees_only_the_active_weights_gradient():
-    tbe = _tbe("rowwise_adagrad", [(12, 4)])
+    tbe = cpu_tbe([(12, 4)])
     dsl = DSLController(tbe, DSLConfig(enabled=True, density=0.5, update_every=1000, init="random"),
                          total_steps=10_000)
     ids = torch.tensor([3, 7, 3, 0, 11, 7])

@@ -11,6 +11,7 @@ from embeddings import dsl as dsl_module
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController, sampled_steps
 from embeddings.masks import exchange_positions, kth_value, pick
+from tests.embeddings.cpu_tbe import cpu_tbe
 
 
 def _sorted_kth(values: torch.Tensor, k: int) -> float:
@@ -119,13 +120,7 @@ def test_sampled_steps_put_one_step_in_each_part_seeded_per_interval():
 
 
 def test_grad_steps_accumulate_on_k_steps_spread_over_each_interval():
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
-                                                                         SplitTableBatchedEmbeddingBagsCodegen)
-
-    tbe = SplitTableBatchedEmbeddingBagsCodegen([(30, 4, EmbeddingLocation.HOST, ComputeDevice.CPU)],
-                                                optimizer=EmbOptimType.EXACT_SGD, learning_rate=0.0)
+    tbe = cpu_tbe([(30, 4)], optimizer="sgd", lr=0.0, init=None)
     cfg = DSLConfig(enabled=True, density=0.5, update_every=10, grad_steps=3, initial_exchange=0.1,
                     end_fraction=1.0, init="random")
     dsl = DSLController(tbe, cfg, total_steps=1000, seed=3)
@@ -147,18 +142,9 @@ def test_grad_steps_accumulate_on_k_steps_spread_over_each_interval():
 
 
 def test_chunked_remask_of_a_tbe_keeps_the_budget_at_every_step(monkeypatch):
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
-    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
-                                                                         SplitTableBatchedEmbeddingBagsCodegen)
-
     monkeypatch.setattr(dsl_module, "_REMASK_CHUNK_BYTES", 64)  # 4 rows of 4 floats per chunk
     # table 0 is much larger than its ids per batch (rows made unique by sorting), table 1 is not (row bitmap)
-    tbe = SplitTableBatchedEmbeddingBagsCodegen([(500, 4, EmbeddingLocation.HOST, ComputeDevice.CPU),
-                                                 (30, 8, EmbeddingLocation.HOST, ComputeDevice.CPU)],
-                                                optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.2)
-    torch.manual_seed(0)
-    tbe.init_embedding_weights_uniform(-0.5, 0.5)
+    tbe = cpu_tbe([(500, 4), (30, 8)], lr=0.2)
     dsl = DSLController(tbe, DSLConfig(enabled=True, density=0.3, update_every=4, grad_steps=2, initial_exchange=0.5,
                                        end_fraction=0.9, init="random"), total_steps=60)
     gen = torch.Generator().manual_seed(2)
