@@ -48,6 +48,7 @@ def test_plan_fits_byte_budgets_with_restricted_methods(budget):
     for methods in (["dense", "hashing"], ["dense", "int8", "int4", "qr", "drop"], ["dense", "mixed_dim", "hashing", "drop"]):
         plan = plan_embeddings(SPEC, EmbeddingsConfig(budget_bytes=budget, methods=methods))
         assert plan.total_bytes <= budget
+        _check_bytes(plan)
         assert {t.method for t in plan.tables} <= set(methods)
 
 
@@ -124,3 +125,41 @@ def test_plan_stage_and_cli_write_the_plan(tmp_path):
     assert cli_plan.budget_bytes == 1_000_000 and cli_plan.total_bytes <= 1_000_000
     res = runner.invoke(app, ["embeddings", "plan", "--spec", str(rank), "--budget", "12parsecs", "--output", str(tmp_path / "x")])
     assert res.exit_code != 0 and "not understood" in str(res.exception)
+
+
+def test_choice_is_the_best_plan_within_the_budget():
+    """The knapsack finds the utility-maximal plan: checked against every combination of options."""
+    import itertools
+
+    from embeddings.planner import _choose, _weight, feature_options
+
+    spec = [{"name": "a", "role": "categorical", "vocab_size": 3000, "score": 0.9},
+            {"name": "b", "role": "categorical", "vocab_size": 800, "score": 0.5},
+            {"name": "c", "role": "categorical", "vocab_size": 60, "score": 0.1}]
+    cfg = EmbeddingsConfig(methods=["dense", "hashing", "mixed_dim", "int4", "drop"])
+    feats = load_feature_spec(spec)
+    options = {f.name: feature_options(f, cfg) for f in feats}
+    weight = {f.name: _weight(f, 0.9) for f in feats}
+    names = sorted(options)
+    for budget in (3_000, 20_000, 60_000, 150_000):
+        level = _choose(options, weight, budget)
+        chosen = [options[n][level[n]] for n in names]
+        assert sum(o.bytes for o in chosen) <= budget
+        best = max(sum(weight[n] * o.quality for n, o in zip(names, combo))
+                   for combo in itertools.product(*(options[n] for n in names)) if sum(o.bytes for o in combo) <= budget)
+        assert sum(weight[n] * o.quality for n, o in zip(names, chosen)) == pytest.approx(best, rel=2e-3)
+
+
+def test_well_populated_id_tables_lose_dimension_before_rows():
+    """MovieLens-100K's shape at 10x: user and item ids shrink to dim 4 served int4, never hashed."""
+    spec = [{"name": "item", "role": "item_id", "vocab_size": 1481, "score": 0.080},
+            {"name": "user", "role": "user_id", "vocab_size": 752, "score": 0.061},
+            {"name": "zip3", "role": "categorical", "vocab_size": 345, "score": 0.035},
+            {"name": "year", "role": "categorical", "vocab_size": 74, "score": 0.016},
+            {"name": "gender", "role": "categorical", "vocab_size": 4, "score": 0.0}]
+    plan = plan_embeddings(spec, EmbeddingsConfig(compression_ratio=10))
+    for name in ("item", "user"):
+        t = plan.table_for(name)
+        assert (t.method, t.params) == ("mixed_dim", {"stored_dim": 4, "serving": "int4"})
+    assert plan.total_bytes <= plan.budget_bytes
+    _check_bytes(plan)
