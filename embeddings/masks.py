@@ -185,10 +185,9 @@ def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: in
 
     A strided sample of the inactive magnitudes gives a value safely below the n-th largest; only
     entries above it are collected and ranked exactly. If fewer than `n` are above it (a miss), the
-    non-zero magnitudes are ranked; if fewer than `n` inactive weights have a non-zero magnitude
-    (little evidence, e.g. one-id bags and few accumulating steps), all of them are grown plus the
-    lowest-positioned zero-magnitude ones, found by a scan that stops once it has enough: the same
-    result as ranking every inactive weight, without collecting them all."""
+    non-zero magnitudes are ranked. Only weights with evidence are grown: if fewer than `n`
+    inactive weights have a non-zero magnitude (rows unseen in the interval, few accumulating
+    steps), all of them are returned, fewer than `n`."""
     acc = [a.reshape(m.shape[0], -1) for a, m in zip(acc, masks)]
     for a in acc:
         if a.numel() and torch.isnan(a.amax(1)).any():
@@ -209,29 +208,7 @@ def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: in
         if pool.numel() >= n:
             picked = pick(pool, n, largest=True, sample=sample)
             return [p[k] for (p, _), k in zip(found, picked.split([p.numel() for p, _ in found]))]
-    zeros = _first_zero_inactive(acc, masks, n - pool.numel())
-    return [torch.cat([p, z]) for (p, _), z in zip(found, zeros)]
-
-
-def _first_zero_inactive(acc: list[Tensor], masks: list[Tensor], n: int, chunk_rows: int = 1 << 15) -> list[Tensor]:
-    """Flat positions, per table, of the first `n` inactive weights with zero accumulated gradient
-    magnitude in (table, position) order; scans row chunks and stops as soon as it has `n`."""
-    out = []
-    for a, m in zip(acc, masks):
-        dim = a.shape[1]
-        mask = m.reshape(a.shape[0], dim)
-        parts = []
-        for lo in range(0, a.shape[0], chunk_rows) if n > 0 else ():
-            hit = a[lo:lo + chunk_rows].eq(0).logical_and_(~mask[lo:lo + chunk_rows])
-            pos = hit.reshape(-1).nonzero().squeeze(1)[:n].add_(lo * dim)
-            parts.append(pos)
-            n -= pos.numel()
-            if n == 0:
-                break
-        out.append(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=a.device))
-    if n > 0:
-        raise AssertionError("unreachable: the caller asks for at most as many weights as are inactive")
-    return out
+    return [p for p, _ in found]
 
 
 def exchange_positions(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], grad_acc: Mapping[str, Tensor],
@@ -256,8 +233,12 @@ def exchange_positions(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor
     if n == 0:
         empty = [torch.empty(0, dtype=torch.long, device=m.device) for m in mask_list]
         return {name: (e, e) for name, e in zip(names, empty)}
-    pruned = _prune_positions([weights[name].detach() for name in names], mask_list, n, sample)
+    # grow first: a weight is only exchanged for one with gradient evidence, so prune as many as grew
     grown = _grow_positions([grad_acc[name].detach() for name in names], mask_list, n, total - n_active, sample)
+    n = sum(g.numel() for g in grown)
+    if n == 0:
+        return {name: (g, g) for name, g in zip(names, grown)}
+    pruned = _prune_positions([weights[name].detach() for name in names], mask_list, n, sample)
     return {name: (p, g) for name, p, g in zip(names, pruned, grown)}
 
 
@@ -266,9 +247,10 @@ def prune_and_grow(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], g
     """New masks: the `n_exchange` active weights of smallest |w| (ranked globally over all tables)
     are pruned, and the same number of previously inactive weights with the largest accumulated
     gradient magnitude are grown. Ties go to the lower (table order, flat position). Weights pruned
-    in this update are not candidates for growth, so exactly `n_exchange` weights move and the
-    active count is unchanged. Only non-zero gradient magnitudes outrank: zero-gradient weights are
-    grown (lowest position first) only when fewer than `n_exchange` inactive weights have a gradient.
+    in this update are not candidates for growth, so the active count is unchanged. Only inactive
+    weights with a non-zero accumulated gradient are grown: when fewer than `n_exchange` have one,
+    only that many weights move (growing a weight nothing pulled on would trade a trained weight
+    for a zero that stays zero).
 
     Example:
         >>> w = {"a": torch.tensor([[1.0, 0.2]]), "b": torch.tensor([[0.0, 3.0]])}

@@ -52,13 +52,14 @@ def test_pick_takes_exactly_n_and_breaks_ties_by_lower_position():
 
 
 def _reference_exchange(w: dict, m: dict, g: dict, n: int) -> dict:
-    """Sort-based prune/grow: prune the n active weights of smallest |w|, grow the n inactive weights
-    of largest accumulated gradient, ties (zeros included) to the lower (table, flat position)."""
+    """Sort-based prune/grow: grow the n inactive weights of largest non-zero accumulated gradient
+    (fewer when fewer have one), prune as many active weights of smallest |w|; ties to the lower
+    (table, flat position)."""
     names = list(m)
     active = [(float(w[t].reshape(-1)[i].abs()), k, i) for k, t in enumerate(names)
               for i in m[t].reshape(-1).nonzero().squeeze(1).tolist()]
     inactive = [(-float(g[t].reshape(-1)[i]), k, i) for k, t in enumerate(names)
-                for i in (~m[t]).reshape(-1).nonzero().squeeze(1).tolist()]
+                for i in (~m[t]).reshape(-1).nonzero().squeeze(1).tolist() if float(g[t].reshape(-1)[i]) > 0]
     n = min(n, len(active), len(inactive))
     out = {t: (set(), set()) for t in names}
     for _, k, i in sorted(active)[:n]:
@@ -80,7 +81,7 @@ def test_exchange_positions_match_a_sort_based_reference_across_tables(monkeypat
         for t, (rows, dim) in enumerate([(120, 8), (70, 4), (40, 12)][: 1 + trial % 3]):
             mask = torch.rand(rows, dim, generator=gen) < 0.3
             weight = torch.round(torch.randn(rows, dim, generator=gen) * 4) / 4 * mask  # ties and active zeros
-            hot_rows = torch.rand(rows, 1, generator=gen) < (0.5 if trial % 2 else 0.03)  # few gradients: zero fill
+            hot_rows = torch.rand(rows, 1, generator=gen) < (0.5 if trial % 2 else 0.03)  # few gradients: fewer move
             grad = torch.round(torch.rand(rows, dim, generator=gen) * 8) * hot_rows
             w[f"t{t}"], m[f"t{t}"], g[f"t{t}"] = weight, mask, grad
         n_active = sum(int(x.sum()) for x in m.values())
@@ -95,18 +96,14 @@ def test_exchange_positions_match_a_sort_based_reference_across_tables(monkeypat
     assert sum(t not in (None, 0.0) for t in thresholds) >= 5  # the sampled threshold was used, not only the full ranking
 
 
-def test_zero_gradient_fill_takes_the_lowest_inactive_positions_across_chunks_and_tables():
-    from embeddings.masks import _first_zero_inactive
-
-    gen = torch.Generator().manual_seed(4)
-    acc = [torch.round(torch.rand(11, 3, generator=gen) * 1.4), torch.round(torch.rand(7, 5, generator=gen) * 1.4)]
-    masks = [torch.rand(11, 3, generator=gen) < 0.3, torch.rand(7, 5, generator=gen) < 0.3]
-    # reference: every zero-gradient inactive weight in (table, position) order
-    order = [(t, int(i)) for t, (a, m) in enumerate(zip(acc, masks))
-             for i in ((a.reshape(-1) == 0) & ~m.reshape(-1)).nonzero().squeeze(1)]
-    for n in (0, 1, 5, len(order) - 3, len(order)):
-        got = _first_zero_inactive(acc, masks, n, chunk_rows=2)
-        assert [(t, int(i)) for t, pos in enumerate(got) for i in pos] == order[:n], n
+def test_only_weights_with_gradient_evidence_are_grown_and_as_many_are_pruned():
+    w = {"a": torch.tensor([[0.5, 0.1, 0.0, 0.0]]), "b": torch.tensor([[0.3, 0.0], [0.0, 0.0]])}
+    m = {"a": torch.tensor([[True, True, False, False]]), "b": torch.tensor([[True, False], [False, False]])}
+    g = {"a": torch.tensor([[0.0, 0.0, 0.0, 2.0]]), "b": torch.zeros(2, 2)}  # one inactive weight with evidence
+    got = exchange_positions(w, m, g, 3)
+    assert {t: (p.tolist(), q.tolist()) for t, (p, q) in got.items()} == {"a": ([1], [3]), "b": ([], [])}
+    none = exchange_positions(w, m, {t: torch.zeros_like(x) for t, x in g.items()}, 3)
+    assert all(p.numel() == 0 and q.numel() == 0 for p, q in none.values())
 
 
 def test_sampled_steps_put_one_step_in_each_part_seeded_per_interval():
