@@ -228,7 +228,8 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
         for mm in ms:
             stored = math.ceil(rows / mm) + mm
             if cfg.max_rows is None or max(mm, math.ceil(rows / mm)) <= cfg.max_rows:
-                add("qr", {"m": int(mm)}, D, stored)
+                # the product of pooled rows is exact only for one-id bags; multi-valued bags sum
+                add("qr", {"m": int(mm), **({"op": "add"} if f.role == "multi_valued" else {})}, D, stored)
     if "drop" in methods:
         opts.append(Option("drop", (), D, 0, 0.0, rows))
     if not opts:

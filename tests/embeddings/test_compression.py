@@ -148,3 +148,18 @@ def test_registry_rejects_unknown_names_and_bad_params():
         build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=8, method="mixed_dim", params={"stored_dim": 2})]))
     with pytest.raises(MethodParamsError, match="must be a bool"):
         build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=8, method="int8", params={"qat": "yes"})]))
+
+
+def test_qr_add_is_exact_for_multi_id_bags_under_sum_and_mean_pooling():
+    for pooling in ("sum", "mean"):
+        torch.manual_seed(0)
+        spec = TableSpec("t", ["f"], rows=100, dim=4, method="qr", params={"m": 8, "op": "add"}, pooling=pooling)
+        emb = build_embeddings(EmbeddingPlan([spec]))
+        q, r = _weights(emb, "t", "q"), _weights(emb, "t", "r")
+        bags = [[3], [0, 70, 70], [], [99, 1, 42, 8]]
+        out = emb(_kjt("f", bags))["f"].detach().numpy()
+        agg = np.sum if pooling == "sum" else np.mean
+        ref = np.stack([agg([q[i // 8] + r[i % 8] for i in b], axis=0) if b else np.zeros(4, dtype=np.float32) for b in bags])
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(MethodParamsError, match="params.op='max' is unknown"):
+        build_embeddings(EmbeddingPlan([TableSpec("t", ["f"], rows=10, dim=4, method="qr", params={"m": 3, "op": "max"})]))

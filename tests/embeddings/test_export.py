@@ -10,18 +10,19 @@ from embeddings.compression.quantize import quantization_error_bound
 from embeddings.errors import ExportError
 from embeddings.export import export_embeddings, load_exported, trained_weights
 from embeddings.spec import EmbeddingPlan, TableSpec
-from embeddings.tables import build_embeddings
+from embeddings.tables import build_embeddings, physical_key
 
 PLAN = EmbeddingPlan([
     TableSpec("t_dense", ["d"], rows=30, dim=8),
     TableSpec("t_hash", ["h"], rows=500, dim=8, method="hashing", params={"buckets": 17}),
     TableSpec("t_qr", ["q"], rows=200, dim=8, method="qr", params={"m": 16}),
+    TableSpec("t_qr_add", ["qa"], rows=200, dim=8, method="qr", params={"m": 16, "op": "add", "serving": "int8"}),
     TableSpec("t_mix", ["m"], rows=40, dim=8, method="mixed_dim", params={"stored_dim": 4}),
     TableSpec("t_fp16", ["f16"], rows=40, dim=8, method="fp16", pooling="mean"),
     TableSpec("t_int8", ["i8"], rows=40, dim=8, method="int8", params={"qat": True}),
     TableSpec("t_int4", ["i4"], rows=40, dim=8, method="int4"),
 ])
-ROWS = {"d": 30, "h": 500, "q": 200, "m": 40, "f16": 40, "i8": 40, "i4": 40}
+ROWS = {"d": 30, "h": 500, "q": 200, "qa": 200, "m": 40, "f16": 40, "i8": 40, "i4": 40}
 
 
 def _batch(seed: int, max_len: int = 3) -> KeyedJaggedTensor:
@@ -57,6 +58,10 @@ def test_export_round_trip_within_quantization_bounds(tmp_path):
         assert err <= bound * max(max_bag, 1) + 1e-6, (f, err, bound)
         if serving != "fp16":
             assert err > 0  # really quantized
+    # qr with op=add served int8: an id's vector is its quotient row plus its remainder row
+    bound = sum(quantization_error_bound(w[physical_key("t_qr_add", s)], "int8").max() for s in ("q", "r"))
+    err = (a["qa"] - b["qa"]).abs().max()
+    assert 0 < err <= bound * int(lengths["qa"].lengths().max()) + 1e-6
     by_table = {t["table"]: t for t in report["tables"]}
     assert by_table["t_int8"]["bytes_before"] == 40 * 8 * 4 and by_table["t_int8"]["bytes_after"] == 40 * (8 + 4)
     assert by_table["t_int4"]["bytes_after"] == 40 * (4 + 4)

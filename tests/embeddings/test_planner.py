@@ -163,3 +163,11 @@ def test_well_populated_id_tables_lose_dimension_before_rows():
         assert (t.method, t.params) == ("mixed_dim", {"stored_dim": 4, "serving": "int4"})
     assert plan.total_bytes <= plan.budget_bytes
     _check_bytes(plan)
+
+
+def test_multi_valued_features_get_the_bag_exact_qr():
+    spec = [{"name": "tags", "role": "multi_valued", "vocab_size": 5000, "score": 0.5},
+            {"name": "site", "role": "categorical", "vocab_size": 5000, "score": 0.5}]
+    plan = plan_embeddings(spec, EmbeddingsConfig(compression_ratio=20, methods=["dense", "qr"]))
+    assert plan.table_for("tags").method == plan.table_for("site").method == "qr"
+    assert plan.table_for("tags").params["op"] == "add" and "op" not in plan.table_for("site").params
