@@ -183,7 +183,9 @@ class DSLController:
         """After the optimizer step of step `step` (0-based): re-mask the rows this batch touched, and
         every `cfg.update_every` steps (when `(step + 1) % update_every == 0`) prune and grow.
 
-        Returns {"step", "updated", "fraction", "exchanged", "budget"} (+ "active", "density" on updates).
+        Returns {"step", "updated", "fraction", "exchanged", "budget"} (+ "scheduled", "active",
+        "density" on updates). `exchanged` may be below `scheduled` (fraction x budget): only inactive
+        weights with gradient evidence are grown, and as many are pruned.
         """
         self._mask_touched_rows()
         self._since_update += 1
@@ -194,13 +196,12 @@ class DSLController:
         self._since_update = 0
         fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
         n = int(round(fraction * self.budget))
-        if n > 0:
-            self._prune_and_grow(n)
+        moved = self._prune_and_grow(n) if n > 0 else 0
         for acc in self.grad_acc.values():
             acc.zero_()
         self.updates += 1
-        self.exchanged_total += n
-        stats.update(updated=True, fraction=fraction, exchanged=n, active=self.active_weights(),
+        self.exchanged_total += moved
+        stats.update(updated=True, fraction=fraction, exchanged=moved, scheduled=n, active=self.active_weights(),
                      density=self.density_by_table())
         return stats
 
@@ -452,7 +453,8 @@ class DSLController:
         return out
 
     @torch.no_grad()
-    def _prune_and_grow(self, n: int) -> None:
+    def _prune_and_grow(self, n: int) -> int:
+        """One update of at most `n` exchanges; returns how many weights moved."""
         if _distributed():  # every rank saw a different batch: sum the evidence so all ranks agree
             for acc in self.grad_acc.values():
                 dist.all_reduce(acc, op=dist.ReduceOp.SUM)
@@ -470,6 +472,7 @@ class DSLController:
                     changed.zero(st.tensor, shard)
                 else:  # the row's state is shared by this shard's columns: reset when none survived
                     st.tensor.masked_fill_(changed.rows_without_survivor(shard), 0)
+        return sum(int(grown.numel()) for _, grown in changes.values())
 
 
 def sampled_steps(first: int, span: int, k: int, seed: int, interval: int) -> frozenset[int]:
