@@ -402,7 +402,10 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip_norm)
             opt.step()
             if dsl is not None:
-                dsl.after_step(state.step)
+                update = dsl.after_step(state.step)
+                if update["updated"]:
+                    state.history.setdefault("dsl", []).append(  # steps counted from 1, as in "train"
+                        {"step": state.step + 1, **{k: update[k] for k in ("fraction", "scheduled", "exchanged", "active", "budget")}})
             state.step += 1
             state.batch += 1
             examples += len(batch) * world

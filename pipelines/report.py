@@ -25,8 +25,11 @@ def _fmt(x: Any) -> str:
 
 
 def plot_curves(history: dict[str, list], path: Path) -> Path:
-    """Training loss by step and validation AUC / log loss by epoch, side by side."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    """Training loss by step and validation AUC / log loss by epoch, side by side; with DSL, a third
+    panel: weights exchanged per prune/grow update (scheduled and moved) and active weights."""
+    dsl = history.get("dsl", [])
+    fig, axes = plt.subplots(1, 3 if dsl else 2, figsize=(15 if dsl else 10, 3.5))
+    a, b = axes[0], axes[1]
     tr = history.get("train", [])
     a.plot([r["step"] for r in tr], [r["loss"] for r in tr], color="tab:blue")
     a.set_xlabel("step"), a.set_ylabel("training log loss"), a.set_title("training")
@@ -36,6 +39,16 @@ def plot_curves(history: dict[str, list], path: Path) -> Path:
     b2 = b.twinx()
     b2.plot([r["step"] for r in va], [r["log_loss"] for r in va], marker="s", color="tab:red", label="log loss")
     b2.set_ylabel("validation log loss")
+    if dsl:
+        c = axes[2]
+        steps = [r["step"] for r in dsl]
+        c.plot(steps, [r["scheduled"] for r in dsl], ls="--", color="grey", label="scheduled")
+        c.plot(steps, [r["exchanged"] for r in dsl], marker=".", color="tab:purple", label="exchanged")
+        c.set_xlabel("step"), c.set_ylabel("weights per update"), c.set_title(f"DSL prune/grow (budget {dsl[-1]['budget']:,})")
+        c.legend(fontsize=7, loc="center left")
+        c2 = c.twinx()
+        c2.plot(steps, [r["active"] / max(r["budget"], 1) for r in dsl], color="tab:orange", label="active / budget")
+        c2.set_ylabel("active / budget"), c2.set_ylim(0, 1.05)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -95,6 +95,10 @@ def test_dsl_keeps_the_tables_within_their_budget(encoded_ctr, tmp_path: Path):
     total = sum(t.numel() for t in tables)
     assert len(tables) == len(encoded_ctr["plan_obj"].tables)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)   # one global budget of 30% of the weights
+    updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]  # steps 3, 6, 9
+    assert [u["step"] for u in updates] == [3, 6, 9] and all(u["active"] <= u["budget"] for u in updates)
+    assert all(0 <= u["exchanged"] <= u["scheduled"] for u in updates) and updates[0]["scheduled"] > 0
+    assert (out / "training_curves.png").stat().st_size > 0
 
 
 def test_early_stopping_ends_the_run_when_validation_auc_stops_improving(encoded_ctr, tmp_path: Path):
