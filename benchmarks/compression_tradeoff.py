@@ -184,6 +184,7 @@ class Result:
     logloss: float
     seconds: float
     note: str = ""
+    auc_sd: float = float("nan")  # over seeds
 
 
 def train_eval(ds: Dataset, plan, train_b, test_b, args, seed: int, dsl_density: float | None = None) -> tuple[float, float, int, float]:
@@ -270,7 +271,8 @@ def run_dataset(ds: Dataset, args) -> list[Result]:
             aucs.append(a), lls.append(ll), secs.append(sec)
         methods = sorted({t.method for t in plan.tables})
         note = f"{len(plan.tables)} tables: {','.join(methods)}" + (f"; {len(plan.dropped_features)} dropped" if plan.dropped_features else "")
-        r = Result(ds.name, method, target, nbytes, reference / nbytes, float(np.mean(aucs)), float(np.mean(lls)), float(np.sum(secs)), note)
+        r = Result(ds.name, method, target, nbytes, reference / nbytes, float(np.mean(aucs)), float(np.mean(lls)), float(np.sum(secs)), note,
+                   auc_sd=float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"))
         results.append(r)
         print(f"  {ds.name:7s} {method:10s} {target:>5s}  bytes {nbytes:>11,}  {r.ratio:6.1f}x  AUC {r.auc:.4f}  {r.seconds:5.1f}s  {note}", flush=True)
 
@@ -307,18 +309,19 @@ def write_report(results: list[Result], args, wall: float) -> tuple[str, list[st
              "Memory is the exported artifact's bytes (FBGEMM IntNBit TBE rows + projections; DSL: the `pruned` "
              "export, fully pruned rows removed, the rest fp16, plus an int32 remap per id). DSL targets are "
              "densities (d=0.25 is 4x fewer active weights), not byte ratios. Ratio is against every "
-             "feature dense fp32 at the same dim. AUC is of the exported (served) model on the last 20% by time.", ""]
+             "feature dense fp32 at the same dim. AUC is of the exported (served) model on the last 20% by time, "
+             "the mean over seeds (AUC sd: their standard deviation; the standard error of a mean is sd / sqrt(seeds)).", ""]
     verdicts = []
     for name in dict.fromkeys(r.dataset for r in results):
         rs = [r for r in results if r.dataset == name]
         dense = next(r for r in rs if r.method == "dense")
-        lines += [f"## {name}", "", "| method | target | bytes | ratio | AUC | ΔAUC vs dense | logloss | train+eval s | plan |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [f"## {name}", "", "| method | target | bytes | ratio | AUC | AUC sd | ΔAUC vs dense | logloss | train+eval s | plan |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in rs:
             if math.isnan(r.auc):
-                lines.append(f"| {r.method} | {r.target} | - | - | - | - | - | - | {r.note} |")
+                lines.append(f"| {r.method} | {r.target} | - | - | - | - | - | - | - | {r.note} |")
             else:
-                lines.append(f"| {r.method} | {r.target} | {r.bytes:,} | {r.ratio:.1f}x | {r.auc:.4f} | {r.auc - dense.auc:+.4f} | "
+                lines.append(f"| {r.method} | {r.target} | {r.bytes:,} | {r.ratio:.1f}x | {r.auc:.4f} | {r.auc_sd:.4f} | {r.auc - dense.auc:+.4f} | "
                              f"{r.logloss:.4f} | {r.seconds:.1f} | {r.note} |")
         at10 = [r for r in rs if r.target == "10x" and not math.isnan(r.auc) and r.method != "dsl"]
         if at10:
