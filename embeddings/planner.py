@@ -7,8 +7,8 @@ and qr at 2x, 4x, ... fewer rows (each of these three also served int8 / int4 wh
 are allowed), and drop. Each option has bytes (the method's own
 `table_bytes`) and a *kept quality* in [0, 1] (a documented heuristic, see `_quality`). The
 planner picks one option per selected feature to maximise the plan's utility, the sum of kept
-quality x feature weight, within the budget (`_choose`: a multiple-choice knapsack by Lagrangian
-relaxation plus a greedy fill), where the weight grows with the OutRank score (`_weight`). So
+quality x feature weight, within the budget (`_choose`: a multiple-choice knapsack solved by
+dynamic programming), where the weight grows with the OutRank score (`_weight`). So
 low-score features lose dimension, precision or rows first and are dropped last-resort;
 high-score features keep their tables. Features the rank stage did not select are dropped.
 
@@ -154,8 +154,9 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
     dearer than dims because sharing rows merges ids, which no later layer can undo, while a
     smaller dim keeps every id distinct: on MovieLens-100K (time split, dim 16) every table at dim
     4 served int4 lost no AUC at 10x less memory, where hashing the user and item ids lost 0.05;
-    on the generated CTR logs both kinds of plan beat dense. These exponents, with `_weight`, gave
-    the planner its best AUC at 4x..100x on both data sets (benchmarks/compression_tradeoff.py).
+    on the generated CTR logs both kinds of plan beat dense. Of the settings tried in
+    benchmarks/compression_tradeoff.py (log-shaped row costs, exponents 0.5 and 0.8, linear and
+    squared weights), these gave the planner (all methods) its best AUC at 10x, 30x and 100x on both.
     A DSL option (dense rows trained sparse at the user's density, replacing dense when DSL is on)
     counts as full quality: the user chose the density, and Wang et al. report little loss at
     80% sparsity."""
@@ -322,17 +323,20 @@ def plan_embeddings(feature_spec: list[dict] | str | Path, cfg: EmbeddingsConfig
 
 
 def _choose(options: dict[str, list[Option]], weight: dict[str, float], budget: int,
-            units: int = 4096) -> dict[str, int]:
+            units: int | None = None) -> dict[str, int]:
     """Option index per feature maximising the plan's utility, sum of weight x kept quality, within
     `budget` bytes.
 
-    A multiple-choice knapsack solved exactly by dynamic programming over the budget cut into
-    `units` equal parts (each option's bytes rounded up to whole parts, so the plan always fits),
+    A multiple-choice knapsack solved by dynamic programming over the budget cut into `units`
+    equal parts (each option's bytes rounded up to whole parts, so the plan always fits),
     then the bytes the rounding left are filled by the upgrades with the most utility per extra
     byte. Unlike stepping each table down its ladder one option at a time, it weighs every option
     of every table at once: a valuable table keeps a big option while cheap ones give way.
     """
     names = sorted(options)
+    # rounding up costs each feature under one part: 16 parts per feature keep that below 1/16 of
+    # the budget in all (the fill below recovers part of it); 16k parts bound time and memory
+    units = units or min(1 << 14, max(1 << 12, 16 * len(names)))
     unit = budget / units
     dp = np.zeros(units + 1)  # best utility of the features so far within c units
     choices = []
@@ -343,7 +347,7 @@ def _choose(options: dict[str, list[Option]], weight: dict[str, float], budget: 
         for i, (c, v) in enumerate(zip(cost, value)):
             if c <= units:
                 cand[i, c:] = dp[:units + 1 - c] + v
-        choices.append(cand.argmax(0))
+        choices.append(cand.argmax(0).astype(np.int16))
         dp = cand.max(0)
     best, c = {}, units
     if np.isinf(dp[units]):  # rounding priced out the cheapest plan, which fits in bytes: start there
