@@ -181,7 +181,7 @@ def _grow_candidates(acc: Tensor, mask: Tensor, above: float | None) -> tuple[Te
 
 def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: int, sample: int) -> list[Tensor]:
     """Flat positions, per table, of the `n` inactive weights with the largest accumulated gradient
-    magnitude over all tables (ties, zeros included, to the lower (table, position)).
+    magnitude over all tables (ties to the lower (table, position)); never a zero magnitude.
 
     A strided sample of the inactive magnitudes gives a value safely below the n-th largest; only
     entries above it are collected and ranked exactly. If fewer than `n` are above it (a miss), the
