@@ -362,7 +362,8 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
         return io.save(name, writer, {**metrics, **stats()})
 
     out = Path(job.out)
-    last_ckpt: str | None = None
+    # a run restored at its end takes no step: its result is the checkpoint it was restored from
+    last_ckpt: str | None = str(restored) if restored is not None else None
     examples, t0 = 0, time.perf_counter()
     # data: waiting for batches (first_batch: the part spent before each epoch's first batch, i.e. the
     # input pipeline's start-up); step: forward/backward/optimizer only; step_cpu: the CPU time this thread got

@@ -131,7 +131,8 @@ def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
     total = job.train.max_steps or job.steps_per_epoch * job.train.epochs
     with _Progress(total, show_progress) as progress:
         res = run_single_process(job, progress.update)
-    assert res.checkpoint is not None
+    if res.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint under {job.out}/checkpoints")
     return FitOutcome(Path(res.checkpoint), res.state.history, "single_process", 1, res.seconds, res.examples,
                       res.state.step, _peak_rss_mb(), extra=dict(res.extra))
 

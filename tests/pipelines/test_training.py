@@ -52,6 +52,12 @@ def test_single_process_stage_writes_checkpoints_metrics_report_and_model(encode
     assert "| validation |" in (out / "report.md").read_text()
     sd = torch.load(out / "model" / "model.pt", weights_only=True)
     assert any(k.endswith("t_C1.weight") for k in sd)
+    # run again into the same folder (a crash after the last checkpoint, a re-run): it resumes at the
+    # end, takes no step and reports the restored model
+    again = train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(),
+                        EmbeddingsConfig(), seed=0, show_progress=False)
+    assert again["steps"] == steps and again["val_auc"] == pytest.approx(summary["val_auc"], abs=1e-9)
+    assert json.loads((out / "metrics.json").read_text())["history"]["resumed_from"] == [steps]
 
 
 def test_nan_loss_stops_the_run_naming_the_step_and_saving_the_batch(encoded_ctr, tmp_path: Path, monkeypatch):
