@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,8 @@ def main() -> None:
         cfg = TrainConfig(batch_size=512, epochs=args.epochs, checkpoint_every=10_000, early_stopping_patience=0)
         cfg.ray.single_process = True
         out = args.out / f"train_{name}"
-        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)  # train from scratch: never resume an earlier run's checkpoints
+        out.mkdir(parents=True)
         t0 = time.perf_counter()
         s = train_stage({"vocab": vocab, "plan": pdir}, out, cfg, emb_cfg, seed=0, show_progress=False)
         m = json.loads((out / "metrics.json").read_text())

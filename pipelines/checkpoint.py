@@ -31,7 +31,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
+
+from pipelines.errors import CheckpointMismatchError
 
 DENSE_OPT = "dense_optimizer.pt"
 HISTORY = "history.json"
@@ -90,7 +93,12 @@ def read_checkpoint(folder: Path, model: nn.Module, dense_opt: torch.optim.Optim
     """Restore model, both optimizers and RNG from `folder`; return the training state and DSL state."""
     folder = Path(folder)
     sd = _states(model)
-    dcp.load(sd, checkpoint_id=str(folder))
+    try:
+        dcp.load(sd, checkpoint_id=str(folder))
+    except (CheckpointException, ValueError, RuntimeError) as err:  # DCP: a table's size or a key differs
+        why = str(err).strip().splitlines()[-1][:200]
+        raise CheckpointMismatchError(f"{folder}: cannot resume, the checkpoint was written for another model or embedding "
+                                      f"plan ({why}); delete {folder.parent} or train into a new output folder") from None
     model.load_state_dict(sd["model"])
     if "fused" in sd:
         model.fused_optimizer.load_state_dict(sd["fused"])

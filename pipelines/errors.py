@@ -25,3 +25,7 @@ class IdOutOfRangeError(DataError):
 
 class TrainingDivergedError(UserError):
     """The loss became NaN or infinite; the offending batch is saved beside the run."""
+
+
+class CheckpointMismatchError(UserError):
+    """A checkpoint to resume from was written for another model or embedding plan."""

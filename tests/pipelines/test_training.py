@@ -14,7 +14,7 @@ from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from pipelines import loop
 from pipelines.config import TrainConfig
-from pipelines.errors import IdOutOfRangeError, TrainingDivergedError
+from pipelines.errors import CheckpointMismatchError, IdOutOfRangeError, TrainingDivergedError
 from pipelines.trainer import train_stage
 
 
@@ -58,6 +58,15 @@ def test_single_process_stage_writes_checkpoints_metrics_report_and_model(encode
                         EmbeddingsConfig(), seed=0, show_progress=False)
     assert again["steps"] == steps and again["val_auc"] == pytest.approx(summary["val_auc"], abs=1e-9)
     assert json.loads((out / "metrics.json").read_text())["history"]["resumed_from"] == [steps]
+    # ... but not with checkpoints of another plan: one line naming the folder and the fix
+    plan = EmbeddingPlan.from_json(encoded_ctr["plan_obj"].to_json())
+    plan.tables[0].rows += 5
+    (tmp_path / "plan_rows").mkdir()
+    plan.save(tmp_path / "plan_rows" / "embedding_plan.json")
+    with pytest.raises(CheckpointMismatchError, match=r"checkpoints/step_\d+: cannot resume, .*another model or embedding plan"
+                                                      r".*; delete .*checkpoints or train into a new output folder"):
+        train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan_rows"}, out, single_cfg(), EmbeddingsConfig(),
+                    seed=0, show_progress=False)
 
 
 def test_nan_loss_stops_the_run_naming_the_step_and_saving_the_batch(encoded_ctr, tmp_path: Path, monkeypatch):
