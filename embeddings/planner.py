@@ -296,7 +296,7 @@ def plan_embeddings(feature_spec: list[dict] | str | Path, cfg: EmbeddingsConfig
     weight = {f.name: _weight(f, max_score) for f in kept}
     level = {f.name: 0 for f in kept}
     if budget is not None:
-        minimum = _minimum_bytes(kept, options, weight)
+        minimum = _minimum_bytes(kept, options)
         if budget < minimum:
             raise BudgetError(f"embeddings budget {budget:,} bytes is below the minimum representable plan of "
                               f"{minimum:,} bytes for {len(kept)} features with methods {cfg.methods}; "
@@ -339,24 +339,22 @@ def _choose(options: dict[str, list[Option]], weight: dict[str, float], budget: 
     units = units or min(1 << 14, max(1 << 12, 16 * len(names)))
     unit = budget / units
     dp = np.zeros(units + 1)  # best utility of the features so far within c units
-    choices = []
+    costs, choices = {}, []
     for n in names:
-        cost = [min(units + 1, math.ceil(o.bytes / unit - 1e-9)) for o in options[n]]
-        value = [weight[n] * o.quality for o in options[n]]
-        cand = np.full((len(cost), units + 1), -np.inf)
-        for i, (c, v) in enumerate(zip(cost, value)):
+        costs[n] = [min(units + 1, math.ceil(o.bytes / unit - 1e-9)) for o in options[n]]
+        cand = np.full((len(options[n]), units + 1), -np.inf)
+        for i, (c, o) in enumerate(zip(costs[n], options[n])):
             if c <= units:
-                cand[i, c:] = dp[:units + 1 - c] + v
+                cand[i, c:] = dp[:units + 1 - c] + weight[n] * o.quality
         choices.append(cand.argmax(0).astype(np.int16))
         dp = cand.max(0)
-    best, c = {}, units
     if np.isinf(dp[units]):  # rounding priced out the cheapest plan, which fits in bytes: start there
         best = {n: len(options[n]) - 1 for n in names}
-    for n, choice in zip(reversed(names), reversed(choices)):
-        if np.isinf(dp[units]):
-            break
-        best[n] = int(choice[c])
-        c -= math.ceil(options[n][best[n]].bytes / unit - 1e-9)
+    else:
+        best, c = {}, units
+        for n, choice in zip(reversed(names), reversed(choices)):
+            best[n] = int(choice[c])
+            c -= costs[n][best[n]]
     size = sum(options[n][best[n]].bytes for n in names)
     # fill what the rounding left: the upgrade with the most utility per extra byte, while any fits
     left = budget - size
@@ -376,17 +374,14 @@ def _choose(options: dict[str, list[Option]], weight: dict[str, float], budget: 
         n, i = move
         left -= options[n][i].bytes - options[n][best[n]].bytes
         best[n] = i
-    if all(options[n][best[n]].method == "drop" for n in names):
-        # every table was priced out: keep the one option worth most that fits alone
-        _, _, n, i = max((weight[n] * o.quality, -o.bytes, n, i) for n in names
-                         for i, o in enumerate(options[n]) if o.method != "drop" and o.bytes <= budget)
-        best[n] = i
+    # never every table dropped: a budget passes `_minimum_bytes` only when some table fits alone, and
+    # that table's utility (weight > 0, quality > 0) beats dropping it
     return best
 
 
-def _minimum_bytes(kept: list[Feature], options: dict[str, list[Option]], weight: dict[str, float]) -> int:
-    """Smallest representable plan: one table (the highest-weight feature's cheapest) when drop is
-    allowed, otherwise every feature at its cheapest option."""
+def _minimum_bytes(kept: list[Feature], options: dict[str, list[Option]]) -> int:
+    """Smallest representable plan: the cheapest single table when drop is allowed, otherwise every
+    feature at its cheapest option."""
     cheapest = {f.name: options[f.name][-1] for f in kept}
     if all(o.method == "drop" for o in cheapest.values()):
         non_drop = [(opts[-2].bytes if len(opts) > 1 else 0) for opts in options.values()]
