@@ -160,23 +160,17 @@ def _prune_positions(weights: list[Tensor], masks: list[Tensor], n: int, sample:
     return [a[p] for a, p in zip(active, picked.split([a.numel() for a in active]))] if len(active) > 1 else [active[0][picked]]
 
 
-def _grow_candidates(acc: Tensor, mask: Tensor, above: float | None) -> tuple[Tensor, Tensor]:
-    """(flat positions, values) of the inactive entries of `acc` greater than `above` (all inactive
-    ones when None), in position order. Rows are filtered first by their largest entry, so only rows
-    that can hold a candidate are looked at element by element."""
+def _grow_candidates(acc: Tensor, mask: Tensor, above: float) -> tuple[Tensor, Tensor]:
+    """(flat positions, values) of the inactive entries of `acc` greater than `above`, in position
+    order. Rows are filtered first by their largest entry, so only rows that can hold a candidate
+    are looked at element by element."""
     rows, dim = acc.shape
     mask = mask.reshape(rows, dim)
-    if above is None:
-        cand_rows, sub, hit = None, acc, ~mask
-    else:
-        cand_rows = (acc.amax(1) > above).nonzero().squeeze(1)
-        sub = acc.index_select(0, cand_rows)
-        hit = (sub > above).logical_and_(~mask.index_select(0, cand_rows))
+    cand_rows = (acc.amax(1) > above).nonzero().squeeze(1)
+    sub = acc.index_select(0, cand_rows)
+    hit = (sub > above).logical_and_(~mask.index_select(0, cand_rows))
     r, c = hit.nonzero(as_tuple=True)
-    values = sub[r, c]
-    if cand_rows is not None:
-        r = cand_rows[r]
-    return r.mul_(dim).add_(c), values
+    return cand_rows[r].mul_(dim).add_(c), sub[r, c]
 
 
 def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: int, sample: int) -> list[Tensor]:
