@@ -343,18 +343,18 @@ class DSLController:
             return
         mask = self.masks[table]
         multi = lens > 1
-        if not bool(multi.any()):
-            if ids.numel() == lens.numel():  # every bag holds exactly one id
-                gmasks.append((col, dim, mask.index_select(0, ids)))
-            else:  # some bags are empty: their gradient reaches no row, any mask row will do
-                first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
-                gmasks.append((col, dim, mask.index_select(0, ids.index_select(0, first))))
+        if not bool(multi.any()) and ids.numel() == lens.numel():  # every bag holds exactly one id
+            gmasks.append((col, dim, mask.index_select(0, ids)))
             return
-        remask.append(ids[torch.repeat_interleave(multi, lens)])
-        if bool((lens == 1).any()):
-            first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
-            rows = mask.index_select(0, ids.index_select(0, first))
-            gmasks.append((col, dim, rows.logical_or_(lens.ne(1).unsqueeze(1))))
+        if bool(multi.any()):
+            remask.append(ids[torch.repeat_interleave(multi, lens)])
+            if not bool((lens == 1).any()):
+                return
+        # one-id bags: the mask row of their id; other bags pass their gradient whole (longer bags'
+        # rows are re-masked, an empty bag's gradient reaches no row)
+        first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
+        rows = mask.index_select(0, ids.index_select(0, first))
+        gmasks.append((col, dim, rows.logical_or_(lens.ne(1).unsqueeze(1))))
 
     def _on_grad(self, grad: Tensor, lookups: list[_TableLookup], accumulate: bool) -> Tensor:
         """The pooled output's gradient hook: accumulate the rows' gradient magnitude from the whole
