@@ -34,6 +34,7 @@ def run(
     from_stage: str | None = typer.Option(None, "--from", help="re-run this stage and every later one"),
     only: str | None = typer.Option(None, help="run only this stage (its inputs must exist)"),
     force: bool = typer.Option(False, help="re-run stages even when inputs and config are unchanged"),
+    wait_lock: bool = typer.Option(False, "--wait-lock", help="when another run holds this run folder, wait for it instead of stopping"),
 ) -> None:
     """Run the whole pipeline: feature builds, ranking, (Feast), planning, training, evaluation, report."""
     from jobs.config import load_config
@@ -52,8 +53,12 @@ def run(
         colour = {"ran": "green", "skipped": "dim", "failed": "red"}[outcome.status]
         console.print(f"  [{colour}]{outcome.status:>7}[/] {name:<10} {outcome.seconds:7.1f}s  {_key_figures(outcome.summary)}")
 
+    def on_wait(holder):
+        live.update(f"waiting for pid {holder.get('pid', '?')} (started {holder.get('started_at', '?')}) to release {run_dir}")
+
     with live:
-        outcomes = run_pipeline(cfg, run_dir, graph_for(cfg), from_stage=from_stage, only=only, force=force, on_event=on_event)
+        outcomes = run_pipeline(cfg, run_dir, graph_for(cfg), from_stage=from_stage, only=only, force=force,
+                                on_event=on_event, wait_lock=wait_lock, on_wait=on_wait)
     table = Table(title=f"run {run_dir.name}")
     for col in ("stage", "status", "seconds", "rows in", "rows out"):
         table.add_column(col, justify="right" if col not in ("stage", "status") else "left")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from features.errors import UserError
 from jobs.config import RunConfig
+from jobs.run_lock import run_lock
 from jobs.runs import MANIFEST, Manifest, run_stage, stage_is_current
 
 
@@ -67,7 +68,10 @@ class StageFailed(UserError):
         where = f" (traceback in {log})" if log else ""
         super().__init__(f"stage '{stage}' failed: {cause}{where}. Earlier stages are kept in {run_dir}; "
                          f"re-run the same command to continue from '{stage}'.")
-        self.stage = stage
+        self.stage, self.cause, self.run_dir, self.log = stage, cause, run_dir, log
+
+    def __reduce__(self):  # pickles with its constructor arguments (Ray sends errors between processes)
+        return (type(self), (self.stage, self.cause, self.run_dir, self.log))
 
 
 def select_stages(graph: list[Stage], cfg: RunConfig, from_stage: str | None, only: str | None) -> tuple[list[Stage], set[str]]:
@@ -87,14 +91,22 @@ def select_stages(graph: list[Stage], cfg: RunConfig, from_stage: str | None, on
 def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: str | None = None,
                  only: str | None = None, force: bool = False,
                  on_event: Callable[[str, StageOutcome | None], None] | None = None,
-                 spark: Any = None) -> list[StageOutcome]:
+                 spark: Any = None, wait_lock: bool = False,
+                 on_wait: Callable[[dict], None] | None = None) -> list[StageOutcome]:
     """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`.
 
     `spark`: a SparkSession to use (e.g. the one spark-submit made); by default one is started from
-    `cfg.engine.spark` the first time a stage needs it.
+    `cfg.engine.spark` the first time a stage needs it. The run folder's lock is held throughout:
+    a second run on the same folder raises `RunLockedError` at once, or with `wait_lock` waits
+    (`on_wait(holder)` is called first).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     stages, forced = select_stages(graph, cfg, from_stage, only)
+    with run_lock(run_dir, wait=wait_lock, on_wait=on_wait):
+        return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark)
+
+
+def _run_locked(cfg: RunConfig, run_dir: Path, stages: list[Stage], forced: set[str], force: bool,
+                on_event: Callable[[str, StageOutcome | None], None] | None, spark: Any) -> list[StageOutcome]:
     ctx = StageContext(cfg=cfg, run_dir=run_dir, _spark=spark)
     outcomes: list[StageOutcome] = []
     emit = on_event or (lambda name, outcome: None)

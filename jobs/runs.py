@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from jobs.run_lock import run_lock, stale_temps, temp_name
+
 MANIFEST = "manifest.json"
 _TRACKED_LIBS = ("sparserec", "pyspark", "torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu", "ray", "feast", "pydantic", "numpy", "pyarrow")
 
@@ -135,10 +137,17 @@ def run_stage(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path]
 
     The returned summary may hold `rows_in` / `rows_out`; both land in the manifest.
     When the existing output was made from identical inputs and config, nothing runs and the
-    existing manifest is returned with `skipped=True` (unless `force`).
+    existing manifest is returned with `skipped=True` (unless `force`). The run folder's lock
+    (`jobs.run_lock`) is held meanwhile: a second process writing the same run folder gets a
+    one-line `RunLockedError`.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_stage_locked(run_dir, stage, fn, inputs, config, seed, force)
+
+
+def _run_stage_locked(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path], config: Any,
+                      seed: int | None, force: bool) -> Manifest:
     final = run_dir / stage
     described = {k: describe_input(Path(v)) for k, v in inputs.items()}
     cfg_hash = config_hash(config)
@@ -148,9 +157,9 @@ def run_stage(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path]
         if old.fingerprint == fp:
             old.skipped = True
             return old
-    for stale in run_dir.glob(f".tmp-{stage}-*"):  # left by a process killed mid-stage
+    for stale in stale_temps(run_dir, stage):  # left by a process killed mid-stage (never a live one's)
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = run_dir / f".tmp-{stage}-{uuid.uuid4().hex[:8]}"
+    tmp = run_dir / temp_name(stage)
     tmp.mkdir()
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.perf_counter()
