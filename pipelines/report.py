@@ -86,8 +86,8 @@ def write_report(out: Path, metrics: dict[str, Any], history: dict[str, list], c
              f"({metrics['training']['workers']} worker(s)), {metrics['training']['steps']} steps, "
              f"{metrics['training']['examples_per_s']:.0f} examples/s, peak RSS {metrics['training']['peak_rss_mb']:.0f} MB.", "",
              "## Metrics", ""]
-    rows = [{"split": s, **m} for s, m in metrics["evaluation"]["splits"].items()]
-    lines += _table(rows, ["split", "rows", "auc", "log_loss", "observed_ctr", "mean_prediction", "ece"])
+    split_rows = [{"split": s, **m} for s, m in metrics["evaluation"]["splits"].items()]
+    lines += _table(split_rows, ["split", "rows", "auc", "log_loss", "observed_ctr", "mean_prediction", "ece"])
     lines += ["", "![training curves](training_curves.png)", "", "## Calibration", ""]
     for s, bins in metrics["evaluation"]["calibration"].items():
         name = f"calibration_{s}.png"
@@ -95,14 +95,14 @@ def write_report(out: Path, metrics: dict[str, Any], history: dict[str, list], c
         lines += [f"![calibration {s}]({name})", ""]
     lines += ["## AUC by slice (most frequent ids of the top features)", ""]
     for s, feats in metrics["evaluation"]["slices"].items():
-        for f, rows in feats.items():
-            lines += [f"**{s} / {f}**", ""] + _table(rows, ["value", "rows", "ctr", "auc"]) + [""]
+        for f, slice_rows in feats.items():
+            lines += [f"**{s} / {f}**", ""] + _table(slice_rows, ["value", "rows", "ctr", "auc"]) + [""]
     lines += ["## Embedding tables", ""] + _table(metrics["evaluation"]["tables"], ["table", "method", "rows", "dim", "bytes", "fp32_bytes"])
     paths["report"].write_text("\n".join(lines) + "\n")
     card_lines = [f"# Model card: {card['model']}", "", "## Model", "", "```json", json.dumps(card["config"], indent=2), "```", "",
                   "## Data", "", f"- encoded data: `{card['data']}`", f"- rows per split: {card['rows']}",
                   f"- dense features: {', '.join(card['dense']) or '(none)'}", f"- categorical features: {', '.join(card['features'])}", "",
-                  "## Metrics", ""] + _table(rows, ["split", "auc", "log_loss", "ece"]) + [
+                  "## Metrics", ""] + _table(split_rows, ["split", "auc", "log_loss", "ece"]) + [
                   "", "## Size", "", f"- embedding bytes: {metrics['evaluation']['embedding_bytes']:,} "
                   f"(fp32 equivalent {metrics['evaluation']['embedding_fp32_bytes']:,})",
                   f"- parameters: {metrics['evaluation']['parameters']:,}",
