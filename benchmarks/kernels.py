@@ -113,8 +113,8 @@ def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
     the touched rows, and one update pass split into prune selection, grow selection and applying."""
     from torchrec import KeyedJaggedTensor
 
-    from embeddings import dsl as dsl_mod
-    from embeddings import masks
+    from embeddings.dsl import controller as dsl_mod
+    from embeddings.dsl import masks
     from embeddings.config import DSLConfig
 
     tbe = _training_tbe(args.rows, args.dim, device)
@@ -133,7 +133,8 @@ def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
             return result
         return run
 
-    dsl._accumulate = timed("hook: unique rows + accumulate |grad|", dsl._accumulate)
+    accumulate = dsl_mod.accumulate
+    dsl_mod.accumulate = timed("hook: unique rows + accumulate |grad|", accumulate)
     dsl._mask_touched_rows = timed("re-mask touched rows", dsl._mask_touched_rows)
     dsl._prune_and_grow = timed("update pass (whole)", dsl._prune_and_grow)
     originals = (masks._prune_positions, masks._grow_positions)
@@ -150,6 +151,7 @@ def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
             dsl.after_step(step)
     finally:
         masks._prune_positions, masks._grow_positions = originals
+        dsl_mod.accumulate = accumulate
     result = {k: statistics.median(v[1:] if len(v) > 2 else v) for k, v in times.items()}
     result["  applying (mask, weights, optimizer state)"] = (result["update pass (whole)"] - result["  prune selection"]
                                                           - result["  grow selection"])
@@ -158,7 +160,7 @@ def profile_dsl(args, device: torch.device, batches) -> dict[str, float]:
 
 def time_update_alone(args, device: torch.device) -> float:
     """ms of one `prune_and_grow` on a synthetic full table (30% of rows with gradients), as before."""
-    from embeddings.masks import prune_and_grow, random_mask
+    from embeddings.dsl.masks import prune_and_grow, random_mask
 
     gen = torch.Generator().manual_seed(0)
     n_active = int(args.density * args.rows * args.dim)

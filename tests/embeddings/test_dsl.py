@@ -11,9 +11,9 @@ from torchrec.modules.embedding_configs import PoolingType
 
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController, exchange_fraction, prune_and_grow
-from embeddings.dsl_tables import DSLError
+from embeddings.dsl.tables import DSLError
 from features.errors import UserError
-from embeddings.masks import frequency_mask, random_mask, select
+from embeddings.dsl.masks import frequency_mask, random_mask, select
 from tests.embeddings.cpu_tbe import cpu_tbe
 
 

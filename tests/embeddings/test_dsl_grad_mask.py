@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-import embeddings.dsl as dsl_module
+import embeddings.dsl.controller as dsl_module
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController
 from tests.embeddings.cpu_tbe import cpu_tbe
@@ -16,13 +16,13 @@ from tests.embeddings.cpu_tbe import cpu_tbe
 def _remask_calls(monkeypatch) -> list[tuple[int, list[int]]]:
     """Record (table rows, re-masked rows) of every re-masking call."""
     calls: list[tuple[int, list[int]]] = []
-    original = dsl_module._remask_rows
+    original = dsl_module.remask_rows
 
     def recording(shard, mask, rows):
         calls.append((mask.shape[0], rows.tolist()))
         original(shard, mask, rows)
 
-    monkeypatch.setattr(dsl_module, "_remask_rows", recording)
+    monkeypatch.setattr(dsl_module, "remask_rows", recording)
     return calls
 
 

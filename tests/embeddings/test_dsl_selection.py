@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torchrec import KeyedJaggedTensor
 
-from embeddings import dsl as dsl_module
+from embeddings.dsl import remask as dsl_module
 from embeddings.config import DSLConfig
 from embeddings.dsl import DSLController, sampled_steps
-from embeddings.masks import exchange_positions, kth_value, pick
+from embeddings.dsl.masks import exchange_positions, kth_value, pick
 from tests.embeddings.cpu_tbe import cpu_tbe
 
 
@@ -70,7 +70,7 @@ def _reference_exchange(w: dict, m: dict, g: dict, n: int) -> dict:
 
 
 def test_exchange_positions_match_a_sort_based_reference_across_tables(monkeypatch):
-    from embeddings import masks
+    from embeddings.dsl import masks
 
     thresholds = []
     real = masks._grow_candidates

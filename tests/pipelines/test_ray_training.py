@@ -136,7 +136,7 @@ def test_dsl_on_two_workers_keeps_one_global_budget_across_sharded_tables(ray_lo
     import torch
 
     from embeddings.config import DSLConfig
-    from embeddings.masks import active_count
+    from embeddings.dsl.masks import active_count
 
     feats = encoded_ctr["schema"]["categorical"]   # tiny to large tables: the planner shards them differently
     (tmp_path / "plan").mkdir()

@@ -23,7 +23,7 @@ the ids grouped by row, taken before the masking) to the accumulator. `cfg.grad_
 accumulates on k seeded steps spread over each interval instead of every step.
 Per update: candidates only: |w| at the active positions and the accumulated magnitude of
 inactive weights in rows that can hold one above a sampled threshold, each ranked by an exact
-k-th value (`masks.exchange_positions`), then positions are written, no table-wide sort.
+k-th value (`embeddings.dsl.masks.exchange_positions`), then positions are written, no table-wide sort.
 
 Optimizer state: element-wise state (Adam moments, ...) is zeroed at every pruned and grown
 weight. Row-wise state (FBGEMM row-wise Adagrad keeps one value per row, shared by the row's
@@ -54,44 +54,19 @@ Example (a plain EmbeddingBagCollection; with DMP pass the DMP model instead):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embeddings.config import DSLConfig
-from embeddings.dsl_schedule import exchange_fraction
-from embeddings.dsl_tables import DSLError, DSLTable, find_tables
-from embeddings.masks import active_count, exchange_positions, frequency_mask, prune_and_grow, random_mask
+from embeddings.dsl.hooks import TableLookup, accumulate, mask_gradient, masked_grad, resolved, sampled_steps, table_lookups
+from embeddings.dsl.masks import active_count, exchange_positions, frequency_mask, random_mask
+from embeddings.dsl.remask import Changes, gather_rows, is_distributed, remask_rows, unique_rows
+from embeddings.dsl.schedule import exchange_fraction
+from embeddings.dsl.tables import DSLError, DSLTable, find_tables
 
-__all__ = ["DSLController", "exchange_fraction", "prune_and_grow"]
-
-
-# Re-masking on CPU goes through the touched rows in chunks of about this many bytes: the gathered
-# rows stay in cache until they are written back (about 2x faster than one gather of all rows).
-_REMASK_CHUNK_BYTES = 1 << 19
-
-
-@dataclass
-class _TableLookup:
-    """One table's share of a batch: the looked-up `ids` (KJT order, repeats kept) and, per feature,
-    (first column in the pooled output, dim, bag lengths, id weights or None).
-
-    `grad_masks` are (first column, dim, per-bag mask rows) of the features whose bags hold one id:
-    the hook multiplies their pooled gradient by the id's mask row, so the fused optimizer moves no
-    inactive weight and those rows need no re-masking. `remask` holds the ids of bags with more
-    than one id (their rows are re-masked after the step). Sorting and the bag index are computed
-    only inside the hook on accumulating steps; it leaves the sorted unique `rows` behind."""
-
-    table: str
-    ids: Tensor
-    features: list[tuple[int, int, Tensor, Tensor | None]]
-    mean: bool
-    grad_masks: list[tuple[int, int, Tensor]]
-    remask: Tensor
-    rows: Tensor | None = None
+__all__ = ["DSLController"]
 
 
 class DSLController:
@@ -144,12 +119,12 @@ class DSLController:
                 self.masks[name] = random_mask(t.rows, t.dim, n, gen, device)
             self.grad_acc[name] = torch.zeros(t.rows, t.dim, dtype=torch.float32, device=device)
             self.budget += n
-        self._touched: dict[str, list[_TableLookup]] = {name: [] for name in self.tables}
+        self._touched: dict[str, list[TableLookup]] = {name: [] for name in self.tables}
         self._seed = seed
         self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
         for name, t in self.tables.items():
             if t.dense_param is not None:
-                _mask_gradient(t.dense_param, self.masks[name])
+                mask_gradient(t.dense_param, self.masks[name])
         self.updates = 0
         self.exchanged_total = 0
         self._since_update = 0
@@ -168,9 +143,9 @@ class DSLController:
         weighted: times the id's weight), with one `embedding_bag` over the ids sorted by row, and
         adds its magnitude to the table's accumulator. No dense table-sized gradient is formed.
         """
-        pooled = _resolved(pooled)
+        pooled = resolved(pooled)
         values = pooled if isinstance(pooled, Tensor) else pooled.values()
-        lookups = self._lookups(kjt, pooled)
+        lookups = table_lookups(kjt, pooled, self.tables, self._feature_table, self.masks)
         for lk in lookups:
             self._touched[lk.table].append(lk)
         if not lookups or not values.requires_grad:
@@ -246,7 +221,7 @@ class DSLController:
             for shard in t.shards:
                 rs, cs = shard.full
                 full[rs, cs] = shard.tensor.detach().float()
-            if _distributed() and not t.replicated:
+            if is_distributed() and not t.replicated:
                 dist.all_reduce(full, op=dist.ReduceOp.SUM)
             out[name] = full
         return out
@@ -303,115 +278,21 @@ class DSLController:
             counts[table] = counts[table] + c if table in counts else c
         return counts
 
-    @torch.no_grad()
-    def _lookups(self, kjt, pooled) -> list[_TableLookup]:
-        """Per DSL table in the batch: its ids and where their gradients come from (cheap slicing only)."""
-        if not isinstance(pooled, Tensor):
-            keys, dims = pooled.keys(), pooled.length_per_key()
-            positions = {k: i for i, k in enumerate(kjt.keys())}
-        else:  # a bare TBE: the KJT's features in order, named by position
-            keys = list(range(len(kjt.keys())))
-            dims = [self.tables[self._feature_table[i]].dim for i in keys]
-            positions = {k: k for k in keys}
-        lengths, offsets, weights, stride = kjt.lengths(), kjt.offset_per_key(), kjt.weights_or_none(), kjt.stride()
-        values = kjt.values()
-        parts: dict[str, tuple[list, list, list, list]] = {}
-        col = 0
-        for key, dim in zip(keys, dims):
-            table = self._feature_table.get(key)
-            if table is not None and key in positions:
-                p = positions[key]
-                lo, hi = offsets[p], offsets[p + 1]
-                ids, feats, gmasks, remask = parts.setdefault(table, ([], [], [], []))
-                fids, lens = values[lo:hi], lengths[p * stride:(p + 1) * stride]
-                ids.append(fids)
-                feats.append((col, dim, lens, weights[lo:hi] if weights is not None else None))
-                self._split_bags(table, col, dim, fids, lens, gmasks, remask)
-            col += dim
-        return [_TableLookup(table, _cat(ids, ids[0]), feats, self.tables[table].pooling == "mean", gmasks, _cat(remask, ids[0]))
-                for table, (ids, feats, gmasks, remask) in parts.items()]
-
-    def _split_bags(self, table: str, col: int, dim: int, ids: Tensor, lens: Tensor,
-                    gmasks: list, remask: list) -> None:
-        """One feature's bags: those with one id get a gradient mask (the id's mask row), the ids of
-        longer bags are kept for re-masking. A table with a dense optimizer re-masks all of itself.
-        Deciding which bags are which reads the lengths on the host (one sync per feature on CUDA)."""
-        if ids.numel() == 0:
-            return
-        if self.tables[table].dense_param is not None:
-            remask.append(ids)
-            return
-        mask = self.masks[table]
-        multi = lens > 1
-        if not bool(multi.any()) and ids.numel() == lens.numel():  # every bag holds exactly one id
-            gmasks.append((col, dim, mask.index_select(0, ids)))
-            return
-        if bool(multi.any()):
-            remask.append(ids[torch.repeat_interleave(multi, lens)])
-            if not bool((lens == 1).any()):
-                return
-        # one-id bags: the mask row of their id; other bags pass their gradient whole (longer bags'
-        # rows are re-masked, an empty bag's gradient reaches no row)
-        first = (torch.cumsum(lens, 0) - lens).clamp_(max=ids.numel() - 1)
-        rows = mask.index_select(0, ids.index_select(0, first))
-        gmasks.append((col, dim, rows.logical_or_(lens.ne(1).unsqueeze(1))))
-
-    def _on_grad(self, grad: Tensor, lookups: list[_TableLookup], accumulate: bool) -> Tensor:
+    def _on_grad(self, grad: Tensor, lookups: list[TableLookup], accumulate_: bool) -> Tensor:
         """The pooled output's gradient hook: accumulate the rows' gradient magnitude from the whole
         gradient, then return it with the inactive weights of one-id bags zeroed."""
-        if accumulate:
-            self._accumulate(grad, lookups)
-        if not any(lk.grad_masks for lk in lookups):
-            return grad
-        grad = grad.clone()
-        with torch.no_grad():
-            for lk in lookups:
-                for col, dim, m in lk.grad_masks:
-                    # bool -> uint8 -> float, then a float multiply: both vectorised on CPU (a mixed
-                    # float * bool or float * uint8 multiply is about 20x slower)
-                    grad[:, col:col + dim].mul_(m.view(torch.uint8).to(grad.dtype))
-        return grad
-
-    @torch.no_grad()
-    def _accumulate(self, grad: Tensor, lookups: list[_TableLookup]) -> None:
-        for lk in lookups:
-            if lk.ids.numel() == 0:
-                continue
-            sources, bags, scales = [], [], []
-            for i, (col, dim, lens, w) in enumerate(lk.features):
-                bag = torch.repeat_interleave(torch.arange(lens.numel(), device=lens.device), lens)
-                scale = w.float() if w is not None else None
-                if lk.mean:
-                    inv_len = 1.0 / lens.clamp(min=1).to(torch.float32)[bag]
-                    scale = inv_len if scale is None else scale * inv_len
-                sources.append(grad[:, col:col + dim])
-                bags.append(bag + i * lens.numel())
-                scales.append(scale)
-            source = (torch.cat(sources) if len(sources) > 1 else sources[0]).float().contiguous()
-            bag = torch.cat(bags) if len(bags) > 1 else bags[0]
-            scale = None
-            if any(x is not None for x in scales):
-                scale = torch.cat([x if x is not None else torch.ones(b.numel(), device=b.device)
-                                   for x, b in zip(scales, bags)])
-            # per-row gradient of this step = the sum over the row's ids: one embedding_bag whose
-            # "table" is the pooled gradient and whose bags are the ids grouped by row
-            sorted_ids, order = lk.ids.sort(stable=True)
-            rows, counts = torch.unique_consecutive(sorted_ids, return_counts=True)
-            offsets = counts.cumsum(0).sub_(counts)
-            per_row = F.embedding_bag(bag[order], source, offsets, mode="sum",
-                                      per_sample_weights=scale[order] if scale is not None else None)
-            self.grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
-            if lk.remask.numel() == lk.ids.numel():  # every id is re-masked: reuse the unique rows
-                lk.rows = rows
+        if accumulate_:
+            accumulate(grad, lookups, self.grad_acc)
+        return masked_grad(grad, lookups)
 
     @torch.no_grad()
     def _mask_touched_rows(self) -> None:
-        distributed = _distributed()
+        distributed = is_distributed()
         for name, parts in self._touched.items():
             if not parts and not distributed:  # across ranks every rank joins every gather, in order
                 continue
             mask = self.masks[name]
-            rows = _unique_rows(parts, mask)
+            rows = unique_rows(parts, mask)
             parts.clear()
             if self.tables[name].dense_param is not None:
                 # a dense optimizer steps every row (momentum moves untouched ones too, e.g. when its
@@ -420,11 +301,11 @@ class DSLController:
                     rs, cs = shard.full
                     shard.tensor.mul_(mask[rs, cs].view(torch.uint8))
                 continue
-            rows = _gather_rows(rows)
+            rows = gather_rows(rows)
             if rows.numel() == 0:  # one-id bags only: their gradient was masked, nothing to re-mask
                 continue
             for shard in self.tables[name].shards:
-                _remask_rows(shard, mask, rows)
+                remask_rows(shard, mask, rows)
 
     @torch.no_grad()
     def _apply_full_masks(self) -> None:
@@ -440,14 +321,14 @@ class DSLController:
         and replicated copies are equal)."""
         out = {}
         for name, t in self.tables.items():
-            if len(t.shards) == 1 and t.shards[0].tensor.shape == self.masks[name].shape and (t.replicated or not _distributed()):
+            if len(t.shards) == 1 and t.shards[0].tensor.shape == self.masks[name].shape and (t.replicated or not is_distributed()):
                 out[name] = t.shards[0].tensor.detach()
                 continue
             full = torch.zeros(self.masks[name].shape, dtype=torch.float32, device=self.masks[name].device)
             for shard in t.shards:
                 rs, cs = shard.full
                 full[rs, cs] = shard.tensor.detach().abs().float()
-            if _distributed() and not t.replicated:
+            if is_distributed() and not t.replicated:
                 dist.all_reduce(full, op=dist.ReduceOp.MAX)
             out[name] = full
         return out
@@ -455,7 +336,7 @@ class DSLController:
     @torch.no_grad()
     def _prune_and_grow(self, n: int) -> int:
         """One update of at most `n` exchanges; returns how many weights moved."""
-        if _distributed():  # every rank saw a different batch: sum the evidence so all ranks agree
+        if is_distributed():  # every rank saw a different batch: sum the evidence so all ranks agree
             for acc in self.grad_acc.values():
                 dist.all_reduce(acc, op=dist.ReduceOp.SUM)
         changes = exchange_positions(self._ranking_weights(), self.masks, self.grad_acc, n)
@@ -463,7 +344,7 @@ class DSLController:
             t, mask = self.tables[name], self.masks[name]
             mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
             # the accumulator is zeroed right after this update: its storage holds the bitmaps
-            changed = _Changes(mask, pruned, grown, scratch=self.grad_acc[name])
+            changed = Changes(mask, pruned, grown, scratch=self.grad_acc[name])
             for shard in t.shards:  # pruned -> 0, regrown weights start at 0 too
                 changed.zero(shard.tensor, shard)
             for st in t.optimizer_states():
@@ -474,172 +355,3 @@ class DSLController:
                     st.tensor.masked_fill_(changed.rows_without_survivor(shard), 0)
         return sum(int(grown.numel()) for _, grown in changes.values())
 
-
-def sampled_steps(first: int, span: int, k: int, seed: int, interval: int) -> frozenset[int]:
-    """The `k` accumulating step positions of one interval: the window `[first, first + span)` cut
-    into k equal parts and one step drawn in each (seeded by `seed` and the interval's number).
-
-    Example:
-        >>> steps = sorted(sampled_steps(0, 100, 4, seed=0, interval=3))
-        >>> [s // 25 for s in steps], steps == sorted(sampled_steps(0, 100, 4, seed=0, interval=3))
-        ([0, 1, 2, 3], True)
-    """
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + interval)
-    edges = [first + (i * span) // k for i in range(k + 1)]
-    return frozenset(lo + int(torch.randint(hi - lo, (1,), generator=gen)) for lo, hi in zip(edges, edges[1:]))
-
-
-def _unique_rows(parts: list[_TableLookup], mask: Tensor) -> Tensor:
-    """The rows a step must re-mask (the ids of bags with more than one id), sorted: the hook's
-    unique rows when it ran and they are the same set, else the ids made unique,
-    through a row bitmap when the table is not much larger than the batch (a scan of the bitmap is
-    then cheaper than sorting the ids). On CUDA the repeated ids themselves: re-masking a row twice
-    writes the same values and avoids the host sync of `unique`."""
-    parts = [p for p in parts if p.remask.numel()]
-    if not parts:
-        return torch.zeros(0, dtype=torch.long, device=mask.device)
-    if len(parts) == 1 and parts[0].rows is not None:
-        return parts[0].rows.long()
-    ids = torch.cat([p.rows if p.rows is not None else p.remask for p in parts])
-    if ids.is_cuda:
-        return ids.long()
-    if mask.shape[0] > 8 * ids.numel():
-        return torch.unique(ids).long()
-    seen = torch.zeros(mask.shape[0], dtype=torch.bool)
-    seen.index_fill_(0, ids.long(), True)
-    return seen.nonzero().squeeze(1)
-
-
-def _cat(parts: list[Tensor], like: Tensor) -> Tensor:
-    """`torch.cat` that returns a single part as it is, and no parts as an empty tensor like `like`."""
-    if not parts:
-        return like.new_zeros(0)
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def _remask_rows(shard, mask: Tensor, rows: Tensor) -> None:
-    """Multiply the given rows (table row numbers) of one shard by their mask."""
-    r, c = shard.tensor.shape
-    if shard.row_offset or r != mask.shape[0]:
-        rows = rows[(rows >= shard.row_offset) & (rows < shard.row_offset + r)]
-    whole_cols = shard.col_offset == 0 and c == mask.shape[1]
-    chunk = rows.numel() if rows.is_cuda else max(1, _REMASK_CHUNK_BYTES // max(1, c * shard.tensor.element_size()))
-    for part in rows.split(chunk) if rows.numel() else ():
-        m = mask.index_select(0, part)
-        if not whole_cols:
-            m = m[:, shard.col_offset:shard.col_offset + c]
-        local = part - shard.row_offset if shard.row_offset else part
-        # bool -> uint8 -> the table's dtype, then a same-dtype multiply (the vectorised path)
-        shard.tensor.index_copy_(0, local, shard.tensor.index_select(0, local).mul_(m.view(torch.uint8).to(shard.tensor.dtype)))
-
-
-class _Changes:
-    """The weights one update moved in one table (flat positions, `mask` already the new mask), and
-    what follows for a shard: where to zero weights and element-wise state, which rows lost every
-    surviving weight. Table-sized bitmaps are built only when a shard or a row-wise state needs them."""
-
-    def __init__(self, mask: Tensor, pruned: Tensor, grown: Tensor, scratch: Tensor | None = None) -> None:
-        self.mask, self.pruned, self.grown = mask, pruned, grown
-        self._changed: Tensor | None = None
-        self._kept: Tensor | None = None
-        # two table-sized bool bitmaps carved out of a dead buffer (a fresh 64 MB tensor costs more
-        # in page faults than the work done on it); fresh tensors when there is none big enough
-        self._spare: list[Tensor] = []
-        n = mask.numel()
-        if scratch is not None and scratch.is_contiguous() and scratch.device == mask.device \
-                and scratch.numel() * scratch.element_size() >= 2 * n:
-            flat = scratch.view(-1).view(torch.uint8)[:2 * n].view(torch.bool)
-            self._spare = [flat[n:].view(mask.shape), flat[:n].view(mask.shape)]
-
-    def _bitmap(self) -> Tensor:
-        return self._spare.pop().zero_() if self._spare else torch.zeros_like(self.mask)
-
-    def _whole(self, shard) -> bool:
-        return tuple(shard.tensor.shape) == tuple(self.mask.shape)
-
-    def changed(self) -> Tensor:
-        if self._changed is None:
-            bm = self._bitmap()
-            bm.view(-1).index_fill_(0, self.pruned, True).index_fill_(0, self.grown, True)
-            self._changed = bm
-        return self._changed
-
-    def zero(self, tensor: Tensor, shard) -> None:
-        """Zero the entries of `tensor` (shaped like `shard`) at the pruned and grown weights."""
-        if self._whole(shard) and tensor.is_contiguous():
-            tensor.view(-1).index_fill_(0, self.pruned, 0).index_fill_(0, self.grown, 0)
-        else:
-            rs, cs = shard.full
-            tensor.masked_fill_(self.changed()[rs, cs], 0)
-
-    def rows_without_survivor(self, shard) -> Tensor:
-        """Bool per shard row: a weight changed in the shard's columns and none active before the
-        update is active after it (kept = new mask and not grown)."""
-        if self._kept is None:
-            grown = self._bitmap()
-            grown.view(-1).index_fill_(0, self.grown, True)
-            self._kept = grown.logical_not_().logical_and_(self.mask)
-        rs, cs = shard.full
-        return _any_per_row(self.changed()[rs, cs]) & ~_any_per_row(self._kept[rs, cs])
-
-
-def _any_per_row(mask: Tensor) -> Tensor:
-    """`mask.any(1)` for a bool table, through wider integer views (8 flags per int64 when the row
-    allows it, else uint8 max): several times faster on CPU."""
-    if not mask.shape[1]:
-        return mask.any(1)
-    m = mask.contiguous().view(torch.uint8)
-    if m.shape[1] % 8 == 0:
-        return m.view(torch.int64).ne(0).any(1)
-    return m.amax(1).bool()
-
-
-def _mask_gradient(param: Tensor, mask: Tensor) -> None:
-    """Multiply the gradient of a densely trained table by its mask (the mask tensor is updated in
-    place, so the hook follows it). A dense optimizer (Adam, momentum) moves rows the batch did not
-    touch, so re-masking touched rows is not enough there; with a masked gradient, inactive weights
-    never gain optimizer state and stay at zero. Data-parallel tables in DMP are slices of one flat
-    TBE parameter: the hook goes on that parameter, on the slice's range."""
-    original = getattr(param, "_original_tensor", None)
-    if original is not None:
-        start, end = param._start_offset, param._end_offset
-
-        def hook(grad: Tensor) -> Tensor:
-            grad = grad.clone()
-            grad[start:end] *= mask.reshape(-1)
-            return grad
-
-        if original.requires_grad:
-            original.register_hook(hook)
-    elif param.requires_grad:
-        param.register_hook(lambda grad: grad * mask if grad.layout == torch.strided else grad)
-
-
-def _resolved(pooled):
-    """The KeyedTensor behind DMP's lazy awaitable output: the cached result the model already used
-    (a second `wait()` would build a new tensor outside the autograd graph of the loss)."""
-    if isinstance(pooled, Tensor) or not hasattr(pooled, "wait"):
-        return pooled
-    from torchrec.distributed.types import LazyAwaitable
-
-    return LazyAwaitable._wait_async(pooled) if isinstance(pooled, LazyAwaitable) else pooled.wait()
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _gather_rows(rows: Tensor) -> Tensor:
-    """Rows touched on any rank (a shard on this rank is updated by every rank's batch)."""
-    if not _distributed():
-        return rows
-    n = torch.tensor([rows.numel()], device=rows.device)
-    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, n)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.full((longest,), -1, dtype=rows.dtype, device=rows.device)
-    padded[:rows.numel()] = rows
-    out = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(out, padded)
-    allrows = torch.cat(out)
-    return torch.unique(allrows[allrows >= 0])

@@ -1,0 +1,24 @@
+"""Dynamic Sparse Learning on TorchRec / FBGEMM embedding tables (see `controller` for the method).
+
+Modules, one idea each:
+- `controller`: `DSLController`, the per-step and per-update driver under one global budget;
+- `hooks`: which rows a batch looked up, the pooled gradient hook (one-id bag masks, gradient evidence);
+- `remask`: re-masking the rows of multi-id bags, the bookkeeping of one update, collectives;
+- `masks`: pure mask functions (initial masks, the prune/grow rule, exact k-th value selection);
+- `schedule`: the cosine exchange schedule;
+- `tables`: where the weights and optimizer state of each table live (EBC, DMP shards, bare TBE).
+
+Example:
+    >>> from embeddings.dsl import DSLController, exchange_fraction
+    >>> from embeddings.config import DSLConfig
+    >>> exchange_fraction(0, 100, DSLConfig(initial_exchange=0.1))
+    0.1
+"""
+
+from embeddings.dsl.controller import DSLController
+from embeddings.dsl.hooks import sampled_steps
+from embeddings.dsl.masks import prune_and_grow
+from embeddings.dsl.schedule import exchange_fraction
+from embeddings.dsl.tables import DSLError
+
+__all__ = ["DSLController", "DSLError", "exchange_fraction", "prune_and_grow", "sampled_steps"]
