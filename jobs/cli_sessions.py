@@ -32,26 +32,33 @@ def prepare_synthetic(
     events: Path = typer.Option(..., help="sessions.csv(.gz) from `sparserec generate sessions`"),
     items: Path = typer.Option(..., help="items.csv(.gz) beside it"),
     output: Path = typer.Option(..., help="folder for the sessions-stage layout"),
+    categorical: str = typer.Option(None, help="comma-separated single-valued attribute columns of the item table "
+                                               "(default: as truth.json beside it declares, else every column but item_id)"),
+    multi_valued: str = typer.Option(None, help="comma-separated multi-valued (space-separated values) attribute columns"),
 ) -> None:
     """Write the sessions-stage layout from generated CSV files with pandas (no Spark)."""
-    from functools import partial
-
-    from pipelines.session_layout import synthetic_layout
+    from pipelines.session_layout import declared_item_columns, synthetic_layout
 
     for p in (events, items):
         if not p.exists():
             raise UserError(f"{p}: file not found; generate it with `sparserec generate sessions --output DIR`.")
+    cat, multi = declared_item_columns(items)
+    if categorical is not None or multi_valued is not None:
+        cat = [c.strip() for c in (categorical or "").split(",") if c.strip()]
+        multi = [c.strip() for c in (multi_valued or "").split(",") if c.strip()]
 
     def stage(inputs, out):
-        return synthetic_layout(inputs["events"], inputs["items"], out)
+        return synthetic_layout(inputs["events"], inputs["items"], out, categorical=cat, multi_valued=multi)
 
-    m = _run(output, stage, {"events": events, "items": items}, {"kind": "synthetic"})
+    m = _run(output, stage, {"events": events, "items": items},
+             {"kind": "synthetic", "categorical": cat, "multi_valued": multi})
     typer.echo(f"wrote {output} ({m.summary.get('sessions')})")
 
 
 @sessions_app.command("prepare-movielens")
 def prepare_movielens(
-    ml100k: Path = typer.Option(..., help="the MovieLens-100K folder (u.data, u.item)"),
+    ml100k: Path = typer.Option(..., help="the MovieLens-100K folder (u.data, u.item): GroupLens' original files "
+                                          "or the copy with header rows"),
     output: Path = typer.Option(..., help="folder for the sessions-stage layout"),
     holdout: int = typer.Option(3, help="last items per user held out as test targets"),
     cold_share: float = typer.Option(0.1, help="share of movies removed from training (cold items)"),
@@ -60,13 +67,13 @@ def prepare_movielens(
     """MovieLens-100K as per-user time-ordered sequences with genres and release year as metadata."""
     from pipelines.session_layout import movielens_layout
 
-    if not (ml100k / "u.data").exists():
+    if not (ml100k / "u.data").is_file():
         raise UserError(f"{ml100k}: u.data not found; pass the MovieLens-100K folder (../shared/data/ml-100k).")
 
     def stage(inputs, out):
         return movielens_layout(inputs["ml100k"], out, holdout=holdout, cold_share=cold_share, seed=seed)
 
-    m = _run(output, stage, {"ml100k": ml100k / "u.data"}, {"holdout": holdout, "cold_share": cold_share}, seed)
+    m = _run(output, stage, {"ml100k": ml100k}, {"holdout": holdout, "cold_share": cold_share}, seed)
     typer.echo(f"wrote {output} ({m.summary.get('sessions')})")
 
 

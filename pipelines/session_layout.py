@@ -24,6 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from features.errors import DataError
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -83,11 +85,50 @@ def _time_split(sessions: pd.DataFrame, validation_share: float, test_share: flo
     return {k: v.drop(columns=["start"]) for k, v in parts.items()}
 
 
+def _read_csv(path: Path, what: str, **kw) -> pd.DataFrame:
+    """`pd.read_csv` with a one-line error naming the file when it is missing or empty."""
+    if not Path(path).exists():
+        raise DataError(f"{path}: {what} not found; check the path.")
+    try:
+        return pd.read_csv(path, **kw)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: {what} is empty; it needs a header row and at least one row.") from None
+
+
+def _need_columns(df: pd.DataFrame, columns: list[str], path: Path, fix: str) -> None:
+    """A one-line error naming the first missing column, what the file has, and the fix."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: column '{missing[0]}' is missing (the file has {', '.join(map(str, df.columns))}); {fix}.")
+
+
+def declared_item_columns(items_csv: Path, truth: Path | None = None) -> tuple[list[str], list[str]]:
+    """The catalogue's (categorical, multi-valued) attribute columns.
+
+    Taken from `truth.json` beside the file when it declares `item_metadata` (as `sparserec generate
+    sessions` writes), else every column but `item_id`, all single-valued.
+    """
+    truth = Path(items_csv).parent / "truth.json" if truth is None else truth
+    if truth.exists():
+        meta = json.loads(truth.read_text()).get("item_metadata")
+        if isinstance(meta, dict):
+            return list(meta.get("categorical", [])), list(meta.get("multi_valued", []))
+    header = _read_csv(items_csv, "the item table", nrows=0, dtype=str)
+    return [c for c in header.columns if c != "item_id"], []
+
+
 def synthetic_layout(sessions_csv: Path, items_csv: Path, out: Path, validation_share: float = 0.1,
                      test_share: float = 0.1, categorical: list[str] | None = None,
                      multi_valued: list[str] | None = None) -> dict[str, Any]:
-    """The layout from the `features.synthetic` sessions generator's CSV files (session id given)."""
-    ev = pd.read_csv(sessions_csv, dtype={"item_id": str, "user_id": str, "session_id": str})
+    """The layout from the `features.synthetic` sessions generator's CSV files (session id given).
+
+    Events with equal timestamps keep their file order (stable sort). `categorical` / `multi_valued`
+    default to the catalogue's declared columns (`declared_item_columns`); a column that the item
+    table lacks is a one-line `DataError`.
+    """
+    ev = _read_csv(sessions_csv, "the events file", dtype={"item_id": str, "user_id": str, "session_id": str})
+    _need_columns(ev, ["session_id", "user_id", "item_id", "timestamp"], Path(sessions_csv),
+                  "prepare-synthetic reads the CSV that `sparserec generate sessions` writes")
     ev = ev.sort_values(["session_id", "timestamp"], kind="stable")
     grouped = ev.groupby("session_id", sort=True)
     sessions = pd.DataFrame({
@@ -97,27 +138,81 @@ def synthetic_layout(sessions_csv: Path, items_csv: Path, out: Path, validation_
         "timestamps": [[int(t) for t in x] for x in grouped["timestamp"].agg(list)],
         "start": grouped["timestamp"].min().to_numpy(),
     })
-    raw_items = pd.read_csv(items_csv, dtype=str)
-    items, vocab = encode_items(raw_items, "item_id", categorical or ["category", "subcategory", "brand", "price_bucket"],
-                                multi_valued or ["tokens"])
+    raw_items = _read_csv(items_csv, "the item table", dtype=str)
+    if categorical is None and multi_valued is None:
+        categorical, multi_valued = declared_item_columns(items_csv)
+    categorical, multi_valued = list(categorical or []), list(multi_valued or [])
+    _need_columns(raw_items, ["item_id", *categorical, *multi_valued], Path(items_csv),
+                  "name the item table's attribute columns with --categorical / --multi-valued")
+    items, vocab = encode_items(raw_items, "item_id", categorical, multi_valued)
     return write_layout(out, _time_split(sessions, validation_share, test_share), items, vocab)
+
+
+ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western"]
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="latin-1") as fh:
+        return fh.readline().rstrip("\r\n")
+
+
+def _has_header(line: str, sep: str) -> bool:
+    return not line.split(sep)[0].strip().isdigit()
+
+
+def read_movielens(ml100k: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`(ratings, movies)` of MovieLens-100K in either form, detected from the first line of each file.
+
+    GroupLens' original files (`u.data` tab-separated `user item rating timestamp`, `u.item`
+    `|`-separated latin-1, both without header; genre names from `u.genre` when present) or the
+    reformatted copy with header rows (`user|item|rating|timestamp`; `item|title|releaseDate|...`).
+    Returns ratings with `user`, `item`, `rating`, `timestamp` in file order, and movies with
+    `item`, `releaseDate` and one 0/1 column per genre.
+    """
+    ml100k = Path(ml100k)
+    data, item = ml100k / "u.data", ml100k / "u.item"
+    for f in (data, item):
+        if not f.exists():
+            raise DataError(f"{f}: not found; pass the MovieLens-100K folder (u.data, u.item), e.g. ../shared/data/ml-100k.")
+    line = _first_line(data)
+    sep = "\t" if "\t" in line else "|"
+    header = _has_header(line, sep)
+    ratings = _read_csv(data, "u.data", sep=sep, header=0 if header else None,
+                        names=None if header else ["user", "item", "rating", "timestamp"])
+    _need_columns(ratings, ["user", "item", "timestamp"], data, "u.data needs user, item, rating, timestamp")
+    line = _first_line(item)
+    if _has_header(line, "|"):
+        movies = _read_csv(item, "u.item", sep="|", encoding="latin-1")
+        _need_columns(movies, ["item", "releaseDate"], item, "u.item needs item, title, releaseDate, ... and 19 genre flags")
+        genres = list(movies.columns[-19:])
+    else:
+        genres = ML100K_GENRES
+        if (ml100k / "u.genre").exists():
+            names = pd.read_csv(ml100k / "u.genre", sep="|", header=None, encoding="latin-1").dropna()
+            genres = [str(g) for g in names[0]]
+        movies = _read_csv(item, "u.item", sep="|", encoding="latin-1", header=None,
+                           names=["item", "title", "releaseDate", "videoReleaseDate", "imdbURL", *genres])
+    return ratings, movies
 
 
 def movielens_layout(ml100k: Path, out: Path, holdout: int = 3, cold_share: float = 0.1, seed: int = 0,
                      max_length: int = 200) -> dict[str, Any]:
     """MovieLens-100K as per-user, time-ordered sequences; the last `holdout` items per user are the test targets.
 
-    Train holds each user's sequence without its last `holdout + 1` items and without the
-    `cold_share` of movies picked (seeded) as cold, so those are never seen in training.
-    Validation: the sequence without its last `holdout` items (target: the item just before the
-    test targets). Test: the full sequence (its last `max_length` items); evaluate its last
-    `holdout` positions. Metadata: primary genre (category), primary genre
+    Reads GroupLens' original files or the reformatted copy (`read_movielens`). A user's ratings
+    are ordered by timestamp; ratings with the same timestamp keep their order in `u.data` (a
+    stable sort, as RecBole orders them). Train holds each user's sequence without its last
+    `holdout + 1` items and without the `cold_share` of movies picked (seeded) as cold, so those
+    are never seen in training. Validation: the sequence without its last `holdout` items (target:
+    the item just before the test targets). Test: the full sequence (its last `max_length` items);
+    evaluate its last `holdout` positions. Metadata: primary genre (category), primary genre
     × release decade (subcategory), release year, decade, all genres (multi-valued).
     """
-    ratings = pd.read_csv(Path(ml100k) / "u.data", sep="|")
-    movies = pd.read_csv(Path(ml100k) / "u.item", sep="|", encoding="latin-1")
+    ratings, movies = read_movielens(ml100k)
     genre_cols = list(movies.columns[-19:])
-    flags = movies[genre_cols].to_numpy().astype(bool)
+    flags = movies[genre_cols].fillna(0).to_numpy().astype(bool)
     genres = [[g for g, f in zip(genre_cols, row) if f] for row in flags]
     year = pd.to_datetime(movies["releaseDate"], format="%d-%b-%Y", errors="coerce").dt.year
     decade = (year // 10 * 10).astype("Int64").astype(str).replace("<NA>", None)
@@ -135,7 +230,7 @@ def movielens_layout(ml100k: Path, out: Path, holdout: int = 3, cold_share: floa
     rng = np.random.default_rng(seed)
     all_items = np.sort(ratings["item"].unique())
     cold = set(str(i) for i in rng.choice(all_items, size=int(round(cold_share * all_items.size)), replace=False))
-    ratings = ratings.sort_values(["user", "timestamp", "item"], kind="stable")
+    ratings = ratings.sort_values(["user", "timestamp"], kind="stable")   # ties keep file order
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for user, g in ratings.groupby("user", sort=True):
         its, ts = g["item"].astype(str).tolist(), g["timestamp"].astype(int).tolist()
@@ -151,4 +246,4 @@ def movielens_layout(ml100k: Path, out: Path, holdout: int = 3, cold_share: floa
                              "timestamps": ts[-max_length:]})
     splits = {k: pd.DataFrame(v) for k, v in rows.items()}
     return write_layout(out, splits, items, vocab, {"holdout": holdout, "cold_share": cold_share,
-                                                     "held_out_items": sorted(cold)})
+                                                     "held_out_items": sorted(cold), "ties": "file order"})

@@ -57,3 +57,39 @@ def test_unknown_model_name_is_a_user_error(tmp_path):
     res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(tmp_path),
                               "--output", str(tmp_path / "m"), "--model", "bert4rec"])
     assert isinstance(res.exception, UserError) and "--model 'bert4rec'" in str(res.exception)
+
+
+def test_prepare_movielens_runs_on_a_folder_of_either_form(tmp_path):
+    from tests.pipelines.ml100k_files import write_ml100k
+
+    for original in (True, False):
+        folder = write_ml100k(tmp_path / f"ml-{original}", original=original)
+        out = tmp_path / f"layout-{original}"
+        res = runner.invoke(app, ["sessions", "prepare-movielens", "--ml100k", str(folder), "--output", str(out),
+                                  "--holdout", "1", "--cold-share", "0"])
+        assert res.exit_code == 0, res.output
+        assert "'train': 3, 'validation': 3, 'test': 3" in res.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["inputs"]["ml100k"]["path"].endswith(f"ml-{original}")
+        assert json.loads((out / "split.json").read_text())["sessions"] == {"train": 3, "validation": 3, "test": 3}
+
+
+def test_prepare_movielens_without_u_data_is_a_user_error(tmp_path):
+    res = runner.invoke(app, ["sessions", "prepare-movielens", "--ml100k", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "u.data not found" in str(res.exception)
+
+
+def test_prepare_synthetic_with_another_catalogue(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"session_id": ["s1", "s1", "s2", "s2"], "user_id": ["u", "u", "v", "v"], "item_id": ["a", "b", "b", "a"],
+                  "timestamp": [1, 2, 3, 4]}).to_csv(tmp_path / "ev.csv", index=False)
+    pd.DataFrame({"item_id": ["a", "b"], "genre": ["x", "y"]}).to_csv(tmp_path / "it.csv", index=False)
+    res = runner.invoke(app, ["sessions", "prepare-synthetic", "--events", str(tmp_path / "ev.csv"),
+                              "--items", str(tmp_path / "it.csv"), "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert pd.read_parquet(tmp_path / "out" / "items")["genre"].tolist() == [2, 3]
+    res = runner.invoke(app, ["sessions", "prepare-synthetic", "--events", str(tmp_path / "ev.csv"),
+                              "--items", str(tmp_path / "it.csv"), "--output", str(tmp_path / "out2"), "--categorical", "brand"])
+    assert isinstance(res.exception, UserError)
+    assert "it.csv: column 'brand' is missing" in str(res.exception) and "\n" not in str(res.exception)
