@@ -7,7 +7,13 @@ Example:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# the names of embeddings/compression's registry (known_methods()), listed here so that a config is
+# checked without importing torch; tests/embeddings/test_config_names.py keeps the two equal
+METHOD_NAMES = ("dense", "drop", "fp16", "hashing", "int4", "int8", "mixed_dim", "pruned", "qr")
 
 
 class _Strict(BaseModel):
@@ -26,7 +32,7 @@ class DSLConfig(_Strict):
     # churn of large exchanges (regrown weights restart at zero) than they gain from exploring.
     initial_exchange: float = Field(default=0.1, ge=0.0, le=1.0, description="fraction of active weights exchanged at the first update")
     end_fraction: float = Field(default=0.8, gt=0.0, le=1.0, description="share of training after which no more exchange happens")
-    init: str = Field(default="frequency", description="mask initialisation: random | frequency")
+    init: Literal["random", "frequency"] = Field(default="frequency", description="mask initialisation: random | frequency")
     grad_window: int | None = Field(default=None, ge=1, description="accumulate gradient magnitude over the last N steps before each update (None: the whole interval; 1: the paper's last batch)")
     grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step)")
 
@@ -40,8 +46,16 @@ class EmbeddingsConfig(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["dense", "hashing", "qr", "mixed_dim", "int8", "int4", "drop"])
     max_rows: int | None = Field(default=None, ge=1, description="cap on rows of any one table")
     dsl: DSLConfig = Field(default_factory=DSLConfig)
-    optimizer: str = Field(default="rowwise_adagrad", description="fused sparse optimizer: rowwise_adagrad | sgd | adam")
+    optimizer: Literal["rowwise_adagrad", "sgd", "adam"] = Field(default="rowwise_adagrad", description="fused sparse optimizer: rowwise_adagrad | sgd | adam")
     learning_rate: float = Field(default=0.05, gt=0.0)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in METHOD_NAMES]
+        if unknown:
+            raise ValueError(f"method '{unknown[0]}' is unknown; use any of {', '.join(METHOD_NAMES)}")
+        return v
 
     @model_validator(mode="after")
     def _one_budget(self) -> "EmbeddingsConfig":

@@ -51,10 +51,12 @@ def generate(
 
 @config_app.command("validate")
 def config_validate(file: Path = typer.Argument(..., help="a run config (YAML)")) -> None:
-    """Check a config: unknown keys, wrong types and missing files are reported in one line."""
+    """Check a config: unknown keys, wrong types, missing files, header columns, Spark settings, output folder."""
     from jobs.config import load_config
+    from jobs.preflight import preflight
 
     cfg = load_config(file)
+    preflight(cfg, str(file))
     typer.echo(f"{file}: ok ({cfg.dataset.kind} dataset '{cfg.dataset.name}', seed {cfg.seed})")
 
 

@@ -37,12 +37,21 @@ def run(
     wait_lock: bool = typer.Option(False, "--wait-lock", help="when another run holds this run folder, wait for it instead of stopping"),
 ) -> None:
     """Run the whole pipeline: feature builds, ranking, (Feast), planning, training, evaluation, report."""
-    from jobs.config import load_config
+    import re
+
+    from features.errors import UserError
+    from jobs.config import RUN_NAME_PATTERN, load_config
     from jobs.pipeline import run_pipeline
+    from jobs.preflight import check_output_dir, preflight
     from jobs.stages import graph_for
 
+    if run_id is not None and not re.fullmatch(RUN_NAME_PATTERN, run_id):
+        raise UserError(f"--run-id {run_id}: not a plain folder name (the run folder is output_dir/run-id); use "
+                        "letters, digits, '.', '_' and '-' only.")
     cfg = load_config(config)
     run_dir = cfg.output_dir / (run_id or cfg.name)
+    preflight(cfg, str(config))
+    check_output_dir(cfg, str(config), run_dir, create=True)
     console.print(f"[bold]sparserec run[/] {config} → {run_dir}")
     live = console.status("starting")
 

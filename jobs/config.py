@@ -11,16 +11,22 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from embeddings.config import EmbeddingsConfig
 from features.config import DatasetConfig, FeaturesConfig, SparkConfig
 from features.errors import ConfigError
 from pipelines.config import TrainConfig
+
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # one folder name under output_dir: no '/', no '..', not hidden
 
 
 class StoreConfig(BaseModel):
@@ -47,7 +53,7 @@ class RunConfig(BaseModel):
     """Everything one `sparserec run` needs. Relative paths are resolved from the config file's folder."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "run"
+    name: str = Field(default="run", description="the run folder's name under output_dir: letters, digits, '.', '_', '-'")
     seed: int = 0
     output_dir: Path = Path("runs")
     dataset: DatasetConfig
@@ -56,6 +62,14 @@ class RunConfig(BaseModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     training: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, v: str) -> str:
+        if not re.fullmatch(RUN_NAME_PATTERN, v):
+            raise ValueError(f"'{v}' is not a plain folder name (the run folder is output_dir/name); use letters, "
+                             "digits, '.', '_' and '-' only, e.g. 'sample-ctr'")
+        return v
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections, dotted paths allowed (all when none given), for stage skipping."""
@@ -110,6 +124,72 @@ def format_validation_error(source: str, err: ValidationError, model: type[BaseM
     return f"{source}: key '{key}': {msg}{got_txt}."
 
 
+def _admits(ann: Any, kind: type) -> bool:
+    """True when annotation `ann` accepts values of exactly `kind` (bool), e.g. `bool | None`, `Any`."""
+    if ann is kind or ann is Any:
+        return True
+    if typing.get_origin(ann) is typing.Literal:
+        return any(type(a) is kind for a in typing.get_args(ann))
+    return any(_admits(a, kind) for a in typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType, typing.Annotated))
+
+
+def _first_bool_for_number(value: Any, ann: Any, loc: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The key of the first `true`/`false` given where the model wants a number (pydantic reads it as 1/0)."""
+    if isinstance(value, bool):
+        return None if _admits(ann, bool) else loc
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (typing.Union, types.UnionType) else [ann]
+    for a in args:
+        while typing.get_origin(a) is typing.Annotated:
+            a = typing.get_args(a)[0]
+        if isinstance(value, dict) and isinstance(a, type) and issubclass(a, BaseModel):
+            for k, v in value.items():
+                f = a.model_fields.get(k) if isinstance(k, str) else None
+                hit = _first_bool_for_number(v, f.annotation, (*loc, k)) if f is not None else None
+                if hit:
+                    return hit
+        elif isinstance(value, dict) and typing.get_origin(a) is dict:
+            for k, v in value.items():
+                hit = _first_bool_for_number(v, typing.get_args(a)[1], (*loc, str(k)))
+                if hit:
+                    return hit
+        elif isinstance(value, list) and typing.get_origin(a) is list:
+            for i, v in enumerate(value):
+                hit = _first_bool_for_number(v, typing.get_args(a)[0], (*loc, str(i)))
+                if hit:
+                    return hit
+    return None
+
+
+def check_role_columns(cfg: RunConfig, source: str) -> None:
+    """Each column in at most one of label / timestamp / dense / categorical / multi_valued (ids may also be categorical)."""
+    r = cfg.dataset.roles
+    seen: dict[str, str] = {}
+    named = [("label", [r.label]), ("timestamp", [r.timestamp]), ("dense", r.dense), ("categorical", r.categorical),
+             ("multi_valued", r.multi_valued)]
+    for role, cols in named:
+        for col in cols:
+            if col is None:
+                continue
+            if col in seen:
+                where = "twice in" if seen[col] == role else f"in roles.{seen[col]} and in"
+                hint = ("the label is what the model predicts, so it cannot be a feature; remove it from "
+                        f"roles.{role}" if "label" in (seen[col], role) else f"keep it in one role only")
+                raise ConfigError(f"{source}: key 'dataset.roles.{role}': column '{col}' is listed {where} "
+                                  f"roles.{role}; {hint}.")
+            seen[col] = role
+    if r.label is not None:
+        for key in ("session_id", "user_id", "item_id"):
+            if getattr(r, key) == r.label:
+                raise ConfigError(f"{source}: key 'dataset.roles.{key}': column '{r.label}' is also the label; "
+                                  "an id column cannot be the label, fix one of them.")
+
+
+def _get(data: Any, loc: tuple[str, ...]) -> Any:
+    for k in loc:
+        data = data[int(k)] if isinstance(data, list) else data[k]
+    return data
+
+
 def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
@@ -119,10 +199,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
     """Validate a config dict; resolve relative paths against `base_dir`; check input files exist."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}.")
+    hit = _first_bool_for_number(data, RunConfig, ())
+    if hit:
+        raise ConfigError(f"{source}: key '{'.'.join(hit)}': expected a number, got {_get(data, hit)!r}; "
+                          "write a number (true/false are not counts).")
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err, RunConfig)) from None
+    check_role_columns(cfg, source)
     base = base_dir or Path.cwd()
     cfg.dataset.path = _resolve(base, cfg.dataset.path)
     if cfg.dataset.items is not None:
@@ -143,8 +228,19 @@ def load_config(path: str | Path, check_paths: bool = True) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found; check the path.")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a YAML run config file, e.g. configs/sample_ctr.yaml.")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"\x00", 0, 1, "NUL byte")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (binary or not UTF-8); give a YAML run config, "
+                          "e.g. configs/sample_ctr.yaml.") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check the path and its permissions.") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

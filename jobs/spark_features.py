@@ -104,8 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from jobs.config import load_config
 
+        from jobs.preflight import check_header, check_output_dir
+
         cfg = load_config(args.config)
         run_dir = cfg.output_dir / (args.run_id or cfg.name)
+        check_header(cfg, str(args.config))  # the master may come from spark-submit, so no engine check here
+        check_output_dir(cfg, str(args.config), run_dir, create=True)
 
         def on_event(name, outcome):
             if outcome is not None:

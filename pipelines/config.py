@@ -7,9 +7,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+LayerWidth = Annotated[int, Field(ge=1, description="units of one MLP layer")]
 
 
 class _Strict(BaseModel):
@@ -50,8 +52,8 @@ class RayConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: Literal["dlrm", "dcn", "lr", "m2trec", "sasrec", "gru4rec", "popularity"] = "dlrm"
-    dense_arch: list[int] = Field(default_factory=lambda: [64, 32])
-    over_arch: list[int] = Field(default_factory=lambda: [64, 32])
+    dense_arch: list[LayerWidth] = Field(default_factory=lambda: [64, 32])
+    over_arch: list[LayerWidth] = Field(default_factory=lambda: [64, 32])
     cross_layers: int = Field(default=2, ge=1)
     low_rank: int = Field(default=16, ge=1)
     # session models
