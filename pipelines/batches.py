@@ -242,10 +242,13 @@ TRAIN_DATASET = "train"
 
 
 def ray_batches(shard: Any, spec: BatchSpec, batch_size: int, drop_last: bool = False, skip: int = 0,
-                prefetch_batches: int = 2) -> Iterator[Batch]:
-    """Batches of a Ray Data shard (`ray.train.get_dataset_shard(...)`), streamed as Arrow."""
+                prefetch_batches: int = 2, local_shuffle_buffer_size: int | None = None,
+                local_shuffle_seed: int | None = None) -> Iterator[Batch]:
+    """Batches of a Ray Data shard (`ray.train.get_dataset_shard(...)`), streamed as Arrow; with a local shuffle
+    buffer, rows are shuffled in it (seeded: the same seed gives the same order)."""
     it = shard.iter_batches(batch_size=batch_size, batch_format="pyarrow", drop_last=drop_last,
-                            prefetch_batches=prefetch_batches)
+                            prefetch_batches=prefetch_batches, local_shuffle_buffer_size=local_shuffle_buffer_size,
+                            local_shuffle_seed=local_shuffle_seed)
     for i, t in enumerate(it):
         if i >= skip:
             yield batch_from_arrow(t, spec)

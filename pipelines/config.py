@@ -80,6 +80,13 @@ class TrainConfig(_Strict):
     dense_learning_rate: float = Field(default=1e-3, gt=0)
     grad_clip_norm: float | None = Field(default=10.0, gt=0)
     early_stopping_patience: int = Field(default=2, ge=0)
+    shuffle: bool = Field(default=True, description="a new seeded order of the training rows every epoch (a function "
+                                                     "of the run seed and the epoch); false keeps file order")
+    shuffle_buffer_rows: int = Field(
+        default=1_000_000, ge=1,
+        description="rows shuffled together where the split is streamed (single process; Ray Data streams: the local "
+                    "shuffle buffer); a split that fits is shuffled whole. Materialized Ray shares are always "
+                    "shuffled whole")
     checkpoint_every: int = Field(default=200, ge=1, description="steps between checkpoints")
     max_failures: int = Field(default=2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

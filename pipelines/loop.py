@@ -46,6 +46,7 @@ from pipelines.ctr_model import build_ctr_model
 from pipelines.distributed import dense_optimizer, resolve_device, shard_model
 from pipelines.errors import TrainingDivergedError
 from pipelines.metrics import auc, log_loss
+from pipelines.shuffle import shuffled_parquet_batches, shuffled_share, stream_seed
 
 FAIL_MARKER = ".planted_failure_done"
 
@@ -102,8 +103,12 @@ class LocalIO:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.on_progress = on_progress
 
-    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
-        return parquet_batches(Path(self.job.encoded) / "train", spec, batch_size, drop_last=True, skip=skip)
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int, epoch: int) -> Iterator[Batch]:
+        path, cfg = Path(self.job.encoded) / "train", self.job.train
+        if cfg.shuffle:
+            return shuffled_parquet_batches(path, spec, batch_size, self.job.seed, epoch, cfg.shuffle_buffer_rows,
+                                            drop_last=True, skip=skip)
+        return parquet_batches(path, spec, batch_size, drop_last=True, skip=skip)
 
     def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
         return parquet_batches(Path(self.job.encoded) / "validation", spec, batch_size)
@@ -144,22 +149,38 @@ class RayIO:
         else:
             self.device = resolve_device(job.train.device)
 
-    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int) -> Iterator[Batch]:
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int, epoch: int) -> Iterator[Batch]:
         import ray.train
 
+        cfg, seed = self.job.train, self.job.seed
         if self.job.ray_input == "materialized":
-            return table_batches(self._share(), spec, batch_size, drop_last=True, skip=skip)
-        return ray_batches(ray.train.get_dataset_shard(TRAIN_DATASET), spec, batch_size, drop_last=True, skip=skip)
+            share = shuffled_share(self._shares(), self.world, self.rank, seed, epoch) if cfg.shuffle else self._share()
+            return table_batches(share, spec, batch_size, drop_last=True, skip=skip)
+        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer_rows,
+                   "local_shuffle_seed": stream_seed(seed, epoch, self.rank)} if cfg.shuffle else {}
+        return ray_batches(ray.train.get_dataset_shard(TRAIN_DATASET), spec, batch_size, drop_last=True, skip=skip,
+                           **shuffle)
+
+    def _fetch(self, rank: int) -> Any:
+        import ray
+
+        if not self.job.train_shares or len(self.job.train_shares) != self.world:
+            raise RuntimeError(f"materialized train input has {len(self.job.train_shares or [])} shares for "
+                               f"{self.world} workers; the trainer makes one per worker (ray_train_inputs)")
+        return ray.get(self.job.train_shares[rank])
 
     def _share(self) -> Any:
         """This rank's Arrow share of a materialized train split, fetched from the object store once."""
         if self._table is None:
-            import ray
+            self._table = self._fetch(self.rank)
+        return self._table
 
-            if not self.job.train_shares or len(self.job.train_shares) != self.world:
-                raise RuntimeError(f"materialized train input has {len(self.job.train_shares or [])} shares for "
-                                   f"{self.world} workers; the trainer makes one per worker (ray_train_inputs)")
-            self._table = ray.get(self.job.train_shares[self.rank])
+    def _shares(self) -> Any:
+        """All ranks' shares as one table (zero-copy views of the object store): the rows a shuffled epoch deals out."""
+        if self._table is None:
+            import pyarrow as pa
+
+            self._table = pa.concat_tables([self._fetch(r) for r in range(self.world)])
         return self._table
 
     def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
@@ -374,7 +395,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
         tick = time.perf_counter()
         first = True
-        for batch in io.train_batches(train_spec, per_worker, skip=state.batch):
+        for batch in io.train_batches(train_spec, per_worker, skip=state.batch, epoch=state.epoch):
             fetched, fetched_cpu = time.perf_counter(), time.thread_time()
             timers["data"] += fetched - tick
             if first:

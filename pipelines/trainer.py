@@ -175,7 +175,10 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
     slices it into batches locally (`table_batches`, the batching of single-process mode), so an epoch pays
     neither Ray Data's start-up nor its per-batch iterator, and no Ray Data actor competes with the steps.
     A larger split streams through Ray Data (`read_parquet` + `streaming_split`, order preserved so the same
-    rows reach the same worker on a restart), re-read every epoch and never held in memory whole.
+    rows reach the same worker on a restart), re-read every epoch and never held in memory whole. With
+    `training.shuffle` the stream's blocks come in one seeded order and each worker shuffles its rows in a seeded
+    local buffer; materialized workers each deal their rows from a seeded permutation of all shares
+    (`pipelines/shuffle.py`).
 
     Example:
         >>> datasets, data_config, job = ray_train_inputs(job)                  # doctest: +SKIP
@@ -196,7 +199,12 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    datasets = {TRAIN_DATASET: ray.data.read_parquet(parquet_files(path))}
+    ds = ray.data.read_parquet(parquet_files(path))
+    if cfg.shuffle:  # blocks in one seeded order (the same every epoch and restart); rows shuffle in each worker's buffer
+        from ray.data import RandomSeedConfig
+
+        ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=job.seed & 0xFFFFFFFF, reseed_after_execution=False))
+    datasets = {TRAIN_DATASET: ds}
     return datasets, DataConfig(datasets_to_split=[TRAIN_DATASET]), replace(job, ray_input="stream", train_shares=None)
 
 
