@@ -9,6 +9,14 @@ over positions as in the paper, or the last position) is scored by dot product a
 embeddings (next item) and feeds one classification head per task attribute (e.g. category,
 subcategory), all trained together.
 
+Hybrid mode (`item_ids=True`): items seen in training also get an item-ID embedding (one row per
+training item, `models/item_id_table.py`, compressible like any plan table), added to the
+metadata encoding through a learned gate, `rep = meta + sigmoid(a * log(1 + train count) + b) * id`
+(per dimension), so rarely seen items lean on their metadata. Items never seen in training have
+no ID row: their representation is exactly the metadata encoding. During training the ID part of
+a random `item_id_dropout` share of the items is dropped (per lookup, inputs and candidates), so
+the metadata path stays strong and metadata-only items compete with ID-carrying ones at ranking.
+
 Example:
     >>> feats = ItemFeatures(categorical={"category": torch.tensor([0, 2, 2, 3])})
     >>> cfg = M2TRecConfig(categorical={"category": 4}, task_classes={"category": 4}, hidden=8, heads=2)
@@ -32,6 +40,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from models.item_features import HASH_KEY, ItemFeatures
+from models.item_id_table import ItemIdTable
 from models.session_encoder import SessionTransformer
 
 
@@ -54,12 +63,17 @@ class M2TRecConfig:
     pooling: Literal["mean", "last"] = "mean"
     combine: Literal["sum", "concat"] = "sum"
     hybrid_item_id_buckets: int = 0
+    item_ids: bool = False
+    item_id_dropout: float = 0.25
+    item_id_method: str = "dense"
+    item_id_params: dict = field(default_factory=dict)
 
 
 class M2TRec(nn.Module):
     """Session → (representation for next-item scoring, logits per task attribute)."""
 
-    def __init__(self, config: M2TRecConfig, catalogue: ItemFeatures) -> None:
+    def __init__(self, config: M2TRecConfig, catalogue: ItemFeatures, train_counts: torch.Tensor | None = None) -> None:
+        """`train_counts` [catalogue rows]: occurrences of each item in training (needed with `item_ids`)."""
         super().__init__()
         self.config = config
         self.catalogue = catalogue
@@ -81,17 +95,35 @@ class M2TRec(nn.Module):
         self.encoder = SessionTransformer(h, config.layers, config.heads, config.dropout, config.max_length,
                                           causal=False, pooling=config.pooling)
         self.task_heads = nn.ModuleDict({a: nn.Linear(h, n) for a, n in config.task_classes.items()})
+        self.ids: ItemIdTable | None = None
+        if config.item_ids:
+            if train_counts is None:
+                raise ValueError("M2TRec(item_ids=True) needs train_counts (occurrences of each item in training)")
+            self.ids = ItemIdTable(catalogue.size, train_counts.nonzero().squeeze(1), h,
+                                   method=config.item_id_method, params=config.item_id_params)
+            self.register_buffer("log_count", torch.log1p(train_counts.float()))
+            self.gate_scale = nn.Parameter(torch.zeros(h))
+            self.gate_bias = nn.Parameter(torch.zeros(h))
 
     def attach_catalogue(self, catalogue: ItemFeatures) -> None:
         """Score against another catalogue (e.g. one holding items released after training)."""
         self.catalogue = catalogue
 
     def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
-        """Embeddings [n, hidden] of catalogue items `idx`, from their metadata only."""
+        """Embeddings [n, hidden] of catalogue items `idx`: metadata encoding (+ gated item-ID row in hybrid mode)."""
         kt = self.ebc(self.catalogue.kjt(idx.reshape(-1), self.config.hybrid_item_id_buckets))
         x = kt.values()
         x = self.combine(x) if self.combine is not None else x.view(x.shape[0], self.n_features, -1).sum(1)
-        return self.item_norm(x)
+        x = self.item_norm(x)
+        if self.ids is None:
+            return x
+        idx = idx.reshape(-1)
+        gate = torch.sigmoid(self.log_count[idx, None] * self.gate_scale + self.gate_bias)
+        id_part = gate * self.ids(idx)
+        if self.training and self.config.item_id_dropout > 0:
+            keep = torch.rand(idx.shape[0], 1, device=idx.device) >= self.config.item_id_dropout
+            id_part = id_part * keep
+        return x + id_part
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`items` [B, L] catalogue indices right-padded with 0, `lengths` [B] → (rep [B, H], {task: logits})."""
@@ -115,5 +147,7 @@ class M2TRec(nn.Module):
         return ok
 
     def embedding_bytes(self) -> int:
-        """Bytes of the item-representation tables (independent of the catalogue size)."""
-        return sum(p.numel() * p.element_size() for p in self.ebc.parameters())
+        """Bytes of the item-representation tables (metadata tables: independent of the catalogue size;
+        plus the item-ID table in hybrid mode)."""
+        meta = sum(p.numel() * p.element_size() for p in self.ebc.parameters())
+        return meta + (self.ids.embedding_bytes() if self.ids is not None else 0)

@@ -64,6 +64,13 @@ class ModelConfig(_Strict):
     pooling: Literal["mean", "last"] = "mean"
     loss_weights: list[float] = Field(default_factory=lambda: [1.0, 0.3, 0.3], description="next item, category, subcategory")
     hybrid_item_id_buckets: int = Field(default=0, ge=0, description="0: item-ID free; >0 adds a hashed item-id table")
+    item_ids: Literal["auto", "on", "off"] = Field(
+        default="auto", description="m2trec: hybrid item-ID rows for training items, gated onto the metadata encoding "
+        "(auto: on when the data has both warm and cold items)")
+    item_id_dropout: float = Field(default=0.25, ge=0.0, lt=1.0, description="m2trec hybrid: share of items whose ID part is dropped per lookup in training")
+    item_id_method: str = Field(default="dense", description="item-ID table storage: dense or a plan compression method (hashing, qr, fp16, int8, int4)")
+    item_id_params: dict[str, int | float] = Field(default_factory=dict, description="item-ID table method parameters, e.g. {buckets: 4096} or {m: 64}")
+    rnn_hidden: int | None = Field(default=None, ge=1, description="gru4rec: GRU state size (default 2 x hidden, RecBole's 128 for 64)")
     max_length: int = Field(default=50, ge=2, description="session models: last items of a session kept as input")
     item_combine: Literal["sum", "concat"] = Field(default="sum", description="m2trec: how attribute embeddings form an item")
     task_attributes: list[str] = Field(default_factory=lambda: ["category", "subcategory"],

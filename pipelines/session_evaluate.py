@@ -4,7 +4,8 @@ Candidates are every catalogue item available at evaluation time, cold items inc
 catalogue is encoded once per evaluation (in chunks). A model that cannot score an item (the
 ID-based baselines on items never seen in training) gives it `-inf`: it ranks after every
 scorable item, and ties (there, and among equal popularity counts) are broken by a seeded random
-order of the catalogue. Slices: `overall`, `cold` (target never seen in training) and `sparse`
+order of the catalogue. Slices: `overall`, `warm` (target seen in training), `cold` (target never
+seen in training) and `sparse`
 (target seen 1 to `sparse_below - 1` times in training). Also: `top1_category_acc` (the top-scored
 item's category equals the target's, for every model), `head_<attr>_acc` (M2TRec's task heads),
 `per_category` (by the target item's primary category: `n`, Recall@K, `top1_category_acc` and,
@@ -31,7 +32,7 @@ from models.m2trec import M2TRec
 from pipelines.ranking_metrics import ranking_metrics, ranks_from_scores
 from pipelines.session_data import SessionData
 
-SLICES = ("overall", "cold", "sparse")
+SLICES = ("overall", "warm", "cold", "sparse")
 
 
 @torch.no_grad()
@@ -72,7 +73,8 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
     model.train(was_training)
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, np.int64)
     seen = counts[ex.targets].numpy()
-    masks = {"overall": np.ones(len(r), bool), "cold": seen == 0, "sparse": (seen > 0) & (seen < sparse_below)}
+    masks = {"overall": np.ones(len(r), bool), "warm": seen > 0, "cold": seen == 0,
+             "sparse": (seen > 0) & (seen < sparse_below)}
     out: dict[str, Any] = {s: ranking_metrics(r[m], ks) for s, m in masks.items()}
     out["catalogue_items"] = data.n_items
     out["embedding_bytes"] = int(model.embedding_bytes())

@@ -40,6 +40,10 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
     train_items = torch.unique(data.train_counts().nonzero().squeeze(1))
     if cfg.name == "m2trec":
         feats = data.features
+        if not feats.keys:
+            raise TrainingError("training.model.name: m2trec encodes items by their attributes and this catalogue has none; "
+                                "give the item table's columns (dataset.items.categorical / multi_valued) or train "
+                                "sasrec, gru4rec or popularity.")
         for a in cfg.task_attributes:
             if a not in feats.categorical:
                 raise TrainingError(f"training.model.task_attributes: '{a}' is not a categorical item attribute; "
@@ -53,15 +57,29 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
                           multi_valued={a: data.sizes[a] for a in feats.multi_valued}, task_classes=tasks,
                           hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
                           max_length=cfg.max_length, pooling=cfg.pooling, combine=cfg.item_combine,
-                          hybrid_item_id_buckets=cfg.hybrid_item_id_buckets)
-        return M2TRec(mc, feats)
+                          hybrid_item_id_buckets=cfg.hybrid_item_id_buckets, item_ids=hybrid_item_ids(cfg, data),
+                          item_id_dropout=cfg.item_id_dropout, item_id_method=cfg.item_id_method,
+                          item_id_params=dict(cfg.item_id_params))
+        return M2TRec(mc, feats, data.train_counts())
     if cfg.name == "sasrec":
         return SASRec(SASRecConfig(n, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_length), train_items)
     if cfg.name == "gru4rec":
-        return GRU4Rec(GRU4RecConfig(n, cfg.hidden, 1, cfg.dropout), train_items)
+        return GRU4Rec(GRU4RecConfig(n, embedding=cfg.hidden, hidden=cfg.rnn_hidden or 2 * cfg.hidden, layers=1,
+                                     dropout=cfg.dropout), train_items)
     if cfg.name == "popularity":
         return Popularity(data.train_counts())
     raise TrainingError(f"training.model.name: '{cfg.name}' is not a session model; use one of {', '.join(SESSION_MODELS)}.")
+
+
+def has_warm_and_cold(data: SessionData) -> bool:
+    """Whether the catalogue holds items seen in training (warm) and items never seen there (cold)."""
+    seen = data.train_counts()[1:] > 0
+    return bool(seen.any()) and not bool(seen.all())
+
+
+def hybrid_item_ids(cfg: ModelConfig, data: SessionData) -> bool:
+    """M2TRec's item-ID rows: `item_ids` on / off, or auto = on for data with both warm and cold items."""
+    return cfg.item_ids == "on" or (cfg.item_ids == "auto" and has_warm_and_cold(data))
 
 
 def validator(data: SessionData, train: TrainConfig) -> Callable[[nn.Module], float] | None:

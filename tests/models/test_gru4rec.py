@@ -13,7 +13,7 @@ from pipelines.session_train import build_model, train_session_model
 
 
 def test_unseen_items_are_not_scorable():
-    m = GRU4Rec(GRU4RecConfig(catalogue_size=5, hidden=4), train_items=torch.tensor([2, 4]))
+    m = GRU4Rec(GRU4RecConfig(catalogue_size=5, embedding=4, hidden=4), train_items=torch.tensor([2, 4]))
     assert m.scorable().tolist() == [False, False, True, False, True]
     assert m.embedding_bytes() == 3 * 4 * 4
 
@@ -42,3 +42,14 @@ def test_learns_that_the_next_item_depends_on_the_last_one():
         scores = model(torch.arange(1, 11)[:, None], torch.ones(10, dtype=torch.long))[0] @ model.encode_catalogue().T
     scores[:, 0] = -torch.inf
     assert scores.argmax(1).tolist() == [(i + 1) % 10 + 1 for i in range(1, 11)]
+
+
+def test_model_config_builds_recbole_shapes_embedding_64_gru_128_without_biases():
+    data = SessionData([f"i{i}" for i in range(10)], ItemFeatures({"c": torch.zeros(11, dtype=torch.long)}), {"c": 2},
+                       {"train": [np.arange(1, 11)], "validation": [], "test": []})
+    model = build_model(ModelConfig(name="gru4rec", hidden=64, dropout=0.3), data)
+    assert model.items.embedding.weight.shape == (11, 64)
+    assert (model.gru.input_size, model.gru.hidden_size, model.gru.num_layers, model.gru.bias) == (64, 128, 1, False)
+    assert (model.out.in_features, model.out.out_features) == (128, 64)
+    assert model.dropout.p == 0.3
+    assert build_model(ModelConfig(name="gru4rec", hidden=32, rnn_hidden=48), data).gru.hidden_size == 48

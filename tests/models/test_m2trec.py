@@ -106,3 +106,81 @@ def test_zero_weighted_heads_are_left_out_single_task():
     single = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=["category"], loss_weights=[1.0, 0.0]), data)
     multi = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=["category"], loss_weights=[1.0, 0.2]), data)
     assert list(single.task_heads) == [] and list(multi.task_heads) == ["category"]
+
+
+def _hybrid(data: SessionData, **kw) -> M2TRec:
+    cfg = M2TRecConfig(categorical={"category": CATS + 2}, multi_valued={"tokens": 2 + 3 * CATS + 20}, hidden=8, heads=2,
+                       item_ids=True, **kw)
+    return M2TRec(cfg, data.features, data.train_counts())
+
+
+def test_hybrid_gives_cold_items_exactly_their_metadata_encoding_and_warm_items_an_id_part():
+    data = toy_world()
+    torch.manual_seed(0)
+    model = _hybrid(data).eval()
+    with torch.no_grad():
+        model.ids.embedding.weight.normal_()
+        model.gate_bias.fill_(2.0)
+    counts = data.train_counts()
+    warm, cold = torch.nonzero(counts > 0).squeeze(1), torch.nonzero(counts[1:] == 0).squeeze(1) + 1
+    kt = model.ebc(data.features.kjt(torch.arange(data.n_items + 1)))
+    meta = model.item_norm(kt.values().view(data.n_items + 1, 2, -1).sum(1))
+    rep = model.item_repr(torch.arange(data.n_items + 1))
+    assert cold.numel() == CATS * COLD and warm.numel() == CATS * WARM
+    assert torch.equal(rep[cold], meta[cold])
+    assert (rep[warm] - meta[warm]).abs().sum(1).min() > 0.1
+    # the whole ID part sits in one table row per training item (row 0: padding and every cold item)
+    assert model.ids.embedding.weight.shape == (CATS * WARM + 1, 8)
+    assert model.embedding_bytes() == (6 + 34 + CATS * WARM + 1) * 8 * 4
+
+
+def test_hybrid_id_dropout_acts_in_training_only():
+    data = toy_world()
+    torch.manual_seed(0)
+    model = _hybrid(data, item_id_dropout=0.5)
+    with torch.no_grad():
+        model.ids.embedding.weight.normal_()
+    warm = torch.nonzero(data.train_counts() > 0).squeeze(1)
+    model.eval()
+    a, b = model.item_repr(warm), model.item_repr(warm)
+    assert torch.equal(a, b)
+    model.train()
+    dropped = [(model.item_repr(warm) - a).abs().sum(1) > 1e-6 for _ in range(20)]   # True: ID part kept
+    share_dropped = 1 - torch.stack(dropped).float().mean()
+    assert 0.4 < float(share_dropped) < 0.6
+
+
+def test_hybrid_gate_grows_with_the_training_count():
+    data = toy_world()
+    model = _hybrid(data)
+    with torch.no_grad():
+        model.gate_scale.fill_(1.0)
+        model.gate_bias.fill_(-2.0)
+    counts = data.train_counts()
+    rare, frequent = int(torch.argmin(torch.where(counts > 0, counts, 10**9))), int(torch.argmax(counts))
+    gate = torch.sigmoid(model.log_count * model.gate_scale[0] + model.gate_bias[0])
+    assert counts[rare] < counts[frequent] and gate[rare] < gate[frequent]
+    assert float(gate[rare]) == pytest.approx(float(torch.sigmoid(torch.log1p(counts[rare].float()) - 2.0)))
+
+
+def test_hybrid_item_id_table_can_be_compressed_by_a_plan_method():
+    data = toy_world()
+    torch.manual_seed(0)
+    dense = _hybrid(data)
+    hashed = _hybrid(data, item_id_method="hashing", item_id_params={"buckets": 8})
+    assert dense.ids.embedding_bytes() == (CATS * WARM + 1) * 8 * 4
+    assert hashed.ids.embedding_bytes() == 8 * 8 * 4
+    cold = torch.nonzero(data.train_counts()[1:] == 0).squeeze(1) + 1
+    assert hashed.ids(cold).abs().sum() == 0 and hashed.ids(torch.tensor([0])).abs().sum() == 0
+    assert hashed.ids(torch.tensor([1, 2])).abs().sum() > 0
+
+
+@pytest.mark.parametrize("item_ids,train_cold,expected", [("auto", True, True), ("auto", False, False),
+                                                          ("on", False, True), ("off", True, False)])
+def test_build_model_turns_the_hybrid_on_for_data_with_warm_and_cold_items(item_ids, train_cold, expected):
+    data = toy_world()
+    if not train_cold:   # every item appears in training once
+        data.sessions["train"] = data.sessions["train"] + [np.arange(1, data.n_items + 1)]
+    model = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=[], loss_weights=[1.0],
+                                    item_ids=item_ids), data)
+    assert (model.ids is not None) == expected
