@@ -24,6 +24,14 @@ class DSLConfig(_Strict):
     """Dynamic Sparse Learning: sparse from step 0 under a fixed budget of active weights."""
 
     enabled: bool = False
+    # exact: every weight masked at every step (the budget holds between updates too; 1.8-4.7x a
+    #   plain FBGEMM step on CPU). lazy: weights train freely between updates, inactive ones are
+    #   zeroed at each update and a final exact phase makes the exported model honour the budget
+    #   (budget enforced at every update and at the end, not between). row: whole rows, the
+    #   physical table holds only the budget's rows (real memory saved in training). See
+    #   embeddings/dsl/modes.py; the default stays exact until the grid (benchmarks/
+    #   compression_tradeoff.py --dsl-modes) shows the others within their AUC targets.
+    mode: Literal["exact", "lazy", "row"] = Field(default="exact", description="exact | lazy | row (see embeddings/dsl/modes.py)")
     density: float = Field(default=0.2, gt=0.0, le=1.0, description="active share of each table's weights")
     update_every: int = Field(default=100, ge=1, description="ΔT: steps between prune/grow updates")
     # 0.1, not RigL's 0.3: at 80% sparsity on MovieLens-100K (2 epochs, 20 updates, 5 seeds) AUC was
@@ -34,7 +42,8 @@ class DSLConfig(_Strict):
     end_fraction: float = Field(default=0.8, gt=0.0, le=1.0, description="share of training after which no more exchange happens")
     init: Literal["random", "frequency"] = Field(default="frequency", description="mask initialisation: random | frequency")
     grad_window: int | None = Field(default=None, ge=1, description="accumulate gradient magnitude over the last N steps before each update (None: the whole interval; 1: the paper's last batch)")
-    grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step)")
+    final_exact_steps: int | None = Field(default=None, ge=0, description="lazy mode: the last N steps train as exact so the exported model honours the budget (None: the last interval, update_every steps)")
+    grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step in exact mode, 10 in lazy and row)")
 
 
 class EmbeddingsConfig(_Strict):

@@ -110,7 +110,11 @@ def export_embeddings(model: nn.Module, path: str | Path) -> dict[str, Any]:
     report_tables = []
     for e in emb._entries:
         names = [physical_key(e.spec.name, p.suffix) for p in e.physical]
-        exported = e.method.export_tables(e.spec, [weights[n] for n in names])
+        remap = getattr(emb.row_remaps, e.spec.name, None)
+        if remap is not None:  # row-mode DSL: the compact table as it trained, and its remap
+            exported = e.method.export_row_table(e.spec, weights[names[0]], remap)
+        else:
+            exported = e.method.export_tables(e.spec, [weights[n] for n in names])
         if len(exported) != len(names):
             raise ExportError(f"export: method '{e.spec.method}' returned {len(exported)} tables for '{e.spec.name}', expected {len(names)}")
         trained_comb = {k: v.detach().cpu() for k, v in emb.combiners[e.spec.name].state_dict().items()}
@@ -123,6 +127,7 @@ def export_embeddings(model: nn.Module, path: str | Path) -> dict[str, Any]:
             tables[n] = _encode(t)
             after += _stored_bytes(tables[n])
         report_tables.append({"table": e.spec.name, "method": e.spec.method, "bytes_before": before, "bytes_after": after,
+                              "dense_fp32_bytes": e.spec.fp32_bytes,
                               "serving": [tables[n]["serving"] for n in names]})
     artifact = {"format": FORMAT, "plan": emb.plan.to_json(), "tables": tables, "combiners": combiners}
     path = Path(path)
@@ -133,8 +138,10 @@ def export_embeddings(model: nn.Module, path: str | Path) -> dict[str, Any]:
         tmp.replace(path)
     before = sum(t["bytes_before"] for t in report_tables)
     after = sum(t["bytes_after"] for t in report_tables)
+    dense = sum(t["dense_fp32_bytes"] for t in report_tables)
     return {"path": str(path), "tables": report_tables, "bytes_before": before, "bytes_after": after,
-            "ratio": before / after if after else float("inf")}
+            "ratio": before / after if after else float("inf"), "dense_fp32_bytes": dense,
+            "ratio_to_dense": after / dense if dense else 0.0}
 
 
 class ExportedEmbeddings(_PlanModule):

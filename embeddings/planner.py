@@ -38,6 +38,7 @@ import numpy as np
 
 from embeddings.compression import get_method, known_methods
 from embeddings.config import EmbeddingsConfig
+from embeddings.dsl.rows import row_budget
 from embeddings.errors import BudgetError, FeatureSpecError, UnknownMethodError
 from embeddings.spec import EmbeddingPlan, TableSpec
 
@@ -170,10 +171,11 @@ def _quality(method: str, rows: int, dim: int, default_dim: int, stored_rows: in
     return q
 
 
-def _dsl_bytes(rows: int, dim: int, density: float) -> int:
-    """Bytes of a DSL-trained table exported pruned (the `pruned` method's count when registered)."""
-    if "pruned" in known_methods():  # its upper bound before training: every row kept, plus the remap
-        return get_method("pruned").table_bytes(rows, dim, {})
+def _dsl_bytes(rows: int, dim: int, density: float, params: dict | None = None) -> int:
+    """Bytes of a DSL-trained table exported pruned (the `pruned` method's count when registered;
+    with `rows_kept`, row mode, the kept rows and the sentinel)."""
+    if "pruned" in known_methods():  # its upper bound before training: every (kept) row, plus the remap
+        return get_method("pruned").table_bytes(rows, dim, dict(params or {}))
     # fallback estimate: active fp32 values + a one-bit mask per weight
     return math.ceil(rows * dim * density) * 4 + math.ceil(rows * dim / 8)
 
@@ -192,7 +194,7 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
         for serving in (servings if method in ("hashing", "qr", "mixed_dim") else ["fp32"]):
             p = dict(params, serving=serving) if serving != "fp32" else params
             if density is not None:
-                b = _dsl_bytes(rows, dim, density)
+                b = _dsl_bytes(rows, dim, density, p)
             else:  # the table's dim is D for every method (mixed_dim projects its stored dim up to D)
                 b = get_method(method).table_bytes(rows, D, p)
             q = _quality(method, rows, dim, D, stored_rows, density, serving)
@@ -202,7 +204,10 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
     if not capped:
         if "dense" in methods:
             if cfg.dsl.enabled and cfg.dsl.density < 1.0:
-                add("pruned" if "pruned" in known_methods() else "dense", {}, D, rows, cfg.dsl.density)
+                # row mode: the physical table holds only the budget's rows (params.rows_kept)
+                row = cfg.dsl.mode == "row" and "pruned" in known_methods()
+                add("pruned" if "pruned" in known_methods() else "dense",
+                    {"rows_kept": row_budget(cfg.dsl.density, rows)} if row else {}, D, rows, cfg.dsl.density)
             else:
                 add("dense", {}, D, rows)
         for m in ("fp16", "int8", "int4"):

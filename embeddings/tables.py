@@ -35,6 +35,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from embeddings.compression import CompressionMethod, PhysicalTable, get_method
+from embeddings.dsl.rows import apply_remap, initial_remap
 from embeddings.errors import EmbeddingInputError, MethodParamsError
 from embeddings.spec import EmbeddingPlan, TableSpec
 
@@ -112,6 +113,13 @@ class _PlanModule(nn.Module):
                                         for e in self._entries})
         # lookup keys in collection order: table by table, physical table by physical table
         self._lookup_keys = [physical_key(f, p.suffix) for e in self._entries for p in e.physical for f in e.spec.features]
+        # row-mode DSL tables (`params.rows_kept`): the int32 virtual->physical id map run before the
+        # lookup (embeddings/dsl/rows.py updates it in place); a buffer, so checkpoints carry it
+        self.row_remaps = nn.Module()
+        if not serving:
+            for e in self._entries:
+                if e.spec.params.get("rows_kept") is not None:
+                    self.row_remaps.register_buffer(e.spec.name, initial_remap(e.spec.rows, int(e.spec.params["rows_kept"])))
 
     def _tables(self) -> list[tuple[str, int, int, list[str], tuple[float, float] | None, str]]:
         return [(physical_key(e.spec.name, p.suffix), p.rows, p.dim,
@@ -138,7 +146,11 @@ class _PlanModule(nn.Module):
                         raise EmbeddingInputError(
                             f"sparse batch: feature '{f}': id {bad} outside 0..{e.spec.rows - 1} of table "
                             f"'{e.spec.name}'; encode ids with the vocab stage or raise the table's rows in the plan")
-                for p, pid in zip(e.physical, e.method.transform_ids(e.spec, ids)):
+                pids = e.method.transform_ids(e.spec, ids)
+                remap = getattr(self.row_remaps, e.spec.name, None)
+                if remap is not None:
+                    pids = [apply_remap(remap, pids[0])]
+                for p, pid in zip(e.physical, pids):
                     per_key[physical_key(f, p.suffix)] = (pid, jt.lengths())
         keys = self._lookup_keys
         return KeyedJaggedTensor.from_lengths_sync(
@@ -179,6 +191,7 @@ class PlanEmbeddings(_PlanModule):
         self.ebc = EmbeddingBagCollection(tables=configs, device=device)
         if device is not None:
             self.combiners.to(device)
+            self.row_remaps.to(device)
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedTensor:
         pooled = self.ebc(self._transformed(kjt)).to_dict()
@@ -216,6 +229,7 @@ class PlanEmbeddingCollection(_PlanModule):
         self.ec = EmbeddingCollection(tables=configs, device=device)
         if device is not None:
             self.combiners.to(device)
+            self.row_remaps.to(device)
 
     def forward(self, kjt: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
         looked_up = self.ec(self._transformed(kjt))

@@ -255,7 +255,7 @@ def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
     """The DSL controller with its observe hook on the embedding collection, or None when DSL is off."""
     if not job.embeddings.dsl.enabled:
         return None
-    from embeddings.dsl import DSLController
+    from embeddings.dsl import attach, make_controller
 
     plan = job.plan
     densities = {t.name: t.dsl_density for t in plan.tables if t.dsl_density is not None}
@@ -263,12 +263,10 @@ def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
     freqs = _id_frequencies(Path(job.encoded).parent / "vocab", plan) if cfg.init == "frequency" else {}
     if cfg.init == "frequency" and not freqs:
         cfg = cfg.model_copy(update={"init": "random"})  # no table is indexed by raw vocabulary ids
-    ctl = DSLController(model, cfg, total_steps=max(total_steps, 1), seed=job.seed,
-                        frequencies=freqs or None, densities=densities or None,
-                        tables=list(densities) if densities else None)
-    ebc = next((m for n, m in model.named_modules() if n.endswith("ebc")), None)
-    if ebc is not None:
-        ebc.register_forward_hook(lambda mod, args, out: ctl.observe(args[0], out) if mod.training else None)
+    ctl = make_controller(model, cfg, total_steps=max(total_steps, 1), seed=job.seed,  # cfg.mode: exact | lazy | row
+                          frequencies=freqs or None, densities=densities or None,
+                          tables=list(densities) if densities else None)
+    attach(model, ctl)
     return ctl
 
 

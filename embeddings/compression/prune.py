@@ -111,6 +111,11 @@ def prune_rows(name: str, weight: Tensor, mask: Tensor | None = None, serving: s
     return PrunedTable(name, w[kept].contiguous(), remap, serving)
 
 
+def _check_finite(name: str, weight: Tensor) -> None:
+    if not torch.isfinite(weight).all():
+        raise ExportError(f"table '{name}': weights contain NaN or inf; the training diverged, nothing to export")
+
+
 def _sparse_type(serving: str):
     from fbgemm_gpu.split_embedding_configs import SparseType
 
@@ -192,7 +197,7 @@ class Pruned(CompressionMethod):
     name = "pruned"
 
     def allowed_params(self) -> tuple[str, ...]:
-        return ("serving",)
+        return ("serving", "rows_kept")
 
     def _serving(self, spec: TableSpec) -> str:
         return spec.params.get("serving", "fp16")
@@ -200,9 +205,25 @@ class Pruned(CompressionMethod):
     def check(self, spec: TableSpec) -> None:
         super().check(spec)
         _check_serving(self._serving(spec), spec.dim, f"table '{spec.name}'")
+        kept = spec.params.get("rows_kept")
+        if kept is not None and not (isinstance(kept, int) and 1 <= kept <= spec.rows):
+            raise MethodParamsError(f"table '{spec.name}': params.rows_kept is {kept!r}; give an integer in 1..{spec.rows} "
+                                    "(the rows a row-mode DSL table keeps)")
 
     def physical_tables(self, spec: TableSpec) -> list[PhysicalTable]:
-        return [PhysicalTable("", spec.rows, spec.dim, serving=self._serving(spec))]
+        """One table of `rows` rows, or for row-mode DSL (`params.rows_kept`) the kept rows plus one
+        zero sentinel row that inactive ids are remapped to."""
+        kept = spec.params.get("rows_kept")
+        rows = spec.rows if kept is None else int(kept) + 1
+        return [PhysicalTable("", rows, spec.dim, serving=self._serving(spec))]
+
+    def export_row_table(self, spec: TableSpec, weight: Tensor, remap: Tensor) -> list[ExportedTable]:
+        """The row-mode table as it trained: its kept physical rows and the remap (sentinel -> -1)."""
+        kept = int(spec.params["rows_kept"])
+        index = remap.detach().to(torch.int32).cpu().clone()
+        index[index >= kept] = -1
+        _check_finite(spec.name, weight)
+        return [ExportedTable(weight.detach().float().cpu()[:kept].contiguous(), self._serving(spec), index)]
 
     def spec_bytes(self, spec: TableSpec) -> int:
         return super().spec_bytes(spec) + spec.rows * REMAP_BYTES_PER_ID

@@ -1,7 +1,10 @@
 """Dynamic Sparse Learning on TorchRec / FBGEMM embedding tables (see `controller` for the method).
 
 Modules, one idea each:
-- `controller`: `DSLController`, the per-step and per-update driver under one global budget;
+- `modes`: the three modes (`exact` | `lazy` | `row`) behind `make_controller`, and `attach`;
+- `controller`: `DSLController` (mode `exact`), the per-step and per-update driver under one global budget;
+- `lazy`: `LazyDSLController`, periodic projection with a final exact phase;
+- `rows`: `RowDSLController`, whole rows, the physical table holding only the budget's rows;
 - `hooks`: which rows a batch looked up, the pooled gradient hook (one-id bag masks, gradient evidence);
 - `remask`: re-masking the rows of multi-id bags, the bookkeeping of one update, collectives;
 - `masks`: pure mask functions (initial masks, the prune/grow rule, exact k-th value selection);
@@ -20,5 +23,9 @@ from embeddings.dsl.hooks import sampled_steps
 from embeddings.dsl.masks import prune_and_grow
 from embeddings.dsl.schedule import exchange_fraction
 from embeddings.dsl.tables import DSLError
+from embeddings.dsl.lazy import LazyDSLController
+from embeddings.dsl.rows import RowDSLController
+from embeddings.dsl.modes import attach, make_controller
 
-__all__ = ["DSLController", "DSLError", "exchange_fraction", "prune_and_grow", "sampled_steps"]
+__all__ = ["DSLController", "DSLError", "LazyDSLController", "RowDSLController", "attach", "exchange_fraction",
+           "make_controller", "prune_and_grow", "sampled_steps"]

@@ -44,8 +44,10 @@ class TableLookup:
 
 
 @torch.no_grad()
-def table_lookups(kjt, pooled, tables: Mapping[str, DSLTable], feature_table: Mapping, masks: Mapping[str, Tensor]) -> list[TableLookup]:
-    """Per DSL table in the batch: its ids and where their gradients come from (cheap slicing only)."""
+def table_lookups(kjt, pooled, tables: Mapping[str, DSLTable], feature_table: Mapping, masks: Mapping[str, Tensor],
+                  collect_remask: bool = True) -> list[TableLookup]:
+    """Per DSL table in the batch: its ids and where their gradients come from (cheap slicing only).
+    `collect_remask=False` (lazy mode) skips collecting the ids of multi-id bags for re-masking."""
     if not isinstance(pooled, Tensor):
         keys, dims = pooled.keys(), pooled.length_per_key()
         positions = {k: i for i, k in enumerate(kjt.keys())}
@@ -66,28 +68,31 @@ def table_lookups(kjt, pooled, tables: Mapping[str, DSLTable], feature_table: Ma
             fids, lens = values[lo:hi], lengths[p * stride:(p + 1) * stride]
             ids.append(fids)
             feats.append((col, dim, lens, weights[lo:hi] if weights is not None else None))
-            split_bags(tables[table], masks[table], col, dim, fids, lens, gmasks, remask)
+            split_bags(tables[table], masks[table], col, dim, fids, lens, gmasks, remask if collect_remask else None)
         col += dim
     return [TableLookup(table, _cat(ids, ids[0]), feats, tables[table].pooling == "mean", gmasks, _cat(remask, ids[0]))
             for table, (ids, feats, gmasks, remask) in parts.items()]
 
 
 def split_bags(table: DSLTable, mask: Tensor, col: int, dim: int, ids: Tensor, lens: Tensor,
-               gmasks: list, remask: list) -> None:
+               gmasks: list, remask: list | None) -> None:
     """One feature's bags: those with one id get a gradient mask (the id's mask row), the ids of
-    longer bags are kept for re-masking. A table with a dense optimizer re-masks all of itself.
+    longer bags are kept for re-masking (unless `remask` is None). A table with a dense optimizer
+    re-masks all of itself.
     Deciding which bags are which reads the lengths on the host (one sync per feature on CUDA)."""
     if ids.numel() == 0:
         return
     if table.dense_param is not None:
-        remask.append(ids)
+        if remask is not None:
+            remask.append(ids)
         return
     multi = lens > 1
     if not bool(multi.any()) and ids.numel() == lens.numel():  # every bag holds exactly one id
         gmasks.append((col, dim, mask.index_select(0, ids)))
         return
     if bool(multi.any()):
-        remask.append(ids[torch.repeat_interleave(multi, lens)])
+        if remask is not None:
+            remask.append(ids[torch.repeat_interleave(multi, lens)])
         if not bool((lens == 1).any()):
             return
     # one-id bags: the mask row of their id; other bags pass their gradient whole (longer bags'

@@ -1,0 +1,187 @@
+"""Row-structured DSL (dsl.mode: row): the physical table holds only the budget's rows, inactive ids
+read a zero sentinel row, rows move by gradient evidence and weight norm, and the export is the
+compact table as it trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrec import KeyedJaggedTensor
+
+from embeddings.compression.base import row_bytes
+from embeddings.config import DSLConfig, EmbeddingsConfig
+from embeddings.dsl import RowDSLController, attach, make_controller
+from embeddings.dsl.rows import apply_remap, initial_remap, row_budget
+from embeddings.dsl.tables import DSLError
+from embeddings.export import export_embeddings, load_exported
+from embeddings.planner import plan_embeddings
+from embeddings.spec import EmbeddingPlan, TableSpec
+from embeddings.tables import PlanEmbeddings
+from tests.embeddings.cpu_tbe import cpu_tbe
+
+
+def _plan(rows: int = 50, kept: int = 10, dim: int = 4) -> EmbeddingPlan:
+    return EmbeddingPlan([TableSpec("t_a", ["a"], rows=rows, dim=dim, method="pruned", params={"rows_kept": kept},
+                                    dsl_density=kept / rows),
+                          TableSpec("t_b", ["b"], rows=30, dim=dim)])
+
+
+def _batch(gen: torch.Generator, n: int = 16) -> KeyedJaggedTensor:
+    a = (torch.rand(n, generator=gen) ** 2 * 50).long()
+    b = torch.randint(0, 30, (n,), generator=gen)
+    return KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([a, b]),
+                                               lengths=torch.ones(2 * n, dtype=torch.long))
+
+
+def _train(emb, ctl, steps: int, seed: int = 0) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    stats = []
+    for step in range(steps):
+        out = emb(_batch(gen))
+        (out.values() - 1).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        stats.append(ctl.after_step(step))
+    return stats
+
+
+def test_physical_table_holds_only_the_budget_rows_and_inactive_ids_read_zeros():
+    emb = PlanEmbeddings(_plan())
+    ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5,
+                                         initial_exchange=0.5, grad_steps=5), total_steps=40)
+    assert isinstance(ctl, RowDSLController) and attach(emb, ctl) is emb
+    weight = emb.ebc.embedding_bags["t_a"].weight.detach()
+    assert tuple(weight.shape) == (11, 4)  # 10 kept rows + the zero sentinel
+    stats = _train(emb, ctl, 40)
+    moved = [s["rows_exchanged"] for s in stats if s["updated"]]
+    assert sum(moved) > 0 and moved[-1] == 0  # rows moved early; none after end_fraction
+    remap, slots = emb.row_remaps.t_a, ctl.tables["t_a"].slots
+    active = (remap < 10).nonzero().squeeze(1)
+    assert active.numel() == 10 == ctl.active_rows() and ctl.active_weights() == ctl.budget == 40
+    assert sorted(remap[active].tolist()) == list(range(10))  # one virtual row per physical slot
+    assert torch.equal(slots[remap[active].long()], active)
+    assert float(weight[10].abs().sum()) == 0.0  # the sentinel stays zero
+    emb.eval()
+    inactive = int((remap == 10).nonzero()[0])
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.tensor([inactive, int(active[0]), 0, 0]),
+                                              lengths=torch.ones(4, dtype=torch.long))
+    out = emb(kjt).to_dict()["a"]
+    assert float(out[0].abs().sum()) == 0.0 and torch.equal(out[1], weight[int(remap[active[0]])].detach())
+
+
+def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state():
+    tbe = cpu_tbe([(9, 4)], "rowwise_adagrad")  # 8 physical rows... of which the last is the sentinel
+    remap = initial_remap(20, 8)
+    ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random", update_every=1, initial_exchange=0.25,
+                                          end_fraction=1.0), total_steps=100, remaps={"t0": remap}, seed=3)
+    slots = ctl.tables["t0"].slots.clone()
+    weight = tbe.split_embedding_weights()[0]
+    state = tbe.split_optimizer_states()[0][0]
+    with torch.no_grad():
+        weight[:8] = torch.arange(1, 9, dtype=torch.float32).unsqueeze(1).repeat(1, 4)
+        weight[int(remap[slots[5]])] = 0.01   # the two smallest rows by norm
+        weight[int(remap[slots[2]])] = 0.02
+        state.fill_(7.0)
+    inactive = [v for v in range(20) if v not in set(slots.tolist())]
+    ctl.grad_acc["t0"][inactive[4]] = 5.0     # evidence on two inactive rows
+    ctl.grad_acc["t0"][inactive[1]] = 3.0
+    ctl.grad_acc["t0"][slots[0]] = 99.0       # active rows are no candidates
+    n_sched = round(0.25 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 100)).item()) * 8)
+    assert n_sched == 2
+    freed = {int(remap[slots[5]]), int(remap[slots[2]])}
+    moved = ctl._exchange(0.25 * 0.5 * (1 + float(torch.cos(torch.tensor(torch.pi / 100)))))
+    assert moved == {"t0": 2}
+    assert {int(remap[inactive[4]]), int(remap[inactive[1]])} == freed
+    assert int(remap[slots[5]]) == 8 and int(remap[slots[2]]) == 8  # pruned ids read the sentinel
+    bound = ctl.tables["t0"].init_bound
+    for p in freed:
+        assert float(weight[p].abs().max()) <= bound and float(weight[p].abs().sum()) > 0  # fresh init
+        assert float(state[p]) == 0.0                                                       # fresh state
+    assert float(state[int(remap[slots[1]])]) == 7.0 and float(weight[8].abs().sum()) == 0.0
+
+
+def test_no_evidence_no_exchange_and_frequency_init_keeps_the_most_frequent_ids():
+    tbe = cpu_tbe([(4, 4)])
+    remap = initial_remap(6, 3)
+    counts = torch.tensor([5.0, 0.0, 9.0, 1.0, 9.0, 2.0])
+    ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", update_every=1), total_steps=10,
+                           remaps={"t0": remap}, frequencies={"t0": counts})
+    assert sorted((remap < 3).nonzero().squeeze(1).tolist()) == [0, 2, 4]
+    assert ctl._exchange(0.5) == {}
+    with pytest.raises(DSLError, match="init: random"):
+        RowDSLController(cpu_tbe([(4, 4)]), DSLConfig(enabled=True, mode="row"), total_steps=10,
+                         remaps={"t0": initial_remap(6, 3)})
+
+
+def test_row_mode_checkpoint_round_trip_restores_the_remap():
+    emb = PlanEmbeddings(_plan())
+    cfg = DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5, initial_exchange=0.5, grad_steps=5)
+    ctl = make_controller(emb, cfg, total_steps=40)
+    attach(emb, ctl)
+    _train(emb, ctl, 12)
+    saved = ctl.state_dict()
+    other = PlanEmbeddings(_plan())
+    ctl2 = make_controller(other, cfg, total_steps=40, seed=5)
+    ctl2.load_state_dict(saved)
+    assert torch.equal(other.row_remaps.t_a, emb.row_remaps.t_a)
+    assert torch.equal(ctl2.tables["t_a"].slots, ctl.tables["t_a"].slots) and ctl2.updates == 2
+
+
+def test_export_is_the_compact_table_and_serves_the_trained_outputs():
+    emb = PlanEmbeddings(_plan(rows=200, kept=40, dim=16))
+    ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5,
+                                         grad_steps=5), total_steps=20)
+    attach(emb, ctl)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    for step in range(20):
+        a = torch.randint(0, 200, (32,), generator=gen)
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([a, a % 30]),
+                                                  lengths=torch.ones(64, dtype=torch.long))
+        (emb(kjt).values() - 1).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        ctl.after_step(step)
+    report = export_embeddings(emb, "/tmp/sparserec_test_row_export.pt")
+    t_a = report["tables"][0]
+    assert t_a["bytes_after"] == 40 * row_bytes(16, "fp16") + 200 * 4  # kept rows in fp16 + the int32 remap
+    assert t_a["bytes_after"] / t_a["dense_fp32_bytes"] <= 0.25
+    served = load_exported("/tmp/sparserec_test_row_export.pt")
+    emb.eval()
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([torch.arange(200), torch.arange(200) % 30]),
+                                              lengths=torch.ones(400, dtype=torch.long))
+    assert torch.allclose(served(kjt).values(), emb(kjt).values(), atol=2e-3)
+
+
+def test_planner_row_mode_gives_rows_kept_and_counts_the_compact_bytes():
+    spec = [{"name": "user", "role": "categorical", "vocab_size": 1000, "score": 0.3, "selected": True}]
+    cfg = EmbeddingsConfig(methods=["dense"], dsl=DSLConfig(enabled=True, mode="row", density=0.2))
+    t = plan_embeddings(spec, cfg).tables[0]
+    assert t.method == "pruned" and t.params["rows_kept"] == row_budget(0.2, 1000) == 200
+    assert t.bytes == 201 * row_bytes(16, "fp16") + 1000 * 4
+    exact = plan_embeddings(spec, EmbeddingsConfig(methods=["dense"], dsl=DSLConfig(enabled=True, density=0.2))).tables[0]
+    assert "rows_kept" not in exact.params
+
+
+def test_apply_remap_keeps_the_id_dtype():
+    remap = torch.tensor([2, 0, 1], dtype=torch.int32)
+    assert apply_remap(remap, torch.tensor([0, 2], dtype=torch.int64)).dtype == torch.int64
+    assert apply_remap(remap, torch.tensor([0, 2], dtype=torch.int32)).tolist() == [2, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the remap and sentinel on device)")
+def test_row_mode_on_cuda_keeps_the_sentinel_zero():
+    emb = PlanEmbeddings(_plan(), device=torch.device("cuda"))
+    ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5,
+                                         grad_steps=5), total_steps=20)
+    attach(emb, ctl)
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    for step in range(20):
+        kjt = _batch(gen).to(torch.device("cuda"))
+        (emb(kjt).values() - 1).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        ctl.after_step(step)
+    assert float(emb.ebc.embedding_bags["t_a"].weight[10].abs().sum()) == 0.0 and ctl.active_rows() == 10
