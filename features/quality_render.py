@@ -10,6 +10,34 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def place_labels(ax, names: list[str], xs: list[float], ys: list[float], fontsize: int = 7) -> list:
+    """Label each point without two labels overlapping: a label that would cover an earlier one moves
+    up or down (a thin line then points at its dot). Call after the layout is final; returns the
+    labels' boxes in display pixels.
+
+    Example:
+        >>> boxes = place_labels(ax, ["C1", "C2"], [10, 11], [1.0, 1.0])     # doctest: +SKIP
+    """
+    from matplotlib.text import Text
+
+    renderer = ax.figure.canvas.get_renderer()
+    placed = [ax.title.get_window_extent(renderer)]
+    steps = [0] + [s * k for k in range(1, 30) for s in (1, -1)]  # 0, +1, -1, +2, -2 ... lines
+    for name, x, y in sorted(zip(names, xs, ys), key=lambda t: (-t[2], t[1])):
+        for k in steps:
+            dy = 2 + k * (fontsize + 2)
+            ann = ax.annotate(name, (x, y), fontsize=fontsize, xytext=(3, dy), textcoords="offset points",
+                              annotation_clip=False,
+                              arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if k else None)
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer)  # the words only, not the leader line
+            if not any(box.padded(1).overlaps(p) for p in placed) or k == steps[-1]:
+                break
+            ann.remove()
+        placed.append(box)
+    return placed[1:]
+
+
 def render_plots(report: dict, out: Path) -> list[str]:
     """Cardinality vs. coverage (log x) and drift (PSI) per feature; returns the PNG file names."""
     import matplotlib
@@ -24,13 +52,12 @@ def render_plots(report: dict, out: Path) -> list[str]:
     xs = [max(fs[c]["cardinality"], 1) for c in names]
     ys = [fs[c]["coverage"] for c in names]
     ax.scatter(xs, ys, s=18)
-    for c, x, y in zip(names, xs, ys):
-        ax.annotate(c, (x, y), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("distinct values (exact, log scale)")
     ax.set_ylabel("coverage (non-missing share)")
     ax.set_title("Cardinality vs. coverage")
     fig.tight_layout()
+    place_labels(ax, names, xs, ys)
     fig.savefig(out / "cardinality_coverage.png", dpi=100)
     plt.close(fig)
     files.append("cardinality_coverage.png")

@@ -10,12 +10,17 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.groups import runs_app
+from jobs.stages import count_units, stage_names
 
 console = Console()
+_STAGES = ", ".join(stage_names())
 
 
-def _fmt_rows(n: int | None) -> str:
-    return f"{n:,}" if isinstance(n, int) else ""
+def _fmt_rows(n: int | None, unit: str = "rows") -> str:
+    """A count for the rows in / rows out columns; counts of something else say what (`39 features`)."""
+    if not isinstance(n, int):
+        return ""
+    return f"{n:,}" if unit == "rows" else f"{n:,} {unit}"
 
 
 def _key_figures(summary: dict) -> str:
@@ -31,10 +36,11 @@ def _key_figures(summary: dict) -> str:
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="run config (YAML), e.g. configs/sample_ctr.yaml"),
     run_id: str | None = typer.Option(None, help="run folder name under output_dir (default: the config's name, so a re-run continues it)"),
-    from_stage: str | None = typer.Option(None, "--from", help="re-run this stage and every later one"),
-    only: str | None = typer.Option(None, help="run only this stage (its inputs must exist)"),
+    from_stage: str | None = typer.Option(None, "--from", help=f"re-run this stage and every later one; stages: {_STAGES} (those that apply to the dataset kind)"),
+    only: str | None = typer.Option(None, help=f"run only this stage (its inputs must exist); one of {_STAGES}"),
     force: bool = typer.Option(False, help="re-run stages even when inputs and config are unchanged"),
     wait_lock: bool = typer.Option(False, "--wait-lock", help="when another run holds this run folder, wait for it instead of stopping"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also show the engines' output (Spark, Ray, warnings) on the console; it always goes to <run>/logs/<stage>.log"),
 ) -> None:
     """Run the whole pipeline: feature builds, ranking, (Feast), planning, training, evaluation, report."""
     import re
@@ -67,12 +73,14 @@ def run(
 
     with live:
         outcomes = run_pipeline(cfg, run_dir, graph_for(cfg), from_stage=from_stage, only=only, force=force,
-                                on_event=on_event, wait_lock=wait_lock, on_wait=on_wait)
+                                on_event=on_event, wait_lock=wait_lock, on_wait=on_wait, capture_logs=True,
+                                verbose=verbose)
     table = Table(title=f"run {run_dir.name}")
     for col in ("stage", "status", "seconds", "rows in", "rows out"):
         table.add_column(col, justify="right" if col not in ("stage", "status") else "left")
     for o in outcomes:
-        table.add_row(o.stage, o.status, f"{o.seconds:.1f}", _fmt_rows(o.rows_in), _fmt_rows(o.rows_out))
+        unit_in, unit_out = count_units(o.stage)
+        table.add_row(o.stage, o.status, f"{o.seconds:.1f}", _fmt_rows(o.rows_in, unit_in), _fmt_rows(o.rows_out, unit_out))
     console.print(table)
     report = run_dir / "report" / "report.md"
     if report.exists():
@@ -110,7 +118,9 @@ def runs_show(run: Path = typer.Argument(..., help="a run folder, e.g. runs/samp
     for col in ("stage", "started", "seconds", "rows in", "rows out", "figures"):
         table.add_column(col)
     for m in ms:
-        table.add_row(m.stage, m.started_at[:19], f"{m.seconds:.1f}", _fmt_rows(m.rows_in), _fmt_rows(m.rows_out), _key_figures(m.summary))
+        unit_in, unit_out = count_units(m.stage)
+        table.add_row(m.stage, m.started_at[:19], f"{m.seconds:.1f}", _fmt_rows(m.rows_in, unit_in),
+                      _fmt_rows(m.rows_out, unit_out), _key_figures(m.summary))
     console.print(table)
     if (run / "report" / "report.md").exists():
         console.print(f"report: {run / 'report' / 'report.md'}")

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from features.errors import UserError
-from jobs.config import RunConfig
 from jobs.run_lock import run_lock
 from jobs.runs import MANIFEST, Manifest, run_stage, stage_is_current
+from jobs.stage_logs import StageLogs
+
+if TYPE_CHECKING:  # annotations only: `sparserec --help` does not load the config models
+    from jobs.config import RunConfig
+
+
+LOGS = "logs"  # <run>/logs/<stage>.log: the engine output and, on a crash, the traceback of a stage
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Stage:
     raw_inputs: Callable[[RunConfig], dict[str, Path]] = lambda cfg: {}
     when: Callable[[RunConfig], bool] = lambda cfg: True
     description: str = ""
+    counts: tuple[str, str] = ("rows", "rows")  # what the manifest's rows_in / rows_out count
 
 
 @dataclass
@@ -74,6 +82,14 @@ class StageFailed(UserError):
         return (type(self), (self.stage, self.cause, self.run_dir, self.log))
 
 
+def _drop_empty_log(log: Path) -> None:
+    """A stage that succeeded without engine output leaves no log (and no empty logs/ folder)."""
+    if log.exists() and log.stat().st_size == 0:
+        log.unlink()
+    if log.parent.is_dir() and not any(log.parent.iterdir()):
+        log.parent.rmdir()
+
+
 def select_stages(graph: list[Stage], cfg: RunConfig, from_stage: str | None, only: str | None) -> tuple[list[Stage], set[str]]:
     """The stages that apply to this config, and the names that must re-run regardless of skipping."""
     stages = [s for s in graph if s.when(cfg)]
@@ -92,21 +108,27 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: 
                  only: str | None = None, force: bool = False,
                  on_event: Callable[[str, StageOutcome | None], None] | None = None,
                  spark: Any = None, wait_lock: bool = False,
-                 on_wait: Callable[[dict], None] | None = None) -> list[StageOutcome]:
+                 on_wait: Callable[[dict], None] | None = None, capture_logs: bool = False,
+                 verbose: bool = False) -> list[StageOutcome]:
     """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`.
 
     `spark`: a SparkSession to use (e.g. the one spark-submit made); by default one is started from
     `cfg.engine.spark` the first time a stage needs it. The run folder's lock is held throughout:
     a second run on the same folder raises `RunLockedError` at once, or with `wait_lock` waits
-    (`on_wait(holder)` is called first).
+    (`on_wait(holder)` is called first). `capture_logs`: engine output (fd 2: Spark's log4j, Ray,
+    Python warnings) goes to `<run>/logs/<stage>.log` instead of the console (`verbose`: to both).
     """
     stages, forced = select_stages(graph, cfg, from_stage, only)
     with run_lock(run_dir, wait=wait_lock, on_wait=on_wait):
-        return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark)
+        if not capture_logs:
+            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, None)
+        with StageLogs(run_dir / LOGS, verbose=verbose) as logs:
+            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, logs)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, stages: list[Stage], forced: set[str], force: bool,
-                on_event: Callable[[str, StageOutcome | None], None] | None, spark: Any) -> list[StageOutcome]:
+                on_event: Callable[[str, StageOutcome | None], None] | None, spark: Any,
+                logs: StageLogs | None) -> list[StageOutcome]:
     ctx = StageContext(cfg=cfg, run_dir=run_dir, _spark=spark)
     outcomes: list[StageOutcome] = []
     emit = on_event or (lambda name, outcome: None)
@@ -126,21 +148,25 @@ def _run_locked(cfg: RunConfig, run_dir: Path, stages: list[Stage], forced: set[
             emit(stage.name, outcome)
             continue
         emit(stage.name, None)
+        log = run_dir / LOGS / f"{stage.name}.log"
+        log.unlink(missing_ok=True)  # an earlier attempt's log is not this run's
         try:
-            fn = stage.run(ctx)
-            m: Manifest = run_stage(run_dir, stage.name, fn, inputs, section_cfg, seed=cfg.seed,
-                                    force=must_run)
+            with logs.stage(stage.name) if logs is not None else nullcontext():
+                fn = stage.run(ctx)
+                m: Manifest = run_stage(run_dir, stage.name, fn, inputs, section_cfg, seed=cfg.seed,
+                                        force=must_run)
         except Exception as err:  # noqa: BLE001 - reported as one line, traceback kept in a log
-            log = None
             if not isinstance(err, UserError):
-                log = run_dir / "logs" / f"{stage.name}.log"
                 log.parent.mkdir(exist_ok=True)
-                log.write_text(traceback.format_exc())
+                with log.open("a") as fh:
+                    fh.write(traceback.format_exc())
+            shown = log if log.exists() and not isinstance(err, UserError) else None
             cause = str(err).splitlines()[0] if str(err) else type(err).__name__
             outcome = StageOutcome(stage.name, "failed", time.perf_counter() - t0, error=cause)
             outcomes.append(outcome)
             emit(stage.name, outcome)
-            raise StageFailed(stage.name, cause, run_dir, log) from err
+            raise StageFailed(stage.name, cause, run_dir, shown) from err
+        _drop_empty_log(log)
         outcome = StageOutcome(stage.name, "skipped" if m.skipped else "ran",
                                m.seconds if not m.skipped else time.perf_counter() - t0,
                                m.rows_in, m.rows_out, m.summary)

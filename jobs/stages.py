@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jobs.config import RunConfig
 from jobs.pipeline import Stage, StageContext
+
+if TYPE_CHECKING:  # annotations only: `sparserec --help` does not load the config models
+    from jobs.config import RunConfig
 
 
 def _raw(cfg: RunConfig) -> dict[str, Path]:
@@ -88,7 +91,7 @@ def _train_sessions(ctx: StageContext):
 def _report(ctx: StageContext):
     from pipelines.run_report import report_stage
 
-    return partial(report_stage, run_name=ctx.cfg.name)
+    return partial(report_stage, run_name=ctx.cfg.name, count_units={s.name: s.counts for s in GRAPH if s.counts != ("rows", "rows")})
 
 
 def _is(*kinds: str):
@@ -111,7 +114,8 @@ GRAPH: list[Stage] = [
     Stage("store", ("aggregates", "vocab", "rank"), ("dataset", "store"), _store,
           when=lambda c: c.store.enabled and c.dataset.kind == "ctr",
           description="Feast repo: register (apply) and materialize to SQLite"),
-    Stage("plan", ("rank",), ("embeddings",), _plan, when=_is("ctr"), description="memory-budget embedding plan"),
+    Stage("plan", ("rank",), ("embeddings",), _plan, when=_is("ctr"), description="memory-budget embedding plan",
+          counts=("features", "tables")),
     Stage("train", ("vocab", "plan"), ("training", "embeddings"), _train, when=_is("ctr"),
           description="Ray Train / TorchRec training and evaluation"),
     Stage("train", ("sessions",), ("training",), _train_sessions, when=_is("sessions", "interactions"),
@@ -126,3 +130,18 @@ GRAPH: list[Stage] = [
 def graph_for(cfg: RunConfig) -> list[Stage]:
     """The stages of `GRAPH` that apply to this run's dataset kind and settings."""
     return [s for s in GRAPH if s.when(cfg)]
+
+
+def stage_names() -> list[str]:
+    """Every stage name of `GRAPH` once, in run order (the values of `run --from` / `--only`).
+
+    Example:
+        >>> stage_names()[:3]
+        ['ingest', 'vocab', 'sessions']
+    """
+    return list(dict.fromkeys(s.name for s in GRAPH))
+
+
+def count_units(stage: str) -> tuple[str, str]:
+    """What `rows_in` / `rows_out` of `stage`'s manifest count, e.g. ('features', 'tables') for plan."""
+    return next((s.counts for s in GRAPH if s.name == stage), ("rows", "rows"))

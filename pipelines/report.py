@@ -27,6 +27,20 @@ def _fmt(x: Any) -> str:
 def plot_curves(history: dict[str, list], path: Path) -> Path:
     """Training loss by step and validation AUC / log loss by epoch, side by side; with DSL, a third
     panel: weights exchanged per prune/grow update (scheduled and moved) and active weights."""
+    fig = curves_figure(history)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(history: dict[str, list]):
+    """The figure of `plot_curves`; each panel with two y-axes has one legend naming both series.
+
+    Example:
+        >>> fig = curves_figure({"train": [{"step": 1, "loss": 0.6}], "validation": [{"step": 1, "auc": 0.7, "log_loss": 0.5}]})
+        >>> [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        ['AUC (left axis)', 'log loss (right axis)']
+    """
     dsl = history.get("dsl", [])
     fig, axes = plt.subplots(1, 3 if dsl else 2, figsize=(15 if dsl else 10, 3.5))
     a, b = axes[0], axes[1]
@@ -39,20 +53,21 @@ def plot_curves(history: dict[str, list], path: Path) -> Path:
     b2 = b.twinx()
     b2.plot([r["step"] for r in va], [r["log_loss"] for r in va], marker="s", color="tab:red", label="log loss")
     b2.set_ylabel("validation log loss")
+    b.yaxis.label.set_color("tab:green"), b2.yaxis.label.set_color("tab:red")
+    b.legend([*b.get_lines(), *b2.get_lines()], ["AUC (left axis)", "log loss (right axis)"], fontsize=7, loc="best")
     if dsl:
         c = axes[2]
         steps = [r["step"] for r in dsl]
         c.plot(steps, [r["scheduled"] for r in dsl], ls="--", color="grey", label="scheduled")
         c.plot(steps, [r["exchanged"] for r in dsl], marker=".", color="tab:purple", label="exchanged")
         c.set_xlabel("step"), c.set_ylabel("weights per update"), c.set_title(f"DSL prune/grow (budget {dsl[-1]['budget']:,})")
-        c.legend(fontsize=7, loc="center left")
         c2 = c.twinx()
         c2.plot(steps, [r["active"] / max(r["budget"], 1) for r in dsl], color="tab:orange", label="active / budget")
         c2.set_ylabel("active / budget"), c2.set_ylim(0, 1.05)
+        c.legend([*c.get_lines(), *c2.get_lines()], ["scheduled", "exchanged", "active / budget (right axis)"],
+                 fontsize=7, loc="center left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_calibration(bins: list[dict[str, float]], path: Path, title: str) -> Path:

@@ -28,10 +28,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _stage_section(name: str, folder: Path, out: Path) -> tuple[list[str], int]:
+def _stage_section(name: str, folder: Path, out: Path, units: tuple[str, str] = ("rows", "rows")) -> tuple[list[str], int]:
     lines = [f"## {name}", ""]
     m = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
-    facts = {"seconds": m.get("seconds"), "rows in": m.get("rows_in"), "rows out": m.get("rows_out")}
+    facts = {"seconds": m.get("seconds"), f"{units[0]} in": m.get("rows_in"), f"{units[1]} out": m.get("rows_out")}
     for k, v in (m.get("summary") or {}).items():
         if isinstance(v, dict):  # one level of nesting, e.g. {"test": {"recall@20": 0.53}} -> test.recall@20
             facts.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float))})
@@ -67,8 +67,12 @@ def _stage_section(name: str, folder: Path, out: Path) -> tuple[list[str], int]:
     return lines, plots
 
 
-def report_stage(inputs: Mapping[str, Path], out: Path, run_name: str = "run") -> dict:
-    """Write `out/report.md` from the stage folders in `inputs` (in order), copying their PNGs beside it."""
+def report_stage(inputs: Mapping[str, Path], out: Path, run_name: str = "run",
+                 count_units: Mapping[str, tuple[str, str]] | None = None) -> dict:
+    """Write `out/report.md` from the stage folders in `inputs` (in order), copying their PNGs beside it.
+
+    `count_units`: what a stage's rows_in / rows_out count when not rows, e.g. {"plan": ("features", "tables")}.
+    """
     lines = [f"# sparserec run `{run_name}`", ""]
     total_seconds = 0.0
     order = []
@@ -79,7 +83,7 @@ def report_stage(inputs: Mapping[str, Path], out: Path, run_name: str = "run") -
     lines += [f"Stages: {' → '.join(order)}; {total_seconds:.0f} s of stage time in all.", ""]
     plots = 0
     for name in order:
-        section, n = _stage_section(name, Path(inputs[name]), out)
+        section, n = _stage_section(name, Path(inputs[name]), out, (count_units or {}).get(name, ("rows", "rows")))
         lines += section
         plots += n
     (out / "report.md").write_text("\n".join(lines) + "\n")

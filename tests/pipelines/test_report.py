@@ -53,3 +53,15 @@ def test_model_card_metrics_are_the_split_metrics_of_metrics_json(tmp_path: Path
     assert float(report["test"]["auc"]) == 0.6987 and report["validation"]["rows"] == "400"
     assert "0.9999" not in (tmp_path / "model_card.md").read_text()   # a slice's AUC is no headline
     assert re.search(r"\| a \| 300 \| 0.3000 \| 0.9999 \|", (tmp_path / "report.md").read_text())
+
+
+def test_validation_panel_has_one_legend_for_both_axes():
+    import matplotlib.pyplot as plt
+
+    from pipelines.report import curves_figure
+
+    fig = curves_figure(_history())
+    legend = fig.axes[1].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["AUC (left axis)", "log loss (right axis)"]
+    plt.close(fig)
