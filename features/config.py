@@ -67,6 +67,9 @@ class DatasetConfig(StrictModel):
     columns: list[str] | None = Field(default=None, description="column names when the file has no header")
     roles: ColumnRoles = Field(default_factory=ColumnRoles)
     items: ItemTableConfig | None = None
+    tables: list[SideTableConfig] = Field(default_factory=list, description="side tables joined on a key in ingest")
+
+    _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
 
     @model_validator(mode="after")
     def _roles_fit_kind(self) -> "DatasetConfig":
@@ -81,6 +84,42 @@ class DatasetConfig(StrictModel):
             raise ValueError(f"a '{self.kind}' dataset needs roles.{missing[0]} (the column name that holds it)")
         if not self.header and not self.columns:
             raise ValueError("header is false, so 'columns' must list the column names in file order")
+        return self
+
+    _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
+
+
+class SideTableConfig(StrictModel):
+    """A side table joined to every row of the main file on a key in the ingest stage (e.g. a user table).
+
+    Its columns join the main file's; name them in `dataset.roles` like any other column. Its bad
+    rows and repeated keys go to `quarantine_<name>/`; rows whose key has no match keep null attributes
+    and are counted (`tables.<name>.unmatched_rows`).
+
+    Example:
+        >>> t = SideTableConfig(name="users", path="u.user", delimiter="|", key="user")
+        >>> t.on or t.key
+        'user'
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="names quarantine_<name>/ and the summary entry")
+    path: Path
+    format: FileFormat = "csv"
+    delimiter: str | None = Field(default=None, description="field separator; default: tab for tsv, comma for csv")
+    header: bool = True
+    columns: list[str] | None = Field(default=None, description="column names when the file has no header")
+    key: str = Field(description="the key column of this table (one row per key)")
+    on: str | None = Field(default=None, description="the main file's column that holds the key; default: `key`")
+    flags: dict[str, list[str]] = Field(
+        default_factory=dict, description="multi-valued columns built from 0/1 flag columns: new column -> flag "
+        "columns; a row's value lists the names of its flags that are set (e.g. genres: [Action, Comedy, ...])")
+
+    _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
+
+    @model_validator(mode="after")
+    def _columns_when_headerless(self) -> "SideTableConfig":
+        if not self.header and not self.columns:
+            raise ValueError(f"table '{self.name}': header is false, so 'columns' must list the column names in file order")
         return self
 
 
@@ -106,6 +145,40 @@ class VocabConfig(StrictModel):
     max_size: int | None = Field(default=None, ge=1)
     validation_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="the time period before the test period")
     test_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="latest share of rows (by timestamp)")
+    split: Literal["time", "random"] | None = Field(
+        default=None, description="time: periods by roles.timestamp; random: each row drawn with split_seed; "
+        "default time when there is a timestamp role, else random. Never depends on the label")
+    split_seed: int | None = Field(default=None, description="seed of the random split and of the encoded files' "
+                                   "row order; default the run's seed")
+    split_key: list[str] = Field(default_factory=list, description="random split: rows with equal values in these "
+                                 "columns land in the same split (e.g. [user_id]); empty: each row is drawn on its own")
+
+
+def resolve_split(dataset: "DatasetConfig", vocab: VocabConfig) -> str:
+    """The split method for this dataset (`time` or `random`); a `ConfigError` when the settings do not fit it.
+
+    Example:
+        >>> ds = DatasetConfig(path="a.csv", kind="ctr", roles=ColumnRoles(label="y"))
+        >>> resolve_split(ds, VocabConfig())
+        'random'
+    """
+    from features.errors import ConfigError
+
+    r = dataset.roles
+    method = vocab.split or ("time" if r.timestamp else "random")
+    if method == "time" and r.timestamp is None:
+        raise ConfigError("features.vocab.split is 'time' but dataset.roles.timestamp is not set; "
+                          "name the timestamp column or use split: random.")
+    if vocab.split_key:
+        if method != "random":
+            raise ConfigError("features.vocab.split_key applies to split: random only; remove it or set split: random.")
+        if r.label in vocab.split_key:
+            raise ConfigError(f"features.vocab.split_key lists the label '{r.label}'; a split must not depend on "
+                              "the label, remove it.")
+        unknown = [c for c in vocab.split_key if dataset.columns and c not in dataset.columns]
+        if unknown:
+            raise ConfigError(f"features.vocab.split_key column '{unknown[0]}' is not in dataset.columns; fix the name.")
+    return method
 
 
 class SessionsConfig(StrictModel):

@@ -60,7 +60,7 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from features.split import SplitCuts, split_column, time_cuts
+    from features.split import SplitCuts, row_number_column, split_column, time_cuts
 
     names = list(features)
     # pass 1: counts, HLL, cut of the test period
@@ -74,7 +74,7 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
         raise DataError("the ingested data has no rows; nothing to report (check the ingest quarantine).")
     # the same cut as features.split.time_cuts, computed in this pass
     cuts = (SplitCuts("time", None, float(first["_cut"][0])) if ts else time_cuts(df, None, 0.0, cfg.test_share))
-    is_test = (split_column(cuts, ts, df.columns) == "test").cast("int")
+    is_test = (split_column(cuts, ts, None if ts else row_number_column(df)) == "test").cast("int")  # never by label
     y = F.col(label).cast("int") if label else F.lit(0)
     # pass 2: per (feature, value) counts by period and label
     stacked = df.select(is_test.alias("t"), y.alias("y"),

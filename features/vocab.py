@@ -119,7 +119,8 @@ def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, c
     """
     from pyspark.sql import functions as F
 
-    from features.split import time_cuts, split_column
+    from features.config import resolve_split
+    from features.split import order_column, random_cuts, row_number_column, split_column, time_cuts
 
     out = Path(out)
     data_path = Path(inputs["ingest"]) / "data"
@@ -132,8 +133,17 @@ def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, c
     if missing:
         raise DataError(f"{data_path}: column '{missing[0]}' of the dataset roles is not in the ingested data; "
                         "re-run ingest with the current config.")
-    cuts = time_cuts(df, r.timestamp, cfg.validation_share, cfg.test_share)
-    df = df.withColumn("_split", split_column(cuts, r.timestamp, df.columns))
+    # the split never reads the label: timestamps, or a seeded hash of the row's place / split_key (#18.3)
+    method, seed = resolve_split(dataset, cfg), cfg.split_seed or 0
+    absent = [c for c in cfg.split_key if c not in df.columns]
+    if absent:
+        raise DataError(f"{data_path}: features.vocab.split_key column '{absent[0]}' is not in the ingested data "
+                        f"({', '.join(df.columns[:12])}); fix the name.")
+    df = df.withColumn("_row", row_number_column(df))
+    cuts = (time_cuts(df, r.timestamp, cfg.validation_share, cfg.test_share) if method == "time"
+            else random_cuts(cfg.validation_share, cfg.test_share, seed, cfg.split_key))
+    df = (df.withColumn("_split", split_column(cuts, r.timestamp, F.col("_row")))
+          .withColumn("_order", order_column(seed, F.col("_row"))).drop("_row"))
     counts = value_counts(df.where(F.col("_split") == "train"), single, multi)
     vocab = assign_ids(counts, cfg.min_count, cfg.max_size)
     vocab.repartition(1).sortWithinPartitions("feature", "id").write.mode("overwrite").parquet(str(out / "vocab"))
@@ -165,8 +175,8 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
     if r.timestamp:
         cols.append(F.col(r.timestamp))
     names = [r.label, *dense, *cat] + ([r.timestamp] if r.timestamp else [])
-    order = ([r.timestamp] if r.timestamp else []) + [r.label, *dense, *cat]
-    rows = write_by_split(enc.select(*cols, "_split"), "_split", out / "encoded", order)
+    order = ([r.timestamp] if r.timestamp else []) + ["_order"]  # time, then seeded random: never by label
+    rows = write_by_split(enc.select(*cols, "_split", "_order"), "_split", out / "encoded", order, drop=["_order"])
     unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat) if rows[s] else {c: 0 for c in cat}
               for s in SPLITS}
     schema = {"label": r.label, "dense": dense, "categorical": cat, "timestamp": r.timestamp, "columns": names,

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from embeddings.config import EmbeddingsConfig
-from features.config import DatasetConfig, FeaturesConfig, SparkConfig
+from features.config import DatasetConfig, FeaturesConfig, SparkConfig, resolve_split
 from features.errors import ConfigError
 from pipelines.config import TrainConfig
 
@@ -207,6 +207,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err, RunConfig)) from None
+    try:  # the split method fits the roles; a random split's seed defaults to the run's (#13.2)
+        resolve_split(cfg.dataset, cfg.features.vocab)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    if cfg.features.vocab.split_seed is None:
+        cfg.features.vocab.split_seed = cfg.seed
     check_role_columns(cfg, source)
     base = base_dir or Path.cwd()
     cfg.dataset.path = _resolve(base, cfg.dataset.path)
