@@ -106,24 +106,29 @@ def runs_show(run: Path = typer.Argument(..., help="a run folder, e.g. runs/samp
               as_json: bool = typer.Option(False, "--json", help="print the manifests as JSON")) -> None:
     """Show one run: each stage's time, rows, summary figures, and where its report is."""
     from features.errors import UserError
-    from jobs.runs import read_manifests
+    from jobs.runs import read_manifests, stale_stages
 
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder; see `sparserec runs list`.")
     ms = read_manifests(run)
+    stale = stale_stages(run)
     if as_json:
-        typer.echo(json.dumps([m.__dict__ for m in ms], indent=2, default=str))
+        typer.echo(json.dumps([{**m.__dict__, "stale": stale.get(m.stage)} for m in ms], indent=2, default=str))
         return
     table = Table(title=str(run))
-    for col in ("stage", "started", "seconds", "rows in", "rows out", "figures"):
+    for col in ("stage", "state", "started", "seconds", "rows in", "rows out", "figures"):
         table.add_column(col)
     for m in ms:
         unit_in, unit_out = count_units(m.stage)
-        table.add_row(m.stage, m.started_at[:19], f"{m.seconds:.1f}", _fmt_rows(m.rows_in, unit_in),
+        state = f"[yellow]stale: {stale[m.stage]}[/]" if m.stage in stale else "current"
+        table.add_row(m.stage, state, m.started_at[:19], f"{m.seconds:.1f}", _fmt_rows(m.rows_in, unit_in),
                       _fmt_rows(m.rows_out, unit_out), _key_figures(m.summary))
     console.print(table)
+    if stale:
+        console.print(f"[yellow]stale[/] (made from older inputs): {', '.join(stale)}; re-run the pipeline to refresh them.")
     if (run / "report" / "report.md").exists():
-        console.print(f"report: {run / 'report' / 'report.md'}")
+        note = " [yellow](stale: shows an earlier run's results)[/]" if "report" in stale else ""
+        console.print(f"report: {run / 'report' / 'report.md'}{note}")
 
 
 def register(app: typer.Typer) -> None:

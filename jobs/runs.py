@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from typing import Any, Callable, Mapping
 from jobs.run_lock import run_lock, stale_temps, temp_name
 
 MANIFEST = "manifest.json"
+WORK_DIR = ".checkpoints"  # <run>/.checkpoints/<stage>-<fingerprint>/: a stage's work that a re-run resumes
 _TRACKED_LIBS = ("sparserec", "pyspark", "torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu", "ray", "feast", "pydantic", "numpy", "pyarrow")
 
 StageFn = Callable[[Mapping[str, Path], Path], Mapping[str, Any]]
@@ -163,8 +165,11 @@ def _run_stage_locked(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[st
     tmp.mkdir()
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.perf_counter()
+    # a stage taking `work_dir` (training: checkpoints) gets a folder that outlives a failed attempt: a re-run with the
+    # same fingerprint finds it and resumes; it is removed once the stage publishes
+    work = {"work_dir": run_dir / WORK_DIR / f"{stage}-{fp}"} if "work_dir" in inspect.signature(fn).parameters else {}
     try:
-        summary = dict(fn({k: Path(v) for k, v in inputs.items()}, tmp) or {})
+        summary = dict(fn({k: Path(v) for k, v in inputs.items()}, tmp, **work) or {})
         manifest = Manifest(
             stage=stage, run_id=run_dir.name, inputs=described, config_hash=cfg_hash, seed=seed,
             fingerprint=fp, started_at=started, seconds=round(time.perf_counter() - t0, 3),
@@ -173,6 +178,8 @@ def _run_stage_locked(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[st
         )
         manifest.write(tmp)
         _publish(tmp, final)
+        for done in (run_dir / WORK_DIR).glob(f"{stage}-*"):  # this attempt's and those of older fingerprints
+            shutil.rmtree(done, ignore_errors=True)
         return manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,6 +204,37 @@ def list_runs(output_dir: Path) -> list[Path]:
         return []
     runs = [p for p in output_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def stale_stages(run_dir: Path) -> dict[str, str]:
+    """Stages of `run_dir` made from an upstream stage output that has changed since: stage -> why.
+
+    A stage is stale when the fingerprint it recorded for an input stage differs from that stage's
+    manifest now (e.g. ingest re-ran with an edited config and vocab then failed), or when one of its
+    input stages is stale or gone. Raw input files are not re-read here.
+
+    Example:
+        >>> stale_stages(Path("runs/sample-ctr"))          # doctest: +SKIP
+        {'vocab': 'made from an older ingest', 'rank': 'its input vocab is stale'}
+    """
+    run_dir = Path(run_dir)
+    manifests = {m.stage: m for m in read_manifests(run_dir)}
+    stale: dict[str, str] = {}
+    for m in manifests.values():  # in run order, so an upstream stage is judged first
+        for name, d in m.inputs.items():
+            if "stage_fingerprint" not in d:
+                continue
+            folder = run_dir / Path(d["path"]).name
+            up = manifests.get(folder.name) if folder.parent == run_dir else None
+            if up is None and not (Path(d["path"]) / MANIFEST).exists():
+                stale[m.stage] = f"its input {name} is gone"
+            elif up is not None and up.fingerprint != d["stage_fingerprint"]:
+                stale[m.stage] = f"made from an older {name}"
+            elif up is not None and up.stage in stale:
+                stale[m.stage] = f"its input {name} is stale"
+            if m.stage in stale:
+                break
+    return stale
 
 
 def read_manifests(run_dir: Path) -> list[Manifest]:

@@ -91,7 +91,10 @@ def _train_sessions(ctx: StageContext):
 def _report(ctx: StageContext):
     from pipelines.run_report import report_stage
 
-    return partial(report_stage, run_name=ctx.cfg.name, count_units={s.name: s.counts for s in GRAPH if s.counts != ("rows", "rows")})
+    from jobs.runs import stale_stages
+
+    return partial(report_stage, run_name=ctx.cfg.name, count_units={s.name: s.counts for s in GRAPH if s.counts != ("rows", "rows")},
+                   stale=lambda: stale_stages(ctx.run_dir))
 
 
 def _is(*kinds: str):

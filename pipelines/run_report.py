@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 _MD_NAMES = ("report.md", "quality.md", "plan.md", "model_card.md", "ranking.md", "summary.md")
 _IMG = re.compile(r"!\[([^\]]*)\]\(([^)]+\.png)\)")
@@ -68,23 +68,30 @@ def _stage_section(name: str, folder: Path, out: Path, units: tuple[str, str] = 
 
 
 def report_stage(inputs: Mapping[str, Path], out: Path, run_name: str = "run",
-                 count_units: Mapping[str, tuple[str, str]] | None = None) -> dict:
+                 count_units: Mapping[str, tuple[str, str]] | None = None,
+                 stale: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None) -> dict:
     """Write `out/report.md` from the stage folders in `inputs` (in order), copying their PNGs beside it.
 
     `count_units`: what a stage's rows_in / rows_out count when not rows, e.g. {"plan": ("features", "tables")}.
+    `stale`: stages whose output was made from older inputs (stage -> why), or a function giving them
+    when the report is written: their figures are left out and listed as stale instead.
     """
+    stale = dict((stale() if callable(stale) else stale) or {})
     lines = [f"# sparserec run `{run_name}`", ""]
     total_seconds = 0.0
     order = []
     for name, folder in inputs.items():
-        if (folder / "manifest.json").exists():
+        if (folder / "manifest.json").exists() and name not in stale:
             total_seconds += json.loads((folder / "manifest.json").read_text()).get("seconds", 0.0)
             order.append(name)
     lines += [f"Stages: {' → '.join(order)}; {total_seconds:.0f} s of stage time in all.", ""]
+    left_out = [f"{n} ({stale[n]})" for n in inputs if n in stale]
+    if left_out:
+        lines += [f"**Not included, stale** (made from older inputs; re-run to refresh): {', '.join(left_out)}.", ""]
     plots = 0
     for name in order:
         section, n = _stage_section(name, Path(inputs[name]), out, (count_units or {}).get(name, ("rows", "rows")))
         lines += section
         plots += n
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return {"report": "report.md", "plots": plots, "stages": len(order)}
+    return {"report": "report.md", "plots": plots, "stages": len(order), **({"stale": sorted(stale)} if left_out else {})}
