@@ -21,6 +21,7 @@ from features.errors import DataError
 
 MISSING_ID, UNKNOWN_ID, FIRST_ID = 0, 1, 2
 BROADCAST_MAX_ROWS = 2_000_000  # larger vocabularies are joined by shuffle, as Spark decides
+ENCODE_BATCH = 32  # single-valued features joined in one plan; more are encoded in batches (lineage cut between)
 
 
 def vocab_features(dataset: DatasetConfig) -> tuple[list[str], list[str]]:
@@ -78,35 +79,102 @@ def vocab_sizes(vocab, features: list[str]) -> dict[str, int]:
     return {f: got.get(f, FIRST_ID) for f in features}
 
 
-def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None = None):
+def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None = None,
+                multi: list[str] | None = None, batch: int | None = None):
     """Replace each feature's values by int64 ids: null -> 0, not in the vocabulary -> 1.
+
+    `multi` columns (array<string>) become array<bigint> bags: each value mapped the same way, a
+    null or empty list -> [0]. Single columns are encoded by broadcast joins, `batch` features per
+    plan (default `ENCODE_BATCH`); with more, the lineage is cut between batches
+    (`localCheckpoint`), so the plan Spark analyses never grows with the column count. Multi-valued
+    columns are encoded together in one long form (row id, feature, position, value) joined once
+    with the vocabulary and collected back per row.
 
     Example:
         >>> apply_vocab(df, vocab, ["C1"]).select("C1").first()[0]     # doctest: +SKIP
         2
+        >>> apply_vocab(df, vocab, [], multi=["genres"]).select("genres").first()[0]   # doctest: +SKIP
+        [3, 2]
     """
-    from pyspark.sql import functions as F
-
+    batch = batch or ENCODE_BATCH
     out = df
-    for f in features:
-        ids = vocab.where(F.col("feature") == f).select(F.col("value").alias(f"_v_{f}"), F.col("id").alias(f"_id_{f}"))
-        if sizes is None or sizes.get(f, 0) <= BROADCAST_MAX_ROWS:
-            ids = F.broadcast(ids)
-        out = out.join(ids, out[f].cast("string") == ids[f"_v_{f}"], "left")
-        out = (out.withColumn(f, F.coalesce(F.col(f"_id_{f}"), F.when(F.col(f).isNull(), F.lit(MISSING_ID))
-                                            .otherwise(F.lit(UNKNOWN_ID))).cast("long"))
-               .drop(f"_v_{f}", f"_id_{f}"))
+    for start in range(0, len(features), batch):
+        if start:
+            out = out.localCheckpoint(eager=True)
+        out = _join_ids(out, vocab, features[start:start + batch], sizes)
+    if multi:
+        if features:
+            out = out.localCheckpoint(eager=True)
+        out = _encode_multi(out, vocab, list(multi))
     return out
 
 
-def unseen_counts(encoded, features: list[str]) -> dict[str, int]:
-    """Per feature, how many rows hold a value that mapped to the unknown id 1 (one pass)."""
+def _join_ids(df, vocab, features: list[str], sizes: Mapping[str, int] | None):
+    """One plan: a (broadcast) left join per feature, then one select that puts the ids in place."""
     from pyspark.sql import functions as F
 
-    if not features:
+    out = df
+    for i, f in enumerate(features):
+        ids = vocab.where(F.col("feature") == f).select(F.col("value").alias(f"_v{i}"), F.col("id").alias(f"_id{i}"))
+        if sizes is None or sizes.get(f, 0) <= BROADCAST_MAX_ROWS:
+            ids = F.broadcast(ids)
+        out = out.join(ids, df[f].cast("string") == ids[f"_v{i}"], "left")
+    pos = {f: i for i, f in enumerate(features)}
+    return out.select(*[F.coalesce(F.col(f"_id{pos[c]}"), F.when(df[c].isNull(), F.lit(MISSING_ID))
+                                   .otherwise(F.lit(UNKNOWN_ID))).cast("long").alias(c) if c in pos else df[c]
+                        for c in df.columns])
+
+
+def _encode_multi(df, vocab, multi: list[str]):
+    """array<string> columns -> array<bigint> id bags, in order (null element -> 0, null/empty list -> [0])."""
+    from pyspark.sql import functions as F
+
+    base = df.withColumn("_rid", F.monotonically_increasing_id()).localCheckpoint(eager=True)  # ids fixed once
+    tagged = [F.transform(F.coalesce(F.col(m).cast("array<string>"), F.array().cast("array<string>")),
+                          _tag_pos(m)) for m in multi]
+    long = base.select("_rid", F.inline(F.concat(*tagged) if len(tagged) > 1 else tagged[0]))
+    voc = vocab.where(F.col("feature").isin(multi)).select("feature", "value", "id")
+    ids = (long.join(F.broadcast(voc), ["feature", "value"], "left")
+           .select("_rid", "feature", "pos", F.coalesce(F.col("id"), F.when(F.col("value").isNull(), F.lit(MISSING_ID))
+                                                        .otherwise(F.lit(UNKNOWN_ID))).cast("long").alias("id")))
+    bags = ids.groupBy("_rid").agg(F.array_sort(F.collect_list(F.struct("feature", "pos", "id"))).alias("_bag"))
+    joined = base.join(bags, "_rid", "left")
+    empty = F.array(F.lit(MISSING_ID).cast("long"))
+    cols = []
+    for c in df.columns:
+        if c in multi:
+            got = F.transform(F.filter(F.coalesce(F.col("_bag"), F.array()), _is_feature(c)), lambda x: x["id"])
+            cols.append(F.when(F.size(got) > 0, got).otherwise(empty).alias(c))
+        else:
+            cols.append(F.col(c))
+    return joined.select(*cols)
+
+
+def _tag_pos(feature: str):
+    """A two-argument lambda for `F.transform`: (value, index) -> struct(feature, pos, value)."""
+    from pyspark.sql import functions as F
+
+    return lambda x, i: F.struct(F.lit(feature).alias("feature"), i.alias("pos"), x.alias("value"))
+
+
+def _is_feature(feature: str):
+    from pyspark.sql import functions as F
+
+    return lambda x: x["feature"] == F.lit(feature)
+
+
+def unseen_counts(encoded, features: list[str], multi: list[str] | None = None) -> dict[str, int]:
+    """Per feature, how many rows hold a value that mapped to the unknown id 1 (one pass); a
+    multi-valued row counts once when any of its values did."""
+    from pyspark.sql import functions as F
+
+    multi = list(multi or [])
+    if not features and not multi:
         return {}
-    row = encoded.agg(*[F.sum((F.col(f) == UNKNOWN_ID).cast("long")).alias(f) for f in features]).first()
-    return {f: int(row[f] or 0) for f in features}
+    hits = [(F.col(f) == UNKNOWN_ID).alias(f) for f in features]
+    hits += [F.exists(F.col(m), lambda x: x == UNKNOWN_ID).alias(m) for m in multi]
+    row = encoded.agg(*[F.sum(h.cast("long")).alias(n) for h, n in zip(hits, [*features, *multi])]).first()
+    return {f: int(row[f] or 0) for f in [*features, *multi]}
 
 
 def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: VocabConfig, spark) -> dict:
@@ -160,7 +228,8 @@ def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, c
 
 
 def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig, cuts, out: Path) -> dict:
-    """`encoded/train|validation|test/` (label int32, dense float32 log1p, categorical int64 ids) + schema.json."""
+    """`encoded/train|validation|test/` (label int32, dense float32 log1p, categorical int64 ids, multi-valued
+    array<int64> id bags) + schema.json."""
     from pyspark.sql import functions as F
 
     from features.split import SPLITS, write_by_split
@@ -168,19 +237,20 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
     r = dataset.roles
     cat = list(r.categorical)
     dense = list(r.dense)
-    enc = apply_vocab(df, vocab, cat, sizes)
+    multi = list(r.multi_valued)
+    enc = apply_vocab(df, vocab, cat, sizes, multi=multi)
     cols = [F.col(r.label).cast("int").alias(r.label)]
     cols += [F.coalesce(F.log1p(F.greatest(F.col(c), F.lit(0.0))), F.lit(0.0)).cast("float").alias(c) for c in dense]
-    cols += [F.col(c) for c in cat]
+    cols += [F.col(c) for c in [*cat, *multi]]
     if r.timestamp:
         cols.append(F.col(r.timestamp))
-    names = [r.label, *dense, *cat] + ([r.timestamp] if r.timestamp else [])
+    names = [r.label, *dense, *cat, *multi] + ([r.timestamp] if r.timestamp else [])
     order = ([r.timestamp] if r.timestamp else []) + ["_order"]  # time, then seeded random: never by label
     rows = write_by_split(enc.select(*cols, "_split", "_order"), "_split", out / "encoded", order, drop=["_order"])
-    unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat) if rows[s] else {c: 0 for c in cat}
-              for s in SPLITS}
-    schema = {"label": r.label, "dense": dense, "categorical": cat, "timestamp": r.timestamp, "columns": names,
-              "vocab_sizes": {c: sizes[c] for c in cat}, "rows": rows, "unseen": unseen,
+    unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat, multi) if rows[s]
+              else {c: 0 for c in [*cat, *multi]} for s in SPLITS}
+    schema = {"label": r.label, "dense": dense, "categorical": cat, "multi_valued": multi, "timestamp": r.timestamp,
+              "columns": names, "vocab_sizes": {c: sizes[c] for c in [*cat, *multi]}, "rows": rows, "unseen": unseen,
               "cuts": cuts.to_dict(), "dense_transform": "log1p(max(x,0)), missing -> 0",
               "ids": {"missing": MISSING_ID, "unknown": UNKNOWN_ID, "first": FIRST_ID}}
     (out / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -69,7 +69,9 @@ class BatchSpec:
 
 @dataclass
 class EncodedSchema:
-    """`schema.json` of the vocab stage (extra keys are kept in `extra`)."""
+    """`schema.json` of the vocab stage (extra keys are kept in `extra`).
+
+    `categorical`: int64 id columns (one id per row); `multi_valued`: list<int64> id columns (bags)."""
 
     label: str
     dense: list[str]
@@ -77,6 +79,12 @@ class EncodedSchema:
     vocab_sizes: dict[str, int]
     rows: dict[str, int]
     extra: dict[str, Any]
+    multi_valued: list[str] = field(default_factory=list)
+
+    @property
+    def sparse(self) -> list[str]:
+        """Every column that can feed an embedding table: single ids, then bags."""
+        return [*self.categorical, *[m for m in self.multi_valued if m not in self.categorical]]
 
     @classmethod
     def load(cls, path: Path) -> "EncodedSchema":
@@ -87,20 +95,21 @@ class EncodedSchema:
         missing = [k for k in ("label", "dense", "categorical") if k not in d]
         if missing:
             raise EncodedDataError(f"{path}: key '{missing[0]}' is missing; it must come from the 'vocab' stage")
-        known = {"label", "dense", "categorical", "vocab_sizes", "rows"}
+        known = {"label", "dense", "categorical", "vocab_sizes", "rows", "multi_valued"}
         return cls(label=d["label"], dense=list(d["dense"]), categorical=list(d["categorical"]),
                    vocab_sizes={k: int(v) for k, v in d.get("vocab_sizes", {}).items()},
                    rows={k: int(v) for k, v in d.get("rows", {}).items()},
-                   extra={k: v for k, v in d.items() if k not in known})
+                   extra={k: v for k, v in d.items() if k not in known},
+                   multi_valued=list(d.get("multi_valued", [])))
 
 
 def batch_spec(schema: EncodedSchema, plan: EmbeddingPlan, source: str = "encoded") -> BatchSpec:
     """The model's inputs: schema's label and dense columns, the plan's features in table order."""
     sparse = [f for t in plan.tables for f in t.features]
-    unknown = [f for f in sparse if f not in schema.categorical]
+    unknown = [f for f in sparse if f not in schema.sparse]
     if unknown:
-        raise EncodedDataError(f"embedding_plan.json: feature '{unknown[0]}' is not a categorical column of "
-                               f"schema.json ({', '.join(schema.categorical[:8])}...); make the plan from the same data")
+        raise EncodedDataError(f"embedding_plan.json: feature '{unknown[0]}' is not a categorical or multi-valued column "
+                               f"of schema.json ({', '.join(schema.sparse[:8])}...); make the plan from the same data")
     if not sparse:
         raise EncodedDataError("embedding_plan.json: the plan has no tables; every feature was dropped, raise the budget")
     return BatchSpec(label=schema.label, dense=list(schema.dense), sparse=sparse,
