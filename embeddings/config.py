@@ -43,6 +43,8 @@ class DSLConfig(_Strict):
     init: Literal["random", "frequency"] = Field(default="frequency", description="mask initialisation: random | frequency")
     grad_window: int | None = Field(default=None, ge=1, description="accumulate gradient magnitude over the last N steps before each update (None: the whole interval; 1: the paper's last batch)")
     final_exact_steps: int | None = Field(default=None, ge=0, description="lazy mode: the last N steps train as exact so the exported model honours the budget (None: the last interval, update_every steps)")
+    # 0.05: see benchmarks/compression_tradeoff.py --dsl-modes (exported-model AUC beside bytes)
+    export_error: float | None = Field(default=0.05, ge=0.0, lt=1.0, description="exact / lazy export: the relative error ||W - served|| / ||W|| a table may take to be stored smaller (int8 / int4 rows, lowest-norm rows dropped); None: fp16 rows of every row with an active weight")
     grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step in exact mode, 10 in lazy and row)")
 
 

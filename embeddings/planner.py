@@ -206,8 +206,10 @@ def feature_options(f: Feature, cfg: EmbeddingsConfig) -> list[Option]:
             if cfg.dsl.enabled and cfg.dsl.density < 1.0:
                 # row mode: the physical table holds only the budget's rows (params.rows_kept)
                 row = cfg.dsl.mode == "row" and "pruned" in known_methods()
-                add("pruned" if "pruned" in known_methods() else "dense",
-                    {"rows_kept": row_budget(cfg.dsl.density, rows)} if row else {}, D, rows, cfg.dsl.density)
+                pruned = "pruned" in known_methods()
+                params = {"rows_kept": row_budget(cfg.dsl.density, rows)} if row else \
+                    {"max_error": cfg.dsl.export_error} if pruned and cfg.dsl.export_error is not None else {}
+                add("pruned" if pruned else "dense", params, D, rows, cfg.dsl.density)
             else:
                 add("dense", {}, D, rows)
         for m in ("fp16", "int8", "int4"):

@@ -419,6 +419,9 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     except ImportError:
         pass
     metrics = {"training": training, "evaluation": evaluation, "artifact_bytes": exported["bytes"]}
+    if "embeddings" in exported:  # the embeddings really exported, beside the plan's bound (DSL: an upper bound)
+        metrics["embeddings_export"] = {"bytes": exported["embeddings"]["bytes_after"], "plan_bytes": plan.total_bytes,
+                                        "dense_fp32_bytes": exported["embeddings"]["dense_fp32_bytes"]}
     card = {"model": cfg.model.name, "config": {"training": cfg.model_dump(mode="json"), "embeddings": emb_cfg.model_dump(mode="json"), "seed": seed},
             "data": str(vocab / "encoded"), "rows": {s: count_rows(vocab / "encoded" / s) for s in ("train", "validation", "test")
                                                      if (vocab / "encoded" / s).exists()},

@@ -111,6 +111,70 @@ def prune_rows(name: str, weight: Tensor, mask: Tensor | None = None, serving: s
     return PrunedTable(name, w[kept].contiguous(), remap, serving)
 
 
+def _dequantized(w: Tensor, serving: str) -> Tensor:
+    """`w` after a round trip through the `serving` storage (what FBGEMM will serve)."""
+    if serving == "fp32" or w.numel() == 0:
+        return w
+    if serving == "fp16":
+        return w.half().float()
+    import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
+
+    q = torch.ops.fbgemm.FloatOrHalfToFusedNBitRowwiseQuantizedSBHalf(w.contiguous(), SERVING_BITS[serving])
+    return torch.ops.fbgemm.FusedNBitRowwiseQuantizedSBHalfToFloat(q, SERVING_BITS[serving])
+
+
+def compact_rows(name: str, weight: Tensor, mask: Tensor | None = None, max_error: float = 0.05,
+                 servings: tuple[str, ...] = ("fp16", "int8", "int4")) -> PrunedTable:
+    """The smallest exported form of a DSL table whose relative error ||W - served|| / ||W|| (Frobenius,
+    over the masked table) stays within `max_error`: for each serving precision, its kept rows
+    quantized, and the rows of least squared norm dropped (served as zeros through the remap) while
+    the error budget lasts. Rows with no active weight are always dropped (no error); when no row
+    is dropped the remap is left out (4 bytes per id saved). Ties go to the more precise form.
+
+    Example:
+        >>> w = torch.tensor([[1.0, -1.0, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0], [0.001, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, -1.0]])
+        >>> t = compact_rows("t", w, max_error=0.01)
+        >>> t.serving, t.index_remapping.tolist()
+        ('fp16', [0, -1, -1, 1])
+    """
+    w = weight.detach().float().cpu()
+    if mask is not None:
+        w = w * mask.cpu()
+    _check_finite(name, w)
+    rows, dim = w.shape
+    mass = w.pow(2).sum(1)
+    total = float(mass.sum())
+    budget = (max_error ** 2) * total
+    order = torch.argsort(mass, stable=True)  # least mass first: the first rows to drop
+    nonempty = int((mass > 0).sum())
+    best: tuple[int, int, str, Tensor] | None = None  # (bytes, -precision rank, serving, keep)
+    for rank, serving in enumerate(servings):
+        if serving == "int4" and dim % 4:
+            continue
+        err = (w - _dequantized(w, serving)).pow(2).sum(1)  # per row, when kept
+        # dropping row r changes its error from err[r] to mass[r]; drop in order of least mass
+        base = float(err.sum())
+        if base > budget and total > 0:
+            continue  # this precision alone exceeds the error budget
+        spent = base + torch.cumsum((mass - err)[order], 0)  # error after dropping the first i + 1 rows
+        ok = (spent <= budget).nonzero()
+        n_drop = max(rows - nonempty, int(ok[-1]) + 1 if ok.numel() else 0)  # empty rows cost nothing
+        keep = torch.ones(rows, dtype=torch.bool)
+        keep[order[:n_drop]] = False
+        remap_bytes = rows * REMAP_BYTES_PER_ID if n_drop else 0
+        size = int(keep.sum()) * row_bytes(dim, serving) + remap_bytes
+        cand = (size, rank, serving, keep)
+        if best is None or cand[:2] < best[:2]:
+            best = cand
+    if best is None:  # no precision within the budget (max_error ~ 0): lossless fp32 rows
+        return prune_rows(name, w, serving="fp32")
+    _, _, serving, keep = best
+    remap = torch.full((rows,), -1, dtype=torch.int32)
+    kept = keep.nonzero().squeeze(1)
+    remap[kept] = torch.arange(kept.numel(), dtype=torch.int32)
+    return PrunedTable(name, w[kept].contiguous(), remap, serving)
+
+
 def _check_finite(name: str, weight: Tensor) -> None:
     if not torch.isfinite(weight).all():
         raise ExportError(f"table '{name}': weights contain NaN or inf; the training diverged, nothing to export")
@@ -197,7 +261,7 @@ class Pruned(CompressionMethod):
     name = "pruned"
 
     def allowed_params(self) -> tuple[str, ...]:
-        return ("serving", "rows_kept")
+        return ("serving", "rows_kept", "max_error")
 
     def _serving(self, spec: TableSpec) -> str:
         return spec.params.get("serving", "fp16")
@@ -205,6 +269,10 @@ class Pruned(CompressionMethod):
     def check(self, spec: TableSpec) -> None:
         super().check(spec)
         _check_serving(self._serving(spec), spec.dim, f"table '{spec.name}'")
+        err = spec.params.get("max_error")
+        if err is not None and not (isinstance(err, (int, float)) and 0 <= err < 1):
+            raise MethodParamsError(f"table '{spec.name}': params.max_error is {err!r}; give a relative error in [0, 1) "
+                                    "(e.g. 0.05), or leave it out for fp16 rows")
         kept = spec.params.get("rows_kept")
         if kept is not None and not (isinstance(kept, int) and 1 <= kept <= spec.rows):
             raise MethodParamsError(f"table '{spec.name}': params.rows_kept is {kept!r}; give an integer in 1..{spec.rows} "
@@ -229,7 +297,11 @@ class Pruned(CompressionMethod):
         return super().spec_bytes(spec) + spec.rows * REMAP_BYTES_PER_ID
 
     def export_tables(self, spec: TableSpec, weights: list[Tensor]) -> list[ExportedTable]:
-        t = prune_rows(spec.name, weights[0], serving=self._serving(spec))
+        max_error = spec.params.get("max_error")
+        if max_error is not None:  # the smallest of fp16 / int8 / int4 kept rows within the error bound
+            t = compact_rows(spec.name, weights[0], max_error=float(max_error))
+        else:
+            t = prune_rows(spec.name, weights[0], serving=self._serving(spec))
         # FBGEMM needs at least one physical row: an all-pruned table keeps one zero row no id maps to
         weight = t.weight if t.kept_rows else torch.zeros(1, t.dim)
         return [ExportedTable(weight, t.serving, t.index_remapping)]

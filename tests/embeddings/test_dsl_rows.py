@@ -161,7 +161,7 @@ def test_planner_row_mode_gives_rows_kept_and_counts_the_compact_bytes():
     assert t.method == "pruned" and t.params["rows_kept"] == row_budget(0.2, 1000) == 200
     assert t.bytes == 201 * row_bytes(16, "fp16") + 1000 * 4
     exact = plan_embeddings(spec, EmbeddingsConfig(methods=["dense"], dsl=DSLConfig(enabled=True, density=0.2))).tables[0]
-    assert "rows_kept" not in exact.params
+    assert "rows_kept" not in exact.params and exact.params["max_error"] == 0.05  # the compact export's bound
 
 
 def test_apply_remap_keeps_the_id_dtype():

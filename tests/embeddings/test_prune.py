@@ -148,3 +148,43 @@ def test_pruned_method_through_the_project_export_round_trip(tmp_path, trained):
     kept = int((~empty).sum())
     assert row["bytes_before"] == ROWS * DIM * 4 and row["bytes_after"] < row["bytes_before"]
     assert row["bytes_after"] >= kept * (DIM + 4)
+
+
+def test_compact_rows_picks_the_smallest_form_within_the_error_bound(trained):
+    from embeddings.compression.base import row_bytes
+    from embeddings.compression.prune import compact_rows
+
+    weights, masks = trained
+    w = weights["ta"] * masks["ta"]
+    for max_error in (0.0, 0.01, 0.05, 0.2):
+        t = compact_rows("ta", w, masks["ta"], max_error=max_error)
+        served = torch.zeros_like(w)
+        kept = (t.index_remapping >= 0).nonzero().squeeze(1)
+        served[kept] = serving_tbe([t])(kept.int(), torch.arange(kept.numel() + 1, dtype=torch.int32))
+        err = float((w - served).norm() / w.norm())
+        assert err <= max_error + 1e-6, (max_error, t.serving, err)
+        dropped = int((t.index_remapping < 0).sum())
+        assert t.bytes_after == t.kept_rows * row_bytes(DIM, t.serving) + ROWS * 4
+        assert dropped >= int((w.abs().sum(1) == 0).sum())  # rows with no active weight are always dropped
+    lossless = compact_rows("ta", w, max_error=0.0)
+    assert lossless.serving == "fp32" and lossless.kept_rows == int((w.abs().sum(1) > 0).sum())
+    loose = compact_rows("ta", w, max_error=0.2)
+    assert loose.serving == "int4" and loose.bytes_after < prune_rows("ta", w, serving="int4").bytes_after
+    # one row is all the error budget allows to drop: the smallest-norm one, exactly
+    rows = torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.001], [1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 2.0, 0.0]])
+    t = compact_rows("x", rows, max_error=0.001, servings=("fp32",))
+    assert t.index_remapping.tolist() == [0, -1, 1, 2]
+
+
+def test_pruned_max_error_param_exports_compact_rows_and_is_checked():
+    method = get_method("pruned")
+    spec = TableSpec(name="t", features=["f"], rows=4, dim=4, method="pruned", params={"max_error": 0.05})
+    method.check(spec)
+    w = torch.tensor([[0.0] * 4, [1.0, 2.0, 3.0, 4.0], [0.0] * 4, [0.5, -0.5, 0.25, 1.0]])
+    (exported,) = method.export_tables(spec, [w])
+    assert exported.serving == "int4" and exported.index_remapping.tolist() == [-1, 0, -1, 1]  # 0.9% error
+    (tight,) = method.export_tables(TableSpec(name="t", features=["f"], rows=4, dim=4, method="pruned",
+                                              params={"max_error": 0.005}), [w])
+    assert tight.serving == "fp16"  # int4 is over 0.5%; int8 rows of dim 4 (+ scale, bias) are as large as fp16
+    with pytest.raises(MethodParamsError, match="params.max_error is 2"):
+        method.check(TableSpec(name="t", features=["f"], rows=4, dim=4, method="pruned", params={"max_error": 2}))

@@ -46,6 +46,10 @@ def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: 
     assert [u["step"] for u in updates] == [3, 6, 9] and all(u["active"] == u["budget"] for u in updates)
     info = json.loads((out / "model" / "model.json").read_text())["embeddings"]
     assert info["bytes_after"] <= 0.25 * info["dense_fp32_bytes"]
+    exported = json.loads((out / "metrics.json").read_text())["embeddings_export"]
+    assert exported == {"bytes": info["bytes_after"], "plan_bytes": row_plan.total_bytes,
+                        "dense_fp32_bytes": info["dense_fp32_bytes"]}
+    assert exported["bytes"] <= exported["plan_bytes"]
 
 
 def test_lazy_mode_ends_within_the_budget(encoded_ctr, tmp_path: Path):
