@@ -34,6 +34,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
+from pipelines.early_stopping import EarlyStopping
 from pipelines.errors import CheckpointMismatchError
 
 DENSE_OPT = "dense_optimizer.pt"
@@ -42,14 +43,14 @@ HISTORY = "history.json"
 
 @dataclass
 class TrainState:
-    """Where training is: the next batch to read (`epoch`, `batch`), steps done, early-stopping state."""
+    """Where training is: the next batch to read (`epoch`, `batch`), steps done, early-stopping state and the
+    name of the best validation epoch's checkpoint (the one the run reports and exports)."""
 
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    best_auc: float = -1.0
-    bad_epochs: int = 0
-    stopped_early: bool = False
+    stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    best_checkpoint: str | None = None
     history: dict[str, list] = field(default_factory=lambda: {"train": [], "validation": []})
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +58,9 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainState":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        kw["stopping"] = EarlyStopping.from_dict(kw.get("stopping"))
+        return cls(**kw)
 
 
 def _rank() -> int:
@@ -117,6 +120,12 @@ def load_weights(folder: Path, model: nn.Module) -> nn.Module:
     dcp.load(sd, checkpoint_id=str(folder))
     model.load_state_dict(sd["model"])
     return model
+
+
+def read_state(folder: Path) -> TrainState:
+    """The training state saved in a checkpoint folder (rank 0's), without loading any weights."""
+    blob = torch.load(Path(folder) / "train_state_rank0.pt", weights_only=True)
+    return TrainState.from_dict(json.loads(blob["state"]))
 
 
 def read_history(folder: Path) -> dict[str, list]:

@@ -86,7 +86,13 @@ class TrainConfig(_Strict):
     batch_size: int = Field(default=1024, ge=1)
     dense_learning_rate: float = Field(default=1e-3, gt=0)
     grad_clip_norm: float | None = Field(default=10.0, gt=0)
-    early_stopping_patience: int = Field(default=2, ge=0)
+    early_stopping_patience: int = Field(
+        default=2, ge=0,
+        description="stop after this many consecutive epochs whose validation score (CTR: AUC, sessions: Recall@K) "
+                    "is not above the best so far by more than early_stopping_min_delta; 0 never stops early. "
+                    "Either way the reported and exported model is the best validation epoch's")
+    early_stopping_min_delta: float = Field(default=1e-4, ge=0, description="the smallest validation gain that counts "
+                                                                            "as an improvement")
     shuffle: bool = Field(default=True, description="a new seeded order of the training rows every epoch (a function "
                                                      "of the run seed and the epoch); false keeps file order")
     shuffle_buffer_rows: int = Field(

@@ -49,6 +49,10 @@ from pipelines.metrics import auc, log_loss
 from pipelines.shuffle import shuffled_parquet_batches, shuffled_share, stream_seed
 
 FAIL_MARKER = ".planted_failure_done"
+# The metric by which Ray Train keeps `checkpoints_to_keep` checkpoints (highest first; the latest is always kept):
+# the step, plus BEST_BONUS for an epoch end that is the new best, so the current best epoch's checkpoint (the
+# newest of those with the bonus) is never deleted while newer ones come and go.
+KEEP_ORDER, BEST_BONUS = "keep_order", 1e12
 
 
 @dataclass
@@ -116,13 +120,18 @@ class LocalIO:
     def restore_dir(self) -> Path | None:
         return latest(self.ckpt_dir)
 
-    def save(self, name: str, writer: Callable[[Path], None], metrics: dict) -> str:
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
+        """Publish a checkpoint; keep the newest `checkpoints_to_keep` and the best validation epoch's (`best`)."""
         tmp = temp_folder(self.ckpt_dir, name)
         writer(tmp)
         final = publish(tmp, self.ckpt_dir / name)
         for old in sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())[:-self.job.train.checkpoints_to_keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != best:
+                shutil.rmtree(old, ignore_errors=True)
         return str(final)
+
+    def checkpoint_path(self, name: str) -> str:
+        return str(self.ckpt_dir / name)
 
     def progress(self, info: dict) -> None:
         if self.on_progress is not None:
@@ -196,7 +205,8 @@ class RayIO:
         ckpt = ray.train.get_checkpoint()
         return Path(ckpt.to_directory()) if ckpt is not None else None
 
-    def save(self, name: str, writer: Callable[[Path], None], metrics: dict) -> str:
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
+        """Report a checkpoint to Ray Train. Which ones Ray keeps follows the `KEEP_ORDER` metric (see there)."""
         import ray.train
         from ray.train import Checkpoint, CheckpointUploadMode
 
@@ -209,6 +219,7 @@ class RayIO:
         # ASYNC: Ray copies the folder to storage and hands the report to its controller (which polls
         # workers every few seconds) in a background thread, so the step loop does not wait for the poll;
         # reports keep their order, and the last one is flushed before the worker ends
+        metrics = {**metrics, KEEP_ORDER: metrics.get(KEEP_ORDER, -1.0)}
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name,
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
         return name
@@ -373,12 +384,16 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
 
     saved_steps: set[int] = set()
 
-    def checkpoint(metrics: dict) -> str:
-        writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
+    def checkpoint_name() -> str:
         # names are unique per run (Ray requires it): an epoch end on a checkpoint step gets a suffix that sorts later
-        name = f"step_{state.step:08d}" + ("_epoch" if state.step in saved_steps else "")
+        return f"step_{state.step:08d}" + ("_epoch" if state.step in saved_steps else "")
+
+    def checkpoint(metrics: dict, name: str | None = None, best: bool = False) -> str:
+        writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
+        name = name or checkpoint_name()
         saved_steps.add(state.step)
-        return io.save(name, writer, {**metrics, **stats()})
+        keep = float(state.step) + (BEST_BONUS if best else 0.0)
+        return io.save(name, writer, {**metrics, **stats(), KEEP_ORDER: keep}, best=state.best_checkpoint)
 
     out = Path(job.out)
     # a run restored at its end takes no step: its result is the checkpoint it was restored from
@@ -390,7 +405,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "step_cpu": 0.0, "checkpoint": 0.0, "validation": 0.0}
     loss_acc, loss_n = 0.0, 0
     model.train()
-    while state.epoch < cfg.epochs and not state.stopped_early and not (cfg.max_steps and state.step >= cfg.max_steps):
+    while state.epoch < cfg.epochs and not state.stopping.stopped and not (cfg.max_steps and state.step >= cfg.max_steps):
         tick = time.perf_counter()
         first = True
         for batch in io.train_batches(train_spec, per_worker, skip=state.batch, epoch=state.epoch):
@@ -448,17 +463,15 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
         timers["validation"] += time.perf_counter() - tick
         val = {"epoch": state.epoch, "step": state.step, "auc": auc(y, p), "log_loss": log_loss(y, p) if len(y) else float("nan")}
         state.history["validation"].append(val)
-        if val["auc"] > state.best_auc + 1e-4:
-            state.best_auc, state.bad_epochs = val["auc"], 0
-        else:
-            state.bad_epochs += 1
-            if cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience:
-                state.stopped_early = True
+        name = checkpoint_name()
+        improved = state.stopping.update(state.epoch, val["auc"], cfg.early_stopping_patience, cfg.early_stopping_min_delta)
+        if improved:
+            state.best_checkpoint = name
         if not (cfg.max_steps and state.step >= cfg.max_steps):
             state.epoch, state.batch = state.epoch + 1, 0
         io.progress({"step": state.step, "total": total, "epoch": state.epoch, "val_auc": val["auc"]})
         tick = time.perf_counter()
-        last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]})
+        last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]}, name, best=improved)
         timers["checkpoint"] += time.perf_counter() - tick
         if cfg.max_steps and state.step >= cfg.max_steps:
             break

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import uuid
@@ -28,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipelines.early_stopping import EarlyStopping
+
 STATE = "session_state.pt"
 
 
@@ -37,9 +38,7 @@ class SessionProgress:
 
     epoch: int = 0
     step: int = 0
-    best: float = -math.inf
-    bad_epochs: int = 0
-    stopped_early: bool = False
+    stopping: EarlyStopping = field(default_factory=EarlyStopping)
     history: dict[str, Any] = field(default_factory=lambda: {"loss": [], "validation": []})
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,7 +46,9 @@ class SessionProgress:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SessionProgress":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        kw["stopping"] = EarlyStopping.from_dict(kw.get("stopping"))
+        return cls(**kw)
 
 
 def write_session_checkpoint(folder: Path, rank: int, model: nn.Module, opt: torch.optim.Optimizer,

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -150,8 +149,9 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
                      validate: Callable[[nn.Module], float] | None = None) -> dict:
     """Train `model` on this rank's share of the training split; returns the history.
 
-    `validate(model) -> score` (higher is better) runs on rank 0 after each epoch; the best epoch's
-    weights are restored at the end and early stopping follows `early_stopping_patience`.
+    `validate(model) -> score` (higher is better) runs on rank 0 after each epoch; early stopping follows
+    `pipelines/early_stopping.py` (`early_stopping_patience`, `early_stopping_min_delta`) and the best epoch's
+    weights are restored at the end.
     """
     cfg = train.model
     rank, world, device = io.rank, io.world, io.device
@@ -185,7 +185,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         state.history.setdefault("resumed_from", []).append(state.epoch)
         state.history.update(device=str(device), workers=world)
     history = state.history
-    while state.epoch < train.epochs and not state.stopped_early:
+    while state.epoch < train.epochs and not state.stopping.stopped:
         model.train()
         order = torch.randperm(len(ex), generator=gens["order"])
         mine = order[: per_rank * world].view(per_rank, world)[:, rank]  # global batch j = local batches j of all ranks
@@ -214,18 +214,15 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         if validate is not None:
             score = io.broadcast(validate(model) if rank == 0 else None)
             history["validation"].append(score)
-            if score > state.best:
-                state.best, best_state, state.bad_epochs = score, copy.deepcopy(model.state_dict()), 0
-            else:
-                state.bad_epochs += 1
-                state.stopped_early = state.bad_epochs > train.early_stopping_patience
+            if state.stopping.update(state.epoch, score, train.early_stopping_patience, train.early_stopping_min_delta):
+                best_state = copy.deepcopy(model.state_dict())
         state.epoch += 1
         io.save(f"epoch_{state.epoch:04d}",
                 lambda folder: write_session_checkpoint(folder, rank, model, opt, state, best_state, gens),
                 {"epoch": state.epoch, "loss": history["loss"][-1], "validation": score, "examples": len(ex)})
     if best_state is not None:
         model.load_state_dict(best_state)
-        history["best_epoch"] = int(np.argmax(history["validation"]))
+        history["best_epoch"] = state.stopping.best_epoch
     history["seconds"] = round(time.perf_counter() - t0, 2)
     history["examples"] = len(ex)
     return history

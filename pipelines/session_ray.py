@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -176,7 +175,7 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     state = read_session_state(ckpt)
     model.load_state_dict(state["best"] if state["best"] is not None else state["model"])
     history = state["progress"].history
-    if state["best"] is not None and history["validation"]:
-        history["best_epoch"] = int(np.argmax(history["validation"]))
+    if state["best"] is not None and state["progress"].stopping.best_epoch is not None:
+        history["best_epoch"] = state["progress"].stopping.best_epoch
     history.update(mode="ray", workers=r.num_workers, seconds=round(time.perf_counter() - t0, 2), checkpoint=str(ckpt.relative_to(out)) if ckpt.is_relative_to(out) else str(ckpt))
     return history

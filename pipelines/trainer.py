@@ -2,7 +2,7 @@
 
 `fit(...)` is the driver: it counts the data, picks the mode from `TrainConfig.ray`
 (`single_process`, `num_workers`, `cpus_per_worker`, `use_gpu`, `address` / `RAY_ADDRESS`),
-shows a rich progress bar while the loop runs, and returns the final checkpoint folder.
+shows a rich progress bar while the loop runs, and returns the best validation epoch's checkpoint folder.
 `FailureConfig(max_failures)` restarts a failed worker group, which resumes from the last
 checkpoint (`ray.train.get_checkpoint()` inside the loop).
 
@@ -42,17 +42,18 @@ from embeddings.spec import EmbeddingPlan
 from features.errors import UserError
 from pipelines.batches import (TRAIN_DATASET, EncodedSchema, count_rows, equal_shares, parquet_files, split_path,
                                uncompressed_bytes)
-from pipelines.checkpoint import read_history
+from pipelines.checkpoint import read_history, read_state
 from pipelines.config import TrainConfig
 from pipelines.errors import TrainingDivergedError
-from pipelines.loop import LoopJob, run_single_process, train_loop_per_worker
+from pipelines.loop import KEEP_ORDER, LoopJob, run_single_process, train_loop_per_worker
 
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 @dataclass
 class FitOutcome:
-    """The final checkpoint of a finished run and what the loop measured."""
+    """The best validation epoch's checkpoint of a finished run (the last one when no epoch was scored), the full
+    history and what the loop measured."""
 
     checkpoint: Path
     history: dict[str, list]
@@ -133,8 +134,10 @@ def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
         res = run_single_process(job, progress.update)
     if res.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint under {job.out}/checkpoints")
-    return FitOutcome(Path(res.checkpoint), res.state.history, "single_process", 1, res.seconds, res.examples,
-                      res.state.step, _peak_rss_mb(), extra=dict(res.extra))
+    best = Path(job.out) / "checkpoints" / res.state.best_checkpoint if res.state.best_checkpoint else None
+    return FitOutcome(best if best is not None and best.is_dir() else Path(res.checkpoint), res.state.history,
+                      "single_process", 1, res.seconds, res.examples, res.state.step, _peak_rss_mb(),
+                      extra={**res.extra, "best_epoch": res.state.stopping.best_epoch})
 
 
 def _ray_init(cfg: TrainConfig) -> None:
@@ -259,9 +262,10 @@ def controller_env(cfg: TrainConfig) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def ray_run_config(cfg: TrainConfig, out: Path) -> Any:
+def ray_run_config(cfg: TrainConfig, out: Path, keep_by: str | None = None) -> Any:
     """Ray Train's `RunConfig` for a run writing under `out`: checkpoints in `out/checkpoints` (kept as
-    `training.checkpoints_to_keep`), restarts after `training.max_failures` worker deaths, worker niceness.
+    `training.checkpoints_to_keep`: the newest, or with `keep_by` the highest of that metric; Ray always keeps the
+    latest), restarts after `training.max_failures` worker deaths, worker niceness.
 
     Example:
         >>> ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures  # doctest: +SKIP
@@ -271,7 +275,8 @@ def ray_run_config(cfg: TrainConfig, out: Path) -> Any:
 
     return RunConfig(name="checkpoints", storage_path=str(Path(out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
                      failure_config=FailureConfig(max_failures=cfg.max_failures),
-                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep))
+                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep, checkpoint_score_attribute=keep_by,
+                                                        checkpoint_score_order="max"))
 
 
 def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
@@ -314,6 +319,22 @@ def final_checkpoint(result: Any, out: Path) -> Path | None:
     return ckpt if ckpt.exists() else Path(result.checkpoint.to_directory(str(Path(out) / "final_checkpoint")))
 
 
+def best_checkpoint(result: Any, latest: Path, out: Path) -> tuple[Path, int | None]:
+    """The best validation epoch's checkpoint of a Ray Train result (named in the latest checkpoint's state) and
+    that epoch; the latest checkpoint when no epoch was scored."""
+    state = read_state(latest)
+    name = state.best_checkpoint
+    if name is None or name == latest.name:
+        return latest, state.stopping.best_epoch
+    if (latest.parent / name).is_dir():
+        return latest.parent / name, state.stopping.best_epoch
+    for ckpt, _ in result.best_checkpoints or []:
+        if Path(ckpt.path).name == name:
+            return Path(ckpt.to_directory(str(Path(out) / "best_checkpoint"))), state.stopping.best_epoch
+    raise RuntimeError(f"{latest.parent / name}: the best epoch's checkpoint is gone (Ray Train kept "
+                       f"{[Path(c.path).name for c, _ in result.best_checkpoints or []]})")
+
+
 def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -328,7 +349,7 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets, dataset_config=data_config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=ray_run_config(cfg, Path(job.out)))
+        run_config=ray_run_config(cfg, Path(job.out), keep_by=KEEP_ORDER))
     total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
     with _Progress(total, show_progress) as progress:
         result = fit_with_progress(trainer, cfg, Path(job.progress_path or ""), progress.update)
@@ -338,16 +359,17 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
     ckpt = final_checkpoint(result, Path(job.out))
     if ckpt is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint under {job.out}/checkpoints")
-    return FitOutcome(ckpt, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
+    best, best_epoch = best_checkpoint(result, ckpt, Path(job.out))
+    return FitOutcome(best, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
                       int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
-                      extra={"driver_seconds": time.perf_counter() - t0, "ray_input": job.ray_input,
+                      extra={"driver_seconds": time.perf_counter() - t0, "ray_input": job.ray_input, "best_epoch": best_epoch,
                              "seconds_input_prepare": round(input_seconds, 3),
                              **{k: v for k, v in metrics.items() if k.startswith("seconds_")}})
 
 
 def fit(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int,
         show_progress: bool = True) -> FitOutcome:
-    """Train on `vocab/encoded` with `plan`; write checkpoints under `out`; return the final checkpoint."""
+    """Train on `vocab/encoded` with `plan`; write checkpoints under `out`; return the best epoch's checkpoint."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     job = make_job(vocab, plan, out, cfg, emb_cfg, seed)
