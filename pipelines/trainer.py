@@ -386,7 +386,8 @@ def _relative(path: Path, base: Path) -> str:
 
 def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """Write `out/model/`: the unsharded weights (`model.pt`), the embeddings in FBGEMM serving form
-    (`embeddings.pt`, when the model holds PlanEmbeddings) and `model.json` describing both."""
+    (`embeddings.pt`, when the model holds PlanEmbeddings) and `model.json` describing both (its paths relative
+    to `model/`)."""
     import torch
 
     from pipelines.evaluate import load_model
@@ -401,7 +402,8 @@ def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: Trai
         from embeddings.export import export_embeddings, find_plan_embeddings
 
         find_plan_embeddings(model)
-        info["embeddings"] = export_embeddings(model, folder / "embeddings.pt")
+        # paths in model.json are relative to the model folder: the stage folder is renamed when the stage completes
+        info["embeddings"] = {**export_embeddings(model, folder / "embeddings.pt"), "path": "embeddings.pt"}
         info["embeddings_file"] = "embeddings.pt"
     except (ImportError, UserError) as err:  # e.g. the LR baseline holds a plain EBC, not PlanEmbeddings
         info["embeddings_export_skipped"] = str(err)
