@@ -1,7 +1,9 @@
 """Sessions stage: time-ordered item sequences per session, a time split that keeps cold items cold,
 and the item-metadata table encoded with vocabularies learnt on the train period.
 
-Without a session id, each user's events are cut into sessions wherever two consecutive events are
+Events with equal timestamps keep the order of the raw files (`with_file_order`). Without an
+item table, or with one that declares no attribute columns, the `items/` table lists the items
+by id only (ID models train on it; M2TRec needs attributes). Without a session id, each user's events are cut into sessions wherever two consecutive events are
 more than `gap_minutes` apart (Spark window functions). A session belongs to the period in which it
 starts; its events at or after the end of that period are clipped (counted), so no item is seen in
 an earlier period than its first real appearance. Sessions shorter than `min_length` are dropped
@@ -48,12 +50,25 @@ def sessionize(events, user: str, ts: str, item: str, gap_seconds: float):
             .drop("_new", "_n"))
 
 
+def with_file_order(events):
+    """Add `_f`, `_o`: where each event sits in the ingest output (part file name, position in it).
+
+    The ingest stage writes its rows sorted by (timestamp, raw file, line), so ordering events by
+    (time, `_f`, `_o`) keeps equal timestamps in the raw files' order (exact while each part file
+    is read by one task, i.e. is smaller than `spark.sql.files.maxPartitionBytes`, 128 MB).
+    """
+    from pyspark.sql import functions as F
+
+    return events.withColumn("_f", F.col("_metadata.file_path")).withColumn("_o", F.monotonically_increasing_id())
+
+
 def _sequences(events, sid: str, user: str | None, ts: str, item: str):
-    """One row per session: `ev` = events sorted by (time, item), plus raw counts."""
+    """One row per session: `ev` = events sorted by time, equal times in file order (`with_file_order`), plus raw counts."""
     from pyspark.sql import functions as F
 
     ev = F.when(F.col(item).isNotNull() & F.col(ts).isNotNull(),
-                F.struct(F.col(ts).alias("t"), F.col(item).cast("string").alias("i")))
+                F.struct(F.col(ts).alias("t"), F.col("_f").alias("f"), F.col("_o").alias("o"),
+                         F.col(item).cast("string").alias("i")))
     return events.groupBy(F.col(sid).cast("string").alias("session_id")).agg(
         (F.min(F.col(user).cast("string")) if user else F.lit(None).cast("string")).alias("user_id"),
         F.array_sort(F.collect_list(ev)).alias("ev"),
@@ -85,7 +100,7 @@ def build_sessions(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig
     data_path = Path(inputs["ingest"]) / "data"
     if not data_path.exists():
         raise DataError(f"{inputs['ingest']}: no data/ folder; pass the output folder of the ingest stage (--input).")
-    events = spark.read.parquet(str(data_path))
+    events = with_file_order(spark.read.parquet(str(data_path)))
     sid = r.session_id
     if sid is None:
         if r.user_id is None:
@@ -167,7 +182,10 @@ def _build_items(spark, ingest_dir: Path, dataset: DatasetConfig, kept, out: Pat
     catalogue = spark.read.parquet(str(items_path)).withColumnRenamed(it.item_id, "item_id")
     catalogue = catalogue.select(F.col("item_id").cast("string").alias("item_id"), *cat, *multi)
     train_meta = catalogue.join(train_items, "item_id", "left_semi")
-    vocab = assign_ids(value_counts(train_meta, cat, multi), min_count=1).persist()
+    if cat or multi:
+        vocab = assign_ids(value_counts(train_meta, cat, multi), min_count=1).persist()
+    else:  # a catalogue of ids only (no dataset.items.categorical / multi_valued): ID models need no more
+        vocab = spark.createDataFrame([], "feature string, value string, id long, count long")
     ids = {}
     for row in vocab.orderBy("feature", "id").collect():  # the item vocabularies are small: attribute values
         ids.setdefault(row["feature"], {})[row["value"]] = int(row["id"])
@@ -192,7 +210,8 @@ def _build_items(spark, ingest_dir: Path, dataset: DatasetConfig, kept, out: Pat
     table.repartition(1).sortWithinPartitions("item_id").write.mode("overwrite").parquet(str(out / "items"))
     written = spark.read.parquet(str(out / "items"))
     unknown = written.agg(*[F.sum((F.col(a) == UNKNOWN_ID).cast("long")).alias(a) for a in cat],
-                          *[F.sum(F.size(F.filter(a, lambda x: x == UNKNOWN_ID))).alias(a) for a in multi]).first()
+                          *[F.sum(F.size(F.filter(a, lambda x: x == UNKNOWN_ID))).alias(a) for a in multi]).first() \
+        if cat or multi else {}
     n_missing = missing.count()
     missing_events = (kept.select(F.explode(F.transform("ev", lambda e: e["i"])).alias("item_id"))
                       .join(catalogue.select("item_id"), "item_id", "left_anti").count())

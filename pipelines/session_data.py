@@ -5,11 +5,15 @@ time order), `items/` Parquet (int-encoded attributes), `item_vocab.json` and `s
 The catalogue is every item of `items/` (sorted by item id; index 0 is padding), so items that
 appear only after training (cold items) are candidates too.
 
-Bad data is counted, never silently dropped: empty sessions, events whose item has no metadata
-row (dropped from the session), sessions left with fewer than 2 items, attribute ids outside the
-vocabulary (replaced by 1 = unknown), duplicate item rows (first kept) and items the Spark stage
-lists with `in_catalogue = false` (seen in sessions, absent from the item table: left out of the
-catalogue, so their events count as missing metadata) all land in `SessionData.issues`. Missing files or columns raise `SessionDataError` naming file and fix.
+Bad data is counted, never silently dropped: empty sessions, events whose item has no row in
+`items/` (dropped from the session), sessions left with fewer than 2 items, attribute ids outside
+the vocabulary (replaced by 1 = unknown) and duplicate item rows (first kept) all land in
+`SessionData.issues`. Items the Spark stage lists with `in_catalogue = false` (seen in sessions,
+absent from the item table, or every item when the dataset has no item table) stay in the
+catalogue with missing attributes (id 0): ID models (SASRec, GRU4Rec, popularity) train on them
+as on any item; they are counted (`items_without_metadata`, `<split>_events_without_metadata`).
+An items table without attribute columns is a catalogue of ids only. Missing files or columns
+raise `SessionDataError` naming file and fix.
 
 Example:
     >>> data = load_sessions(Path("runs/r1/sessions"))                # doctest: +SKIP
@@ -137,10 +141,11 @@ def load_sessions(folder: Path, attributes: list[str] | None = None) -> SessionD
         raise SessionDataError(f"{folder / 'items'}: column 'item_id' is missing; the items table needs it.")
     issues: dict[str, int] = {}
     items["item_id"] = items["item_id"].astype(str)
+    no_meta: set[str] = set()
     if "in_catalogue" in items.columns:  # the Spark stage lists items seen in sessions but absent from the item table
-        known = items.pop("in_catalogue").fillna(False).astype(bool)
-        issues["items_without_metadata"] = int((~known).sum())
-        items = items[known.to_numpy()]
+        known = items.pop("in_catalogue").fillna(False).astype(bool).to_numpy()
+        no_meta = set(items["item_id"][~known])
+        issues["items_without_metadata"] = len(no_meta)
     dup = items["item_id"].duplicated()
     issues["items_duplicate_rows"] = int(dup.sum())
     items = items[~dup].sort_values("item_id", kind="stable").reset_index(drop=True)
@@ -190,6 +195,11 @@ def load_sessions(folder: Path, attributes: list[str] | None = None) -> SessionD
                 issues[f"{split}_sessions_empty"] = issues.get(f"{split}_sessions_empty", 0) + 1
                 continue
             enc = [index.get(str(i), 0) for i in raw]
+            if no_meta:
+                n_no_meta = sum(1 for i in raw if str(i) in no_meta)
+                if n_no_meta:
+                    key = f"{split}_events_without_metadata"
+                    issues[key] = issues.get(key, 0) + n_no_meta
             dropped = sum(1 for e in enc if e == 0)
             if dropped:
                 issues[f"{split}_events_missing_metadata"] = issues.get(f"{split}_events_missing_metadata", 0) + dropped
@@ -202,9 +212,10 @@ def load_sessions(folder: Path, attributes: list[str] | None = None) -> SessionD
         issues[f"{split}_sessions_in"] = int(len(df))
         issues[f"{split}_sessions_used"] = len(out)
     if not sessions["train"]:
-        raise SessionDataError(f"{folder / 'train'}: no usable training session (need >= 2 items with metadata each); "
+        raise SessionDataError(f"{folder / 'train'}: no usable training session (need >= 2 items of the items/ table each); "
                                f"counts: {issues}.")
-    # value → id maps: "values" (pandas layout) or "ids" (Spark stage); kept inverted to name categories in reports
-    maps = vocab.get("values") or vocab.get("ids") or {}
+    # value → id maps ("ids"; layouts written before the pandas writer used that name hold "values"),
+    # kept inverted to name categories in reports
+    maps = vocab.get("ids") or vocab.get("values") or {}
     names = {a: {int(i): str(v) for v, i in m.items()} for a, m in maps.items() if a in categorical and isinstance(m, dict)}
     return SessionData(list(items["item_id"]), ItemFeatures(categorical, multi), sizes, sessions, issues, names)

@@ -7,7 +7,8 @@ time-ordered sequences (genres and release year as item metadata, some items hel
 Layout: `train|validation|test/part-0.parquet` (`session_id`, `user_id`, `items` list<string>,
 `timestamps` list<long>), `items/part-0.parquet` (`item_id` string, one int column per categorical
 attribute, one list<int> column per multi-valued attribute; id 0 = missing, 1 = unknown, 2.. by
-count desc then value), `item_vocab.json`, `split.json`.
+count desc then value), `item_vocab.json` (`sizes`: attribute → ids incl. the 2 reserved; `ids`: attribute → value → id;
+`categorical`, `multi_valued`: the attribute names), `split.json`.
 
 Example:
     >>> summary = synthetic_layout(Path("sessions.csv"), Path("items.csv"), Path("out"))  # doctest: +SKIP
@@ -36,22 +37,37 @@ def _value_ids(values: pd.Series) -> dict[str, int]:
     return {v: i + 2 for i, (v, _) in enumerate(order)}
 
 
+def _as_list(value: Any, separator: str) -> list[str]:
+    """A multi-valued cell as a list of strings: a list as is, a string split at `separator`, missing → []."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(x) for x in value]
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "":
+        return []
+    return str(value).split(separator)
+
+
 def encode_items(items: pd.DataFrame, item_id: str, categorical: list[str], multi_valued: list[str],
-                 separator: str = " ") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Int-encode item attributes; returns the `items/` frame and the `item_vocab.json` content."""
+                 separator: str = " ", fit: "pd.Series | np.ndarray | None" = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Int-encode item attributes; returns the `items/` frame and the `item_vocab.json` content.
+
+    `fit` (a boolean mask over the rows, default all): the rows whose values get ids (e.g. the
+    items of training sessions); values of the other rows only are 1 (unknown). Multi-valued cells
+    are lists or `separator`-joined strings.
+    """
+    mask = np.ones(len(items), dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
     out = pd.DataFrame({"item_id": items[item_id].astype(str)})
     sizes: dict[str, int] = {}
     values: dict[str, dict[str, int]] = {}
     for col in categorical:
-        ids = _value_ids(items[col])
+        ids = _value_ids(items[col][mask])
         out[col] = items[col].map(lambda v: 0 if pd.isna(v) else ids.get(str(v), 1)).astype("int64")
         sizes[col], values[col] = len(ids) + 2, ids
     for col in multi_valued:
-        lists = items[col].map(lambda v: [] if pd.isna(v) or str(v) == "" else str(v).split(separator))
-        ids = _value_ids(lists.explode())
+        lists = items[col].map(lambda v: _as_list(v, separator))
+        ids = _value_ids(lists[mask].explode())
         out[col] = lists.map(lambda xs: [ids.get(x, 1) for x in xs])
         sizes[col], values[col] = len(ids) + 2, ids
-    vocab = {"sizes": sizes, "values": values, "categorical": categorical, "multi_valued": multi_valued}
+    vocab = {"sizes": sizes, "ids": values, "categorical": categorical, "multi_valued": multi_valued}
     return out, vocab
 
 

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -29,7 +30,7 @@ from pipelines.session_data import SessionData
 from pipelines.session_loop import LocalSessionIO, TrainingError, next_item_loss, pick_device, run_session_loop
 
 __all__ = ["SESSION_MODELS", "TrainingError", "build_model", "load_model", "next_item_loss", "pick_device",
-           "save_model", "train_session_model", "train_stage", "validator"]
+           "save_model", "state_dict_mismatch", "train_session_model", "train_stage", "validator"]
 
 SESSION_MODELS = ("m2trec", "sasrec", "gru4rec", "popularity")
 
@@ -125,12 +126,42 @@ def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]
         raise TrainingError(f"{folder}: no saved session model (model.json + model.pt); pass a folder written by `sparserec sessions train`.")
     cfg = ModelConfig.model_validate(json.loads((folder / "model.json").read_text())["model"])
     model = build_model(cfg, data)
+    state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
+    diff = state_dict_mismatch(model.state_dict(), state)
+    if diff:
+        raise TrainingError(f"{folder / 'model.pt'}: does not fit this catalogue ({diff}); "
+                            "evaluate with the sessions folder the model was trained on.")
     try:
-        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True, map_location="cpu"))
+        model.load_state_dict(state)
     except RuntimeError as err:
-        raise TrainingError(f"{folder / 'model.pt'}: does not fit this catalogue ({str(err).splitlines()[0]}); "
+        raise TrainingError(f"{folder / 'model.pt'}: does not fit this model ({' '.join(str(err).split())}); "
                             "evaluate with the sessions folder the model was trained on.") from None
     return model, cfg
+
+
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], show: int = 3) -> str:
+    """What differs between a model's state dict and a saved one, in one line ("" when they fit).
+
+    Example:
+        >>> state_dict_mismatch({"w": torch.zeros(3, 2)}, {"w": torch.zeros(5, 2), "b": torch.zeros(2)})
+        'shape differs: w saved [5, 2], model [3, 2]; unexpected in the file: b'
+    """
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
+
+    shapes = [k for k in expected if k in saved and tuple(saved[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    parts = []
+    if shapes:
+        parts.append("shape differs: " + "; ".join(f"{k} saved {list(saved[k].shape)}, model {list(expected[k].shape)}"
+                                                   for k in shapes[:show])
+                     + (f" and {len(shapes) - show} more" if len(shapes) > show else ""))
+    if missing:
+        parts.append(f"missing from the file: {names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected in the file: {names(unexpected)}")
+    return "; ".join(parts)
 
 
 def _write_report(metrics: dict, history: dict, out: Path, k: int) -> None:
@@ -155,9 +186,15 @@ def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed:
     evaluate it on the test split.
 
     Writes `model.pt`, `model.json`, `metrics.json` (test split, by slice and per category),
-    `report.md`, `checkpoints/` and returns a summary. `show_progress`: a rich bar per epoch when no
-    `progress` callback is given (as `sparserec run` does).
+    `report.md`, `checkpoints/` and returns a summary. `show_progress`: when no `progress` callback
+    is given, a rich bar per epoch on a terminal (as `sparserec run` does), else a plain line per
+    epoch (`m2trec epoch 1/5 loss 6.123`) so redirected output shows progress too.
     """
+    if progress is None and show_progress and not sys.stdout.isatty():
+        def line(epoch: int, total: int, loss: float) -> None:
+            print(f"{train.model.name} epoch {epoch}/{total} loss {loss:.4f}", flush=True)
+
+        return train_stage(inputs, out, train, seed, eval_positions, progress=line)
     if progress is None and show_progress:
         from rich.progress import Progress
 
@@ -172,21 +209,17 @@ def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed:
 
     out = Path(out)
     data = load_sessions(inputs["sessions"])
-    torch.manual_seed(seed)
-    model = build_model(train.model, data)
-    if train.ray.single_process or isinstance(model, Popularity):
-        history = train_session_model(model, data, train, seed=seed, validate=validator(data, train), progress=progress,
-                                      checkpoint_dir=out / "checkpoints")
-    else:
-        from pipelines.session_ray import fit_sessions
+    from pipelines.session_select import fit_selected
 
-        history = fit_sessions(Path(inputs["sessions"]), out, model, train, seed, progress=progress)
+    model, history, train, selection = fit_selected(inputs, out, data, train, seed, progress)   # hybrid M2TRec or not
     metrics = evaluate_session_model(model, data, "test", positions=eval_positions, ks=train.eval_k,
                                      max_length=train.model.max_length, seed=seed)
     metrics["model"] = train.model.name
     metrics["data_issues"] = data.issues
     metrics["training"] = {k: history[k] for k in ("mode", "workers", "seconds", "examples", "best_epoch", "resumed_from")
                            if k in history}
+    if selection is not None:
+        metrics["model_selection"] = selection
     save_model(model, train.model, out, history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     _write_report(metrics, history, out, max(train.eval_k))

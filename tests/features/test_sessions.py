@@ -126,3 +126,30 @@ def test_interactions_generator_gap_sessionization_matches_reference(spark, tmp_
         ref.append((u, cur))
     assert got == sorted(ref)
     assert split_summary["rows_out"] == 1500 and len(got) > len(by_user)
+
+
+def test_equal_timestamps_keep_file_order(spark, tmp_path):
+    # b and a share t=5, d and c share t=7: the raw order, not the item order
+    rows = [{"sid": "s1", "item": "b", "ts": 5}, {"sid": "s1", "item": "a", "ts": 5}, {"sid": "s1", "item": "e", "ts": 6},
+            {"sid": "s1", "item": "d", "ts": 7}, {"sid": "s1", "item": "c", "ts": 7}]
+    ing = write_ingest_folder(spark, rows, "sid string, item string, ts long", tmp_path / "ingest")
+    ds = DatasetConfig(path=tmp_path, kind="sessions", roles=ColumnRoles(session_id="sid", item_id="item", timestamp="ts"))
+    cfg = SessionsConfig(min_length=2, validation_share=0.0, test_share=0.0)
+    build_sessions({"ingest": ing}, tmp_path / "out", ds, cfg, spark)
+    got = _read(spark, tmp_path / "out" / "train")
+    assert [(r["items"], r["timestamps"]) for r in got] == [(["b", "a", "e", "d", "c"], [5, 5, 6, 7, 7])]
+
+
+def test_item_table_without_attributes_is_a_catalogue_of_ids(spark, tmp_path):
+    rows = [{"sid": "s1", "item": "a", "ts": 1}, {"sid": "s1", "item": "b", "ts": 2}, {"sid": "s1", "item": "x", "ts": 3}]
+    ing = write_ingest_folder(spark, rows, "sid string, item string, ts long", tmp_path / "ingest",
+                              [{"item_id": "a"}, {"item_id": "b"}], "item_id string")
+    ds = DatasetConfig(path=tmp_path, kind="sessions", roles=ColumnRoles(session_id="sid", item_id="item", timestamp="ts"),
+                       items=ItemTableConfig(path=tmp_path))
+    cfg = SessionsConfig(min_length=2, validation_share=0.0, test_share=0.0)
+    split = build_sessions({"ingest": ing}, tmp_path / "out", ds, cfg, spark)
+    enc = {r["item_id"]: r for r in _read(spark, tmp_path / "out" / "items")}
+    assert enc == {"a": {"item_id": "a", "in_catalogue": True}, "b": {"item_id": "b", "in_catalogue": True},
+                   "x": {"item_id": "x", "in_catalogue": False}}
+    assert json.loads((tmp_path / "out" / "item_vocab.json").read_text())["sizes"] == {}
+    assert split["items_missing_metadata"] == 1 and split["events_missing_metadata"] == 1

@@ -96,3 +96,17 @@ def test_missing_pieces_raise_one_line_errors(tmp_path):
     with pytest.raises(SessionDataError, match="no usable training session") as err:
         load_sessions(out2)
     assert "\n" not in str(err.value)
+
+
+def test_items_without_metadata_stay_in_the_catalogue(tmp_path):
+    """`in_catalogue = false` rows (the Spark stage without an item row) are items with missing attributes."""
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "category": [2, 0, 0], "in_catalogue": [True, False, False]})
+    sess = pd.DataFrame({"session_id": ["s1", "s2"], "user_id": [None, None], "items": [["a", "b", "c"], ["c", "b"]],
+                         "timestamps": [[1, 2, 3], [4, 5]]})
+    write_layout(tmp_path, {"train": sess, "validation": sess.iloc[:0], "test": sess.iloc[:1]}, items,
+                 {"sizes": {"category": 3}, "values": {"category": {"x": 2}}})
+    data = load_sessions(tmp_path)
+    assert data.item_ids == ["a", "b", "c"] and [s.tolist() for s in data.sessions["train"]] == [[1, 2, 3], [3, 2]]
+    assert data.features.categorical["category"].tolist() == [0, 2, 0, 0]
+    assert data.issues["items_without_metadata"] == 2 and data.issues["train_events_without_metadata"] == 4
+    assert "train_events_missing_metadata" not in data.issues

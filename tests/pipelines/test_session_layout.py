@@ -27,11 +27,11 @@ def test_movielens_reads_both_file_forms(tmp_path, original):
     assert summary["sessions"] == {"train": 3, "validation": 3, "test": 3}
     items = pd.read_parquet(tmp_path / "out" / "items").set_index("item_id")
     vocab = json.loads((tmp_path / "out" / "item_vocab.json").read_text())
-    names = {i: v for v, i in vocab["values"]["category"].items()}
+    names = {i: v for v, i in vocab["ids"]["category"].items()}
     assert [names.get(c) for c in items["category"]] == ["Animation", "Action", "Comedy", "Action", "Crime", "Drama"]
-    years = {i: v for v, i in vocab["values"]["year"].items()}
+    years = {i: v for v, i in vocab["ids"]["year"].items()}
     assert [years.get(y, "missing") for y in items["year"]] == ["1995", "1995", "1994", "1995", "1995", "missing"]
-    genres = {i: v for v, i in vocab["values"]["genres"].items()}
+    genres = {i: v for v, i in vocab["ids"]["genres"].items()}
     assert [genres[g] for g in items.loc["4", "genres"]] == ["Action", "Comedy", "Drama"]
 
 

@@ -49,3 +49,32 @@ def test_spark_stage_output_trains_m2trec_that_finds_cold_items(spark_sessions, 
         assert r["overall"]["recall@20"] > 0.1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.spark
+def test_id_models_train_without_an_item_table(spark, tmp_path):
+    """No dataset.items: every item is kept (no metadata), SASRec and GRU4Rec train; M2TRec says what it needs."""
+    from features.config import ColumnRoles, DatasetConfig, SessionsConfig
+    from features.sessions import build_sessions
+    from pipelines.session_train import TrainingError
+    from tests.features.feature_stages import write_ingest_folder
+
+    rows = [{"sid": f"s{s}", "item": f"i{(s + k) % 7}", "ts": 10 * s + k} for s in range(40) for k in range(4)]
+    ing = write_ingest_folder(spark, rows, "sid string, item string, ts long", tmp_path / "ingest")
+    ds = DatasetConfig(path=tmp_path, kind="sessions", roles=ColumnRoles(session_id="sid", item_id="item", timestamp="ts"))
+    split = build_sessions({"ingest": ing}, tmp_path / "out", ds, SessionsConfig(validation_share=0.1, test_share=0.1), spark)
+    data = load_sessions(tmp_path / "out")
+    assert data.n_items == 7 and data.issues["items_without_metadata"] == 7
+    n_train, n_test = split["sessions"]["train"], split["sessions"]["test"]
+    assert n_train > 25 and n_test > 2 and sum(split["sessions"].values()) == 40
+    assert data.issues["train_sessions_used"] == n_train and data.issues["train_events_without_metadata"] == 4 * n_train
+    assert data.features.keys == []
+    for name in ("sasrec", "gru4rec"):
+        cfg = TrainConfig(model=ModelConfig(name=name, hidden=8, layers=1, heads=1, max_length=4), epochs=1,
+                          batch_size=32, device="cpu")
+        model = build_model(cfg.model, data)
+        history = train_session_model(model, data, cfg, seed=0)
+        assert len(history["loss"]) == 1
+        assert evaluate_session_model(model, data, "test", max_length=4)["overall"]["n"] == n_test
+    with pytest.raises(TrainingError, match="m2trec encodes items by their attributes"):
+        build_model(ModelConfig(name="m2trec", hidden=8), data)

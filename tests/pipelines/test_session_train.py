@@ -104,3 +104,67 @@ def test_bad_model_settings_are_user_errors(layout):
         build_model(ModelConfig(name="m2trec", loss_weights=[1.0]), data)
     with pytest.raises(TrainingError, match="'dlrm' is not a session model"):
         build_model(ModelConfig(name="dlrm"), data)
+
+
+def _tiny_layout(out, items: list[str]):
+    import pandas as pd
+
+    from pipelines.session_layout import encode_items, write_layout
+
+    enc, vocab = encode_items(pd.DataFrame({"item_id": items, "category": ["x"] * len(items)}), "item_id", ["category"], [])
+    sess = pd.DataFrame({"session_id": ["s1"], "user_id": ["u"], "items": [items], "timestamps": [list(range(len(items)))]})
+    write_layout(out, {"train": sess, "validation": sess, "test": sess}, enc, vocab)
+    return load_sessions(out)
+
+
+def test_load_model_names_the_keys_and_shapes_that_differ(tmp_path):
+    from pipelines.session_train import save_model
+
+    small = _tiny_layout(tmp_path / "small", ["a", "b", "c"])
+    cfg = ModelConfig(name="sasrec", hidden=8, layers=1, heads=1, max_length=4)
+    save_model(build_model(cfg, small), cfg, tmp_path / "model")
+    assert load_model(tmp_path / "model", small)[1].name == "sasrec"
+    big = _tiny_layout(tmp_path / "big", ["a", "b", "c", "d"])
+    with pytest.raises(TrainingError) as err:
+        load_model(tmp_path / "model", big)
+    msg = str(err.value)
+    assert "shape differs: items.row_of saved [4], model [5]; items.embedding.weight saved [4, 8], model [5, 8]" in msg
+    assert "\n" not in msg
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    state["extra.weight"] = torch.zeros(1)
+    del state["items.embedding.weight"]
+    torch.save(state, tmp_path / "model" / "model.pt")
+    with pytest.raises(TrainingError, match="missing from the file: items.embedding.weight; unexpected in the file: extra.weight"):
+        load_model(tmp_path / "model", small)
+
+
+def test_stage_prints_a_line_per_epoch_when_not_a_terminal(layout, tmp_path, capsys):
+    cfg = tiny("gru4rec")
+    cfg.epochs = 2
+    train_stage({"sessions": layout}, tmp_path / "g", cfg, seed=0, show_progress=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " epoch " in ln]
+    assert [ln.rsplit(" ", 1)[0] for ln in lines] == ["gru4rec epoch 1/2 loss", "gru4rec epoch 2/2 loss"]
+    assert all(float(ln.rsplit(" ", 1)[1]) > 0 for ln in lines)
+
+
+def test_auto_m2trec_is_chosen_on_validation_between_hybrid_and_metadata_only(m2trec_stage, layout):
+    out, _ = m2trec_stage
+    metrics = json.loads((out / "metrics.json").read_text())
+    sel = metrics["model_selection"]
+    assert sel["criterion"] == "validation recall@20" and set(sel["scores"]) == {"hybrid", "metadata-only"}
+    assert sel["chosen"] == max(sel["scores"], key=lambda n: (sel["scores"][n], n == "hybrid"))
+    saved = json.loads((out / "model.json").read_text())["model"]
+    assert saved["item_ids"] == {"hybrid": "on", "metadata-only": "off"}[sel["chosen"]] == sel["item_ids"]
+    assert (out / "checkpoints" / "epoch_0001").is_dir() and (out / "selection" / "metadata-only" / "checkpoints").is_dir()
+
+
+def test_only_auto_m2trec_on_warm_and_cold_data_has_candidates(layout):
+    from pipelines.session_select import candidate_configs
+
+    data = load_sessions(layout)
+    assert list(candidate_configs(ModelConfig(name="m2trec"), data)) == ["hybrid", "metadata-only"]
+    assert [c.item_ids for c in candidate_configs(ModelConfig(name="m2trec"), data).values()] == ["on", "off"]
+    assert list(candidate_configs(ModelConfig(name="m2trec", item_ids="off"), data)) == [""]
+    assert list(candidate_configs(ModelConfig(name="sasrec"), data)) == [""]
+    data.sessions["validation"] = []
+    assert list(candidate_configs(ModelConfig(name="m2trec"), data)) == [""]
