@@ -74,6 +74,13 @@ class LoopJob:
     ray_input: str = "stream"
     # Ray mode, "materialized": the object refs of each rank's Arrow share of the train split (set by the trainer)
     train_shares: list[Any] | None = None
+    # where checkpoints, the planted-failure marker and a diverged batch go (default `out`): a folder that outlives a
+    # failed attempt (`<run>/.checkpoints/train-<fingerprint>/`), so a re-run of the stage resumes from it
+    work: str | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.work or self.out)
 
     @property
     def plan(self) -> EmbeddingPlan:
@@ -96,14 +103,14 @@ class LoopResult:
 
 
 class LocalIO:
-    """Single-process mode: pyarrow streaming, checkpoints published under `<out>/checkpoints/step_*`."""
+    """Single-process mode: pyarrow streaming, checkpoints published under `<work>/checkpoints/step_*`."""
 
     rank, world = 0, 1
 
     def __init__(self, job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> None:
         self.job = job
         self.device = resolve_device(job.train.device)
-        self.ckpt_dir = Path(job.out) / "checkpoints"
+        self.ckpt_dir = job.work_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.on_progress = on_progress
 
@@ -342,7 +349,7 @@ def _plant_failure(job: LoopJob, io: LocalIO | RayIO, step: int) -> None:
     Ray mode: the worker process SIGKILLs itself (`RayIO.die`: a real death, as when a machine is lost).
     Single process, where nothing could restart it: it raises. The marker holds the step and the pid.
     """
-    marker = Path(job.out) / FAIL_MARKER
+    marker = job.work_dir / FAIL_MARKER
     if job.train.fail_at_step == step and io.rank == io.world - 1 and not marker.exists():
         tmp = marker.with_name(marker.name + ".tmp")
         tmp.write_text(json.dumps({"step": step, "pid": os.getpid()}))
@@ -395,7 +402,8 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
         keep = float(state.step) + (BEST_BONUS if best else 0.0)
         return io.save(name, writer, {**metrics, **stats(), KEEP_ORDER: keep}, best=state.best_checkpoint)
 
-    out = Path(job.out)
+    out = job.work_dir  # a diverged batch is kept where a failed attempt does not remove it
+    out.mkdir(parents=True, exist_ok=True)
     # a run restored at its end takes no step: its result is the checkpoint it was restored from
     last_ckpt: str | None = str(restored) if restored is not None else None
     examples, t0 = 0, time.perf_counter()

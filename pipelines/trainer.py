@@ -31,6 +31,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -70,8 +71,9 @@ class FitOutcome:
         return self.examples / self.seconds if self.seconds > 0 else 0.0
 
 
-def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int) -> LoopJob:
-    """The picklable job of one run; checks that the encoded splits exist."""
+def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int,
+             work_dir: Path | None = None) -> LoopJob:
+    """The picklable job of one run (checkpoints under `work_dir`, default `out`); checks that the encoded splits exist."""
     vocab = Path(vocab)
     encoded = vocab / "encoded"
     EncodedSchema.load(vocab / "schema.json")  # fails early, in one line, when the vocab stage is missing
@@ -85,7 +87,7 @@ def make_job(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_
                         "lower training.batch_size")
     return LoopJob(encoded=str(encoded), schema_path=str(vocab / "schema.json"), plan_json=plan.to_json(), out=str(out),
                    train=cfg, embeddings=emb_cfg, seed=seed, global_batch=per_worker * world, steps_per_epoch=steps,
-                   progress_path=str(Path(out) / ".progress.json"))
+                   progress_path=str(Path(out) / ".progress.json"), work=str(work_dir) if work_dir is not None else None)
 
 
 class _Progress:
@@ -133,8 +135,8 @@ def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
     with _Progress(total, show_progress) as progress:
         res = run_single_process(job, progress.update)
     if res.checkpoint is None:
-        raise RuntimeError(f"training finished without a checkpoint under {job.out}/checkpoints")
-    best = Path(job.out) / "checkpoints" / res.state.best_checkpoint if res.state.best_checkpoint else None
+        raise RuntimeError(f"training finished without a checkpoint under {job.work_dir}/checkpoints")
+    best = job.work_dir / "checkpoints" / res.state.best_checkpoint if res.state.best_checkpoint else None
     return FitOutcome(best if best is not None and best.is_dir() else Path(res.checkpoint), res.state.history,
                       "single_process", 1, res.seconds, res.examples, res.state.step, _peak_rss_mb(),
                       extra={**res.extra, "best_epoch": res.state.stopping.best_epoch})
@@ -349,7 +351,7 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         train_loop_per_worker, train_loop_config={"job": job}, datasets=datasets, dataset_config=data_config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=ray_run_config(cfg, Path(job.out), keep_by=KEEP_ORDER))
+        run_config=ray_run_config(cfg, job.work_dir, keep_by=KEEP_ORDER))
     total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
     with _Progress(total, show_progress) as progress:
         result = fit_with_progress(trainer, cfg, Path(job.progress_path or ""), progress.update)
@@ -358,7 +360,7 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
         raise TrainingDivergedError(metrics["diverged"])
     ckpt = final_checkpoint(result, Path(job.out))
     if ckpt is None:
-        raise RuntimeError(f"Ray Train finished without a checkpoint under {job.out}/checkpoints")
+        raise RuntimeError(f"Ray Train finished without a checkpoint under {job.work_dir}/checkpoints")
     best, best_epoch = best_checkpoint(result, ckpt, Path(job.out))
     return FitOutcome(best, read_history(ckpt), "ray", cfg.ray.num_workers, float(metrics.get("seconds", time.perf_counter() - t0)),
                       int(metrics.get("examples", 0)), int(metrics.get("step", 0)), float(metrics.get("peak_rss_mb", 0.0)),
@@ -368,12 +370,25 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
 
 
 def fit(vocab: Path, plan: EmbeddingPlan, out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int,
-        show_progress: bool = True) -> FitOutcome:
-    """Train on `vocab/encoded` with `plan`; write checkpoints under `out`; return the best epoch's checkpoint."""
+        show_progress: bool = True, work_dir: Path | None = None) -> FitOutcome:
+    """Train on `vocab/encoded` with `plan`; write checkpoints under `work_dir` (default `out`), resuming from the
+    latest one found there; return the best epoch's checkpoint."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    job = make_job(vocab, plan, out, cfg, emb_cfg, seed)
+    job = make_job(vocab, plan, out, cfg, emb_cfg, seed, work_dir)
     return _fit_single(job, show_progress) if cfg.ray.single_process else _fit_ray(job, show_progress)
+
+
+def _link_tree(src: Path, dst: Path) -> Path:
+    """`src` copied to `dst` as hard links (no bytes copied; a plain copy across file systems)."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+    return dst
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -413,11 +428,13 @@ def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: Trai
 
 
 def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: EmbeddingsConfig, seed: int = 0,
-                show_progress: bool = True) -> dict[str, Any]:
+                show_progress: bool = True, work_dir: Path | None = None) -> dict[str, Any]:
     """Stage `train`: inputs `vocab` (encoded splits + schema.json) and `plan` (embedding_plan.json).
 
     Writes `checkpoints/`, `model/`, `metrics.json`, `report.md`, `model_card.md`, PNGs; returns a
-    summary with rows_in (training rows) and the headline metrics.
+    summary with rows_in (training rows) and the headline metrics. `work_dir` (given by `jobs.runs.run_stage`:
+    `<run>/.checkpoints/train-<fingerprint>/`) holds the checkpoints while training, so a re-run after a kill
+    resumes from them; the reported checkpoint is then linked into `out/checkpoints/`.
     """
     from pipelines.evaluate import evaluate_run
     from pipelines.report import write_report
@@ -429,7 +446,9 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
         raise UserError(f"{plan_file}: embedding_plan.json not found; run the 'plan' stage first")
     plan = EmbeddingPlan.load(plan_file)
     schema = EncodedSchema.load(vocab / "schema.json")
-    outcome = fit(vocab, plan, out, cfg, emb_cfg, seed, show_progress=show_progress)
+    outcome = fit(vocab, plan, out, cfg, emb_cfg, seed, show_progress=show_progress, work_dir=work_dir)
+    if not outcome.checkpoint.resolve().is_relative_to(Path(out).resolve()):
+        outcome.checkpoint = _link_tree(outcome.checkpoint, Path(out) / "checkpoints" / outcome.checkpoint.name)
     evaluation = evaluate_run(outcome.checkpoint, vocab, plan, cfg)
     exported = export_model(outcome.checkpoint, plan, len(schema.dense), cfg, Path(out))
     training = {"mode": outcome.mode, "workers": outcome.workers, "steps": outcome.steps, "seconds": outcome.seconds,
