@@ -1,6 +1,8 @@
 """`sparserec sessions ...`: train and evaluate session models (M2TRec and baselines).
 
 Example:
+    $ sparserec sessions prepare --sequences ../shared/data/amazon-toys/Toys_and_Games.txt.gz \
+        --items ../shared/data/amazon-toys/Toys_and_Games_item2attributes.json.gz --cold-share 0.1 --output runs/toys/sessions
     $ sparserec sessions prepare-synthetic --events data/sample/sessions/sessions.csv.gz \
         --items data/sample/sessions/items.csv.gz --output runs/sess/sessions
     $ sparserec sessions train --config configs/sample_sessions.yaml --sessions runs/sess/sessions --output runs/sess/m2trec
@@ -53,6 +55,59 @@ def prepare_synthetic(
     m = _run(output, stage, {"events": events, "items": items},
              {"kind": "synthetic", "categorical": cat, "multi_valued": multi})
     typer.echo(f"wrote {output} ({m.summary.get('sessions')})")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+@sessions_app.command("prepare")
+def prepare(
+    sequences: Path = typer.Option(..., help="one line per user/session `user i1 i2 ...` (RecBole/S3-Rec), or an event "
+                                             "log CSV/TSV with a header (session or user, item, time); .gz is fine"),
+    output: Path = typer.Option(..., help="folder for the sessions-stage layout (what `sessions train` reads)"),
+    items: Path = typer.Option(None, help="item attributes: JSON map item -> list of attribute ids "
+                                          "(S3-Rec *_item2attributes.json) or a CSV/TSV table with a header"),
+    protocol: str = typer.Option("leave-one-out", help="leave-one-out (last item test, second to last validation) "
+                                                       "| time (sessions by start time; needs event times)"),
+    cold_share: float = typer.Option(0.0, help="share of items held out of training (seeded): cold targets"),
+    max_length: int = typer.Option(None, help="keep the last N items of every written sequence"),
+    seed: int = typer.Option(0, help="seed for picking the cold items"),
+    validation_share: float = typer.Option(0.1, help="--protocol time: share of sessions for validation"),
+    test_share: float = typer.Option(0.1, help="--protocol time: share of sessions for test"),
+    categorical: str = typer.Option(None, help="attribute table: comma-separated single-valued columns (default: detected)"),
+    multi_valued: str = typer.Option(None, help="attribute table: comma-separated multi-valued columns (default: detected)"),
+    separator: str = typer.Option("|", help="attribute table: separator of the values of a multi-valued cell"),
+    session_column: str = typer.Option(None, help="event log: the session (or user) column"),
+    item_column: str = typer.Option(None, help="event log: the item column"),
+    time_column: str = typer.Option(None, help="event log: the time column (numbers or ISO times)"),
+) -> None:
+    """Public sequence data (sequence lines or an event log, item attribute map or table) as the sessions layout:
+    bad rows quarantined with reasons, counts reconciled (import.json)."""
+    from pipelines.session_import import ImportConfig, import_sessions
+
+    for p, what in ((sequences, "--sequences"), (items, "--items")):
+        if p is not None and not p.is_file():
+            raise UserError(f"{p}: file not found; pass an existing file to {what}.")
+    cfg = ImportConfig(protocol=protocol, cold_share=cold_share, max_length=max_length, seed=seed,
+                       validation_share=validation_share, test_share=test_share, categorical=_names(categorical),
+                       multi_valued=_names(multi_valued), separator=separator,
+                       columns={k: v for k, v in (("session", session_column), ("item", item_column),
+                                                  ("time", time_column)) if v is not None})
+    cfg.check()
+    inputs = {"sequences": sequences, **({"items": items} if items is not None else {})}
+
+    def stage(inp, out):
+        return import_sessions(inp["sequences"], inp.get("items"), out, cfg)
+
+    from dataclasses import asdict
+
+    m = _run(output, stage, inputs, asdict(cfg), seed)
+    s = m.summary
+    typer.echo(f"read {m.rows_in} rows ({s['format']}): {s['rows_ok']} ok, {s['rows_quarantined']} quarantined "
+               f"{s['quarantine_reasons']}; {s['sequences_used']} sequences used, {s['sequences_too_short']} too short; "
+               f"{s['items']} items ({s['cold_items']} cold, {s['items_without_attributes']} without attributes); "
+               f"sessions {s['sessions']}; wrote {output}")
 
 
 @sessions_app.command("prepare-movielens")
