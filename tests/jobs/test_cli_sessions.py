@@ -93,3 +93,37 @@ def test_prepare_synthetic_with_another_catalogue(tmp_path):
                               "--items", str(tmp_path / "it.csv"), "--output", str(tmp_path / "out2"), "--categorical", "brand"])
     assert isinstance(res.exception, UserError)
     assert "it.csv: column 'brand' is missing" in str(res.exception) and "\n" not in str(res.exception)
+
+
+def test_prepare_imports_sequences_that_sessions_train_reads(tmp_path):
+    seq = tmp_path / "seq.txt"
+    seq.write_text("".join(f"u{k} " + " ".join(f"i{(k * 3 + j) % 9}" for j in range(5)) + "\n" for k in range(30)) + "u99\n")
+    attrs = tmp_path / "items.csv"
+    attrs.write_text("item_id,brand,tags\n" + "".join(f"i{k},b{k % 3},t{k % 2}|t9\n" for k in range(9)))
+    layout = tmp_path / "layout"
+    res = runner.invoke(app, ["sessions", "prepare", "--sequences", str(seq), "--items", str(attrs), "--output", str(layout),
+                              "--cold-share", "0.2", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "read 31 rows (sequence_lines): 30 ok, 1 quarantined {'no_items': 1}; 30 sequences used" in res.output
+    assert "9 items (2 cold, 0 without attributes)" in res.output
+    summary = json.loads((layout / "import.json").read_text())
+    assert summary["attributes"]["categorical"] == ["brand"] and summary["attributes"]["multi_valued"] == ["tags"]
+    assert json.loads((layout / "manifest.json").read_text())["rows_in"] == 31
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: {path: x.csv, kind: sessions, roles: {item_id: item_id, timestamp: timestamp}}\n"
+                      "training:\n  epochs: 1\n  batch_size: 64\n  device: cpu\n  ray: {single_process: true}\n"
+                      "  model: {name: sasrec, hidden: 8, layers: 1, heads: 1, max_length: 5}\n")
+    res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(layout),
+                              "--output", str(tmp_path / "sasrec")])
+    assert res.exit_code == 0, res.output
+    assert "sasrec epoch 1/1 loss" in res.output and "on 30 targets" in res.output
+
+
+def test_prepare_user_errors_are_one_line(tmp_path):
+    seq = tmp_path / "seq.txt"
+    seq.write_text("u1 a b c\n")
+    res = runner.invoke(app, ["sessions", "prepare", "--sequences", str(seq), "--output", str(tmp_path / "o"),
+                              "--protocol", "random"])
+    assert isinstance(res.exception, UserError) and "--protocol 'random'" in str(res.exception)
+    res = runner.invoke(app, ["sessions", "prepare", "--sequences", str(tmp_path / "none.txt"), "--output", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "none.txt: file not found" in str(res.exception)
