@@ -81,6 +81,7 @@ def prepare(
     session_column: str = typer.Option(None, help="event log: the session (or user) column"),
     item_column: str = typer.Option(None, help="event log: the item column"),
     time_column: str = typer.Option(None, help="event log: the time column (numbers or ISO times)"),
+    user_column: str = typer.Option(None, help="event log: a user column beside the session column (kept as user_id)"),
 ) -> None:
     """Public sequence data (sequence lines or an event log, item attribute map or table) as the sessions layout:
     bad rows quarantined with reasons, counts reconciled (import.json)."""
@@ -93,7 +94,7 @@ def prepare(
                        validation_share=validation_share, test_share=test_share, categorical=_names(categorical),
                        multi_valued=_names(multi_valued), separator=separator,
                        columns={k: v for k, v in (("session", session_column), ("item", item_column),
-                                                  ("time", time_column)) if v is not None})
+                                                  ("time", time_column), ("user", user_column)) if v is not None})
     cfg.check()
     inputs = {"sequences": sequences, **({"items": items} if items is not None else {})}
 

@@ -199,11 +199,16 @@ def import_sessions(sequences: Path, items: Path | None, out: Path, cfg: ImportC
     cold = pick_cold(catalogue_ids, cfg.cold_share, cfg.seed)
     splits, split_counts = split_sequences(used, cfg, cold)
     if splits["train"].empty:
-        raise DataError(f"{sequences}: no training row is left (every train row has fewer than 2 items without "
-                        f"cold items); lower --cold-share ({cfg.cold_share}).")
+        why = f"once the cold items are removed (lower --cold-share {cfg.cold_share})" if cold else \
+            "(leave-one-out trains on all but the last 2 items: sequences need 4 or more)"
+        raise DataError(f"{sequences}: no training row is left: every train row has fewer than 2 items {why}.")
     attrs = read_item_attributes(Path(items), cfg.categorical, cfg.multi_valued, cfg.separator) if items else None
     train_items = {i for xs in splits["train"]["items"] for i in xs}
     table, vocab, item_counts = _catalogue(catalogue_ids, attrs, train_items, cfg)
+    if attrs is not None and len(attrs.table) and item_counts["items_without_attributes"] == len(table):
+        raise DataError(f"{items}: no item of the sequences has an attribute row (sequences hold e.g. "
+                        f"'{catalogue_ids[0]}', the attributes e.g. '{attrs.table['item_id'].iloc[0]}'); "
+                        "pass the attribute file of these sequences (the item ids must match).")
     info = write_layout(out, splits, table, vocab, {"protocol": cfg.protocol, "cold_share": cfg.cold_share,
                                                    "seed": cfg.seed, "held_out_items": sorted(cold),
                                                    "max_length": cfg.max_length, "ties": "file order"})

@@ -104,3 +104,23 @@ def test_user_mistakes_are_one_line_errors(toy, tmp_path):
     short.write_text("u1 a b\nu2 c\n")
     with pytest.raises(DataError, match="no sequence with at least 3 items"):
         import_sessions(short, None, tmp_path / "o4", ImportConfig())
+    short.write_text("u1 a b c\n")
+    with pytest.raises(DataError, match="no training row is left: .* sequences need 4 or more"):
+        import_sessions(short, None, tmp_path / "o5", ImportConfig())
+
+
+def test_attribute_ids_that_match_no_item_are_a_one_line_error(toy, tmp_path):
+    seq, _ = toy
+    attrs = tmp_path / "other.json"
+    attrs.write_text(json.dumps({"B0001": [1], "B0002": [2]}))
+    with pytest.raises(DataError, match="other.json: no item of the sequences has an attribute row .*'a'.*'B0001'") as err:
+        import_sessions(seq, attrs, tmp_path / "out", ImportConfig())
+    assert "\n" not in str(err.value)
+
+
+def test_event_log_with_a_user_column_beside_the_session(tmp_path):
+    log = tmp_path / "events.csv"
+    log.write_text("session_id,user_id,item_id,timestamp\ns1,alice,a,1\ns1,alice,b,2\ns1,alice,c,3\ns1,alice,d,4\n")
+    import_sessions(log, None, tmp_path / "out", ImportConfig())
+    test = pd.read_parquet(tmp_path / "out" / "test")
+    assert test[["session_id", "user_id"]].values.tolist() == [["s1", "alice"]]
