@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.item_id_table import ItemIdScoring, ItemIdTable
 
@@ -61,3 +61,11 @@ class GRU4Rec(ItemIdScoring, nn.Module):
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         _, h = self.gru(packed)
         return self.out(h[-1]), {}
+
+    def forward_all(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The representation after every position [B, L, embedding] (a left-to-right model: position t sees items <= t)."""
+        x = self.dropout(self.items(items))
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
+        return self.out(out)

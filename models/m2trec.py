@@ -4,8 +4,8 @@ Every item is embedded from its metadata only (one TorchRec EmbeddingBagCollecti
 attribute, looked up with a KeyedJaggedTensor; multi-valued attributes mean-pooled), so the
 model's memory does not grow with the catalogue and an item never seen in training gets a
 representation from its attributes. A session's items go through a Transformer encoder
-(positions counted from the session's end, padding masked); the session representation (mean
-over positions as in the paper, or the last position) is scored by dot product against item
+(positions counted from the session's end, padding masked; bidirectional as in the paper, or
+causal); the session representation (mean over positions as in the paper, or the last position) is scored by dot product against item
 embeddings (next item) and feeds one classification head per task attribute (e.g. category,
 subcategory), all trained together.
 
@@ -61,6 +61,7 @@ class M2TRecConfig:
     dropout: float = 0.1
     max_length: int = 50
     pooling: Literal["mean", "last"] = "mean"
+    causal: bool = False
     combine: Literal["sum", "concat"] = "sum"
     hybrid_item_id_buckets: int = 0
     item_ids: bool = False
@@ -93,7 +94,7 @@ class M2TRec(nn.Module):
         self.combine = nn.Linear(h * len(tables), h) if config.combine == "concat" else None
         self.item_norm = nn.LayerNorm(h)
         self.encoder = SessionTransformer(h, config.layers, config.heads, config.dropout, config.max_length,
-                                          causal=False, pooling=config.pooling)
+                                          causal=config.causal, pooling=config.pooling)
         self.task_heads = nn.ModuleDict({a: nn.Linear(h, n) for a, n in config.task_classes.items()})
         self.ids: ItemIdTable | None = None
         if config.item_ids:
@@ -131,6 +132,11 @@ class M2TRec(nn.Module):
         emb = self.item_repr(uniq)[inverse]
         rep = self.encoder(emb, lengths)
         return rep, {a: head(rep) for a, head in self.task_heads.items()}
+
+    def forward_all(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The representation after every position [B, L, H]; needs `causal=True` and `pooling="last"`."""
+        uniq, inverse = torch.unique(items, return_inverse=True)
+        return self.encoder.forward_all(self.item_repr(uniq)[inverse], lengths)
 
     @torch.no_grad()
     def encode_catalogue(self, chunk_size: int = 4096) -> torch.Tensor:

@@ -44,3 +44,7 @@ class SASRec(ItemIdScoring, nn.Module):
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.encoder(self.items(items), lengths), {}
+
+    def forward_all(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The representation after every position [B, L, H] (causal: position t sees items <= t)."""
+        return self.encoder.forward_all(self.items(items), lengths)

@@ -33,16 +33,27 @@ class SessionTransformer(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        b, length, _ = x.shape
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised encoder output [B, L, H] and the padding mask [B, L]."""
+        _, length, _ = x.shape
         ar = torch.arange(length, device=x.device)
         pad = ar[None, :] >= lengths[:, None]
         pos = (lengths[:, None] - 1 - ar[None, :]).clamp(min=0, max=self.positions.num_embeddings - 1)
         h = self.dropout(x + self.positions(pos))
         mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1) if self.causal else None
-        h = self.norm(self.encoder(h, mask=mask, src_key_padding_mask=pad, is_causal=self.causal))
+        return self.norm(self.encoder(h, mask=mask, src_key_padding_mask=pad, is_causal=self.causal)), pad
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h, pad = self._encode(x, lengths)
         if self.pooling == "mean":
             h = h.masked_fill(pad[..., None], 0.0).sum(1) / lengths.clamp(min=1)[:, None].to(h.dtype)
         else:
-            h = h[torch.arange(b, device=x.device), (lengths - 1).clamp(min=0)]
+            h = h[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
         return self.out(h)
+
+    def forward_all(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The representation at every position [B, L, H] (causal + last pooling: position t as if the session ended there,
+        with positions counted from the window's end, as SASRec trains on its fixed window)."""
+        if not self.causal or self.pooling != "last":
+            raise ValueError("forward_all needs a causal encoder with last-position pooling")
+        return self.out(self._encode(x, lengths)[0])

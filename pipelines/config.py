@@ -70,6 +70,10 @@ class ModelConfig(_Strict):
     item_id_dropout: float = Field(default=0.25, ge=0.0, lt=1.0, description="m2trec hybrid: share of items whose ID part is dropped per lookup in training")
     item_id_method: str = Field(default="dense", description="item-ID table storage: dense or a plan compression method (hashing, qr, fp16, int8, int4)")
     item_id_params: dict[str, int | float] = Field(default_factory=dict, description="item-ID table method parameters, e.g. {buckets: 4096} or {m: 64}")
+    train_windows: bool = Field(default=False, description="left-to-right models (gru4rec, sasrec, m2trec with causal: true "
+                                "and pooling: last): train on windows of max_length + 1 items with a next-item loss at every "
+                                "position, one pass per window instead of one per prefix")
+    causal: bool = Field(default=False, description="m2trec: left-to-right attention (as SASRec) instead of bidirectional")
     rnn_hidden: int | None = Field(default=None, ge=1, description="gru4rec: GRU state size (default 2 x hidden, RecBole's 128 for 64)")
     max_length: int = Field(default=50, ge=2, description="session models: last items of a session kept as input")
     item_combine: Literal["sum", "concat"] = Field(default="sum", description="m2trec: how attribute embeddings form an item")

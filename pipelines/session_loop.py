@@ -83,7 +83,12 @@ class SessionTrainStep(nn.Module):
         self.log_q = log_q if cfg.softmax == "sampled" and cfg.logq_correction else None
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        rep, task_logits = self.model(items, lengths)
+        if targets.dim() == 2:   # training windows (pipelines/session_windows.py): a target at every position
+            valid = targets[:, :items.shape[1]] > 0
+            rep, targets = self.model.forward_all(items, lengths)[valid], targets[:, :items.shape[1]][valid]
+            task_logits = {a: h(rep) for a, h in self.model.task_heads.items()} if isinstance(self.model, M2TRec) else {}
+        else:
+            rep, task_logits = self.model(items, lengths)
         loss = self.weights[0] * next_item_loss(self.model, rep, targets, cand, self.log_q)
         if isinstance(self.model, M2TRec):
             for a in self.model.config.task_classes:
@@ -164,7 +169,12 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     model.to(device)
     if isinstance(model, M2TRec):
         model.attach_catalogue(model.catalogue.to(device))
-    ex = data.examples("train", cfg.max_length)
+    if cfg.train_windows:
+        from pipelines.session_windows import training_windows
+
+        ex = training_windows(data.sessions["train"], cfg.max_length)
+    else:
+        ex = data.examples("train", cfg.max_length)
     per_rank = len(ex) // world
     if per_rank == 0:
         raise TrainingError(f"training.ray.num_workers: {world} workers but only {len(ex)} training examples; use fewer workers.")
@@ -195,7 +205,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
             batch = ex.subset(mine[s:s + local_b])
             items, lengths, targets = batch.items.to(device), batch.lengths.to(device), batch.targets.to(device)
             width = int(lengths.max())
-            cand = candidates(cfg, targets, train_items, gens["negatives"])
+            cand = candidates(cfg, targets[targets > 0], train_items, gens["negatives"])
             loss = step_module(items[:, :width], lengths, targets, cand)
             shown = io.mean(loss.detach())
             if not math.isfinite(shown):

@@ -49,6 +49,9 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
             if a not in feats.categorical:
                 raise TrainingError(f"training.model.task_attributes: '{a}' is not a categorical item attribute; "
                                     f"choose from {', '.join(feats.categorical)} (or [] for no extra heads).")
+        if cfg.train_windows and not (cfg.causal and cfg.pooling == "last"):
+            raise TrainingError("training.model.train_windows: m2trec trains on windows only left to right; "
+                                "set causal: true and pooling: last, or train_windows: false.")
         if len(cfg.loss_weights) < 1 + len(cfg.task_attributes):
             raise TrainingError(f"training.model.loss_weights: {len(cfg.task_attributes) + 1} weights needed "
                                 f"(next item, then {', '.join(cfg.task_attributes)}), got {len(cfg.loss_weights)}.")
@@ -57,7 +60,7 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
         mc = M2TRecConfig(categorical={a: data.sizes[a] for a in feats.categorical},
                           multi_valued={a: data.sizes[a] for a in feats.multi_valued}, task_classes=tasks,
                           hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
-                          max_length=cfg.max_length, pooling=cfg.pooling, combine=cfg.item_combine,
+                          max_length=cfg.max_length, pooling=cfg.pooling, causal=cfg.causal, combine=cfg.item_combine,
                           hybrid_item_id_buckets=cfg.hybrid_item_id_buckets, item_ids=hybrid_item_ids(cfg, data),
                           item_id_dropout=cfg.item_id_dropout, item_id_method=cfg.item_id_method,
                           item_id_params=dict(cfg.item_id_params))
