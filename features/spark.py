@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from features.config import SparkConfig
+from features.errors import UserError
 
 
 def _jvm_running() -> bool:
@@ -49,7 +50,15 @@ def spark_session(cfg: SparkConfig | None = None):
             b = b.config("spark.driver.extraJavaOptions", opts)
     for k, v in cfg.conf.items():
         b = b.config(k, v)
-    spark = b.getOrCreate()
+    try:
+        spark = b.getOrCreate()
+    except Exception as err:  # noqa: BLE001 - PySparkRuntimeError [JAVA_GATEWAY_EXITED] and friends
+        if "JAVA_GATEWAY_EXITED" not in str(err) and "Java gateway" not in str(err):
+            raise
+        raise UserError(f"engine.spark: Spark did not start with master '{cfg.master}' and driver_memory "
+                        f"'{cfg.driver_memory}' (the Java process exited; its reason is printed above or in the "
+                        "stage's log); fix engine.spark.master / driver_memory (e.g. local[2], 2g), check "
+                        "that Java 17 is installed (JAVA_HOME) and that the memory is available.") from None
     if marker is not None:  # this JVM dumps its classes at exit; the pid tells later starts when it is done
         marker.write_text(str(spark.sparkContext._gateway.proc.pid))
     spark.sparkContext.setLogLevel("ERROR")

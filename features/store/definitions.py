@@ -21,6 +21,7 @@ from typing import Any
 from features.errors import DataError
 from features.store.feast_import import import_feast
 from features.store.settings import StoreSettings
+from features.store.sources import is_online
 
 
 @dataclass
@@ -93,7 +94,8 @@ def build_definitions(layout: dict[str, Any], settings: StoreSettings, root: Pat
         ttl = timedelta(days=settings.ttl_days) if v["ttl"] else timedelta(0)
         defs.sources[src.name] = src
         defs.views[v["name"]] = FeatureView(name=v["name"], entities=[defs.entities[e] for e in v["entities"]],
-                                            ttl=ttl, schema=keys + feats, source=src, online=True,
+                                            ttl=ttl, schema=keys + feats, source=src,
+                                            online=v.get("online", is_online(v["entities"])),
                                             tags={"dataset": layout["dataset"]})
     for model, names in layout["services"].items():
         defs.services[model] = FeatureService(name=model, features=[defs.views[n] for n in names],

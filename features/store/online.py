@@ -12,6 +12,7 @@ from typing import Any
 
 from features.errors import UserError
 from features.store.repo import open_store, read_layout
+from features.store.sources import is_online
 
 
 def parse_entity(text: str) -> tuple[str, str]:
@@ -48,8 +49,21 @@ def online_features(root: Path, entity: str, key: str, service: str | None = Non
     ents = {e for v in layout["views"] for e in v["entities"]}
     if entity not in ents:
         raise UserError(f"--entity {entity}=...: unknown entity '{entity}'; this store has: {', '.join(sorted(ents))}.")
+    online_ents = {e for v in layout["views"] if v.get("online", is_online(v["entities"])) for e in v["entities"]}
+    if entity not in online_ents:
+        raise UserError(f"--entity {entity}={key}: '{entity}' features are offline only (one row per {entity}, read "
+                        f"by `features training-set`); online entities: {', '.join(sorted(online_ents))}.")
     spec = layout["entities"][entity]
-    value: Any = int(key) if spec["type"] == "int64" else key
+    value: Any = key
+    if spec["type"] == "int64":
+        try:
+            value = int(key)
+        except ValueError:
+            raise UserError(f"--entity {entity}={key}: '{entity}' keys are whole numbers; give e.g. "
+                            f"--entity {entity}=42.") from None
+        if not -(1 << 63) <= value < (1 << 63):
+            raise UserError(f"--entity {entity}={key}: the key is outside the 64-bit range of '{entity}' keys; "
+                            "give a key that is in the data.")
     refs = feature_refs(layout, entity, service)
     store = open_store(root)
     got = store.get_online_features(features=refs, entity_rows=[{spec["join_key"]: value}]).to_dict()

@@ -8,7 +8,7 @@ definitions at any other store Feast supports (e.g. `{"type": "duckdb"}`, `{"typ
 Example:
     >>> summary = register({"aggregates": run / "aggregates"}, run / "store", dataset, StoreConfig(), spark)  # doctest: +SKIP
     >>> materialize(run / "store")["views"]                                                                  # doctest: +SKIP
-    ['events', 'user_stats', 'item_stats']
+    ['item_stats', 'user_stats']
 """
 
 from __future__ import annotations
@@ -169,6 +169,9 @@ def _latest_time(root: Path, layout: dict[str, Any]) -> datetime:
 def materialize(root: Path, end: datetime | None = None) -> dict[str, Any]:
     """Load the online store up to `end` (default: just after the newest event), incrementally.
 
+    Only the views marked online (entity-level: user, item, session) are loaded; the per-event view
+    is read offline by training sets and would add one SQLite row per event.
+
     A view never materialized starts at `end - ttl` (older values would be expired anyway; no TTL:
     from the start); later calls continue where the previous one ended (`materialize_incremental`).
     """
@@ -180,7 +183,8 @@ def materialize(root: Path, end: datetime | None = None) -> dict[str, Any]:
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     fresh, again = [], []
     for fv in store.list_feature_views():
-        (again if fv.most_recent_end_time is not None else fresh).append(fv)
+        if fv.online:  # entity-level views; per-event features stay offline (training sets)
+            (again if fv.most_recent_end_time is not None else fresh).append(fv)
     starts: dict[datetime, list[str]] = {}
     for fv in fresh:
         start = end - fv.ttl if fv.ttl and fv.ttl.total_seconds() > 0 else EPOCH

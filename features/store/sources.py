@@ -111,7 +111,18 @@ def _write(df, path: Path, spark) -> None:
 def _view(name: str, entities: list[str], df, features: list[str], ttl: bool) -> dict[str, Any]:
     types = {f.name: _spark_type_name(f.dataType) for f in df.schema.fields}
     return {"name": name, "entities": entities, "path": f"data/{name}", "ttl": ttl,
-            "features": {f: types[f] for f in features}}
+            "features": {f: types[f] for f in features}, "online": is_online(entities)}
+
+
+def is_online(entities: list[str]) -> bool:
+    """Only entity-level views go to the online store; a per-event view (one row per event, read by
+    point-in-time training sets) would fill it with a row per event that no one looks up.
+
+    Example:
+        >>> is_online(["user"]), is_online(["event"])
+        (True, False)
+    """
+    return entities != ["event"]
 
 
 def write_sources(agg_dir: Path, out: Path, dataset: DatasetConfig, spark, vocab_dir: Path | None = None,

@@ -51,3 +51,27 @@ def test_serve_features_prints_a_table_and_rejects_bad_entities(ctr_store):
         online_features(ctr_store["store"], "user", "nobody")
     with pytest.raises(UserError, match="expected NAME=KEY"):
         parse_entity("user")
+
+
+@pytest.mark.spark
+def test_only_entity_views_are_materialized(ctr_store):
+    import sqlite3
+
+    assert ctr_store["materialized"]["views"] == ["item_stats", "user_stats"]
+    with sqlite3.connect(ctr_store["store"] / "online_store.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        keys = {t: db.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{t}"').fetchone()[0] for t in tables}
+    assert all(keys[t] == 0 for t in tables if t.endswith("_events"))              # no per-event rows at all
+    assert 1 <= keys[next(t for t in tables if t.endswith("_user_stats"))] <= 3     # at most one key per user (u1..u3)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("entity", ["event=abc", "event=99999999999999999999", "event=3"])
+def test_serve_features_for_events_is_one_line(ctr_store, entity):
+    from jobs.cli import app
+
+    res = CliRunner().invoke(app, ["serve-features", "--store", str(ctr_store["store"]), "--entity", entity])
+    assert isinstance(res.exception, UserError), res.output
+    msg = str(res.exception)
+    assert "\n" not in msg and msg.startswith(f"--entity {entity}: 'event' features are offline only")
+    assert "online entities: item, user" in msg
