@@ -12,14 +12,18 @@ asked for a plan with methods [dense, M] at compression_ratio r (so it chooses w
 compress, by a noise-corrected mutual-information score computed on the train split); `planner` may use
 every method; `dsl` trains every dense table sparse at density 1/r (and at 0.2 = 80% sparsity).
 Every model is evaluated on its EXPORTED form (FBGEMM IntNBit TBE), so int8/int4 are measured
-as served. Memory is the export's bytes (DSL: the `pruned` export, rows with no active weight
-removed, the rest fp16, plus an int32 remap per id).
+as served. Memory is the export's bytes (DSL exact/lazy: the `pruned` export, the smallest of
+fp16/int8/int4 kept rows within `dsl.export_error`, plus an int32 remap per id when rows are
+dropped; row: the compact table as it trained, fp16, plus the remap). `--dsl-modes` adds the DSL
+modes at 80% sparsity (targets: lazy within 0.002 AUC of exact, row within 0.005; exported bytes
+row <= 0.25x dense fp32, best of exact/lazy <= 0.35x).
 
 Writes benchmarks/out/compression_tradeoff.md and .png, prints the table and whether the targets
 are met (at 10x the best method within 0.002 AUC of dense; DSL at 80% sparsity within 0.002).
 
     .venv/bin/python benchmarks/compression_tradeoff.py                 # default: a few minutes
     .venv/bin/python benchmarks/compression_tradeoff.py --ctr-rows 500000 --epochs 2 --seeds 3   # bigger
+    .venv/bin/python benchmarks/compression_tradeoff.py --methods dsl --ratios 1 --dsl-modes exact,lazy,row --seeds 3
 """
 
 from __future__ import annotations
@@ -187,7 +191,8 @@ class Result:
     auc_sd: float = float("nan")  # over seeds
 
 
-def train_eval(ds: Dataset, plan, train_b, test_b, args, seed: int, dsl_density: float | None = None) -> tuple[float, float, int, float]:
+def train_eval(ds: Dataset, plan, train_b, test_b, args, seed: int, dsl_density: float | None = None,
+               dsl_mode: str = "exact") -> tuple[float, float, int, float]:
     """Train on the FBGEMM/DMP path, export, evaluate the served model. Returns auc, logloss, bytes, s."""
     import torch
     from torch import nn
@@ -209,11 +214,12 @@ def train_eval(ds: Dataset, plan, train_b, test_b, args, seed: int, dsl_density:
     steps = args.epochs * len(train_b)
     dsl = None
     if dsl_density is not None:
-        from embeddings.dsl import DSLController
+        from embeddings.dsl import make_controller
 
         freqs = {f"t_{f}": torch.from_numpy(ds.counts[f]).float() for f in emb.features}
-        dsl = DSLController(dmp, DSLConfig(enabled=True, density=dsl_density, update_every=max(1, steps // 20), init="frequency"),
-                            total_steps=steps, frequencies=freqs, seed=seed)
+        dsl = make_controller(dmp, DSLConfig(enabled=True, mode=dsl_mode, density=dsl_density,
+                                             update_every=max(1, steps // 20), init="frequency"),
+                              total_steps=steps, frequencies=freqs, seed=seed)
         handle = dmp.module.sparse.register_forward_hook(lambda m, inp, out: dsl.observe(inp[0], out) if m.training else None)
     rng = np.random.default_rng(seed)
     step = 0
@@ -258,7 +264,7 @@ def run_dataset(ds: Dataset, args) -> list[Result]:
     reference = sum(v * args.dim * 4 for v in ds.vocab.values())
     results: list[Result] = []
 
-    def run(method: str, target: str, cfg: EmbeddingsConfig, dsl_density: float | None = None) -> None:
+    def run(method: str, target: str, cfg: EmbeddingsConfig, dsl_density: float | None = None, dsl_mode: str = "exact") -> None:
         try:
             plan = plan_embeddings(ds.spec, cfg)
         except BudgetError as err:
@@ -267,7 +273,7 @@ def run_dataset(ds: Dataset, args) -> list[Result]:
             return
         aucs, lls, secs, nbytes = [], [], [], 0
         for s in range(args.seeds):
-            a, ll, nbytes, sec = train_eval(ds, plan, train_b, test_b, args, seed=s, dsl_density=dsl_density)
+            a, ll, nbytes, sec = train_eval(ds, plan, train_b, test_b, args, seed=s, dsl_density=dsl_density, dsl_mode=dsl_mode)
             aucs.append(a), lls.append(ll), secs.append(sec)
         methods = sorted({t.method for t in plan.tables})
         note = f"{len(plan.tables)} tables: {','.join(methods)}" + (f"; {len(plan.dropped_features)} dropped" if plan.dropped_features else "")
@@ -289,14 +295,18 @@ def run_dataset(ds: Dataset, args) -> list[Result]:
                 run(method, f"{r:g}x", EmbeddingsConfig(default_dim=dim, compression_ratio=r, methods=methods))
     if "dsl" in args.methods:
         run("dsl", "80%sp", _dsl_cfg(dim, 0.2), dsl_density=0.2)
+    for mode in args.dsl_modes:  # the DSL modes at 80% sparsity (dsl = exact above)
+        if mode != "exact" or "dsl" not in args.methods:
+            run(f"dsl-{mode}", "80%sp", _dsl_cfg(dim, 0.2, mode), dsl_density=0.2, dsl_mode=mode)
     return results
 
 
-def _dsl_cfg(dim: int, density: float):
-    """Every table dense-trained sparse at `density` (the planner makes them `pruned` when registered)."""
+def _dsl_cfg(dim: int, density: float, mode: str = "exact"):
+    """Every table dense-trained sparse at `density` (the planner makes them `pruned` when registered;
+    row mode: `params.rows_kept`; exact and lazy: the compact export's `max_error`)."""
     from embeddings.config import DSLConfig, EmbeddingsConfig
 
-    return EmbeddingsConfig(default_dim=dim, methods=["dense"], dsl=DSLConfig(enabled=True, density=density))
+    return EmbeddingsConfig(default_dim=dim, methods=["dense"], dsl=DSLConfig(enabled=True, density=density, mode=mode))
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -306,8 +316,9 @@ def write_report(results: list[Result], args, wall: float) -> tuple[str, list[st
              f"Command: `{' '.join(sys.argv)}`  ",
              f"Settings: ctr rows {args.ctr_rows:,}, epochs {args.epochs}, batch {args.batch}, dim {args.dim}, seeds {args.seeds}; "
              f"wall time {wall:.0f} s on a shared 2-core machine (timings are noisy).", "",
-             "Memory is the exported artifact's bytes (FBGEMM IntNBit TBE rows + projections; DSL: the `pruned` "
-             "export, fully pruned rows removed, the rest fp16, plus an int32 remap per id). DSL targets are "
+             "Memory is the exported artifact's bytes (FBGEMM IntNBit TBE rows + projections; DSL exact/lazy: the "
+             "`pruned` export, the smallest of fp16/int8/int4 kept rows within dsl.export_error, plus an int32 remap "
+             "per id when rows are dropped; DSL row: the compact table as trained, fp16, plus the remap). DSL targets are "
              "densities (d=0.25 is 4x fewer active weights), not byte ratios. Ratio is against every "
              "feature dense fp32 at the same dim. AUC is of the exported (served) model on the last 20% by time, "
              "the mean over seeds (AUC sd: their standard deviation; the standard error of a mean is sd / sqrt(seeds)).", ""]
@@ -329,6 +340,21 @@ def write_report(results: list[Result], args, wall: float) -> tuple[str, list[st
             gap = dense.auc - best.auc
             verdicts.append(f"{name}: at 10x the best method is {best.method} (AUC {best.auc:.4f}, dense {dense.auc:.4f}, "
                             f"gap {gap:+.4f}): target (gap <= 0.002) {'MET' if gap <= 0.002 else 'NOT met'}")
+        modes = {r.method: r for r in rs if r.target == "80%sp" and not math.isnan(r.auc)}
+        exact = modes.get("dsl") or modes.get("dsl-exact")
+        for name_m, bound in (("dsl-lazy", 0.002), ("dsl-row", 0.005)):
+            if exact is not None and name_m in modes:
+                gap = exact.auc - modes[name_m].auc
+                verdicts.append(f"{name}: {name_m} at 80% sparsity AUC {modes[name_m].auc:.4f} vs exact {exact.auc:.4f} "
+                                f"(gap {gap:+.4f}): target (gap <= {bound}) {'MET' if gap <= bound else 'NOT met'}")
+        if "dsl-row" in modes:
+            share = 1 / modes["dsl-row"].ratio
+            verdicts.append(f"{name}: dsl-row exported bytes {share:.3f}x dense fp32: target (<= 0.25x) {'MET' if share <= 0.25 else 'NOT met'}")
+        weight_modes = [modes[m] for m in ("dsl", "dsl-exact", "dsl-lazy") if m in modes]
+        if weight_modes:
+            share = 1 / max(r.ratio for r in weight_modes)
+            verdicts.append(f"{name}: best of exact/lazy exported bytes {share:.3f}x dense fp32: target (<= 0.35x) "
+                            f"{'MET' if share <= 0.35 else 'NOT met'}")
         dsl80 = [r for r in rs if r.method == "dsl" and r.target == "80%sp" and not math.isnan(r.auc)]
         if dsl80:
             gap = dense.auc - dsl80[0].auc
@@ -380,10 +406,12 @@ def main() -> None:
     ap.add_argument("--min-count", type=int, default=2, help="vocabulary frequency threshold (rarer values share id 1)")
     ap.add_argument("--sparse-lr", type=float, default=0.05)
     ap.add_argument("--dense-lr", type=float, default=2e-3)
+    ap.add_argument("--dsl-modes", default="", help="comma list of DSL modes (exact, lazy, row) also run at 80%% sparsity")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     args.ratios = [float(r) for r in args.ratios.split(",")]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.dsl_modes = [m for m in args.dsl_modes.split(",") if m]
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -41,6 +41,7 @@ class TableLookup:
     grad_masks: list[tuple[int, int, Tensor]]
     remask: Tensor
     rows: Tensor | None = None
+    seen: Tensor | None = None  # sorted unique rows whose gradient was accumulated (lazy mode's grow candidates)
 
 
 @torch.no_grad()
@@ -149,6 +150,7 @@ def accumulate(grad: Tensor, lookups: list[TableLookup], grad_acc: Mapping[str, 
         per_row = F.embedding_bag(bag[order], source, offsets, mode="sum",
                                   per_sample_weights=scale[order] if scale is not None else None)
         grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
+        lk.seen = rows
         if lk.remask.numel() == lk.ids.numel():  # every id is re-masked: reuse the unique rows
             lk.rows = rows
 

@@ -42,17 +42,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+import math
+
 from embeddings.dsl.controller import DSLController
-from embeddings.dsl.hooks import resolved, sampled_steps, table_lookups
+from embeddings.dsl.hooks import TableLookup, resolved, sampled_steps, table_lookups
+from embeddings.dsl.masks import _sample_stride, pick
+from embeddings.dsl.remask import is_distributed
 from embeddings.dsl.schedule import exchange_fraction
 
 __all__ = ["LazyDSLController", "DEFAULT_GRAD_STEPS"]
 
 DEFAULT_GRAD_STEPS = 10  # sampled accumulating steps per interval when cfg.grad_steps is None
+_PASS_CHUNK_BYTES = 1 << 21  # the update pass walks each table in chunks of about this many bytes
+_SAMPLE = 1 << 16            # |w| samples that bracket the prune threshold
 
 
 class LazyDSLController(DSLController):
     """`DSLController` with periodic projection (see the module docstring); same constructor and API."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen: dict[str, list[Tensor]] = {name: [] for name in self.tables}
 
     @property
     def exact_from(self) -> int:
@@ -89,17 +99,150 @@ class LazyDSLController(DSLController):
             self._since_update = 0
             fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
             n = int(round(fraction * self.budget))
-            moved = self._prune_and_grow(n) if n > 0 else 0
+            moved = self._one_pass_update(n)
+            if moved is None:  # sharded / multi-rank / densely trained tables: exact's selection, then project
+                moved = self._prune_and_grow(n) if n > 0 else 0
+                self._project()
             for acc in self.grad_acc.values():
                 acc.zero_()
+            for seen in self._seen.values():
+                seen.clear()
             self.updates += 1
             self.exchanged_total += moved
-            self._project()
             stats.update(updated=True, fraction=fraction, exchanged=moved, scheduled=n, active=self.active_weights(),
                          density=self.density_by_table())
         elif self._exact_phase():  # the next step is the first exact one: start it projected
             self._project()
         return stats
+
+    def _on_grad(self, grad: Tensor, lookups: list[TableLookup], accumulate_: bool) -> Tensor:
+        out = super()._on_grad(grad, lookups, accumulate_)
+        if accumulate_ and not self._exact_phase():  # the rows with evidence: the only grow candidates
+            for lk in lookups:
+                if lk.seen is not None:
+                    self._seen[lk.table].append(lk.seen)
+        return out
+
+    @torch.no_grad()
+    def _one_pass_update(self, n: int) -> int | None:
+        """The update on whole local tables in one pass over each table (None where it does not
+        apply: sharded or replicated-across-ranks tables, tables with a dense optimizer).
+
+        Grow: the `n` largest accumulated magnitudes among the inactive weights of the rows seen on
+        accumulating steps (exact `pick` on that small pool). Prune: as many active weights of
+        smallest |w|, ranked exactly: a strided sample brackets the threshold, then ONE pass over
+        each table (in cache-sized chunks) zeroes the inactive weights (the projection), and collects
+        the active weights below the bracket and inside it; the k-th value of the bracket settles
+        it. Ties go to the lower (table, position), as in `exact` (`masks.exchange_positions`), so
+        both modes choose the same weights from the same weights and evidence."""
+        if is_distributed():
+            return None
+        weights = {}
+        for name, t in self.tables.items():
+            w = t.shards[0].tensor if len(t.shards) == 1 else None
+            if w is None or t.dense_param is not None or w.shape != self.masks[name].shape or not w.is_contiguous():
+                return None
+            weights[name] = w
+        grown = self._grow_from_seen(n)
+        n = sum(int(g.numel()) for g in grown.values())
+        pruned = self._prune_pass(weights, n)
+        if pruned is None:  # the sampled bracket missed (very unlikely): exact's selection on the projected tables
+            from embeddings.dsl.masks import _prune_positions
+
+            names = list(self.tables)
+            pruned = dict(zip(names, _prune_positions([weights[k] for k in names], [self.masks[k] for k in names], n, 1 << 18)))
+        for name, t in self.tables.items():
+            self._apply(name, t, weights[name], pruned[name], grown[name])
+        return n
+
+    def _grow_from_seen(self, n: int) -> dict[str, Tensor]:
+        positions, values = {}, []
+        for name in self.tables:
+            mask, acc = self.masks[name], self.grad_acc[name]
+            parts = self._seen[name]
+            rows = torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.long, device=mask.device)
+            sub = acc.index_select(0, rows)
+            r, c = ((sub > 0) & ~mask.index_select(0, rows)).nonzero(as_tuple=True)
+            positions[name] = rows[r] * mask.shape[1] + c
+            values.append(sub[r, c])
+        pool = torch.cat(values) if values else torch.zeros(0)
+        if torch.isnan(pool).any():
+            raise ValueError("DSL prune/grow met NaN gradient magnitudes; training diverged before the mask update")
+        n = max(0, min(n, pool.numel()))
+        if n == 0:
+            return {name: p[:0] for name, p in positions.items()}
+        picked = pick(pool, n, largest=True).split([p.numel() for p in positions.values()])
+        return {name: p[k] for (name, p), k in zip(positions.items(), picked)}
+
+    def _prune_pass(self, weights: dict[str, Tensor], n: int) -> dict[str, Tensor] | None:
+        names = list(weights)
+        total = sum(w.numel() for w in weights.values())
+        stride = _sample_stride(total, [w.shape[1] for w in weights.values()], _SAMPLE)
+        sample = torch.cat([weights[k].view(-1)[::stride][self.masks[k].view(-1)[::stride]].abs().float() for k in names])
+        if torch.isnan(sample).any():
+            raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
+        lo = hi = None
+        if n > 0 and sample.numel():
+            ns, active = sample.numel(), max(1, self.budget)
+            expected = n * ns / active
+            margin = 6.0 * math.sqrt(expected * max(0.0, 1.0 - n / active)) + 8.0
+            lo_rank, hi_rank = int(expected - margin), int(math.ceil(expected + margin))
+            lo = float(torch.kthvalue(sample, lo_rank).values) if lo_rank >= 1 else None
+            hi = float(torch.kthvalue(sample, hi_rank).values) if hi_rank <= ns else None
+        below: dict[str, list[Tensor]] = {k: [] for k in names}
+        band_pos: dict[str, list[Tensor]] = {k: [] for k in names}
+        band_val: list[Tensor] = []
+        for name in names:
+            w, mask = weights[name], self.masks[name]
+            rows, dim = w.shape
+            step = max(1, _PASS_CHUNK_BYTES // max(1, dim * w.element_size()))
+            for r0 in range(0, rows, step):
+                wc, mc = w[r0:r0 + step], mask[r0:r0 + step]
+                wc.masked_fill_(mc.logical_not(), 0)  # the projection, fused into the pass
+                if n == 0:
+                    continue
+                a = wc.abs()
+                inside = mc if hi is None else mc & (a <= hi)
+                if lo is not None:
+                    low = mc & (a < lo)
+                    below[name].append(low.view(-1).nonzero().squeeze(1).add_(r0 * dim))
+                    inside = inside & ~low
+                idx = inside.view(-1).nonzero().squeeze(1)
+                band_pos[name].append(idx + r0 * dim)
+                band_val.append(a.view(-1).index_select(0, idx).float())
+        empty = {k: torch.zeros(0, dtype=torch.long, device=weights[k].device) for k in names}
+        if n == 0:
+            return empty
+        below_t = {k: torch.cat(v) if v else empty[k] for k, v in below.items()}
+        band_t = {k: torch.cat(v) if v else empty[k] for k, v in band_pos.items()}
+        values = torch.cat(band_val) if band_val else torch.zeros(0)
+        k = n - sum(int(v.numel()) for v in below_t.values())
+        if k < 0 or k > values.numel():
+            return None
+        chosen = pick(values, k, largest=False) if k else torch.zeros(values.numel(), dtype=torch.bool)
+        parts = chosen.split([int(band_t[x].numel()) for x in names])
+        return {x: torch.cat([below_t[x], band_t[x][c]]).sort().values for x, c in zip(names, parts)}
+
+    def _apply(self, name: str, t, w: Tensor, pruned: Tensor, grown: Tensor) -> None:
+        """Write one table's exchange: mask, weights (pruned and grown start at 0), optimizer state
+        (element-wise zeroed at both; row-wise reset where no weight active before is active after)."""
+        if pruned.numel() == 0 and grown.numel() == 0:
+            return
+        mask = self.masks[name]
+        dim = mask.shape[1]
+        rows = torch.unique(torch.cat([pruned, grown]) // dim)
+        before = mask.index_select(0, rows)
+        mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
+        w.view(-1).index_fill_(0, pruned, 0).index_fill_(0, grown, 0)
+        states = t.optimizer_states()
+        if not states:
+            return
+        lost = ~(before & mask.index_select(0, rows)).any(1)  # grown weights were inactive before
+        for st in states:
+            if st.kind == "element":
+                st.tensor.view(-1).index_fill_(0, pruned, 0).index_fill_(0, grown, 0)
+            else:
+                st.tensor.index_fill_(0, rows[lost], 0)
 
     @torch.no_grad()
     def _project(self) -> None:

@@ -83,3 +83,40 @@ def test_lazy_equals_exact_when_nothing_can_drift():
         out.append((dsl.masks["t0"].clone(), tbe.split_embedding_weights()[0].clone(), dsl.exchanged_total))
     assert out[0][2] > 0 and out[0][2] == out[1][2]
     assert torch.equal(out[0][0], out[1][0]) and torch.allclose(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("sample", [64, 1 << 16])  # a bracket from few samples, and (nearly) the whole table
+def test_one_pass_update_chooses_what_exact_selection_chooses(monkeypatch, sample):
+    import embeddings.dsl.lazy as lazy_module
+    from embeddings.dsl.masks import exchange_positions
+
+    monkeypatch.setattr(lazy_module, "_SAMPLE", sample)
+    monkeypatch.setattr(lazy_module, "_PASS_CHUNK_BYTES", 256)  # many chunks per table
+    for trial in range(4):
+        tbe = cpu_tbe([(120, 8), (70, 4), (40, 12)])
+        dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, init="random"),
+                                total_steps=100, seed=trial)
+        gen = torch.Generator().manual_seed(20 + trial)
+        weights = tbe.split_embedding_weights()
+        with torch.no_grad():
+            for i, w in enumerate(weights):
+                name = f"t{i}"
+                w.copy_(torch.round(torch.randn(w.shape, generator=gen) * 4) / 4)  # ties; drift at inactive weights
+                hot = torch.rand(w.shape[0], generator=gen) < 0.4
+                dsl.grad_acc[name].copy_(torch.round(torch.rand(w.shape, generator=gen) * 8) * hot.unsqueeze(1))
+                dsl._seen[name] = [hot.nonzero().squeeze(1)]
+        masks = {k: m.clone() for k, m in dsl.masks.items()}
+        projected = {f"t{i}": w.detach().clone() * masks[f"t{i}"] for i, w in enumerate(weights)}
+        acc = {k: a.clone() for k, a in dsl.grad_acc.items()}
+        n = dsl.budget // (3 + trial)
+        expected = exchange_positions(projected, masks, acc, n)
+        moved = dsl._one_pass_update(n)
+        assert moved == sum(int(g.numel()) for _, g in expected.values()) > 0
+        for i, w in enumerate(weights):
+            name = f"t{i}"
+            new = masks[name].clone()
+            pruned, grown = expected[name]
+            new.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
+            assert torch.equal(dsl.masks[name], new), (trial, name)
+            assert int(torch.count_nonzero(w[~new])) == 0  # projected, pruned and grown weights at zero
+            assert torch.equal(w[new & masks[name]], projected[name][new & masks[name]])  # survivors untouched
