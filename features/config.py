@@ -11,10 +11,23 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def clean_path(p: Path | str) -> Path:
+    """`~` expanded; an absolute path resolved once (no `..` segments left), a relative one normalized
+    (the run config later resolves it from the config file's folder).
+
+    Example:
+        >>> str(clean_path("/x/y/../data/file.csv"))
+        '/x/data/file.csv'
+    """
+    p = Path(os.path.expanduser(str(p)))
+    return p.resolve() if p.is_absolute() else Path(os.path.normpath(p))
 
 
 class StrictModel(BaseModel):
@@ -36,10 +49,26 @@ class ColumnRoles(StrictModel):
     multi_valued: list[str] = Field(default_factory=list, description="columns holding several ids separated by `separator`")
     separator: str = " "
     label_threshold: float | None = Field(default=None, description="label column holds a number; label = 1 when value >= this (e.g. rating >= 4)")
+    label_positive: str | float | list[str | float] | None = Field(
+        default=None, description="the label value(s) that mean 1, e.g. '>50K' or [yes, y] (or numbers: [4, 5]); "
+        "every other value is 0. Instead of label_threshold")
     session_id: str | None = None
     user_id: str | None = None
     item_id: str | None = None
     timestamp: str | None = None
+
+    @model_validator(mode="after")
+    def _one_label_rule(self) -> "ColumnRoles":
+        if self.label_positive is not None and self.label_threshold is not None:
+            raise ValueError("give roles.label_positive or roles.label_threshold, not both")
+        if isinstance(self.label_positive, list) and not self.label_positive:
+            raise ValueError("roles.label_positive is empty; list the label value(s) that mean 1")
+        return self
+
+    def positive_values(self) -> list[str | float] | None:
+        """`label_positive` as a list (None when not set)."""
+        p = self.label_positive
+        return None if p is None else (list(p) if isinstance(p, list) else [p])
 
 
 class ItemTableConfig(StrictModel):
@@ -53,38 +82,6 @@ class ItemTableConfig(StrictModel):
     categorical: list[str] = Field(default_factory=list)
     multi_valued: list[str] = Field(default_factory=list)
     separator: str = " "
-
-
-class DatasetConfig(StrictModel):
-    """A raw dataset: where it is, how it is written, and the role of each column."""
-
-    name: str = "dataset"
-    path: Path
-    format: FileFormat = "tsv"
-    delimiter: str | None = Field(default=None, description="field separator; default: tab for tsv, comma for csv (e.g. '|')")
-    kind: DatasetKind
-    header: bool = True
-    columns: list[str] | None = Field(default=None, description="column names when the file has no header")
-    roles: ColumnRoles = Field(default_factory=ColumnRoles)
-    items: ItemTableConfig | None = None
-    tables: list[SideTableConfig] = Field(default_factory=list, description="side tables joined on a key in ingest")
-
-    _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
-
-    @model_validator(mode="after")
-    def _roles_fit_kind(self) -> "DatasetConfig":
-        r = self.roles
-        need: dict[str, list[str]] = {
-            "ctr": ["label"],
-            "sessions": ["item_id", "timestamp"],
-            "interactions": ["user_id", "item_id", "timestamp"],
-        }
-        missing = [k for k in need[self.kind] if getattr(r, k) is None]
-        if missing:
-            raise ValueError(f"a '{self.kind}' dataset needs roles.{missing[0]} (the column name that holds it)")
-        if not self.header and not self.columns:
-            raise ValueError("header is false, so 'columns' must list the column names in file order")
-        return self
 
     _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
 
@@ -123,6 +120,42 @@ class SideTableConfig(StrictModel):
         return self
 
 
+class DatasetConfig(StrictModel):
+    """A raw dataset: where it is, how it is written, and the role of each column."""
+
+    name: str = "dataset"
+    path: Path
+    format: FileFormat = "tsv"
+    delimiter: str | None = Field(default=None, description="field separator; default: tab for tsv, comma for csv (e.g. '|')")
+    kind: DatasetKind
+    header: bool = True
+    columns: list[str] | None = Field(default=None, description="column names when the file has no header")
+    roles: ColumnRoles = Field(default_factory=ColumnRoles)
+    items: ItemTableConfig | None = None
+    tables: list[SideTableConfig] = Field(default_factory=list, description="side tables joined on a key in ingest")
+
+    _clean_path = field_validator("path")(classmethod(lambda cls, v: clean_path(v)))
+
+    @model_validator(mode="after")
+    def _roles_fit_kind(self) -> "DatasetConfig":
+        r = self.roles
+        need: dict[str, list[str]] = {
+            "ctr": ["label"],
+            "sessions": ["item_id", "timestamp"],
+            "interactions": ["user_id", "item_id", "timestamp"],
+        }
+        missing = [k for k in need[self.kind] if getattr(r, k) is None]
+        if missing:
+            raise ValueError(f"a '{self.kind}' dataset needs roles.{missing[0]} (the column name that holds it)")
+        if not self.header and not self.columns:
+            raise ValueError("header is false, so 'columns' must list the column names in file order")
+        names = [t.name for t in self.tables]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"two side tables are named '{dup}'; give each table its own name")
+        return self
+
+
 class SparkConfig(StrictModel):
     """How to start Spark. `master` is any Spark master URL; local by default."""
 
@@ -152,6 +185,9 @@ class VocabConfig(StrictModel):
                                    "row order; default the run's seed")
     split_key: list[str] = Field(default_factory=list, description="random split: rows with equal values in these "
                                  "columns land in the same split (e.g. [user_id]); empty: each row is drawn on its own")
+    numeric_buckets: int = Field(default=0, ge=0, le=1024, description="ctr: also embed each dense column as "
+                                 "quantile buckets of the train split (an int64 column <col>__bucket, 0 = missing); "
+                                 "0: off")
 
 
 def resolve_split(dataset: "DatasetConfig", vocab: VocabConfig) -> str:

@@ -19,8 +19,8 @@ from typing import Mapping
 
 from features.config import DatasetConfig, IngestConfig, ItemTableConfig
 from features.errors import DataError
-from features.readers import (ARRAY, DOUBLE, LABEL, STRING, TIMESTAMP, ColumnSpec, TextLayout,
-                              list_files, numbered_lines, parse_lines)
+from features.readers import (ARRAY, DOUBLE, LABEL, STRING, TIMESTAMP, ColumnSpec, TextLayout, assemble_records,
+                              has_quote, list_files, numbered_lines, parquet_texts, parse_lines, type_fields)
 
 QUARANTINE_COLUMNS = ["file", "line", "raw", "reason"]
 
@@ -44,8 +44,14 @@ def dataset_column_specs(dataset: DatasetConfig) -> dict[str, tuple[str, ColumnS
     if r.timestamp is not None:
         specs[r.timestamp] = ("roles.timestamp", ColumnSpec(TIMESTAMP, required=True))
     if r.label is not None:
-        specs[r.label] = ("roles.label", ColumnSpec(LABEL, required=True, threshold=r.label_threshold))
+        specs[r.label] = ("roles.label", label_spec(dataset))
     return specs
+
+
+def label_spec(dataset: DatasetConfig) -> ColumnSpec:
+    """How the label column is read: 0/1, `value >= roles.label_threshold`, or `value in roles.label_positive`."""
+    r = dataset.roles
+    return ColumnSpec(LABEL, required=True, threshold=r.label_threshold, positive=r.positive_values())
 
 
 def item_column_specs(items: ItemTableConfig) -> dict[str, tuple[str, ColumnSpec]]:
@@ -80,21 +86,59 @@ def _columns_of(facts, headers: list[list[str]], header: bool, declared: list[st
 
 
 def _read_table(spark, path: Path, fmt: str, delimiter: str | None, header: bool, declared: list[str] | None,
-                specs: dict[str, tuple[str, ColumnSpec]], where: str):
+                specs: dict[str, tuple[str, ColumnSpec]], where: str, utf8_in_specs_only: bool = False):
     """Parse every line of the file(s) at `path`; returns (parsed_df, columns, data rows in)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    if fmt == "parquet":
+        return _read_parquet(spark, path, specs, where)
     layout = TextLayout.for_format(fmt, delimiter)
     files = list_files(path)
+    records = layout.quoted and any(has_quote(f) for f in files)  # else the split-line fast path
     lines, facts = numbered_lines(spark, files)
     headers = [f.header_fields(layout) for f in facts]
     columns = _columns_of(facts, headers, header, declared, specs, where)
+    if records:
+        lines = assemble_records(lines)
     if header:
         lines = lines.where(F.col("line") > 1)
-    rows_in = sum(f.lines - (1 if header else 0) for f in facts)
+    if records:
+        lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
+        rows_in = lines.count()
+    else:
+        rows_in = sum(f.lines - (1 if header else 0) for f in facts)
     if rows_in == 0:
-        raise DataError(f"{facts[0].path}: the file has a header but no data rows; check dataset.path.")
-    parsed = parse_lines(lines, columns, {c: s for c, (_, s) in specs.items()}, layout).df
+        raise DataError(f"{facts[0].path}: the file has a header but no data rows; check {where}.path.")
+    parsed = parse_lines(lines, columns, {c: s for c, (_, s) in specs.items()}, layout, records=records,
+                         utf8_in_specs_only=utf8_in_specs_only).df
+    return parsed, columns, rows_in
+
+
+def _read_parquet(spark, path: Path, specs: dict[str, tuple[str, ColumnSpec]], where: str):
+    """A Parquet file or folder, typed per roles by the same rules as text (a bad value quarantines its
+    row: `line` is the row number in its file, `raw` the row as JSON); returns (parsed_df, columns, rows in)."""
+    from pyspark.sql.types import ArrayType
+
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; fix {where}.path.")
+    try:
+        df = spark.read.parquet(str(path))
+    except Exception as err:  # AnalysisException: not Parquet, or no files
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: cannot be read as Parquet ({first}); point {where}.path at a Parquet file or "
+                        f"folder, or set {where}.format to csv/tsv.") from None
+    columns = list(df.columns)
+    for col, (key, _) in specs.items():
+        if col not in columns:
+            raise DataError(f"{path}: column '{col}' ({where}.{key}) is not in the Parquet schema "
+                            f"({', '.join(columns[:12])}{', ...' if len(columns) > 12 else ''}); fix {where}.{key}.")
+    arrays = {c for c in columns if isinstance(df.schema[c].dataType, ArrayType)}
+    parsed = type_fields(parquet_texts(df, columns, arrays), columns, {c: s for c, (_, s) in specs.items()}, arrays)
+    rows_in = df.count()
+    if rows_in == 0:
+        raise DataError(f"{path}: the Parquet data has no rows; check {where}.path.")
     return parsed, columns, rows_in
 
 
@@ -115,13 +159,47 @@ def _check_balance(name: str, rows_in: int, ok: int, bad: int) -> None:
         raise RuntimeError(f"{name}: rows_in {rows_in} != rows_ok {ok} + rows_quarantined {bad}; a row was lost")
 
 
-def _check_share(path: Path, rows_in: int, bad: int, reasons: dict[str, int], cfg: IngestConfig) -> None:
+def _check_share(spark, path: Path, rows_in: int, bad: int, qpath: Path, cfg: IngestConfig,
+                 label: str | None = None, where: str = "dataset") -> None:
+    """A `DataError` when more than `max_quarantine_share` of the rows are bad: it names the commonest
+    reason and its column, shows an example line and says what to change."""
     share = bad / rows_in
-    if share > cfg.max_quarantine_share:
-        top = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        raise DataError(f"{path}: {bad} of {rows_in} rows ({share:.2%}) are malformed ({top}), above "
-                        f"features.ingest.max_quarantine_share={cfg.max_quarantine_share}; fix the file or the "
-                        "column roles, or raise that setting.")
+    if share <= cfg.max_quarantine_share:
+        return
+    from pyspark.sql import functions as F
+
+    q = spark.read.parquet(str(qpath))
+    top = q.groupBy("reason").agg(F.count(F.lit(1)).alias("n"), F.min_by(F.struct("file", "line", "raw"), "line")
+                                  .alias("e")).orderBy(F.col("n").desc(), "reason").first()
+    kind, _, col = top["reason"].partition(":")
+    what = f"{kind} in column '{col}'" if col and kind not in ("wrong_column_count",) else top["reason"]
+    raw = top["e"]["raw"]
+    example = f"{Path(top['e']['file']).name} line {top['e']['line']}: {raw[:120]!r}{'...' if len(raw) > 120 else ''}"
+    if col == label and kind in ("non_numeric", "label_not_binary"):
+        fix = (f"for a label that is not 0/1 set {where}.roles.label_positive to the value(s) meaning 1 "
+               "(or roles.label_threshold for a number)")
+    elif kind == "wrong_column_count":
+        fix = f"check {where}.format and {where}.delimiter (and that quoted fields are closed)"
+    elif kind in ("non_numeric", "not_finite") and col:
+        fix = f"list '{col}' under roles.categorical if it is not a number, or fix the file"
+    else:
+        fix = "fix the file or the column roles"
+    raise DataError(f"{path}: {bad} of {rows_in} rows ({share:.2%}) are malformed, above "
+                    f"features.ingest.max_quarantine_share={cfg.max_quarantine_share}; commonest: {what} "
+                    f"({top['n']} rows), e.g. {example}; {fix}, or raise that setting.")
+
+
+def _check_positive_labels(spark, data: Path, dataset: DatasetConfig) -> None:
+    """With `roles.label_positive`, a run where no row matched it is a typo, not a dataset of negatives."""
+    r = dataset.roles
+    if r.label_positive is None or r.label is None:
+        return
+    from pyspark.sql import functions as F
+
+    row = spark.read.parquet(str(data)).agg(F.sum(F.col(r.label)).alias("p"), F.count(F.lit(1)).alias("n")).first()
+    if row["n"] and not row["p"]:
+        raise DataError(f"{dataset.path}: no row's '{r.label}' is one of roles.label_positive {r.positive_values()}; "
+                        "write the positive label value(s) as they appear in the file.")
 
 
 def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: IngestConfig, spark) -> dict:
@@ -153,7 +231,8 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
     reasons = _reasons(spark, out / "quarantine")
     rows_bad = sum(reasons.values())
     _check_balance(str(raw_path), rows_in, rows_ok, rows_bad)
-    _check_share(raw_path, rows_in, rows_bad, reasons, cfg)
+    _check_share(spark, raw_path, rows_in, rows_bad, out / "quarantine", cfg, dataset.roles.label)
+    _check_positive_labels(spark, out / "data", dataset)
     summary = {"rows_in": rows_in, "rows_ok": rows_ok, "rows_quarantined": rows_bad, "rows_out": rows_ok,
                "quarantine_reasons": reasons, "columns": columns}
 
@@ -183,6 +262,6 @@ def _ingest_items(spark, path: Path, items: ItemTableConfig, out: Path, cfg: Ing
     reasons = _reasons(spark, out / "quarantine_items")
     bad = sum(reasons.values())
     _check_balance(str(path), rows_in, ok, bad)
-    _check_share(path, rows_in, bad, reasons, cfg)
+    _check_share(spark, path, rows_in, bad, out / "quarantine_items", cfg, where="dataset.items")
     return {"items_rows_in": rows_in, "items_rows_ok": ok, "items_rows_quarantined": bad,
             "items_quarantine_reasons": reasons}

@@ -18,14 +18,17 @@ Example:
 
 from __future__ import annotations
 
-import gzip
+import csv
+import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from features.config import DatasetConfig
 from features.errors import DataError
+from features.readers import has_quote, open_text, split_regex, unreadable_message  # noqa: F401 (has_quote re-exported)
 
 CORRUPT = "_corrupt_record"
 NUMBER_RE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"   # what makes a raw column dense
@@ -52,17 +55,43 @@ class RankSource:
 
 
 def _open(path: Path, mode: str = "rt") -> IO:
-    """A plain or gzipped (by its `.gz` name) file; text modes decode UTF-8, replacing bad bytes."""
-    text = {} if "b" in mode else {"encoding": "utf-8", "errors": "replace"}
-    return (gzip.open if path.name.endswith(".gz") else open)(path, mode, **text)
+    """A plain or gzipped (by its `.gz` name) file; text modes decode UTF-8 (a BOM dropped), replacing bad bytes."""
+    return open_text(path, mode)
 
 
 def _first_line(path: Path) -> str:
     try:
         with _open(path) as fh:
             return fh.readline().rstrip("\r\n")
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot be read ({err}); give a plain or gzipped CSV/TSV file.") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(unreadable_message(path, err)) from None
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    """One line's fields; CSV quoting (RFC 4180) understood when the line holds a quote."""
+    if '"' not in line:
+        return line.split(sep)
+    rows = list(csv.reader(io.StringIO(line), delimiter=sep, strict=False))
+    return rows[0] if rows else [""]
+
+
+def check_parquet_input(path: Path) -> None:
+    """A one-line `DataError` when a folder given as Parquet holds CSV/TSV parts and no Parquet file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; check --input.")
+    if not path.is_dir():
+        return
+    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    if any(p.name.endswith(".parquet") for p in files):
+        return
+    text = sorted(p for p in files if re.search(r"\.(csv|tsv|tab|txt)(\.gz)?$", p.name, re.I))
+    if text:
+        raise DataError(f"{path}: a folder of CSV/TSV parts ({text[0].name}, ...), not Parquet; `features rank --input` "
+                        "reads one CSV/TSV file or a Parquet folder: join the parts into one file with one header "
+                        "line, or ingest the folder with a run config and rank the ingest output (--config).")
+    if not files:
+        raise DataError(f"{path}: the folder is empty; give a Parquet folder or one CSV/TSV file.")
 
 
 def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = None) -> list[str]:
@@ -76,12 +105,13 @@ def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = N
     if not path.exists():
         raise DataError(f"{path}: no such file; check --input.")
     if path.is_dir():
+        check_parquet_input(path)
         raise DataError(f"{path}: is a folder; give one CSV/TSV file, or --format parquet for a Parquet folder.")
     sep = separator or delimiter_for(fmt)
     header = _first_line(path)
     if not header.strip():
         raise DataError(f"{path}: the file is empty (no header line); give a {fmt.upper()} file with a header line and data rows.")
-    names = [n.strip().strip('"') for n in header.split(sep)]
+    names = [n.strip() for n in _fields(header, sep)]
     if label not in names:
         hint = f" (only one column found: is the delimiter {sep!r} right? try --format)" if len(names) == 1 else ""
         raise DataError(f"{path}: label column '{label}' is not in the header; columns are: {', '.join(names[:30])}{hint}; "
@@ -89,7 +119,7 @@ def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = N
     return names
 
 
-def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000) -> list[str]:
+def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000, quoted: bool = False) -> list[str]:
     """Columns whose non-empty values in the first `rows` data lines all look like numbers.
 
     Example:
@@ -100,12 +130,12 @@ def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000) 
     bad: set[str] = set()
     with _open(path) as fh:
         fh.readline()
-        for _, line in zip(range(rows), fh):
-            fields = line.rstrip("\r\n").split(sep)
+        reader = csv.reader(fh, delimiter=sep, strict=False) if quoted else (l.rstrip("\r\n").split(sep) for l in fh)
+        for _, fields in zip(range(rows), reader):
             if len(fields) != len(names):
                 continue
             for n, v in zip(names, fields):
-                v = v.strip().strip('"')
+                v = v.strip()
                 if v:
                     seen[n] += 1
                     if n not in bad and not NUMBER.match(v):
@@ -153,50 +183,27 @@ def read_raw(spark: Any, path: Path, label: str, fmt: str = "csv", exclude: list
     if not path.exists():
         raise DataError(f"{path}: no such file; check --input.")
     if fmt == "parquet":
+        check_parquet_input(path)
         df = spark.read.parquet(str(path))
         return _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued)
     names = check_raw_header(path, label, fmt, separator)
     sep = separator or delimiter_for(fmt)
     schema = StructType([StructField(n, StringType()) for n in names] + [StructField(CORRUPT, StringType())])
-    if '"' in sep or has_quote(path):
+    quoted = '"' in sep or has_quote(path)
+    if quoted:  # RFC 4180: "" inside quotes is a quote; quoted fields may hold the delimiter and newlines
         df, header_rows = (spark.read.schema(schema).option("header", True).option("sep", sep).option("mode", "PERMISSIVE")
+                           .option("multiLine", True).option("escape", '"').option("encoding", "UTF-8")
                            .option("columnNameOfCorruptRecord", CORRUPT).csv(str(path))), 0
     else:
         df, header_rows = split_lines(spark, path, names, sep, _first_line(path)), 1
     src = _with_roles(spark, df, str(path), label, exclude, categorical, dense, multi_valued, names, raw_text=True)
     src.header_rows = header_rows
     if src.infer_dense:
-        numeric = set(numeric_in_sample(path, names, sep))
+        numeric = set(numeric_in_sample(path, names, sep, quoted=quoted))
         feats = src.categorical
         src.dense = [c for c in feats if c in numeric]
         src.categorical = [c for c in feats if c not in numeric]
     return src
-
-
-def has_quote(path: Path, chunk: int = 1 << 23) -> bool:
-    """Whether the file (plain or gzipped) holds a double quote anywhere.
-
-    Example:
-        >>> has_quote(Path("a.csv"))       # doctest: +SKIP
-        False
-    """
-    with _open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            if b'"' in block:
-                return True
-    return False
-
-
-def split_regex(sep: str) -> str:
-    r"""`sep` as the regex Spark's `split` takes, in the form Java's String.split handles without a regex engine.
-
-    Example:
-        >>> split_regex(","), split_regex("|"), split_regex("::")
-        (',', '\\|', '\\Q::\\E')
-    """
-    if len(sep) == 1:
-        return "\\" + sep if sep in ".$|()[{^?*+\\" else sep
-    return "\\Q" + sep + "\\E"
 
 
 def split_lines(spark: Any, path: Path, names: list[str], sep: str, header: str) -> Any:
@@ -217,7 +224,8 @@ def split_lines(spark: Any, path: Path, names: list[str], sep: str, header: str)
     # split inside a generator: filters on the fields (malformed, label missing) cannot be pushed
     # below it, which would split each line three times instead of once
     fields = lines.selectExpr(f"inline(array(struct(value, split(value, {sql_str(split_regex(sep))}, -1) AS _f)))")
-    bad = f"CASE WHEN size(_f) != {len(names)} OR value = {sql_str(header)} THEN value END"
+    bom = sql_str("\ufeff")  # a UTF-8 byte-order mark before the header line
+    bad = f"CASE WHEN size(_f) != {len(names)} OR trim(LEADING {bom} FROM value) = {sql_str(header)} THEN value END"
     return fields.selectExpr(*[f"nullif(try_element_at(_f, {i + 1}), '') AS {q(n)}" for i, n in enumerate(names)],
                              f"{bad} AS {CORRUPT}")
 

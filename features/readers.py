@@ -19,9 +19,14 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from features.errors import DataError
 
@@ -47,20 +52,61 @@ class TextLayout:
         return cls(delimiter=delimiter or default, quoted=fmt == "csv")
 
     def split_pattern(self) -> str:
-        """Java regex that splits a line into fields (outside double quotes for CSV)."""
-        sep = re.escape(self.delimiter)
-        return f'{sep}(?=(?:[^"]*"[^"]*")*[^"]*$)' if self.quoted else sep
+        """Java regex that splits an unquoted line at the delimiter (a literal, no look-ahead: linear)."""
+        return split_regex(self.delimiter)
 
     def split_python(self, line: str) -> list[str]:
-        """The same split in Python, for the header line only."""
-        parts = re.split(self.split_pattern(), line)
-        return [_unquote_py(p) for p in parts] if self.quoted else parts
+        """A line split into fields in Python (header lines); CSV quoting (RFC 4180) understood."""
+        if not self.quoted:
+            return line.split(self.delimiter)
+        rows = list(csv.reader(io.StringIO(line), delimiter=self.delimiter, strict=False))
+        return rows[0] if rows else [""]
 
 
-def _unquote_py(s: str) -> str:
-    if len(s) >= 2 and s[0] == '"' and s[-1] == '"':
-        return s[1:-1].replace('""', '"')
-    return s
+def split_regex(sep: str) -> str:
+    r"""`sep` as the regex Spark's `split` takes, in the form Java's String.split handles without a regex engine.
+
+    Example:
+        >>> split_regex(","), split_regex("|"), split_regex("::")
+        (',', '\\|', '\\Q::\\E')
+    """
+    if len(sep) == 1:
+        return "\\" + sep if sep in ".$|()[{^?*+\\" else sep
+    return "\\Q" + sep + "\\E"
+
+
+def open_text(path: Path, mode: str = "rt") -> IO:
+    """A plain or gzipped (by its `.gz` name) file; text modes decode UTF-8 (a BOM dropped), replacing bad bytes."""
+    text = {} if "b" in mode else {"encoding": "utf-8-sig", "errors": "replace"}
+    return (gzip.open if Path(path).name.endswith(".gz") else open)(path, mode, **text)
+
+
+def has_quote(path: Path, chunk: int = 1 << 23) -> bool:
+    """Whether the file (plain or gzipped) holds a double quote anywhere (a byte scan at memory speed).
+    A gzipped file is read to its end, so a truncated one is a one-line `DataError` here.
+
+    Example:
+        >>> has_quote(Path("a.csv"))       # doctest: +SKIP
+        False
+    """
+    found, gz = False, Path(path).name.endswith(".gz")
+    try:
+        with open_text(path, "rb") as fh:
+            while block := fh.read(chunk):
+                found = found or b'"' in block
+                if found and not gz:
+                    return True
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(unreadable_message(Path(path), err)) from None
+    return found
+
+
+def unreadable_message(path: Path, err: BaseException) -> str:
+    """One line for a file that cannot be read to its end (a truncated or corrupt .gz, a permission problem)."""
+    if isinstance(err, (EOFError, zlib.error)) or "gzip" in str(err).lower() or "crc" in str(err).lower():
+        return (f"{path}: the gzip file is truncated or corrupt ({err}); copy or compress it again "
+                f"(`gzip -t {path.name}` checks it).")
+    return f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); check the path and its permissions."
 
 
 @dataclass
@@ -75,13 +121,13 @@ class FileLines:
         """Column names from the first line; blank names become `_c<i>`."""
         if self.first_line is None:
             return []
-        names = [n.strip() for n in layout.split_python(self.first_line)]
+        names = [n.strip() for n in layout.split_python(self.first_line.lstrip("\ufeff"))]
         return [n if n else f"_c{i}" for i, n in enumerate(names)]
 
 
 def list_files(path: Path) -> list[Path]:
     """The data files of `path`: the file itself, or the visible files of a folder, sorted by name."""
-    path = Path(path)
+    path = Path(path).expanduser().resolve()  # one spelling of each file: no `..`, as Spark reports it
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -111,16 +157,22 @@ def numbered_lines(spark, files: list[Path]):
            .select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("uri"),
                    F.col("_metadata.file_block_start").alias("block"),
                    F.monotonically_increasing_id().alias("mid")))
-    blocks = (raw.groupBy("uri", "block")
-              .agg(F.count(F.lit(1)).alias("n"), F.min("mid").alias("first_mid"),
-                   F.min_by("raw", "mid").alias("first_raw"))
-              .collect())
+    try:
+        blocks = (raw.groupBy("uri", "block")
+                  .agg(F.count(F.lit(1)).alias("n"), F.min("mid").alias("first_mid"),
+                       F.min_by("raw", "mid").alias("first_raw"))
+                  .collect())
+    except Exception:  # a truncated .gz fails in the JVM: name the file instead of a Java trace
+        for f in files:
+            if Path(f).name.endswith(".gz"):
+                has_quote(Path(f))  # reads the file to its end; raises a one-line DataError when it is cut short
+        raise
     by_file: dict[str, list] = {}
     for b in blocks:
         by_file.setdefault(_display_path(b["uri"]), []).append(b)
     rows, facts = [], []
     for f in files:
-        key = str(Path(f).absolute())
+        key = str(Path(f).resolve())
         bl = sorted(by_file.get(key, []), key=lambda b: b["block"])
         if not bl:
             raise DataError(f"{f}: the file is empty; it needs a header line and data rows (check dataset.path).")
@@ -132,8 +184,10 @@ def numbered_lines(spark, files: list[Path]):
         facts.append(FileLines(path=key, lines=before, first_line=_strip_cr(bl[0]["first_raw"])))
     offsets = spark.createDataFrame(rows, "uri string, block long, delta long, file string")
     lines = (raw.join(F.broadcast(offsets), ["uri", "block"])
-             .select("file", (F.col("mid") + F.col("delta")).alias("line"),
-                     F.regexp_replace("raw", "\r$", "").alias("raw")))
+             .select("file", (F.col("mid") + F.col("delta")).alias("line"), "raw"))
+    first = F.col("line") == 1  # a UTF-8 byte-order mark is not data
+    lines = lines.select("file", "line", F.regexp_replace(F.when(first, F.regexp_replace("raw", "^\ufeff", ""))
+                                                          .otherwise(F.col("raw")), "\r$", "").alias("raw"))
     return lines, facts
 
 
@@ -149,6 +203,7 @@ class ColumnSpec:
     required: bool = False
     separator: str = " "          # ARRAY only
     threshold: float | None = None  # LABEL only: label = value >= threshold
+    positive: list | None = None    # LABEL only: label = value is one of these (strings or numbers)
 
 
 @dataclass
@@ -159,8 +214,75 @@ class ParsedLines:
     columns: list[str] = field(default_factory=list)
 
 
-def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout: TextLayout) -> ParsedLines:
+def label_is_positive(text, positive: list):
+    """A boolean Column: the label text is one of `positive` (strings compared trimmed; numbers, and
+    strings that are numbers, also compared as numbers, so 1 matches '1.0').
+
+    Example:
+        >>> label_is_positive(F.col("_t0"), [">50K", ">50K."])        # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    num = text.cast("double")
+    hit = F.lit(False)
+    for p in positive:
+        if isinstance(p, str):
+            hit = hit | (F.trim(text) == F.lit(p.strip()))
+            try:
+                p = float(p)
+            except ValueError:
+                continue
+        hit = hit | (num == F.lit(float(p)))
+    return F.coalesce(hit, F.lit(False))
+
+
+def assemble_records(lines):
+    """CSV records from numbered lines: a line continues the record before it while a quoted field is
+    open (an odd number of quote characters so far), so a quoted field may hold newlines (RFC 4180).
+
+    Returns `(file, line, raw, _unclosed)`: `line` is the record's first line, `raw` its lines joined
+    by `\\n`, `_unclosed` true when the record ends inside a quoted field (the end of its file).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    odd = ((F.length("raw") - F.length(F.regexp_replace("raw", '"', ""))) % 2).cast("long")
+    w = Window.partitionBy("file").orderBy("line")
+    before = F.coalesce(F.sum("_odd").over(w.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)) % 2
+    marked = lines.withColumn("_odd", odd).withColumn("_start", (before == 0).cast("long"))
+    numbered = marked.withColumn("_rec", F.sum("_start").over(w.rowsBetween(Window.unboundedPreceding, 0)))
+    parts = F.array_sort(F.collect_list(F.struct("line", "raw")))
+    return (numbered.groupBy("file", "_rec")
+            .agg(F.min("line").alias("line"), F.array_join(F.transform(parts, lambda x: x["raw"]), "\n").alias("raw"),
+                 (F.sum("_odd") % 2 == 1).alias("_unclosed"))
+            .select("file", "line", "raw", "_unclosed"))
+
+
+def csv_fields_udf(delimiter: str):
+    """A pandas UDF: each CSV record (quotes, doubled quotes, delimiters and newlines inside quotes) to its fields."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    def fields(raw):
+        import csv as _csv
+        import io as _io
+
+        out = []
+        for r in raw:
+            rows = list(_csv.reader(_io.StringIO(r), delimiter=delimiter, strict=False)) if r else []
+            out.append(rows[0] if len(rows) == 1 else [""] if not rows else [f for row in rows for f in row])
+        return pd.Series(out)
+
+    fields.__annotations__ = {"raw": pd.Series, "return": pd.Series}  # real classes (this module defers annotations)
+    return pandas_udf(fields, "array<string>")
+
+
+def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout: TextLayout,
+                records: bool = False, utf8_in_specs_only: bool = False) -> ParsedLines:
     """Split, check and type every line. Missing fields (empty strings) are nulls, not errors.
+
+    `records`: `lines` are CSV records from `assemble_records` (quotes possible); otherwise plain
+    lines without any quote character, split at the delimiter.
 
     Example:
         >>> p = parse_lines(lines, ["label", "I1"], {"label": ColumnSpec(LABEL, True),   # doctest: +SKIP
@@ -168,21 +290,44 @@ def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout:
     """
     from pyspark.sql import functions as F
 
-    n = len(columns)
-    fields = lines.withColumn("_f", F.split(F.col("raw"), layout.split_pattern(), -1))
+    if records:  # CSV records that may hold quotes: a real CSV parser, linear in the record's length
+        unclosed = F.col("_unclosed")
+        fields = lines.withColumn("_f", csv_fields_udf(layout.delimiter)(F.col("raw")))
+    else:        # no quote anywhere: a literal split at the delimiter
+        unclosed = F.lit(False)
+        fields = lines.withColumn("_f", F.split(F.col("raw"), layout.split_pattern(), -1))
     # stage 1: the text of each field (empty -> null); separate projections keep each expression
     # computed once (Spark does not inline a costly expression into several consumers)
     text_cols = []
     for i, c in enumerate(columns):
         v = F.col("_f").getItem(i)
-        if layout.quoted:
-            v = F.regexp_replace(F.regexp_replace(v, r'^"(.*)"$', "$1"), '""', '"')
         text_cols.append(F.when(v != "", v).alias(f"_t{i}"))
-    texts = fields.select("file", "line", "raw", F.size("_f").alias("_n"), *text_cols)
-    # stage 2: typed values and one check per rule
+    texts = fields.select("file", "line", "raw", F.size("_f").alias("_n"), unclosed.alias("_unclosed"), *text_cols)
+    return ParsedLines(df=type_fields(texts, columns, specs, utf8_in_specs_only=utf8_in_specs_only),
+                       columns=list(columns))
+
+
+def type_fields(texts, columns: list[str], specs: dict[str, ColumnSpec], native_arrays: set[str] = frozenset(),
+                utf8_in_specs_only: bool = False):
+    """Stage 2 of the parse: `texts` (`file`, `line`, `raw`, `_n` field count, `_unclosed`, `_t<i>` the
+    text of column i, null when empty) to typed columns and a `reason` per bad row.
+    Columns in `native_arrays` already hold array<string> (Parquet input) instead of text.
+    `utf8_in_specs_only`: invalid UTF-8 counts only in the columns of `specs` (a side table's other
+    columns are not kept), else anywhere in the line."""
+    from pyspark.sql import functions as F
+
+    n = len(columns)
+    if utf8_in_specs_only:
+        bad_text = F.lit(False)
+        for i, c in enumerate(columns):
+            if c in specs and c not in native_arrays:
+                bad_text = bad_text | F.coalesce(F.col(f"_t{i}").contains(REPLACEMENT_CHAR), F.lit(False))
+    else:
+        bad_text = F.col("raw").contains(REPLACEMENT_CHAR)
     typed_cols, checks = [], [
         F.when(F.col("raw") == "", F.lit("empty_line")),
-        F.when(F.col("raw").contains(REPLACEMENT_CHAR), F.lit("invalid_utf8")),
+        F.when(bad_text, F.lit("invalid_utf8")),
+        F.when(F.col("_unclosed"), F.lit("unclosed_quote")),
         F.when(F.col("_n") != n, F.concat(F.lit(f"wrong_column_count:expected {n}, got "), F.col("_n").cast("string"))),
     ]
     for i, c in enumerate(columns):
@@ -194,16 +339,21 @@ def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout:
             checks.append(F.when(F.isnan(v) | (F.abs(v) == float("inf")), F.lit(f"not_finite:{c}")))
         elif spec.kind == LABEL:
             num = t.cast("double")
-            checks.append(F.when(t.isNotNull() & num.isNull(), F.lit(f"non_numeric:{c}")))
-            if spec.threshold is None:
+            if spec.positive is not None:  # any value: 1 when listed, else 0
+                v = label_is_positive(t, spec.positive).cast("int")
+            elif spec.threshold is None:
+                checks.append(F.when(t.isNotNull() & num.isNull(), F.lit(f"non_numeric:{c}")))
                 checks.append(F.when(num.isNotNull() & ~num.isin(0.0, 1.0), F.lit(f"label_not_binary:{c}")))
                 v = num.cast("int")
             else:
+                checks.append(F.when(t.isNotNull() & num.isNull(), F.lit(f"non_numeric:{c}")))
                 checks.append(F.when(F.isnan(num), F.lit(f"not_finite:{c}")))
                 v = (num >= F.lit(spec.threshold)).cast("int")
         elif spec.kind == TIMESTAMP:
             v = F.coalesce(F.floor(t.cast("double")).cast("long"), F.unix_seconds(F.to_timestamp(t)))
             checks.append(F.when(t.isNotNull() & v.isNull(), F.lit(f"non_numeric:{c}")))
+        elif spec.kind == ARRAY and c in native_arrays:
+            v = F.filter(t.cast("array<string>"), lambda x: x.isNotNull() & (x != ""))
         elif spec.kind == ARRAY:
             v = F.filter(F.split(t, re.escape(spec.separator), -1), lambda x: x != "")
         else:
@@ -213,6 +363,29 @@ def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout:
         typed_cols.append(v.alias(f"_v{i}"))
     checked = texts.select("file", "line", "raw", F.coalesce(*checks).alias("reason"), *typed_cols)
     ok = F.col("reason").isNull()
-    out = checked.select("file", "line", "raw", "reason",
-                         *[F.when(ok, F.col(f"_v{i}")).alias(c) for i, c in enumerate(columns)])
-    return ParsedLines(df=out, columns=list(columns))
+    return checked.select("file", "line", "raw", "reason",
+                          *[F.when(ok, F.col(f"_v{i}")).alias(c) for i, c in enumerate(columns)])
+
+
+def parquet_texts(df, columns: list[str], native_arrays: set[str]):
+    """A Parquet DataFrame (straight from `spark.read.parquet`) in the shape `type_fields` reads: `file`,
+    `line` (1-based row number in its file), `raw` (the row as JSON, for the quarantine) and the text
+    of each column (numbers and times as Spark writes them as text; arrays kept as arrays)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    text_cols = []
+    for i, c in enumerate(columns):
+        col = F.col(f"`{c}`")
+        if c in native_arrays:
+            text_cols.append(col.alias(f"_t{i}"))
+            continue
+        if isinstance(types[c], BooleanType):
+            col = col.cast("int")
+        v = col.cast("string")
+        text_cols.append(F.when(v != "", v).alias(f"_t{i}"))
+    path = F.regexp_replace(F.col("_metadata.file_path"), "^file:", "")
+    return df.select(path.alias("file"), (F.col("_metadata.row_index") + 1).alias("line"),
+                     F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns])).alias("raw"),
+                     F.lit(len(columns)).alias("_n"), F.lit(False).alias("_unclosed"), *text_cols)

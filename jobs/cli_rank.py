@@ -81,6 +81,10 @@ def rank_command(
         from features.rank_source import check_raw_header
 
         check_raw_header(Path(inputs["raw"]), dataset.roles.label, dataset.format)  # fail fast, before Spark starts
+    elif "raw" in inputs:
+        from features.rank_source import check_parquet_input
+
+        check_parquet_input(Path(inputs["raw"]))  # a folder of CSV parts is not Parquet
 
     from features.outrank import rank
     from features.spark import spark_session

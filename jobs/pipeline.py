@@ -74,7 +74,7 @@ class StageFailed(UserError):
 
     def __init__(self, stage: str, cause: str, run_dir: Path, log: Path | None):
         where = f" (traceback in {log})" if log else ""
-        super().__init__(f"stage '{stage}' failed: {cause}{where}. Earlier stages are kept in {run_dir}; "
+        super().__init__(f"stage '{stage}' failed: {cause.rstrip('.')}{where}. Earlier stages are kept in {run_dir}; "
                          f"re-run the same command to continue from '{stage}'.")
         self.stage, self.cause, self.run_dir, self.log = stage, cause, run_dir, log
 

@@ -51,6 +51,21 @@ def header_columns(path: Path, fmt: str, delimiter: str | None) -> list[str]:
     return [f.strip() or f"_c{i}" for i, f in enumerate(fields)]
 
 
+def parquet_columns(path: Path, where: str, source: str) -> list[str]:
+    """Column names of a Parquet file or folder (the first `.parquet` file's footer, read with pyarrow)."""
+    import pyarrow.parquet as pq
+
+    first = path if path.is_file() else next(iter(sorted(path.rglob("*.parquet"))), None)
+    if first is None:
+        raise ConfigError(f"{source}: key '{where}.path': {path} holds no .parquet file; point it at Parquet data "
+                          f"or set {where}.format to csv/tsv.")
+    try:
+        return list(pq.read_schema(first).names)
+    except Exception as err:  # pyarrow.ArrowInvalid: not a Parquet file
+        raise ConfigError(f"{source}: key '{where}.format': {first} is not a Parquet file ({err}); set "
+                          f"{where}.format to csv/tsv or fix the path.") from None
+
+
 def _data_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -67,15 +82,15 @@ def check_header(cfg: RunConfig, source: str) -> None:
         it = ds.items
         tables.append(("dataset.items", it.path, it.format, it.delimiter, it.header, None, item_column_specs(it)))
     for where, path, fmt, delimiter, header, declared, specs in tables:
-        if fmt == "parquet":
-            raise ConfigError(f"{source}: key '{where}.format': 'parquet' is not read by ingest; give csv/tsv text "
-                              f"files and set {where}.format to csv or tsv.")
         files = _data_files(Path(path))
         if not files:
             raise ConfigError(f"{source}: key '{where}.path': {path} holds no data files; point it at a file or a "
                               "folder of files.")
-        columns = header_columns(files[0], fmt, delimiter) if header else list(declared or [])
-        src = f"header of {files[0]}" if header else f"'{where}.columns' list"
+        if fmt == "parquet":
+            columns, src = parquet_columns(Path(path), where, source), f"Parquet schema of {path}"
+        else:
+            columns = header_columns(files[0], fmt, delimiter) if header else list(declared or [])
+            src = f"header of {files[0]}" if header else f"'{where}.columns' list"
         dup = next((c for c in columns if columns.count(c) > 1), None)
         if dup is not None:
             raise ConfigError(f"{source}: column '{dup}' appears twice in the {src}; rename one.")

@@ -177,3 +177,117 @@ def test_items_table_with_arrays_and_duplicate_ids(spark, tmp_path):
     q = spark.read.parquet(str(tmp_path / "out" / "quarantine_items")).collect()
     assert [(r["line"], r["reason"]) for r in q] == [(4, "duplicate_item_id:item_id=i1")]
     assert (s["items_rows_in"], s["items_rows_ok"], s["items_rows_quarantined"]) == (3, 2, 1)
+
+
+def test_path_with_dotdot_segments_is_read(spark, tmp_path):
+    """#13.10: `/x/sub/../d.csv` was read as an empty file (Spark reports the normalized path)."""
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "d.csv", "y,t,x,c\n1,17,1.0,a\n0,18,2.0,b\n")
+    raw = tmp_path / "sub" / ".." / "d.csv"
+    assert ".." in str(raw)
+    s = ingest({"raw": raw}, tmp_path / "out", _tiny_ds(raw), IngestConfig(), spark)
+    assert (s["rows_in"], s["rows_ok"]) == (2, 2)
+    q = spark.read.parquet(str(tmp_path / "out" / "data")).collect()
+    assert sorted(r["t"] for r in q) == [17, 18]
+
+
+def test_dataset_paths_are_resolved_once_where_the_config_is_read(tmp_path):
+    from jobs.config import parse_config
+
+    data = {"dataset": {"path": f"{tmp_path}/a/../d.csv", "kind": "ctr", "roles": {"label": "y"},
+                        "items": None}}
+    cfg = parse_config(data, "run.yaml", base_dir=tmp_path, check_paths=False)
+    assert cfg.dataset.path == tmp_path.resolve() / "d.csv"
+    rel = parse_config({"dataset": {"path": "a/../../d.csv", "kind": "ctr", "roles": {"label": "y"}}},
+                       "run.yaml", base_dir=tmp_path / "cfg", check_paths=False)
+    assert rel.dataset.path == tmp_path.resolve() / "d.csv"
+
+
+def test_stage_failure_message_does_not_end_a_sentence_twice():
+    from jobs.pipeline import StageFailed
+
+    msg = str(StageFailed("ingest", "d.csv: the file is empty (check dataset.path).", Path("runs/r"), None))
+    assert ".." not in msg and "(check dataset.path). Earlier stages" in msg
+
+
+def test_string_and_numeric_labels_with_label_positive(spark, tmp_path):
+    """#13.6: a string label was refused as 100% malformed; label_positive lists the values meaning 1."""
+    raw = _write(tmp_path / "s.csv", "y,t,x,c\n>50K,1,1,a\n<=50K,2,1,a\n >50K ,3,1,b\n<=50K,4,1,b\n")
+    s = ingest({"raw": raw}, tmp_path / "out", _tiny_ds(raw, roles={"label_positive": ">50K"}), IngestConfig(), spark)
+    got = sorted((r["t"], r["y"]) for r in spark.read.parquet(str(tmp_path / "out" / "data")).collect())
+    assert got == [(1, 1), (2, 0), (3, 1), (4, 0)] and s["rows_quarantined"] == 0
+    num = _write(tmp_path / "r.csv", "y,t,x,c\n4,1,1,a\n5.0,2,1,a\n3,3,1,b\n,4,1,b\n")
+    s = ingest({"raw": num}, tmp_path / "out2", _tiny_ds(num, roles={"label_positive": [4, "5"]}),
+               IngestConfig(max_quarantine_share=0.5), spark)
+    got = sorted((r["t"], r["y"]) for r in spark.read.parquet(str(tmp_path / "out2" / "data")).collect())
+    assert got == [(1, 1), (2, 1), (3, 0)] and s["quarantine_reasons"] == {"missing_value": 1}
+    with pytest.raises(DataError, match=r"no row's 'y' is one of roles.label_positive \['yes'\]"):
+        ingest({"raw": raw}, tmp_path / "out3", _tiny_ds(raw, roles={"label_positive": "yes"}), IngestConfig(), spark)
+    with pytest.raises(ValueError, match="label_positive or roles.label_threshold, not both"):
+        ColumnRoles(label="y", label_positive="a", label_threshold=1)
+
+
+def test_malformed_share_error_names_column_commonest_reason_and_example(spark, tmp_path):
+    """#13.6: the error said `100% malformed (non_numeric: 3)`, named no column and ended in `..` in a run."""
+    raw = _write(tmp_path / "s.csv", "y,t,x,c\nyes,1,1,a\nno,2,1,a\nyes,3,oops,b\n1,4,1,b\n")
+    with pytest.raises(DataError) as e:
+        ingest({"raw": raw}, tmp_path / "out", _tiny_ds(raw), IngestConfig(), spark)
+    msg = str(e.value)
+    assert "3 of 4 rows (75.00%) are malformed" in msg
+    assert "commonest: non_numeric in column 'y' (3 rows), e.g. s.csv line 2: 'yes,1,1,a'" in msg
+    assert "roles.label_positive" in msg and msg.endswith("raise that setting.") and "\n" not in msg
+
+
+def test_rfc4180_csv_quotes_escaped_quotes_delimiters_and_newlines(spark, tmp_path):
+    """#18.4: a quoted field holding a newline was quarantined as `wrong_column_count`."""
+    raw = _write(tmp_path / "r.csv", 'y,t,x,c\n'
+                 '1,10,2.5,"a,b"\n'                  # line 2: a delimiter inside quotes
+                 '0,11,1,"say ""hi"""\n'             # line 3: doubled quotes
+                 '1,12,1,"two\nlines"\n'             # lines 4-5
+                 '0,13,1,"three\r\nline\nfield"\r\n'  # lines 6-8, CRLF
+                 '1,14,1,plain\n'                    # line 9
+                 '1,15,1,"x",extra\n'                # line 10: 5 fields
+                 '0,16,1,"never closed\n'            # line 11: the quote runs to the end of the file
+                 '1,17,1,z\n')
+    s = ingest({"raw": raw}, tmp_path / "out", _tiny_ds(raw), IngestConfig(max_quarantine_share=0.5), spark)
+    rows = {r["t"]: r["c"] for r in spark.read.parquet(str(tmp_path / "out" / "data")).collect()}
+    assert rows == {10: "a,b", 11: 'say "hi"', 12: "two\nlines", 13: "three\nline\nfield", 14: "plain"}
+    q = {r["line"]: (r["reason"], r["raw"]) for r in spark.read.parquet(str(tmp_path / "out" / "quarantine")).collect()}
+    assert q == {10: ("wrong_column_count:expected 4, got 5", '1,15,1,"x",extra'),
+                 11: ("unclosed_quote", '0,16,1,"never closed\n1,17,1,z')}
+    assert (s["rows_in"], s["rows_ok"], s["rows_quarantined"]) == (7, 5, 2)
+
+
+def test_utf8_bom_and_truncated_gzip(spark, tmp_path):
+    """A BOM is not part of the first column name; a cut-short .gz is a one-line error (#18.6), not a Java trace."""
+    raw = tmp_path / "b.tsv"
+    raw.write_bytes("\ufeffy\tt\tx\tc\n1\t5\t1\ta\n".encode())
+    s = ingest({"raw": raw}, tmp_path / "out", _tiny_ds(raw, "tsv"), IngestConfig(), spark)
+    assert s["rows_ok"] == 1
+    data = gzip.compress(("y\tt\tx\tc\n" + "".join(f"{i % 2}\t{i}\t1\ta\n" for i in range(30000))).encode(), mtime=0)
+    cut = tmp_path / "cut.tsv.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as e:
+        ingest({"raw": cut}, tmp_path / "out2", _tiny_ds(cut, "tsv"), IngestConfig(), spark)
+    assert str(e.value).startswith(f"{cut}: the gzip file is truncated or corrupt") and "\n" not in str(e.value)
+
+
+def test_parquet_input_folder_typed_per_roles_bad_values_quarantined(spark, tmp_path):
+    """#13.9: `format: parquet` passed validation but ingest refused it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"y": ["1", "0", "x"], "t": [10, 11, 12], "x": [1.5, None, 2.0], "c": ["a", None, "b"],
+                             "tags": [["p", "q"], [], None]}), folder / "a.parquet")
+    pq.write_table(pa.table({"y": ["1", "0"], "t": [13, 14], "x": [float("nan"), 3.0], "c": ["c", "d"],
+                             "tags": [["r"], ["s", ""]]}), folder / "b.parquet")
+    ds = _tiny_ds(folder, "parquet", roles={"multi_valued": ["tags"]})
+    s = ingest({"raw": folder}, tmp_path / "out", ds, IngestConfig(max_quarantine_share=0.5), spark)
+    rows = {r["t"]: r for r in spark.read.parquet(str(tmp_path / "out" / "data")).collect()}
+    assert sorted(rows) == [10, 11, 14] and (s["rows_in"], s["rows_ok"], s["rows_quarantined"]) == (5, 3, 2)
+    assert (rows[10]["y"], rows[10]["x"], rows[10]["c"], rows[10]["tags"]) == (1, 1.5, "a", ["p", "q"])
+    assert (rows[11]["x"], rows[11]["c"], rows[11]["tags"]) == (None, None, []) and rows[14]["tags"] == ["s"]
+    q = {(Path(r["file"]).name, r["line"]): r["reason"] for r in spark.read.parquet(str(tmp_path / "out" / "quarantine")).collect()}
+    assert q == {("a.parquet", 3): "non_numeric:y", ("b.parquet", 1): "not_finite:x"}
