@@ -40,6 +40,7 @@ def run(
     only: str | None = typer.Option(None, help=f"run only this stage (its inputs must exist); one of {_STAGES}"),
     force: bool = typer.Option(False, help="re-run stages even when inputs and config are unchanged"),
     wait_lock: bool = typer.Option(False, "--wait-lock", help="when another run holds this run folder, wait for it instead of stopping"),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="resume from checkpoints in the run folder even when another user wrote them (they are unpickled: trust the author)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also show the engines' output (Spark, Ray, warnings) on the console; it always goes to <run>/logs/<stage>.log"),
 ) -> None:
     """Run the whole pipeline: feature builds, ranking, (Feast), planning, training, evaluation, report."""
@@ -74,7 +75,7 @@ def run(
     with live:
         outcomes = run_pipeline(cfg, run_dir, graph_for(cfg), from_stage=from_stage, only=only, force=force,
                                 on_event=on_event, wait_lock=wait_lock, on_wait=on_wait, capture_logs=True,
-                                verbose=verbose)
+                                verbose=verbose, trust_checkpoint=trust_checkpoint)
     table = Table(title=f"run {run_dir.name}")
     for col in ("stage", "status", "seconds", "rows in", "rows out"):
         table.add_column(col, justify="right" if col not in ("stage", "status") else "left")

@@ -28,8 +28,8 @@ def submit(
     python: str = typer.Option("python", help="the interpreter on the cluster that has sparserec's dependencies"),
 ) -> None:
     """Submit a run (or one stage) to a Ray cluster with the Ray Jobs API; print the job id."""
-    from jobs.submit import (PROJECT_ROOT, check_stage, follow_job, job_command, output_dir_warning, relative_config,
-                             submit_job)
+    from jobs.submit import (PROJECT_ROOT, check_stage, follow_job, job_command, output_dir_warning, redact,
+                             relative_config, submit_job)
 
     check_stage(stage)
     wd = (working_dir or PROJECT_ROOT).resolve()
@@ -37,7 +37,7 @@ def submit(
     warning = output_dir_warning(config, stage)
     if warning:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    with console.status(f"uploading {wd.name} and submitting to {address}"):
+    with console.status(f"uploading {wd.name} and submitting to {redact(address)}"):
         job_id = submit_job(address, cmd, working_dir=wd, max_file_mb=max_file_mb)
     console.print(f"submitted [bold]{job_id}[/]: {cmd}", highlight=False, soft_wrap=True)
     typer.echo(job_id)

@@ -33,6 +33,7 @@ def train_cmd(
     output: Path | None = typer.Option(None, help="run folder to write the 'train' stage into (default: <output_dir>/<name>)"),
     single_process: bool = typer.Option(False, "--single-process", help="run the loop in this process instead of Ray (debugging)"),
     force: bool = typer.Option(False, help="train again even when inputs and config are unchanged"),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="resume from checkpoints in the run folder even when another user wrote them (they are unpickled: trust the author)"),
 ) -> None:
     """Train and evaluate a CTR model; writes checkpoints, model/, metrics.json, report.md, model_card.md.
 
@@ -56,7 +57,7 @@ def train_cmd(
         from jobs.stages import GRAPH
 
         graph = [s for s in GRAPH if s.name in _TRAIN_NEEDS]
-        for o in run_pipeline(cfg, run_dir, graph, force=False, only=None):
+        for o in run_pipeline(cfg, run_dir, graph, force=False, only=None, trust_checkpoint=trust_checkpoint):
             console.print(f"  {o.status:>7} {o.stage:<8} {o.seconds:7.1f}s")
         summary_dir = run_dir / "train"
     else:
@@ -70,7 +71,8 @@ def train_cmd(
             raise UserError(f"--plan {plan}: not found; give embedding_plan.json written by the 'plan' stage")
         fn = partial(train_stage, cfg=cfg.training, emb_cfg=cfg.embeddings, seed=cfg.seed)
         m = run_stage(run_dir, "train", fn, {"vocab": vocab, "plan": plan},
-                      {"sections": cfg.section_hash("training", "embeddings"), "seed": cfg.seed}, seed=cfg.seed, force=force)
+                      {"sections": cfg.section_hash("training", "embeddings"), "seed": cfg.seed}, seed=cfg.seed, force=force,
+                      trust_checkpoint=trust_checkpoint)
         console.print(f"  {'skipped' if m.skipped else 'ran':>7} train    {m.seconds:7.1f}s  {m.summary}")
         summary_dir = run_dir / "train"
     typer.echo(f"trained: {summary_dir / 'metrics.json'}, {summary_dir / 'report.md'}, {summary_dir / 'model_card.md'}")

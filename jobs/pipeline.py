@@ -109,7 +109,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: 
                  on_event: Callable[[str, StageOutcome | None], None] | None = None,
                  spark: Any = None, wait_lock: bool = False,
                  on_wait: Callable[[dict], None] | None = None, capture_logs: bool = False,
-                 verbose: bool = False) -> list[StageOutcome]:
+                 verbose: bool = False, trust_checkpoint: bool = False) -> list[StageOutcome]:
     """Run the applicable stages in order; return one outcome per stage. Raises `StageFailed`.
 
     `spark`: a SparkSession to use (e.g. the one spark-submit made); by default one is started from
@@ -117,18 +117,19 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: 
     a second run on the same folder raises `RunLockedError` at once, or with `wait_lock` waits
     (`on_wait(holder)` is called first). `capture_logs`: engine output (fd 2: Spark's log4j, Ray,
     Python warnings) goes to `<run>/logs/<stage>.log` instead of the console (`verbose`: to both).
+    `trust_checkpoint`: resume from checkpoints in the run folder even when another user wrote them.
     """
     stages, forced = select_stages(graph, cfg, from_stage, only)
     with run_lock(run_dir, wait=wait_lock, on_wait=on_wait):
         if not capture_logs:
-            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, None)
+            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, None, trust_checkpoint)
         with StageLogs(run_dir / LOGS, verbose=verbose) as logs:
-            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, logs)
+            return _run_locked(cfg, run_dir, stages, forced, force, on_event, spark, logs, trust_checkpoint)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, stages: list[Stage], forced: set[str], force: bool,
                 on_event: Callable[[str, StageOutcome | None], None] | None, spark: Any,
-                logs: StageLogs | None) -> list[StageOutcome]:
+                logs: StageLogs | None, trust_checkpoint: bool = False) -> list[StageOutcome]:
     ctx = StageContext(cfg=cfg, run_dir=run_dir, _spark=spark)
     outcomes: list[StageOutcome] = []
     emit = on_event or (lambda name, outcome: None)
@@ -154,7 +155,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, stages: list[Stage], forced: set[
             with logs.stage(stage.name) if logs is not None else nullcontext():
                 fn = stage.run(ctx)
                 m: Manifest = run_stage(run_dir, stage.name, fn, inputs, section_cfg, seed=cfg.seed,
-                                        force=must_run)
+                                        force=must_run, trust_checkpoint=trust_checkpoint)
         except Exception as err:  # noqa: BLE001 - reported as one line, traceback kept in a log
             if not isinstance(err, UserError):
                 log.parent.mkdir(exist_ok=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from jobs.run_lock import run_lock, stale_temps, temp_name
+from jobs.trust import check_owned
 
 MANIFEST = "manifest.json"
 WORK_DIR = ".checkpoints"  # <run>/.checkpoints/<stage>-<fingerprint>/: a stage's work that a re-run resumes
@@ -134,22 +135,23 @@ def stage_is_current(run_dir: Path, stage: str, inputs: Mapping[str, Path], conf
 
 
 def run_stage(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path], config: Any,
-              seed: int | None = None, force: bool = False) -> Manifest:
+              seed: int | None = None, force: bool = False, trust_checkpoint: bool = False) -> Manifest:
     """Run `fn(inputs, tmp_dir)` and atomically publish its output as `run_dir/stage`.
 
     The returned summary may hold `rows_in` / `rows_out`; both land in the manifest.
     When the existing output was made from identical inputs and config, nothing runs and the
     existing manifest is returned with `skipped=True` (unless `force`). The run folder's lock
     (`jobs.run_lock`) is held meanwhile: a second process writing the same run folder gets a
-    one-line `RunLockedError`.
+    one-line `RunLockedError`. A stage taking `work_dir` resumes from the checkpoints there only when
+    this user owns them (or `trust_checkpoint`): `jobs.trust.check_owned`.
     """
     run_dir = Path(run_dir)
     with run_lock(run_dir):
-        return _run_stage_locked(run_dir, stage, fn, inputs, config, seed, force)
+        return _run_stage_locked(run_dir, stage, fn, inputs, config, seed, force, trust_checkpoint)
 
 
 def _run_stage_locked(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[str, Path], config: Any,
-                      seed: int | None, force: bool) -> Manifest:
+                      seed: int | None, force: bool, trust_checkpoint: bool = False) -> Manifest:
     final = run_dir / stage
     described = {k: describe_input(Path(v)) for k, v in inputs.items()}
     cfg_hash = config_hash(config)
@@ -168,6 +170,8 @@ def _run_stage_locked(run_dir: Path, stage: str, fn: StageFn, inputs: Mapping[st
     # a stage taking `work_dir` (training: checkpoints) gets a folder that outlives a failed attempt: a re-run with the
     # same fingerprint finds it and resumes; it is removed once the stage publishes
     work = {"work_dir": run_dir / WORK_DIR / f"{stage}-{fp}"} if "work_dir" in inspect.signature(fn).parameters else {}
+    if work:  # its checkpoints are unpickled on resume: only this user's, unless trusted (jobs/trust.py)
+        check_owned(work["work_dir"], trust_checkpoint)
     try:
         summary = dict(fn({k: Path(v) for k, v in inputs.items()}, tmp, **work) or {})
         manifest = Manifest(

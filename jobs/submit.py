@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -133,14 +134,48 @@ def runtime_env(working_dir: Path = PROJECT_ROOT, max_file_mb: float = 20.0,
     return {"working_dir": str(working_dir), "excludes": excludes, "env_vars": env}
 
 
+_SECRET_PARAM = re.compile(r"(?i)(token|password|passwd|secret|key|auth|signature|credential)")
+
+
+def redact(address: str, text: str | None = None) -> str:
+    """`address` (or `text` mentioning it) with the URL's user, password and secret query values as ***.
+
+    Example:
+        >>> redact("https://alice:s3cret@ray.example:8265/?token=abc&x=1")
+        'https://***:***@ray.example:8265/?token=***&x=1'
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    text = address if text is None else text
+    try:
+        parts = urlsplit(address)
+    except ValueError:
+        return text
+    secrets = [v for v in (parts.username, parts.password) if v]
+    netloc = parts.netloc
+    if "@" in netloc:
+        user_info, host = netloc.rsplit("@", 1)
+        netloc = ("***:***" if ":" in user_info else "***") + "@" + host
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        secrets += [v for k, v in pairs if v and _SECRET_PARAM.search(k)]
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    clean = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    text = text.replace(address, clean)
+    for secret in sorted(set(secrets), key=len, reverse=True):  # also where an error message quotes them
+        text = text.replace(secret, "***")
+    return text
+
+
 def client(address: str):
-    """A `JobSubmissionClient` for `address`, with connection problems as one-line errors."""
+    """A `JobSubmissionClient` for `address`, with connection problems as one-line errors (credentials redacted)."""
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address)
     except Exception as err:  # noqa: BLE001 - requests/aiohttp/auth errors of every kind
-        raise SubmitError(f"--address {address}: cannot reach the Ray dashboard ({_first_line(err)}); start a "
+        raise SubmitError(f"--address {redact(address)}: cannot reach the Ray dashboard ({redact(address, _first_line(err))}); start a "
                           "cluster with `ray start --head`, check the address, or set RAY_AUTH_MODE=token and "
                           "the token (RAY_AUTH_TOKEN_PATH) if the cluster uses token authentication.") from None
 
@@ -153,7 +188,8 @@ def submit_job(address: str, entrypoint: str, working_dir: Path = PROJECT_ROOT, 
         return c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir, max_file_mb),
                             submission_id=submission_id, metadata=metadata or {})
     except Exception as err:  # noqa: BLE001
-        raise SubmitError(f"--address {address}: the cluster refused the job ({_first_line(err)}).") from None
+        raise SubmitError(f"--address {redact(address)}: the cluster refused the job "
+                          f"({redact(address, _first_line(err))}).") from None
 
 
 def job_status(address: str, job_id: str) -> str:
