@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from features.config import RankConfig
+from features.numeric import bucket_column
 
 if TYPE_CHECKING:
     from features.outrank import RankResult
@@ -49,6 +50,12 @@ def write_outputs(out: Path, res: "RankResult", cfg: RankConfig, vocab_sizes: Ma
         if s.splits is not None:
             rec["bin_splits"] = s.splits
         records.append(rec)
+        bucket = bucket_column(s.name)
+        if s.role == "dense" and bucket in sizes:  # the vocab stage's bucket ids of it (features.vocab.numeric_buckets)
+            records.append({**rec, "name": bucket, "role": "categorical", "bucket_of": s.name,
+                            "cardinality": int(sizes[bucket]) - 2, "cardinality_method": "buckets",
+                            "vocab_size": int(sizes[bucket]), "vocab_size_source": "vocab"})
+            records[-1].pop("bin_splits", None)
     spec = {"label": res.label, "classes": res.classes, "rows": res.rows, "heuristic": res.heuristic,
             "features": records}
     (out / "feature_spec.json").write_text(json.dumps(spec, indent=2) + "\n")

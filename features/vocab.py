@@ -18,9 +18,11 @@ from typing import Mapping
 
 from features.config import DatasetConfig, VocabConfig
 from features.errors import DataError
+from features.numeric import DenseTransform, bucket_sql, dense_sql, fit_transforms
 
 MISSING_ID, UNKNOWN_ID, FIRST_ID = 0, 1, 2
 BROADCAST_MAX_ROWS = 2_000_000  # larger vocabularies are joined by shuffle, as Spark decides
+DENSE_TRANSFORM = "per column, see dense_transforms (features/numeric.py)"
 ENCODE_BATCH = 32  # single-valued features joined in one plan; more are encoded in batches (lineage cut between)
 
 
@@ -218,18 +220,23 @@ def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, c
     vocab = spark.read.parquet(str(out / "vocab"))
     features = single + multi
     sizes = vocab_sizes(vocab, features)
+    transforms = []
+    if dataset.kind == "ctr":  # dense transforms and bucket splits are chosen on the train split too
+        transforms = fit_transforms(spark, df.where(F.col("_split") == "train"), list(r.dense), cfg.numeric_buckets)
+        sizes.update({t.bucket_column: len(t.bucket_splits) + 2 for t in transforms if t.bucket_column})
     (out / "sizes.json").write_text(json.dumps(sizes, indent=2) + "\n")
     summary: dict = {"rows_in": None, "vocab_sizes": sizes, "cuts": cuts.to_dict(), "min_count": cfg.min_count}
     if dataset.kind == "ctr":
-        summary.update(_encode_ctr(spark, df, vocab, sizes, dataset, cuts, out))
+        summary.update(_encode_ctr(spark, df, vocab, sizes, dataset, cuts, out, transforms))
     else:
         summary["rows_in"] = df.count()
     return summary
 
 
-def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig, cuts, out: Path) -> dict:
-    """`encoded/train|validation|test/` (label int32, dense float32 log1p, categorical int64 ids, multi-valued
-    array<int64> id bags) + schema.json."""
+def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig, cuts, out: Path,
+                transforms: list[DenseTransform]) -> dict:
+    """`encoded/train|validation|test/` (label int32, dense float32 by `transforms`, categorical and bucket int64
+    ids, multi-valued array<int64> id bags) + schema.json."""
     from pyspark.sql import functions as F
 
     from features.split import SPLITS, write_by_split
@@ -240,18 +247,22 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
     multi = list(r.multi_valued)
     enc = apply_vocab(df, vocab, cat, sizes, multi=multi)
     cols = [F.col(r.label).cast("int").alias(r.label)]
-    cols += [F.coalesce(F.log1p(F.greatest(F.col(c), F.lit(0.0))), F.lit(0.0)).cast("float").alias(c) for c in dense]
-    cols += [F.col(c) for c in [*cat, *multi]]
+    cols += [F.expr(dense_sql(f"`{t.column}`", t)).alias(t.column) for t in transforms]
+    buckets = [t.bucket_column for t in transforms if t.bucket_column]
+    cols += [F.col(c) for c in cat]
+    cols += [F.expr(bucket_sql(f"`{t.column}`", t.bucket_splits)).alias(t.bucket_column) for t in transforms if t.bucket_column]
+    cols += [F.col(c) for c in multi]
     if r.timestamp:
         cols.append(F.col(r.timestamp))
-    names = [r.label, *dense, *cat, *multi] + ([r.timestamp] if r.timestamp else [])
+    names = [r.label, *dense, *cat, *buckets, *multi] + ([r.timestamp] if r.timestamp else [])
     order = ([r.timestamp] if r.timestamp else []) + ["_order"]  # time, then seeded random: never by label
     rows = write_by_split(enc.select(*cols, "_split", "_order"), "_split", out / "encoded", order, drop=["_order"])
     unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat, multi) if rows[s]
               else {c: 0 for c in [*cat, *multi]} for s in SPLITS}
     schema = {"label": r.label, "dense": dense, "categorical": cat, "multi_valued": multi, "timestamp": r.timestamp,
-              "columns": names, "vocab_sizes": {c: sizes[c] for c in [*cat, *multi]}, "rows": rows, "unseen": unseen,
-              "cuts": cuts.to_dict(), "dense_transform": "log1p(max(x,0)), missing -> 0",
+              "buckets": buckets, "columns": names, "vocab_sizes": {c: sizes[c] for c in [*cat, *buckets, *multi]},
+              "rows": rows, "unseen": unseen, "cuts": cuts.to_dict(), "dense_transform": DENSE_TRANSFORM,
+              "dense_transforms": {t.column: t.to_dict() for t in transforms},
               "ids": {"missing": MISSING_ID, "unknown": UNKNOWN_ID, "first": FIRST_ID}}
     (out / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     total = sum(rows.values())

@@ -71,7 +71,8 @@ class BatchSpec:
 class EncodedSchema:
     """`schema.json` of the vocab stage (extra keys are kept in `extra`).
 
-    `categorical`: int64 id columns (one id per row); `multi_valued`: list<int64> id columns (bags)."""
+    `categorical`: int64 id columns (one id per row); `buckets`: int64 bucket ids of dense columns
+    (`<col>__bucket`); `multi_valued`: list<int64> id columns (bags)."""
 
     label: str
     dense: list[str]
@@ -80,11 +81,13 @@ class EncodedSchema:
     rows: dict[str, int]
     extra: dict[str, Any]
     multi_valued: list[str] = field(default_factory=list)
+    buckets: list[str] = field(default_factory=list)
 
     @property
     def sparse(self) -> list[str]:
-        """Every column that can feed an embedding table: single ids, then bags."""
-        return [*self.categorical, *[m for m in self.multi_valued if m not in self.categorical]]
+        """Every column that can feed an embedding table: single ids, dense buckets, then bags."""
+        cat = set(self.categorical)
+        return [*self.categorical, *[c for c in [*self.buckets, *self.multi_valued] if c not in cat]]
 
     @classmethod
     def load(cls, path: Path) -> "EncodedSchema":
@@ -95,12 +98,12 @@ class EncodedSchema:
         missing = [k for k in ("label", "dense", "categorical") if k not in d]
         if missing:
             raise EncodedDataError(f"{path}: key '{missing[0]}' is missing; it must come from the 'vocab' stage")
-        known = {"label", "dense", "categorical", "vocab_sizes", "rows", "multi_valued"}
+        known = {"label", "dense", "categorical", "vocab_sizes", "rows", "multi_valued", "buckets"}
         return cls(label=d["label"], dense=list(d["dense"]), categorical=list(d["categorical"]),
                    vocab_sizes={k: int(v) for k, v in d.get("vocab_sizes", {}).items()},
                    rows={k: int(v) for k, v in d.get("rows", {}).items()},
                    extra={k: v for k, v in d.items() if k not in known},
-                   multi_valued=list(d.get("multi_valued", [])))
+                   multi_valued=list(d.get("multi_valued", [])), buckets=list(d.get("buckets", [])))
 
 
 def batch_spec(schema: EncodedSchema, plan: EmbeddingPlan, source: str = "encoded") -> BatchSpec:
@@ -108,7 +111,7 @@ def batch_spec(schema: EncodedSchema, plan: EmbeddingPlan, source: str = "encode
     sparse = [f for t in plan.tables for f in t.features]
     unknown = [f for f in sparse if f not in schema.sparse]
     if unknown:
-        raise EncodedDataError(f"embedding_plan.json: feature '{unknown[0]}' is not a categorical or multi-valued column "
+        raise EncodedDataError(f"embedding_plan.json: feature '{unknown[0]}' is not a categorical, bucket or multi-valued column "
                                f"of schema.json ({', '.join(schema.sparse[:8])}...); make the plan from the same data")
     if not sparse:
         raise EncodedDataError("embedding_plan.json: the plan has no tables; every feature was dropped, raise the budget")

@@ -9,6 +9,7 @@ import pytest
 from feature_stages import write_ingest_folder
 
 from features.config import ColumnRoles, DatasetConfig, VocabConfig
+from features.numeric import DenseTransform, apply_dense
 from features.vocab import apply_vocab, assign_ids, build_vocab, unseen_counts, value_counts
 
 pytestmark = pytest.mark.spark
@@ -64,7 +65,12 @@ def test_ctr_encoding_splits_are_time_ordered_and_vocab_is_train_only(spark, ctr
     assert types["label"] == "int" and types["I1"] == "float" and types["C1"] == "bigint" and types["ts"] == "bigint"
     raw = spark.read.parquet(str(ctr_ingested["dir"] / "data")).where("I2 < 0 and I3 is null").orderBy("ts").first()
     enc = spark.read.parquet(str(out / "encoded" / "*")).where(f"ts = {raw['ts']}").collect()
-    assert any(e["I2"] == 0.0 and e["I3"] == 0.0 and math.isclose(e["I1"], math.log1p(raw["I1"]), rel_tol=1e-6) for e in enc)
+    # per-column transforms chosen on train: I2 holds negatives (signed log, not clipped), a missing I3 is 0
+    tf = {c: DenseTransform.from_dict(d) for c, d in schema["dense_transforms"].items()}
+    assert tf["I2"].kind == "signed_log" and tf["I1"].kind == "log1p"
+    want = {c: float(apply_dense([raw[c]], tf[c])[0]) for c in ("I1", "I2", "I3")}
+    assert want["I3"] == 0.0 and want["I2"] < float(apply_dense([0.0], tf["I2"])[0])
+    assert any(all(math.isclose(e[c], want[c], rel_tol=1e-6, abs_tol=1e-6) for c in want) for e in enc)
     # the vocabulary holds only train values: count of C2's top value equals its train count
     vocab = spark.read.parquet(str(out / "vocab"))
     top = vocab.where("feature = 'C2' and id = 2").first()
