@@ -125,21 +125,15 @@ def fit_hgb(splits: dict[str, Split], seed: int, max_categories: int = 254) -> d
     xtr, xva = design(splits["train"]), design(splits["validation"])
     best = None
     for lr in (0.05, 0.1):
+        # early stopping on our own validation split (sklearn >= 1.7 takes X_val / y_val)
         m = HistGradientBoostingClassifier(learning_rate=lr, max_iter=1000, categorical_features=is_cat or None,
-                                           early_stopping=True, validation_fraction=None, n_iter_no_change=30,
-                                           random_state=seed)
-        # sklearn's early stopping needs a held-out set; use ours by fitting on train and picking iterations on validation
-        m.set_params(early_stopping=False)
-        m.fit(xtr, splits["train"].y)
-        losses = [log_loss(splits["validation"].y, p[:, 1]) for p in m.staged_predict_proba(xva)]
-        it = int(np.argmin(losses)) + 1
-        if best is None or losses[it - 1] < best[0]:
-            best = (losses[it - 1], lr, it)
-    _, lr, it = best
-    m = HistGradientBoostingClassifier(learning_rate=lr, max_iter=it, categorical_features=is_cat or None,
-                                       early_stopping=False, random_state=seed)
-    m.fit(xtr, splits["train"].y)
-    return {"test_p": m.predict_proba(design(splits["test"]))[:, 1], "params": {"learning_rate": lr, "max_iter": it}}
+                                           early_stopping=True, n_iter_no_change=30, scoring="loss", random_state=seed)
+        m.fit(xtr, splits["train"].y, X_val=xva, y_val=splits["validation"].y)
+        loss = log_loss(splits["validation"].y, m.predict_proba(xva)[:, 1])
+        if best is None or loss < best[0]:
+            best = (loss, lr, m)
+    _, lr, m = best
+    return {"test_p": m.predict_proba(design(splits["test"]))[:, 1], "params": {"learning_rate": lr, "iterations": int(m.n_iter_)}}
 
 
 def base_rate_log_loss(y_train: np.ndarray, y_test: np.ndarray) -> float:
