@@ -104,15 +104,17 @@ class TrainConfig(_Strict):
         description="rows shuffled together where the split is streamed (single process; Ray Data streams: the local "
                     "shuffle buffer); a split that fits is shuffled whole. Materialized Ray shares are always "
                     "shuffled whole")
-    checkpoint_every: int = Field(default=200, ge=1, description="steps between checkpoints")
+    checkpoint_every: int = Field(default=200, ge=1, description="CTR: steps between checkpoints (both loops also "
+                                                                  "checkpoint after every epoch; session models only then)")
     max_failures: int = Field(default=2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_k: list[int] = Field(default_factory=lambda: [10, 20])
     ray: RayConfig = Field(default_factory=RayConfig)
-    # CTR training loop (pipelines/loop.py)
-    dense_optimizer: Literal["adam", "adagrad"] = "adam"
+    # both loops (pipelines/loop.py, pipelines/session_loop.py) unless a description says CTR
+    dense_optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="CTR: the non-embedding parameters' "
+                                                        "optimizer (tables use the fused one); sessions: all parameters'")
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps (all epochs together)")
-    log_every: int = Field(default=20, ge=1, description="steps between loss records / progress updates")
+    log_every: int = Field(default=20, ge=1, description="steps between loss records (metrics history.train) / progress updates")
     checkpoints_to_keep: int = Field(default=2, ge=1)
-    slice_features: int = Field(default=3, ge=0, description="features (by plan score, else plan order) for per-slice AUC")
+    slice_features: int = Field(default=3, ge=0, description="CTR: features (by plan score, else plan order) for per-slice AUC")
     fail_at_step: int | None = Field(default=None, ge=1, description="testing: the last worker dies once at this step (Ray mode: SIGKILL of its own process; single process: raises)")

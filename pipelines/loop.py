@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,10 +44,10 @@ from pipelines.config import TrainConfig
 from pipelines.ctr_model import build_ctr_model
 from pipelines.distributed import dense_optimizer, resolve_device, shard_model
 from pipelines.errors import TrainingDivergedError
+from pipelines.failure import FAIL_MARKER, plant_failure  # noqa: F401  (FAIL_MARKER: re-exported for the tests)
 from pipelines.metrics import auc, log_loss
 from pipelines.shuffle import shuffled_parquet_batches, shuffled_share, stream_seed
 
-FAIL_MARKER = ".planted_failure_done"
 # The metric by which Ray Train keeps `checkpoints_to_keep` checkpoints (highest first; the latest is always kept):
 # the step, plus BEST_BONUS for an epoch end that is the new best, so the current best epoch's checkpoint (the
 # newest of those with the bonus) is never deleted while newer ones come and go.
@@ -231,12 +230,6 @@ class RayIO:
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
         return name
 
-    def die(self) -> None:
-        """Testing: kill this worker process (SIGKILL: no exception, no clean-up), once Ray Train's controller
-        has taken this worker's checkpoint reports, so the restart knows exactly where to resume from."""
-        _wait_until_reports_taken(timeout_s=30.0)
-        os.kill(os.getpid(), signal.SIGKILL)
-
     def progress(self, info: dict) -> None:
         if self.rank == 0 and self.job.progress_path:
             p = Path(self.job.progress_path)
@@ -324,41 +317,6 @@ def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) 
     return path
 
 
-def _wait_until_reports_taken(timeout_s: float) -> None:
-    """Block until Ray Train's controller has polled every report of this worker (uploads included).
-
-    A report lives in the worker's queue until the controller's next poll; a worker killed before that loses
-    it, and the restart resumes from the checkpoint before. Reads Ray Train V2 internals, so anything
-    unexpected falls back to waiting two poll intervals.
-    """
-    deadline = time.monotonic() + timeout_s
-    try:
-        from ray.train.v2._internal.execution.context import get_train_context
-
-        ctx = get_train_context()
-        queue = ctx.get_result_queue()
-        while time.monotonic() < deadline and (ctx.current_report_index < ctx.report_call_index or queue.unfinished_tasks):
-            time.sleep(0.05)
-    except (ImportError, AttributeError, RuntimeError):
-        time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)) + 0.5)
-
-
-def _plant_failure(job: LoopJob, io: LocalIO | RayIO, step: int) -> None:
-    """Testing hook: the last worker dies once at `fail_at_step` (a marker file makes it once only).
-
-    Ray mode: the worker process SIGKILLs itself (`RayIO.die`: a real death, as when a machine is lost).
-    Single process, where nothing could restart it: it raises. The marker holds the step and the pid.
-    """
-    marker = job.work_dir / FAIL_MARKER
-    if job.train.fail_at_step == step and io.rank == io.world - 1 and not marker.exists():
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"step": step, "pid": os.getpid()}))
-        os.replace(tmp, marker)
-        if isinstance(io, RayIO):
-            io.die()
-        raise RuntimeError(f"planted worker failure at step {step} (training.fail_at_step)")
-
-
 def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
     cfg = job.train
@@ -424,7 +382,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 first = False
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
-            _plant_failure(job, io, state.step + 1)
+            plant_failure(cfg.fail_at_step, state.step + 1, rank, world, job.work_dir, ray=isinstance(io, RayIO))
             batch = batch.to(device, non_blocking=True)
             logits = model(batch.dense, batch.sparse)
             loss = F.binary_cross_entropy_with_logits(logits, batch.labels)

@@ -37,6 +37,8 @@ from features.errors import UserError
 from models.m2trec import M2TRec
 from models.popularity import Popularity
 from pipelines.config import ModelConfig, TrainConfig
+from pipelines.errors import TrainingDivergedError
+from pipelines.failure import plant_failure
 from pipelines.session_checkpoint import (SessionProgress, latest_local, publish_local, restore_session_checkpoint,
                                           write_session_checkpoint)
 from pipelines.session_data import SessionData
@@ -111,17 +113,19 @@ class SessionIO(Protocol):
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None: ...
     def progress(self, epoch: int, total: int, loss: float) -> None: ...
     def diverged(self, message: str) -> None: ...
-    def before_step(self, step: int) -> None: ...
+    ray: bool  # failure injection: SIGKILL (Ray Train restarts the group) or raise (`pipelines/failure.py`)
+    work_dir: Path | None  # where the planted-failure marker goes
 
 
 class LocalSessionIO:
     """One process: checkpoints (when `checkpoint_dir` is set) under `checkpoint_dir/epoch_*`."""
 
-    rank, world = 0, 1
+    rank, world, ray = 0, 1, False
 
     def __init__(self, device: torch.device, checkpoint_dir: Path | None = None, keep: int = 2,
                  on_progress: Callable[[int, int, float], None] | None = None) -> None:
         self.device, self.checkpoint_dir, self.keep, self.on_progress = device, checkpoint_dir, keep, on_progress
+        self.work_dir = Path(checkpoint_dir).parent if checkpoint_dir is not None else None
 
     def wrap(self, module: nn.Module) -> nn.Module:
         return module
@@ -144,10 +148,7 @@ class LocalSessionIO:
             self.on_progress(epoch, total, loss)
 
     def diverged(self, message: str) -> None:
-        raise TrainingError(message)
-
-    def before_step(self, step: int) -> None:
-        pass
+        raise TrainingDivergedError(message)
 
 
 def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, seed: int, io: SessionIO,
@@ -186,7 +187,8 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     # expected times an item appears among a rank's candidates: as an in-batch target, or as a uniform draw
     log_q = torch.log(local_b * p + cfg.negatives / max(1, train_items.numel())).float().clamp(min=-30)
     step_module = io.wrap(SessionTrainStep(model, cfg, log_q))
-    opt = torch.optim.Adam(model.parameters(), lr=train.dense_learning_rate)
+    opt = (torch.optim.Adagrad if train.dense_optimizer == "adagrad" else torch.optim.Adam)(
+        model.parameters(), lr=train.dense_learning_rate)
     gens = {"order": torch.Generator().manual_seed(seed), "negatives": torch.Generator().manual_seed(seed + 1 + rank)}
     state, best_state = SessionProgress(history=history), None
     restored = io.restore()
@@ -195,13 +197,17 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         state.history.setdefault("resumed_from", []).append(state.epoch)
         state.history.update(device=str(device), workers=world)
     history = state.history
-    while state.epoch < train.epochs and not state.stopping.stopped:
+    at_max = lambda: bool(train.max_steps) and state.step >= train.max_steps  # noqa: E731
+    history.setdefault("train", [])
+    while state.epoch < train.epochs and not state.stopping.stopped and not at_max():
         model.train()
         order = torch.randperm(len(ex), generator=gens["order"])
         mine = order[: per_rank * world].view(per_rank, world)[:, rank]  # global batch j = local batches j of all ranks
-        total, batches = 0.0, 0
+        total, batches, logged, logged_n = 0.0, 0, 0.0, 0
         for s in range(0, per_rank, local_b):
-            io.before_step(state.step + 1)
+            if at_max():
+                break
+            plant_failure(train.fail_at_step, state.step + 1, rank, world, io.work_dir, io.ray)
             batch = ex.subset(mine[s:s + local_b])
             items, lengths, targets = batch.items.to(device), batch.lengths.to(device), batch.targets.to(device)
             width = int(lengths.max())
@@ -209,8 +215,9 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
             loss = step_module(items[:, :width], lengths, targets, cand)
             shown = io.mean(loss.detach())
             if not math.isfinite(shown):
-                io.diverged(f"training stopped: loss is {shown} at epoch {state.epoch}, step {state.step} "
-                            f"(batch of examples {s * world}..{(s + len(batch)) * world - 1}); lower dense_learning_rate.")
+                io.diverged(f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
+                            f"{batches}: examples {s * world}..{(s + len(batch)) * world - 1} of the epoch's order); "
+                            "lower training.dense_learning_rate or check the inputs")
                 return history
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,6 +225,10 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
             opt.step()
             total, batches, state.step = total + shown, batches + 1, state.step + 1
+            logged, logged_n = logged + shown, logged_n + 1
+            if state.step % train.log_every == 0:
+                history["train"].append({"step": state.step, "epoch": state.epoch, "loss": logged / logged_n})
+                logged, logged_n = 0.0, 0
         history["loss"].append(total / max(1, batches))
         io.progress(state.epoch + 1, train.epochs, history["loss"][-1])
         score = None

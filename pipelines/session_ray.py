@@ -34,10 +34,11 @@ from torch import nn
 
 from pipelines.config import TrainConfig
 from pipelines.session_checkpoint import read_session_state
+from pipelines.errors import TrainingDivergedError
+from pipelines.failure import FAIL_MARKER  # noqa: F401  (re-exported: where the tests look for the marker's name)
 from pipelines.session_loop import TrainingError, pick_device, run_session_loop
 
 PROGRESS = ".progress.json"
-FAIL_MARKER = ".planted_failure_done"
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RaySessionIO:
 
         ctx = ray.train.get_context()
         self.job = job
+        self.ray, self.work_dir = True, Path(job.out)  # failure injection: SIGKILL, marker in the stage folder
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
         torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
@@ -117,13 +119,6 @@ class RaySessionIO:
         self.save("diverged", lambda f: (f / "diverged.txt").write_text(message),
                   {"diverged": message})
 
-    def before_step(self, step: int) -> None:
-        """Testing hook (`training.fail_at_step`): the last worker raises once at that step (a marker file makes it once only)."""
-        marker = Path(self.job.out) / FAIL_MARKER
-        if self.job.train.fail_at_step == step and self.rank == self.world - 1 and not marker.exists():
-            marker.write_text(str(step))
-            raise RuntimeError(f"planted worker failure at step {step} (training.fail_at_step)")
-
 
 def session_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: load the data, build the model with the run's seed, run the loop."""
@@ -168,7 +163,7 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
         (out / PROGRESS).unlink(missing_ok=True)
     metrics = result.metrics or {}
     if metrics.get("diverged"):
-        raise TrainingError(metrics["diverged"])
+        raise TrainingDivergedError(metrics["diverged"])
     ckpt = final_checkpoint(result, out)
     if ckpt is None:
         raise TrainingError(f"{out / 'checkpoints'}: Ray Train finished without a checkpoint; see the worker logs.")

@@ -9,6 +9,7 @@ progress, RNG). One Ray run covers both Ray claims, as a Ray Train run costs ~20
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -45,7 +46,10 @@ def test_two_ray_workers_match_single_process_and_survive_a_dead_worker(ray_loca
     out = tmp_path / "ray"
     ray = train_stage({"sessions": layout}, out, cfg(False, fail_at=steps_per_epoch + 3), seed=0)
 
-    assert (out / FAIL_MARKER).read_text() == str(steps_per_epoch + 3)       # the planted failure happened
+    death = json.loads((out / FAIL_MARKER).read_text())
+    assert death["step"] == steps_per_epoch + 3                             # the planted failure happened ...
+    with pytest.raises(ProcessLookupError):                                  # ... as a real process death (SIGKILL)
+        os.kill(death["pid"], 0)
     m = json.loads((out / "metrics.json").read_text())
     assert m["training"]["mode"] == "ray" and m["training"]["workers"] == 2
     assert m["training"]["resumed_from"] == [1]                              # restarted from the epoch-1 checkpoint

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipelines.config import ModelConfig, TrainConfig
+from pipelines.errors import TrainingDivergedError
 from pipelines.session_data import load_sessions
 from pipelines.session_evaluate import evaluate_session_model
 from pipelines.session_layout import synthetic_layout
@@ -92,7 +93,7 @@ def test_nan_loss_stops_training_with_the_step(layout):
     model = build_model(cfg.model, data)
     with torch.no_grad():
         model.out.weight.fill_(float("nan"))
-    with pytest.raises(TrainingError, match=r"loss is nan at epoch 0, step 0"):
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: loss is nan at step 1 \(epoch 0, batch 0"):
         train_session_model(model, data, cfg, seed=0)
 
 
