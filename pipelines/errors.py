@@ -18,9 +18,12 @@ class IdOutOfRangeError(DataError):
     """A categorical id outside its embedding table (checked before any kernel sees it)."""
 
     def __init__(self, feature: str, value: int, rows: int, source: str) -> None:
-        self.feature, self.value, self.rows = feature, value, rows
+        self.feature, self.value, self.rows, self.source = feature, value, rows, source
         super().__init__(f"{source}: feature '{feature}' has id {value} but its table has {rows} rows "
                          f"(ids 0..{rows - 1}); rebuild the plan from the same vocab stage")
+
+    def __reduce__(self):  # pickled with its constructor arguments: a Ray worker sends it to the driver intact
+        return (type(self), (self.feature, self.value, self.rows, self.source))
 
 
 class TrainingDivergedError(UserError):
