@@ -7,6 +7,22 @@ held out, each predicted from the ratings before it; 10% of the movies removed f
 cold). Every model is trained on the same split with the same loop (early stopping on validation
 Recall@20) and ranked over the whole catalogue, cold items included.
 
+Leave-one-out protocol (as RecBole and S3-Rec evaluate; `--datasets toys,ml100k-loo`): per user, the
+last item is the test target and the one before it the validation target; training holds the rest.
+`toys` is Amazon Toys and Games (S3-Rec release, `../shared/data/amazon-toys/`: brand and category
+path as one multi-valued attribute) with 10% of the items held out of training (cold, `--cold-share`);
+`ml100k-loo` is MovieLens-100K in time order (ties in file order), no cold items. Every model is
+ranked over the whole catalogue and reported overall / warm / cold (Recall@10/20, NDCG@10/20, one
+table per dataset, seed stated). On these the left-to-right models (GRU4Rec, SASRec, M2TRec with
+causal attention) train on windows with a loss at every position (`train_windows`). Variants:
+popularity, GRU4Rec, SASRec, M2TRec metadata-only, hybrid M2TRec (item-ID rows of training items
+gated onto the metadata encoding) and, on `ml100k-loo`, GRU4Rec with RecBole's settings (`gru4rec
+(recbole)`: embedding 64, GRU 128, dropout 0.3, full softmax, Adam 1e-3, ~2048 targets a batch,
+early stopping on validation MRR@10).
+
+    nice -n 10 .venv/bin/python benchmarks/session_models.py --datasets toys --seed 0
+    nice -n 10 .venv/bin/python benchmarks/session_models.py --datasets ml100k-loo --models "gru4rec (recbole)"
+
 Writes `benchmarks/out/session_models/<dataset>/report.md|metrics.json|recall.png` and
 `benchmarks/out/session_models/README.md` (all tables), and prints the tables.
 
@@ -53,9 +69,100 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
 }
 
 
-def prepare(dataset: str, work: Path, rows: int, seed: int, ml_history: int = 100) -> tuple[Path, int, str]:
+LOO_VARIANTS = {   # leave-one-out protocol: left-to-right models train on windows (train_windows)
+    "popularity": dict(name="popularity"),
+    "gru4rec": dict(name="gru4rec", dropout=0.3, train_windows=True),
+    "sasrec": dict(name="sasrec", train_windows=True),
+    "m2trec (metadata only)": dict(name="m2trec", item_ids="off", causal=True, pooling="last", train_windows=True),
+    "m2trec (hybrid)": dict(name="m2trec", item_ids="on", causal=True, pooling="last", train_windows=True),
+    "gru4rec (recbole)": dict(name="gru4rec", dropout=0.3, train_windows=True, softmax="full",
+                              _train=dict(lr=1e-3, batch_size=50, val_metric="mrr@10", patience=10)),
+}
+LOO_DATASETS = ("toys", "ml100k-loo")
+TOYS = ROOT.parent / "shared" / "data" / "amazon-toys"
+
+
+def leave_one_out_layout(seqs: dict[str, list[str]], raw_items, categorical: list[str], multi_valued: list[str],
+                         out: Path, cold_share: float, seed: int, max_length: int) -> dict:
+    """Leave-one-out splits of per-user item sequences (test: last item, validation: the one before, train: the rest),
+    a seeded `cold_share` of the items removed from training; written with `pipelines/session_layout.write_layout`."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.session_layout import encode_items, write_layout
+
+    items, vocab = encode_items(raw_items, "item_id", categorical, multi_valued)
+    everything = np.array(sorted({i for s in seqs.values() for i in s}))
+    rng = np.random.default_rng(seed)
+    cold = set(rng.choice(everything, size=int(round(cold_share * everything.size)), replace=False)) if cold_share else set()
+    rows: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+
+    def row(u: str, xs: list[str]) -> dict:
+        return {"session_id": u, "user_id": u, "items": xs, "timestamps": list(range(len(xs)))}
+
+    for u, s in seqs.items():
+        if len(s) < 3:
+            continue
+        train = [i for i in s[:-2] if i not in cold]
+        if len(train) >= 2:
+            rows["train"].append(row(u, train))
+        rows["validation"].append(row(u, s[:-1][-(max_length + 1):]))
+        rows["test"].append(row(u, s[-(max_length + 1):]))
+    return write_layout(out, {k: pd.DataFrame(v) for k, v in rows.items()}, items, vocab,
+                        {"protocol": "leave-one-out", "cold_share": cold_share, "held_out_items": sorted(cold)})
+
+
+def toys_layout(out: Path, cold_share: float, seed: int, max_length: int) -> str:
+    """Amazon Toys (S3-Rec release) as a leave-one-out layout; a note for the report."""
+    import gzip
+
+    import pandas as pd
+
+    seqs: dict[str, list[str]] = {}
+    with gzip.open(TOYS / "Toys_and_Games.txt.gz", "rt") as f:
+        for line in f:
+            parts = line.split()
+            seqs[parts[0]] = parts[1:]
+    with gzip.open(TOYS / "Toys_and_Games_item2attributes.json.gz", "rt") as f:
+        attrs = json.load(f)
+    ids = sorted({i for s in seqs.values() for i in s}, key=int)
+    raw = pd.DataFrame({"item_id": ids, "attributes": [" ".join(map(str, attrs.get(i, []))) or None for i in ids]})
+    leave_one_out_layout(seqs, raw, [], ["attributes"], out, cold_share, seed, max_length)
+    return (f"Amazon Toys and Games (S3-Rec release): {len(seqs):,} users, {len(ids):,} items; leave-one-out; "
+            f"{cold_share:.0%} of the items (seed {seed}) removed from training (cold); brand + category path as one "
+            f"multi-valued attribute; rows keep their last {max_length} items")
+
+
+def ml100k_loo_layout(out: Path, seed: int, max_length: int) -> str:
+    """MovieLens-100K per user in time order (equal timestamps in file order, as RecBole), leave-one-out, no cold items."""
+    import pandas as pd
+
+    ml = ROOT.parent / "shared" / "data" / "ml-100k"
+    head = (ml / "u.data").read_text().split("\n", 1)[0]
+    r = (pd.read_csv(ml / "u.data", sep="|") if "|" in head else
+         pd.read_csv(ml / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"]))
+    r = r.sort_values(["user", "timestamp"], kind="stable")
+    seqs = {str(u): g["item"].astype(str).tolist() for u, g in r.groupby("user", sort=True)}
+    movies = pd.read_csv(ml / "u.item", sep="|", encoding="latin-1")
+    flags = movies[list(movies.columns[-19:])].to_numpy().astype(bool)
+    year = pd.to_datetime(movies["releaseDate"], format="%d-%b-%Y", errors="coerce").dt.year
+    raw = pd.DataFrame({"item_id": movies["item"].astype(str),
+                        "year": year.astype("Int64").astype(str).replace("<NA>", None),
+                        "genres": [" ".join(g for g, f in zip(movies.columns[-19:], row) if f) or None for row in flags]})
+    leave_one_out_layout(seqs, raw, ["year"], ["genres"], out, 0.0, seed, max_length)
+    return (f"MovieLens-100K: {len(seqs)} users, {r['item'].nunique()} items, {len(r):,} ratings in time order (ties in "
+            f"file order), leave-one-out (RecBole's LS valid_and_test, full ranking), no cold items; last {max_length} "
+            "items kept per row")
+
+
+def prepare(dataset: str, work: Path, rows: int, seed: int, ml_history: int = 100, cold_share: float = 0.1,
+            max_length: int = 50) -> tuple[Path, int, str]:
     """The sessions-stage folder of `dataset`, the number of evaluated positions per test session, a note."""
     out = work / dataset
+    if dataset == "toys":
+        return out, 1, toys_layout(out, cold_share, seed, max_length)
+    if dataset == "ml100k-loo":
+        return out, 1, ml100k_loo_layout(out, seed, max_length)
     if dataset in ("synthetic", "synthetic-spark"):
         from features.synthetic import generate
 
@@ -95,31 +202,64 @@ def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
 
 def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, positions: int) -> tuple[dict, dict, float]:
     """Build the model that `overrides` names, on the benchmark's settings, train it (early stopping on validation
-    R@20, none for popularity) and evaluate it on the test split: (history, test metrics, seconds)."""
-    mc = ModelConfig(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length,
-                     softmax=args.softmax, negatives=args.negatives, **overrides)
-    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=args.batch_size, dense_learning_rate=args.lr,
-                     early_stopping_patience=args.patience, device=args.device)
+    R@20 or the variant's metric, none for popularity) and evaluate it on the test split: (history, test metrics, seconds).
+    A variant's `_train` entry overrides lr, batch_size, val_metric, patience."""
+    overrides = dict(overrides)
+    t = {"lr": args.lr, "batch_size": args.batch_size, "val_metric": args.val_metric, "patience": args.patience,
+         **overrides.pop("_train", {})}
+    base = dict(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length, softmax=args.softmax,
+                negatives=args.negatives)
+    if not data.features.categorical:   # e.g. Amazon Toys: one multi-valued attribute, no task heads
+        base.update(task_attributes=[], loss_weights=[1.0])
+    mc = ModelConfig(**{**base, **overrides})
+    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=t["batch_size"], dense_learning_rate=t["lr"],
+                     early_stopping_patience=t["patience"], device=args.device)
     torch.manual_seed(seed)
     model = build_model(mc, data)
-    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[20],
-                                            max_length=mc.max_length)["overall"]["recall@20"])
+    k = int(t["val_metric"].split("@")[1])
+    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
+                                            max_length=mc.max_length)["overall"][t["val_metric"]])
     t0 = time.perf_counter()
     history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
     test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
     return history, test, time.perf_counter() - t0
 
 
+def slice_table(results: dict[str, dict]) -> str:
+    """Markdown: one row per model, Recall@10/20 and NDCG@10/20 overall / warm / cold, target counts."""
+    figures = [(sl, m) for sl in ("overall", "warm", "cold") for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")]
+    head = ["model"] + [f"{m.replace('recall', 'R').replace('ndcg', 'NDCG')} {sl}" for sl, m in figures] + ["n all/warm/cold"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [name] + [f"{r[sl][m]:.4f}" if r[sl]["n"] else "–" for sl, m in figures]
+        cells.append("/".join(str(r[sl]["n"]) for sl in ("overall", "warm", "cold")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def resolve_defaults(args: argparse.Namespace, dataset: str) -> None:
+    """Settings not given on the command line: the leave-one-out datasets' or the others' defaults."""
+    defaults = (dict(max_length=20 if dataset == "toys" else 50, epochs=30, batch_size=128, negatives=1024, patience=3)
+                if dataset in LOO_DATASETS else dict(max_length=20, epochs=6, batch_size=256, negatives=256, patience=1))
+    for k, v in defaults.items():
+        setattr(args, k, args.given[k] if args.given[k] is not None else v)
+
+
 def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dict, str]:
-    folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history)
+    loo = dataset in LOO_DATASETS
+    resolve_defaults(args, dataset)
+    # the layout keeps the last 50 items of every row (at least max_length); the models read their last max_length
+    folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history, args.cold_share,
+                                      max(50, args.max_length))
     data = load_sessions(folder)
+    variants = LOO_VARIANTS if loo else VARIANTS
     print(f"\n## {dataset}: {note}; data issues {data.issues}", flush=True)
     results, timings = {}, {}
     saved = args.out / dataset / "metrics.json"
     if args.resume and saved.exists():   # keep the models already measured in an earlier, interrupted run
         results = json.loads(saved.read_text())
         timings = results.pop("_seconds", {})
-    for label, overrides in VARIANTS.items():
+    for label, overrides in variants.items():
         if args.models and not any(label.startswith(m) for m in args.models.split(",")):
             continue
         if label in results:
@@ -130,15 +270,24 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
               f"epochs {len(history['loss'])} (best {history.get('best_epoch', '-')}) {timings[label]:.0f}s", flush=True)
         (args.out / dataset).mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({**results, "_seconds": timings}, indent=1))
-    results = {k: results[k] for k in VARIANTS if k in results}
+    results = {k: results[k] for k in variants if k in results}
+    unit = "windows" if loo else "examples"
     notes = [note, f"data issues: {data.issues}",
              f"settings: hidden {args.hidden}, max_length {args.max_length}, epochs <= {args.epochs} (early stopping on "
-             f"validation Recall@20), batch {args.batch_size}, lr {args.lr}, softmax {args.softmax} "
-             f"({args.negatives} uniform negatives + in-batch, logQ), seed {args.seed}, threads {torch.get_num_threads()}",
+             f"validation {args.val_metric}, patience {args.patience}, best epoch kept), batch {args.batch_size} {unit}, "
+             f"lr {args.lr}, softmax {args.softmax} ({args.negatives} uniform negatives + in-batch, logQ), "
+             f"seed {args.seed} (model init, batch order, dropout, negatives; also the cold-item draw), "
+             f"threads {torch.get_num_threads()}; per-variant overrides: "
+             + "; ".join(f"{k}: {v}" for k, v in variants.items() if k in results and len(v) > 1),
              "train+eval seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
              "ID models (SASRec, GRU4Rec) give items never seen in training no embedding: score -inf, ranked after every "
              "scorable item, ties broken by a seeded random order; popularity gives them count 0 (same tie rule)."]
     write_report(results, args.out / dataset, title=f"Session models on {dataset}", notes=notes)
+    if loo:   # the by-slice table first
+        report = args.out / dataset / "report.md"
+        title, rest = report.read_text().split("\n\n", 1)
+        report.write_text(f"{title}\n\n## Recall / NDCG at 10 and 20, overall / warm / cold (seed {args.seed})\n\n"
+                          f"{slice_table(results)}\n## All figures\n\n{rest}")
     saved.write_text(json.dumps({**results, "_seconds": timings}, indent=1))
     return results, (args.out / dataset / "report.md").read_text()
 
@@ -198,6 +347,7 @@ def ablation_table(runs: dict[str, list[dict]]) -> str:
 
 def run_ablation(dataset: str, args: argparse.Namespace, work: Path) -> str:
     """Multi-task vs single-task M2TRec over seeds; aux weight tuned on validation (first seed)."""
+    resolve_defaults(args, dataset)
     folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history)
     data = load_sessions(folder)
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -235,16 +385,18 @@ def run_ablation(dataset: str, args: argparse.Namespace, work: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="synthetic,ml100k", help="synthetic | synthetic-spark | ml100k (comma-separated)")
+    p.add_argument("--datasets", default="synthetic,ml100k", help="synthetic | synthetic-spark | ml100k | toys | ml100k-loo (comma-separated)")
     p.add_argument("--models", default="", help="comma-separated prefixes of the variants to run (default: all)")
     p.add_argument("--rows", type=int, default=30_000, help="synthetic: view events")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=None, help="default 6, leave-one-out data 30")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=None, help="default 20 (toys, synthetic, ml100k) or 50 (ml100k-loo)")
+    p.add_argument("--cold-share", type=float, default=0.1, help="toys: share of the items held out of training")
+    p.add_argument("--val-metric", default="recall@20", help="early stopping metric on validation (recall@K, ndcg@K, mrr@K)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 examples, leave-one-out data 128 windows")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--softmax", default="sampled", choices=["sampled", "full"])
-    p.add_argument("--negatives", type=int, default=256)
+    p.add_argument("--negatives", type=int, default=None, help="default 256, leave-one-out data 1024")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared machine)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -253,9 +405,11 @@ def main() -> None:
     p.add_argument("--ablation", action="store_true", help="the multi-task ablation only (see above)")
     p.add_argument("--seeds", default="0,1,2", help="ablation: model seeds (the first one also tunes the aux weight)")
     p.add_argument("--aux-weights", default="0.1,0.3,1.0", help="ablation: aux loss weights tried on validation")
-    p.add_argument("--patience", type=int, default=1, help="early stopping: epochs without a better validation R@20")
+    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better validation "
+                   "score (default 1, leave-one-out data 3)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "session_models")
     args = p.parse_args()
+    args.given = {k: getattr(args, k) for k in ("max_length", "epochs", "batch_size", "negatives", "patience")}
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = []

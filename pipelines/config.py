@@ -66,7 +66,7 @@ class ModelConfig(_Strict):
     hybrid_item_id_buckets: int = Field(default=0, ge=0, description="0: item-ID free; >0 adds a hashed item-id table")
     item_ids: Literal["auto", "on", "off"] = Field(
         default="auto", description="m2trec: hybrid item-ID rows for training items, gated onto the metadata encoding "
-        "(auto: on when the data has both warm and cold items)")
+        "(auto: for data with both warm and cold items the session train stage trains both and keeps the better on validation)")
     item_id_dropout: float = Field(default=0.25, ge=0.0, lt=1.0, description="m2trec hybrid: share of items whose ID part is dropped per lookup in training")
     item_id_method: str = Field(default="dense", description="item-ID table storage: dense or a plan compression method (hashing, qr, fp16, int8, int4)")
     item_id_params: dict[str, int | float] = Field(default_factory=dict, description="item-ID table method parameters, e.g. {buckets: 4096} or {m: 64}")
