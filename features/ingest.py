@@ -216,12 +216,24 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
     out = Path(out)
     raw_path = Path(inputs["raw"])
     specs = dataset_column_specs(dataset)
+    tables: dict = {}
+    if dataset.tables:  # side tables bring some role columns; the main file need not hold them
+        from features.side_tables import count_unmatched, join_side_tables, split_specs, table_columns
+
+        specs, per_table = split_specs(dataset, specs, {t.name: table_columns(t) for t in dataset.tables})
     parsed, columns, rows_in = _read_table(spark, raw_path, dataset.format, dataset.delimiter, dataset.header,
                                            dataset.columns, specs, "dataset")
     ts = dataset.roles.timestamp
     order = ([ts] if ts else []) + ["file", "line"]
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # read by the data, quarantine and range-sample passes
     good = parsed.where(F.col("reason").isNull())
+    if dataset.tables:
+        clash = [c for t in dataset.tables for c in [*per_table[t.name], *t.flags] if c != t.key and c in columns]
+        if clash:
+            raise DataError(f"{raw_path}: column '{clash[0]}' is in the main file and in a side table; rename one "
+                            "(its header or columns list).")
+        good, columns, tables = join_side_tables(spark, good, columns, dataset, per_table, inputs, out, cfg)
+        count_unmatched(good, dataset, tables)
     (good.repartitionByRange(cfg.partitions, *order).sortWithinPartitions(*order)
      .select(*columns).write.mode("overwrite").parquet(str(out / "data")))
     _write_quarantine(parsed.where(F.col("reason").isNotNull()), out / "quarantine")
@@ -235,6 +247,8 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
     _check_positive_labels(spark, out / "data", dataset)
     summary = {"rows_in": rows_in, "rows_ok": rows_ok, "rows_quarantined": rows_bad, "rows_out": rows_ok,
                "quarantine_reasons": reasons, "columns": columns}
+    if tables:
+        summary["tables"] = tables
 
     items_path = inputs.get("items") or (dataset.items.path if dataset.items is not None else None)
     if dataset.items is not None and items_path is not None:

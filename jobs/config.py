@@ -218,12 +218,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
     cfg.dataset.path = _resolve(base, cfg.dataset.path)
     if cfg.dataset.items is not None:
         cfg.dataset.items.path = _resolve(base, cfg.dataset.items.path)
+    for t in cfg.dataset.tables:
+        t.path = _resolve(base, t.path)
     cfg.output_dir = _resolve(base, cfg.output_dir)
     if check_paths:
         if not cfg.dataset.path.exists():
             raise ConfigError(f"{source}: key 'dataset.path': {cfg.dataset.path} does not exist; "
                               "fix the path (relative paths are read from the config file's folder) "
                               "or create the data with `sparserec generate`.")
+        for i, t in enumerate(cfg.dataset.tables):
+            if not t.path.exists():
+                raise ConfigError(f"{source}: key 'dataset.tables[{i}].path': {t.path} does not exist; fix the path.")
         if cfg.dataset.items is not None and not cfg.dataset.items.path.exists():
             raise ConfigError(f"{source}: key 'dataset.items.path': {cfg.dataset.items.path} does not exist; fix the path.")
     return cfg

@@ -77,7 +77,14 @@ def check_header(cfg: RunConfig, source: str) -> None:
     from features.ingest import dataset_column_specs, item_column_specs
 
     ds = cfg.dataset
-    tables = [("dataset", ds.path, ds.format, ds.delimiter, ds.header, ds.columns, dataset_column_specs(ds))]
+    specs, side = dataset_column_specs(ds), []
+    if ds.tables:  # side tables bring some role columns (features/side_tables.py)
+        from features.side_tables import split_specs, table_columns
+
+        specs, per = split_specs(ds, specs, {t.name: table_columns(t) for t in ds.tables})
+        side = [(f"dataset.tables[{i}]", t.path, t.format, t.delimiter, t.header, t.columns, per[t.name])
+                for i, t in enumerate(ds.tables)]
+    tables = [("dataset", ds.path, ds.format, ds.delimiter, ds.header, ds.columns, specs), *side]
     if ds.items is not None:
         it = ds.items
         tables.append(("dataset.items", it.path, it.format, it.delimiter, it.header, None, item_column_specs(it)))

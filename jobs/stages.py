@@ -20,6 +20,7 @@ def _raw(cfg: RunConfig) -> dict[str, Path]:
     d = {"raw": cfg.dataset.path}
     if cfg.dataset.items is not None:
         d["items"] = cfg.dataset.items.path
+    d.update({f"table_{t.name}": t.path for t in cfg.dataset.tables})  # side tables: inputs of ingest
     return d
 
 
