@@ -434,7 +434,7 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     Writes `checkpoints/`, `model/`, `metrics.json`, `report.md`, `model_card.md`, PNGs; returns a
     summary with rows_in (training rows) and the headline metrics. `work_dir` (given by `jobs.runs.run_stage`:
     `<run>/.checkpoints/train-<fingerprint>/`) holds the checkpoints while training, so a re-run after a kill
-    resumes from them; the reported checkpoint is then linked into `out/checkpoints/`.
+    resumes from them; they are then linked into `out/checkpoints/`.
     """
     from pipelines.evaluate import evaluate_run
     from pipelines.report import write_report
@@ -447,8 +447,11 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     plan = EmbeddingPlan.load(plan_file)
     schema = EncodedSchema.load(vocab / "schema.json")
     outcome = fit(vocab, plan, out, cfg, emb_cfg, seed, show_progress=show_progress, work_dir=work_dir)
-    if not outcome.checkpoint.resolve().is_relative_to(Path(out).resolve()):
-        outcome.checkpoint = _link_tree(outcome.checkpoint, Path(out) / "checkpoints" / outcome.checkpoint.name)
+    if work_dir is not None and Path(work_dir).resolve() != Path(out).resolve():
+        kept = (Path(work_dir) / "checkpoints").resolve()
+        _link_tree(kept, Path(out) / "checkpoints")  # the stage output keeps its checkpoints, as hard links
+        if outcome.checkpoint.resolve().is_relative_to(kept):
+            outcome.checkpoint = Path(out) / "checkpoints" / outcome.checkpoint.resolve().relative_to(kept)
     evaluation = evaluate_run(outcome.checkpoint, vocab, plan, cfg)
     exported = export_model(outcome.checkpoint, plan, len(schema.dense), cfg, Path(out))
     training = {"mode": outcome.mode, "workers": outcome.workers, "steps": outcome.steps, "seconds": outcome.seconds,

@@ -54,5 +54,6 @@ def test_a_train_stage_killed_after_a_checkpoint_resumes_from_it_on_re_run(encod
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     assert metrics["history"]["resumed_from"] == [4] and m.summary["steps"] == per_epoch
     assert metrics["training"]["examples"] == (per_epoch - 4) * 256           # steps 1-4 were not taken again
-    assert (run / "train" / metrics["training"]["checkpoint"] / ".metadata").is_file()   # the stage keeps its checkpoint
+    assert (run / "train" / metrics["training"]["checkpoint"] / ".metadata").is_file()   # the stage keeps its checkpoints
+    assert sorted(p.name for p in (run / "train" / "checkpoints").iterdir()) == ["step_00000016", "step_00000018"]
     assert not list((run / WORK_DIR).iterdir())                               # the work folder went with the publish
