@@ -51,7 +51,7 @@ def test_materialize_again_is_incremental_and_a_missing_source_is_a_one_line_err
     shutil.copytree(ctr_store["store"], copy)   # the folder is relocatable: every path in it is relative
     end = pd.Timestamp(T + 10 * D, unit="s", tz="UTC").to_pydatetime()
     s = materialize(copy, end)
-    assert s["incremental"] == ["events", "item_stats", "user_stats"] and s["first_time"] == []
+    assert s["incremental"] == ["item_stats", "user_stats"] and s["first_time"] == []   # per-event view: offline only
     shutil.rmtree(copy / "data" / "item_stats")
     with pytest.raises(DataError, match=r"feature view 'item_stats' reads this folder but it does not exist") as e:
         materialize(copy)
