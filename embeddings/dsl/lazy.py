@@ -46,7 +46,7 @@ import math
 
 from embeddings.dsl.controller import DSLController
 from embeddings.dsl.hooks import TableLookup, resolved, sampled_steps, table_lookups
-from embeddings.dsl.masks import _sample_stride, pick
+from embeddings.dsl.masks import _grow_positions, _sample_stride, pick
 from embeddings.dsl.remask import is_distributed
 from embeddings.dsl.schedule import exchange_fraction
 
@@ -156,23 +156,26 @@ class LazyDSLController(DSLController):
         return n
 
     def _grow_from_seen(self, n: int) -> dict[str, Tensor]:
-        positions, values = {}, []
-        for name in self.tables:
-            mask, acc = self.masks[name], self.grad_acc[name]
+        """exact's grow rule (`masks._grow_positions`: a sampled threshold, then an exact pick) on the
+        rows seen on accumulating steps only (no other row has evidence), mapped back to table positions."""
+        names = list(self.tables)
+        rows, subs, sub_masks = [], [], []
+        for name in names:
+            mask = self.masks[name]
             parts = self._seen[name]
-            rows = torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.long, device=mask.device)
-            sub = acc.index_select(0, rows)
-            r, c = ((sub > 0) & ~mask.index_select(0, rows)).nonzero(as_tuple=True)
-            positions[name] = rows[r] * mask.shape[1] + c
-            values.append(sub[r, c])
-        pool = torch.cat(values) if values else torch.zeros(0)
-        if torch.isnan(pool).any():
-            raise ValueError("DSL prune/grow met NaN gradient magnitudes; training diverged before the mask update")
-        n = max(0, min(n, pool.numel()))
-        if n == 0:
-            return {name: p[:0] for name, p in positions.items()}
-        picked = pick(pool, n, largest=True).split([p.numel() for p in positions.values()])
-        return {name: p[k] for (name, p), k in zip(positions.items(), picked)}
+            r = _unique_rows(parts, mask.shape[0]) if parts else torch.zeros(0, dtype=torch.long, device=mask.device)
+            rows.append(r)
+            subs.append(self.grad_acc[name].index_select(0, r))
+            sub_masks.append(mask.index_select(0, r))
+        inactive = sum(int(m.numel() - torch.count_nonzero(m)) for m in sub_masks)
+        if n <= 0 or inactive == 0:
+            return {name: r[:0] for name, r in zip(names, rows)}
+        found = _grow_positions(subs, sub_masks, n, inactive, 1 << 18)
+        out = {}
+        for name, r, pos in zip(names, rows, found):
+            dim = self.masks[name].shape[1]
+            out[name] = r.index_select(0, pos // dim).mul_(dim).add_(pos % dim)
+        return out
 
     def _prune_pass(self, weights: dict[str, Tensor], n: int) -> dict[str, Tensor] | None:
         names = list(weights)
@@ -230,7 +233,7 @@ class LazyDSLController(DSLController):
             return
         mask = self.masks[name]
         dim = mask.shape[1]
-        rows = torch.unique(torch.cat([pruned, grown]) // dim)
+        rows = _unique_rows([pruned // dim, grown // dim], mask.shape[0])
         before = mask.index_select(0, rows)
         mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
         w.view(-1).index_fill_(0, pruned, 0).index_fill_(0, grown, 0)
@@ -268,3 +271,14 @@ class LazyDSLController(DSLController):
         if self._sampled[0] != interval:
             self._sampled = (interval, sampled_steps(every - span, span, k, self._seed, interval))
         return pos in self._sampled[1]
+
+
+def _unique_rows(parts: list[Tensor], rows: int) -> Tensor:
+    """Sorted unique row numbers of `parts`: through a row bitmap when the table is not much larger
+    than the ids (a scan instead of a sort), else `torch.unique`."""
+    ids = torch.cat(parts) if len(parts) > 1 else parts[0]
+    if rows > 8 * ids.numel():
+        return torch.unique(ids)
+    seen = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    seen.index_fill_(0, ids, True)
+    return seen.nonzero().squeeze(1)

@@ -10,8 +10,8 @@ physical rows and the trained table IS the budget (AdaEmbed, OSDI'23; TorchRec's
 `remap_indices_update_utils`; fbgemm-gpu-cpu lacks them, so the remap here is our own and runs on
 either device).
 
-Per step: the remap (in the model), then after the optimizer step the sentinel row and its
-optimizer state are zeroed (one row). On `grad_steps` sampled steps of an interval (default 10),
+Per step: the remap (in the model), then after the optimizer step the sentinel row is zeroed
+(one row; its optimizer state is left alone, as no real row ever uses the sentinel's slot). On `grad_steps` sampled steps of an interval (default 10),
 a hook on the pooled output adds each looked-up virtual id's bag-gradient norm to a per-virtual-row
 accumulator (a [rows] vector, not a table). Every ΔT steps, per table, the `n` inactive rows with
 the most gradient evidence replace the `n` active rows of smallest weight norm (`n` from the
@@ -169,6 +169,7 @@ class RowDSLController:
         self.updates = self.exchanged_total = 0
         self._since_update = self._steps_done = 0
         self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
+        self._sentinels: list[tuple[Tensor, int]] | None = None
         self._zero_sentinels()
 
     # -- per step ---------------------------------------------------------------------------
@@ -288,10 +289,13 @@ class RowDSLController:
 
     @torch.no_grad()
     def _zero_sentinels(self) -> None:
-        for t in self.tables.values():
-            for shard, local in _rows_in_shards(t.physical, torch.tensor([t.kept])):
-                shard.tensor[local] = 0
-            _zero_state(t.physical, torch.tensor([t.kept]))
+        """Zero each sentinel row (the weights only: its optimizer state never reaches a real row,
+        since the sentinel's slot never holds one)."""
+        if self._sentinels is None:  # where each sentinel lives, found once (shards do not move)
+            self._sentinels = [(shard.tensor, int(local)) for t in self.tables.values()
+                               for shard, local in _rows_in_shards(t.physical, torch.tensor([t.kept]))]
+        for tensor, local in self._sentinels:
+            tensor[local].zero_()
 
     @torch.no_grad()
     def _row_norms(self, t: _RowTable) -> Tensor:

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from embeddings.config import DSLConfig, EmbeddingsConfig
@@ -63,3 +64,33 @@ def test_lazy_mode_ends_within_the_budget(encoded_ctr, tmp_path: Path):
     active = sum(int((t != 0).sum()) for t in tables)
     total = sum(t.numel() for t in tables)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)
+
+
+@pytest.mark.ray
+def test_row_mode_on_two_workers_keeps_every_rank_on_the_same_rows(ray_local, encoded_ctr, tmp_path: Path):
+    """Row mode under DMP on 2 Ray workers (evidence and row norms summed across ranks): the compact
+    tables train and export, the sentinel stays zero, every physical slot holds one id."""
+    plan: EmbeddingPlan = encoded_ctr["plan_obj"]
+    kept = {t.name: row_budget(0.3, t.rows) for t in plan.tables}
+    (tmp_path / "plan").mkdir()
+    EmbeddingPlan([replace(t, method="pruned", params={"rows_kept": kept[t.name]}, dsl_density=0.3)
+                   for t in plan.tables]).save(tmp_path / "plan" / "embedding_plan.json")
+    cfg = TrainConfig(batch_size=512, epochs=1, checkpoint_every=4, log_every=3, dense_learning_rate=1e-2)
+    cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
+    cfg.ray.single_process = False
+    cfg.ray.num_workers, cfg.ray.cpus_per_worker = 2, 0.5
+    emb = EmbeddingsConfig(learning_rate=0.1, dsl=DSLConfig(enabled=True, mode="row", density=0.3, update_every=3,
+                                                            init="random", initial_exchange=0.3, grad_steps=3))
+    out = tmp_path / "row2"
+    summary = train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}, out, cfg, emb, seed=0,
+                          show_progress=False)
+    assert summary["steps"] >= 6
+    sd = torch.load(out / "model" / "model.pt", weights_only=True)
+    for t in plan.tables:
+        weight = next(v for k, v in sd.items() if k.endswith(f"embedding_bags.{t.name}.weight"))
+        remap = next(v for k, v in sd.items() if k.endswith(f"row_remaps.{t.name}"))
+        active = remap[remap < kept[t.name]]
+        assert tuple(weight.shape) == (kept[t.name] + 1, t.dim) and float(weight[-1].abs().sum()) == 0.0
+        assert sorted(active.tolist()) == list(range(kept[t.name]))  # every slot holds one id
+    updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]
+    assert sum(u["exchanged"] for u in updates) > 0 and all(u["active"] == u["budget"] for u in updates)
