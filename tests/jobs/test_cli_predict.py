@@ -1,0 +1,55 @@
+"""`sparserec predict`: scores a run's test period from the command line; user mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from features.errors import UserError
+from jobs.cli import app
+from tests.pipelines.predict_run import DENSE, FEATURES, tiny_run  # noqa: F401  (a fixture)
+
+runner = CliRunner()
+
+
+def _config(tmp_path, raw) -> str:
+    f = tmp_path / "run.yaml"
+    f.write_text(yaml.safe_dump({"name": "tiny", "dataset": {
+        "path": str(raw), "format": "tsv", "kind": "ctr",
+        "roles": {"label": "label", "timestamp": "ts", "dense": DENSE, "categorical": FEATURES}},
+        "engine": {"spark": {"master": "local[2]"}}}))
+    return str(f)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_predict_command_writes_predictions_and_reports_the_auc(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["predict", "--run", str(tiny_run["run"]), "--config", _config(tmp_path, tiny_run["raw"]),
+                              "--input", str(tiny_run["test_file"]), "--output", str(out), "--single-process",
+                              "--serving", "int8"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["serving"] == "int8" and s["rows_in"] == s["rows_scored"] + s["rows_quarantined"]
+    assert f"{s['rows_scored']:,} scored, {s['rows_quarantined']:,} quarantined" in res.output
+    assert f"AUC {s['metrics']['auc']:.4f}" in res.output
+    assert pads.dataset(str(out / "predictions")).count_rows() == s["rows_scored"]
+
+
+def test_predict_errors_are_one_line(tmp_path):
+    run = tmp_path / "run"
+    (run / "train" / "model").mkdir(parents=True)
+    res = runner.invoke(app, ["predict", "--run", str(tmp_path / "nope"), "--input", "x", "--output", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "no train/model/model.json" in str(res.exception)
+    (run / "train" / "model" / "model.json").write_text("{}")
+    (tmp_path / "in.tsv").write_text("a\n")
+    res = runner.invoke(app, ["predict", "--run", str(run), "--input", str(tmp_path / "in.tsv"), "--output", str(tmp_path / "o")])
+    assert isinstance(res.exception, UserError) and "pass the run's config with --config" in str(res.exception)
+    assert "\n" not in str(res.exception)
+    res = runner.invoke(app, ["predict", "--run", str(run), "--input", str(tmp_path / "in.tsv"), "--output", str(tmp_path / "o"),
+                              "--serving", "int2"])
+    assert isinstance(res.exception, UserError) and "--serving int2: unknown" in str(res.exception)
