@@ -207,3 +207,41 @@ def test_session_notebook_shows_recall_mrr_ndcg_by_slice_and_category_accuracy(s
     assert f"m2trec: head_category_acc {r['head_category_acc']:.4f}" in text
     assert f"top1_category_acc {r['top1_category_acc']:.4f}" in text
     assert f"m2trec: by the target's category** ({len(r['per_category'])} categories, {o['n']} test targets)" in text
+
+
+def _readme_snippet() -> str:
+    """The Python snippet of notebooks/README.md ("Run one by hand")."""
+    text = (ROOT / "notebooks" / "README.md").read_text()
+    return text.split(".venv/bin/python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+def test_readme_snippet_keeps_the_other_parameters(ctr_run, tmp_path):
+    import subprocess
+    import sys
+
+    code = _readme_snippet().replace("runs/sample-ctr/ctr_run.ipynb", str(tmp_path / "out.ipynb"))
+    code = code.replace('"runs/sample-ctr"', f'"{ctr_run}"')
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]          # was: NameError: name 'tradeoff' is not defined
+    text, images = outputs(nbformat.read(tmp_path / "out.ipynb", as_version=4))
+    auc = json.loads((ctr_run / "train" / "metrics.json").read_text())["evaluation"]["splits"]["test"]["auc"]
+    assert f"test: AUC {auc:.4f}" in text and "Not available" not in text and len(images) >= 5
+
+
+def test_jupyter_execute_from_the_project_root_finds_a_relative_run_dir(ctr_run, tmp_path):
+    """`jupyter execute notebooks/ctr_run.ipynb` runs the kernel in notebooks/; runs/<name> is the project's."""
+    import shutil
+    import subprocess
+
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "runs").mkdir()
+    shutil.copytree(ctr_run, project / "runs" / "sample-ctr")
+    shutil.copy(ROOT / "notebooks" / "ctr_run.ipynb", project / "notebooks" / "ctr_run.ipynb")
+    jupyter = Path(__import__("sys").executable).parent / "jupyter"
+    res = subprocess.run([str(jupyter), "execute", "--inplace", "notebooks/ctr_run.ipynb"], cwd=project,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]          # was: FileNotFoundError for notebooks/runs/sample-ctr
+    text, images = outputs(nbformat.read(project / "notebooks" / "ctr_run.ipynb", as_version=4))
+    auc = json.loads((ctr_run / "train" / "metrics.json").read_text())["evaluation"]["splits"]["test"]["auc"]
+    assert f"test: AUC {auc:.4f}" in text and "Not available" not in text and len(images) >= 5
