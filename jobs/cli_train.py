@@ -54,7 +54,10 @@ def train_cmd(
                         "(then the feature and plan stages run first)")
     if encoded is None:
         from jobs.pipeline import run_pipeline
+        from jobs.preflight import preflight
         from jobs.stages import GRAPH
+
+        preflight(cfg, str(config))  # header, roles, Spark settings, output folder: before Spark starts
 
         graph = [s for s in GRAPH if s.name in _TRAIN_NEEDS]
         for o in run_pipeline(cfg, run_dir, graph, force=False, only=None, trust_checkpoint=trust_checkpoint):

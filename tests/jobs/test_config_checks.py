@@ -159,3 +159,16 @@ def test_validate_reads_the_header_without_spark(tmp_path, base):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert res.stdout.split() == ["ConfigError", "False"], res.stderr
+
+
+def test_train_checks_the_header_before_the_feature_stages(tmp_path, base):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    base["dataset"]["roles"]["categorical"] = ["C1", "C9"]
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(base))
+    res = CliRunner().invoke(app, ["train", "--config", str(path)])
+    assert isinstance(res.exception, ConfigError) and "column 'C9' is not in the header" in str(res.exception)
+    assert not (tmp_path / "runs").exists()                   # nothing ran
