@@ -406,7 +406,8 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
                 update = dsl.after_step(state.step)
                 if update["updated"]:
                     state.history.setdefault("dsl", []).append(  # steps counted from 1, as in "train"
-                        {"step": state.step + 1, **{k: update[k] for k in ("fraction", "scheduled", "exchanged", "active", "budget")}})
+                        {"step": state.step + 1, **{k: update[k] for k in ("fraction", "scheduled", "exchanged", "active", "budget",
+                                                              "embedding_bytes") if k in update}})
             state.step += 1
             state.batch += 1
             examples += len(batch) * world

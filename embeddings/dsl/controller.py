@@ -64,7 +64,7 @@ from embeddings.dsl.hooks import TableLookup, accumulate, mask_gradient, masked_
 from embeddings.dsl.masks import active_count, exchange_positions, frequency_mask, random_mask
 from embeddings.dsl.remask import Changes, gather_rows, is_distributed, remask_rows, unique_rows
 from embeddings.dsl.schedule import exchange_fraction
-from embeddings.dsl.tables import DSLError, DSLTable, find_tables
+from embeddings.dsl.tables import DSLError, DSLTable, find_tables, live_bytes
 
 __all__ = ["DSLController"]
 
@@ -177,8 +177,12 @@ class DSLController:
         self.updates += 1
         self.exchanged_total += moved
         stats.update(updated=True, fraction=fraction, exchanged=moved, scheduled=n, active=self.active_weights(),
-                     density=self.density_by_table())
+                     density=self.density_by_table(), embedding_bytes=self.live_bytes())
         return stats
+
+    def live_bytes(self) -> int:
+        """Bytes of this rank's live DSL training tensors: weights, optimizer state, masks, accumulators."""
+        return live_bytes(self.tables.values(), self.masks, self.grad_acc)
 
     def active_weights(self) -> int:
         """Active weights over all DSL tables (never above `budget`)."""

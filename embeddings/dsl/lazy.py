@@ -110,7 +110,7 @@ class LazyDSLController(DSLController):
             self.updates += 1
             self.exchanged_total += moved
             stats.update(updated=True, fraction=fraction, exchanged=moved, scheduled=n, active=self.active_weights(),
-                         density=self.density_by_table())
+                         density=self.density_by_table(), embedding_bytes=self.live_bytes())
         elif self._exact_phase():  # the next step is the first exact one: start it projected
             self._project()
         return stats

@@ -47,7 +47,7 @@ from embeddings.dsl.hooks import resolved, sampled_steps
 from embeddings.dsl.masks import select
 from embeddings.dsl.remask import is_distributed
 from embeddings.dsl.schedule import exchange_fraction
-from embeddings.dsl.tables import DSLError, DSLTable, find_tables
+from embeddings.dsl.tables import DSLError, DSLTable, find_tables, live_bytes
 
 __all__ = ["RowDSLController", "initial_remap", "row_budget", "apply_remap"]
 
@@ -206,8 +206,14 @@ class RowDSLController:
         self.exchanged_total += weights_moved
         stats.update(updated=True, fraction=fraction, exchanged=weights_moved, rows_exchanged=rows_moved,
                      scheduled=int(round(fraction * self.budget)), active=self.active_weights(),
-                     density=self.density_by_table())
+                     density=self.density_by_table(), embedding_bytes=self.live_bytes())
         return stats
+
+    def live_bytes(self) -> int:
+        """Bytes of this rank's live training tensors: the compact tables, their optimizer state, the
+        remaps and the per-row evidence (the saving in training memory, measured)."""
+        return live_bytes([t.physical for t in self.tables.values()], {k: t.remap for k, t in self.tables.items()},
+                          self.grad_acc)
 
     # -- figures ------------------------------------------------------------------------------
 

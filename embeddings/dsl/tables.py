@@ -73,6 +73,25 @@ class DSLTable:
     dense_param: nn.Parameter | None = None  # set when a non-fused optimizer trains the table from its .grad
 
 
+def live_bytes(tables, *extra) -> int:
+    """Bytes of the live training tensors of `tables` on this rank (weight shards and optimizer state)
+    plus any `extra` tensors or dicts of tensors (masks, accumulators, remaps).
+
+    Example:
+        >>> t = DSLTable("t", 4, 2, ["f"], "sum", [WeightShard(torch.zeros(4, 2))])
+        >>> live_bytes([t], {"t": torch.zeros(4, dtype=torch.bool)})
+        36
+    """
+    def size(x) -> int:
+        if isinstance(x, dict):
+            return sum(size(v) for v in x.values())
+        return x.numel() * x.element_size()
+
+    total = sum(size(s.tensor) for t in tables for s in t.shards)
+    total += sum(size(st.tensor) for t in tables for st in t.optimizer_states())
+    return total + sum(size(x) for x in extra)
+
+
 def _pooling_name(p: object) -> str:
     name = getattr(p, "name", str(p)).lower()
     if name not in ("sum", "mean"):

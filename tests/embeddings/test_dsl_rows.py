@@ -185,3 +185,16 @@ def test_row_mode_on_cuda_keeps_the_sentinel_zero():
         opt.zero_grad()
         ctl.after_step(step)
     assert float(emb.ebc.embedding_bags["t_a"].weight[10].abs().sum()) == 0.0 and ctl.active_rows() == 10
+
+
+def test_row_mode_live_training_bytes_are_the_compact_tables():
+    """Measured from the live tensors: row mode holds the budget's rows; exact holds the whole table,
+    its mask and a table-sized accumulator."""
+    tbe = cpu_tbe([(1001, 16)], "rowwise_adagrad")  # 1000 kept rows + the sentinel
+    row = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random"), total_steps=10,
+                           remaps={"t0": initial_remap(5000, 1000)})
+    assert row.live_bytes() == 1001 * 16 * 4 + 1001 * 4 + 5000 * 4 + 5000 * 4  # weights, row state, remap, evidence
+    full = cpu_tbe([(5000, 16)], "rowwise_adagrad")
+    exact = make_controller(full, DSLConfig(enabled=True, density=0.2, init="random"), total_steps=10)
+    assert exact.live_bytes() == 5000 * 16 * 4 + 5000 * 4 + 5000 * 16 + 5000 * 16 * 4
+    assert row.live_bytes() < 0.25 * exact.live_bytes()

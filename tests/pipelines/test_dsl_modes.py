@@ -45,6 +45,8 @@ def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: 
         assert int((remap < kept[t.name]).sum()) == kept[t.name] and remap.dtype == torch.int32
     updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]
     assert [u["step"] for u in updates] == [3, 6, 9] and all(u["active"] == u["budget"] for u in updates)
+    live = sum(v.numel() * v.element_size() for k, v in sd.items() if "embedding_bags" in k or "row_remaps" in k)
+    assert live < updates[-1]["embedding_bytes"] < live + 3 * sum(t.rows * 4 for t in plan.tables)  # + state, evidence
     info = json.loads((out / "model" / "model.json").read_text())["embeddings"]
     assert info["bytes_after"] <= 0.25 * info["dense_fp32_bytes"]
     exported = json.loads((out / "metrics.json").read_text())["embeddings_export"]
