@@ -53,6 +53,11 @@ def spark_session(cfg: SparkConfig | None = None):
     try:
         spark = b.getOrCreate()
     except Exception as err:  # noqa: BLE001 - PySparkRuntimeError [JAVA_GATEWAY_EXITED] and friends
+        if type(err).__name__ == "Py4JJavaError" and not cfg.master.startswith("local"):
+            # e.g. "All masters are unresponsive! Giving up." after Spark's registration retries
+            raise UserError(f"engine.spark.master: no Spark session could be started on '{cfg.master}' (the "
+                            "cluster refused or did not answer; Spark's messages are in the stage's log); check the "
+                            "master URL and that the cluster is up, or use local[*].") from None
         if "JAVA_GATEWAY_EXITED" not in str(err) and "Java gateway" not in str(err):
             raise
         raise UserError(f"engine.spark: Spark did not start with master '{cfg.master}' and driver_memory "
