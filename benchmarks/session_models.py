@@ -71,12 +71,13 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
 
 LOO_VARIANTS = {   # leave-one-out protocol: left-to-right models train on windows (train_windows)
     "popularity": dict(name="popularity"),
-    "gru4rec": dict(name="gru4rec", dropout=0.3, train_windows=True),
+    "gru4rec": dict(name="gru4rec", dropout=0.3, train_windows=True, _train=dict(grad_clip_norm=None)),
     "sasrec": dict(name="sasrec", train_windows=True),
     "m2trec (metadata only)": dict(name="m2trec", item_ids="off", causal=True, pooling="last", train_windows=True),
     "m2trec (hybrid)": dict(name="m2trec", item_ids="on", causal=True, pooling="last", train_windows=True),
     "gru4rec (recbole)": dict(name="gru4rec", dropout=0.3, train_windows=True, softmax="full",
-                              _train=dict(lr=1e-3, batch_size=50, val_metric="mrr@10", patience=10)),
+                              _train=dict(lr=1e-3, batch_size=50, val_metric="mrr@10", patience=10, grad_clip_norm=None,
+                                          epochs=80)),
 }
 LOO_DATASETS = ("toys", "ml100k-loo")
 TOYS = ROOT.parent / "shared" / "data" / "amazon-toys"
@@ -206,14 +207,14 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     A variant's `_train` entry overrides lr, batch_size, val_metric, patience."""
     overrides = dict(overrides)
     t = {"lr": args.lr, "batch_size": args.batch_size, "val_metric": args.val_metric, "patience": args.patience,
-         **overrides.pop("_train", {})}
+         "grad_clip_norm": 10.0, "epochs": args.epochs, **overrides.pop("_train", {})}
     base = dict(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length, softmax=args.softmax,
                 negatives=args.negatives)
     if not data.features.categorical:   # e.g. Amazon Toys: one multi-valued attribute, no task heads
         base.update(task_attributes=[], loss_weights=[1.0])
     mc = ModelConfig(**{**base, **overrides})
-    tc = TrainConfig(model=mc, epochs=args.epochs, batch_size=t["batch_size"], dense_learning_rate=t["lr"],
-                     early_stopping_patience=t["patience"], device=args.device)
+    tc = TrainConfig(model=mc, epochs=t["epochs"], batch_size=t["batch_size"], dense_learning_rate=t["lr"],
+                     early_stopping_patience=t["patience"], grad_clip_norm=t["grad_clip_norm"], device=args.device)
     torch.manual_seed(seed)
     model = build_model(mc, data)
     k = int(t["val_metric"].split("@")[1])
