@@ -5,6 +5,11 @@ the last bin at or above the last split); missing and NaN stay missing. The same
 same bins in every pass, and a numpy reference reproduces them with
 `np.searchsorted(splits, x, side="right")`.
 
+Bins know about repeated values: a value that holds more than about a bin's share of the rows
+(mostly-zero amounts, a default of -1) gets a bin of its own, [v, nextafter(v)), and the other
+values share the remaining bins by count. Plain quantiles would put 0 and the small positive
+values of a 90%-zeros column into one bin and lose what the positive part says about the label.
+
 Example:
     >>> splits = quantile_splits(spark, df, ["I1"], bins=8)        # doctest: +SKIP
     >>> df.selectExpr(bin_sql("`I1`", splits["I1"]))               # doctest: +SKIP
@@ -12,13 +17,17 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
+FINE = 8  # quantile grid points per bin: a value covering FINE of them holds about a bin's share
+
 
 def quantile_splits(spark: Any, df: Any, columns: list[str], bins: int, relative_error: float = 0.001) -> dict[str, list[float]]:
-    """Distinct inner split points (at most `bins - 1`) per dense column, from one approxQuantile pass.
+    """Split points per dense column (see `splits_from_quantiles`), from one approxQuantile pass over
+    a grid of `bins * FINE` quantiles.
 
     Example:
         >>> quantile_splits(spark, df, ["I1"], bins=4)             # doctest: +SKIP
@@ -28,15 +37,38 @@ def quantile_splits(spark: Any, df: Any, columns: list[str], bins: int, relative
         return {c: [] for c in columns}
     from pyspark.sql import functions as F
 
-    probs = [i / bins for i in range(1, bins)]
+    grid = bins * FINE
+    probs = [i / grid for i in range(1, grid)]
     # NaN would sort above every number in the sketch; treat it as missing like the binning does
     clean = df.select(*[F.when(F.isnan(F.col(c)), None).otherwise(F.col(c)).alias(c) for c in columns])
     qs = clean.approxQuantile(columns, probs, relative_error)
-    out = {}
-    for c, q in zip(columns, qs):
-        vals = sorted({float(v) for v in q if v is not None and np.isfinite(v)})
-        out[c] = vals
-    return out
+    return {c: splits_from_quantiles(q, bins) for c, q in zip(columns, qs)}
+
+
+def splits_from_quantiles(q: list[float], bins: int, fine: int = FINE) -> list[float]:
+    """Sorted distinct split points from a grid of quantiles (`bins * fine - 1` of them, in order).
+
+    A value found at `fine` or more grid points (about more than 1/bins of the rows) is heavy and gets
+    its own bin: splits v and nextafter(v, +inf). The other grid values are cut into
+    `bins - #heavy` bins of equal grid counts (fewer when they are fewer).
+
+    Example:
+        >>> splits_from_quantiles([0.0] * 12 + [1.0, 2.0, 3.0], bins=4, fine=4)   # 80% zeros
+        [0.0, 5e-324, 1.0, 2.0]
+        >>> splits_from_quantiles([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], bins=4, fine=2)   # no heavy value: quartiles
+        [2.0, 4.0, 6.0]
+    """
+    vals = sorted(float(v) for v in q if v is not None and np.isfinite(v))
+    if not vals or bins < 2:
+        return []
+    heavy = {v for v, k in Counter(vals).items() if k >= fine}
+    splits = set()
+    for v in heavy:
+        splits.update((v, float(np.nextafter(v, np.inf))))
+    rest = [v for v in vals if v not in heavy]
+    r = min(max(bins - len(heavy), 1), len(rest) + 1)
+    splits.update(rest[int(j * (len(rest) + 1) / r) - 1] for j in range(1, r))
+    return sorted(splits)
 
 
 def bin_sql(col_sql: str, splits: list[float]) -> str:
