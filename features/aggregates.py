@@ -7,7 +7,7 @@ label `<entity>_clicks_<W>d` and `<entity>_ctr_<W>d` (null when there is no hist
 without a user (or item) key get nulls for that entity's columns (counted in the summary).
 
 The stage writes `data/`: the ingest rows, an `event_id` (long, 0.. in (timestamp, row hash)
-order: the same data gives the same ids) and the aggregate columns (double), so the rank stage
+order: the same data gives the same ids; numbered per time bucket, never in one partition) and the aggregate columns (double), so the rank stage
 can read `aggregates/` in place of `ingest/` (see `with_aggregate_roles`).
 
 Example:
@@ -88,16 +88,41 @@ def _window_columns(key: str, prefix: str, ts: str, label: str | None, windows_d
     return cols
 
 
-def add_event_ids(df, ts: str, columns: Sequence[str] | None = None):
+def add_event_ids(df, ts: str, columns: Sequence[str] | None = None, rows_per_bucket: int = 250_000):
     """Number rows 0.. by (timestamp, hash of `columns`, default all): deterministic for the same data.
 
-    The global window puts the rows in one partition, sorted by id, which is also the order we write.
+    No single partition: the rows are cut into time buckets (bounds from approximate quantiles of the
+    timestamp; a timestamp's rows all share one bucket), each bucket's rows are counted (a small
+    pass over the timestamp column alone), and a row's id is the rows of the earlier buckets plus
+    its rank inside its own bucket, ordered by (timestamp, row hash). So the ids are those of one
+    global `row_number()` over (timestamp, row hash), whatever the bounds, while every bucket is
+    numbered on its own; each output partition is in id order.
+
+    Example:
+        >>> add_event_ids(spark.createDataFrame([(5, "a"), (3, "b")], "ts long, x string"), "ts") \\
+        ...     .orderBy("event_id").select("x").collect()                                     # doctest: +SKIP
+        [Row(x='b'), Row(x='a')]
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in (columns or df.columns)]))
-    return df.withColumn(EVENT_ID, (F.row_number().over(order) - 1).cast("long"))
+    grid = 256   # the most buckets; one pass reads the row count and the timestamp's quantile grid
+    first = df.agg(F.count(F.lit(1)).alias("n"), F.min(ts).alias("lo"),
+                   F.percentile_approx(F.col(ts), [k / grid for k in range(1, grid)], 10_000).alias("q")).first()
+    if int(first["n"]) == 0:
+        return df.withColumn(EVENT_ID, F.lit(None).cast("long"))
+    buckets = max(1, min(grid, -(-int(first["n"]) // max(1, rows_per_bucket))))
+    picked = [first["q"][round(k * grid / buckets) - 1] for k in range(1, buckets)]
+    bounds = sorted({int(v) for v in picked if v is not None and int(v) > int(first["lo"])})
+    bucket = sum((F.when(F.col(ts) >= F.lit(b), 1).otherwise(0) for b in bounds), F.lit(0)).alias("_bucket")
+    sizes = {int(r["_bucket"]): int(r["count"]) for r in df.select(bucket).groupBy("_bucket").count().collect()}
+    offsets, seen = {}, 0
+    for b in sorted(sizes):
+        offsets[b], seen = seen, seen + sizes[b]
+    start = F.element_at(F.create_map(*[F.lit(v) for b in sorted(offsets) for v in (b, offsets[b])]), F.col("_bucket"))
+    order = Window.partitionBy("_bucket").orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in (columns or df.columns)]))
+    keyed = df.select("*", bucket).repartition(len(sizes), "_bucket")
+    return keyed.withColumn(EVENT_ID, (start + F.row_number().over(order) - 1).cast("long")).drop("_bucket")
 
 
 def aggregates(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, windows_days: Sequence[int], spark) -> dict:
@@ -123,7 +148,7 @@ def aggregates(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, wi
     for ent in stats_keys:
         df = df.select(*df.columns, *_window_columns(keys[ent], ent, ts, label, windows_days))
     names = [c for c in df.columns if c not in base]
-    df = add_event_ids(df, ts, base)
+    df = add_event_ids(df, ts, base)   # its counting passes read the timestamp alone (the windows are pruned)
     # window functions keep every row: rows_out == rows_in by construction
     df.select(*base, EVENT_ID, *names).write.mode("overwrite").parquet(str(out / "data"))
     rows_in = int(row["n"])

@@ -94,6 +94,39 @@ def test_aggregates_equal_brute_force_reference_and_never_see_the_event(spark, t
     assert (ranking["mi"] >= 0).all()
 
 
+def _global_row_number_ids(df, ts: str, columns):
+    """The previous method: one global window (all rows in a single partition)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.orderBy(F.col(ts), F.xxhash64(*[F.col(c) for c in columns]))
+    return df.withColumn("event_id", (F.row_number().over(order) - 1).cast("long"))
+
+
+@pytest.mark.spark
+def test_event_ids_equal_the_global_row_number_without_a_single_partition(spark):
+    from features.aggregates import add_event_ids
+
+    pdf = _events(400, seed=9)
+    pdf = pd.concat([pdf, pdf.iloc[:5]], ignore_index=True)   # repeated rows: equal (ts, hash)
+    df = spark.createDataFrame(pdf.astype(object).where(pdf.notna(), None),
+                               "label int, ts long, I1 double, C1 string, C10 string, C11 string").repartition(3)
+    cols = list(pdf.columns)
+    new = add_event_ids(df, "ts", cols, rows_per_bucket=60)
+    plan = new._jdf.queryExecution().executedPlan().toString()
+    assert "SinglePartition" not in plan and "Window" in plan, plan
+    assert new.rdd.getNumPartitions() > 1
+    old_plan = _global_row_number_ids(df, "ts", cols)._jdf.queryExecution().executedPlan().toString()
+    assert "SinglePartition" in old_plan   # the check would catch the old method
+    got = new.toPandas().sort_values("event_id").reset_index(drop=True)
+    ref = _global_row_number_ids(df, "ts", cols).toPandas().sort_values("event_id").reset_index(drop=True)
+    assert got["event_id"].tolist() == list(range(len(pdf)))
+    pd.testing.assert_frame_equal(got[cols + ["event_id"]], ref[cols + ["event_id"]])
+    # the same ids whatever the bucket size (one bucket: the old single window)
+    one = add_event_ids(df, "ts", cols, rows_per_bucket=10_000).toPandas().sort_values("event_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(one[cols + ["event_id"]], ref[cols + ["event_id"]])
+
+
 @pytest.mark.spark
 def test_null_timestamps_and_missing_key_column_are_one_line_errors(spark, tmp_path):
     df = _events(20)
