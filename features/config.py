@@ -243,6 +243,10 @@ class RankConfig(StrictModel):
     pairs_top_k: int = Field(default=10, ge=0, description="top features by score that enter the pair search (0: no pairs)")
     pair_max_cardinality: int = Field(default=16, ge=0, description="categorical features with at most this many values also enter it")
     pair_buckets: int = Field(default=1 << 20, ge=2, description="a feature pair is hashed into this many buckets, like a crossed embedding")
+    pair_sample_rows: int | None = Field(
+        default=1_000_000, ge=1,
+        description="pairs are counted on a seeded sample of about this many rows when the data has more "
+                    "(the pair table, pairs x rows, would dwarf the data); null: every row (exact)")
     select_k: int | None = Field(default=None, ge=1)
     relevance_weight: float = 1.0
     redundancy_weight: float = 1.0

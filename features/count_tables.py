@@ -37,9 +37,13 @@ def _xlogx_col(c: Any) -> Any:
     return F.when(c > 0, c * F.log(c)).otherwise(F.lit(0.0))
 
 
-def group_count_stats(long_df: Any, classes: int, copies: int, class_counts: np.ndarray) -> dict[int, GroupCounts]:
+def group_count_stats(long_df: Any, classes: int, copies: int,
+                      class_counts: np.ndarray | None) -> dict[int, GroupCounts]:
     """`long_df` has columns g (int group id), v (value; null = missing), _y (class index 0..K-1) and
     _b0.._b{copies-1} (class index of each random label copy). Returns group id -> counts.
+
+    `class_counts` None (e.g. a row sample whose size is not known beforehand): every group counts
+    the same rows, so the class totals are read off the count tables themselves (checked equal).
     """
     from pyspark.sql import functions as F
 
@@ -64,15 +68,19 @@ def group_count_stats(long_df: Any, classes: int, copies: int, class_counts: np.
     # sorted so that the float sums below run in the same order on every run
     pdf = shape.toPandas().sort_values(["g", "miss", "n", *ycols], kind="stable")
     out: dict[int, GroupCounts] = {}
-    N = int(np.asarray(class_counts).sum())
     for g, part in pdf.groupby("g", sort=True):
         n = part["n"].to_numpy(np.int64)
         m = part["m"].to_numpy(np.int64)
         y = part[ycols].to_numpy(np.int64) if ycols else np.zeros((len(part), 0), np.int64)
         cells = np.column_stack([n - y.sum(axis=1), y])
+        totals = (cells * m[:, None]).sum(axis=0)
+        if class_counts is None:
+            class_counts = totals
+        elif not np.array_equal(totals, class_counts):
+            raise RuntimeError(f"count tables of group {g} hold class totals {totals.tolist()}, "
+                               f"expected {np.asarray(class_counts).tolist()}")
+        N = int(np.asarray(class_counts).sum())
         joint = float((xlogx(cells).sum(axis=1) * m).sum())
-        if int((n * m).sum()) != N:
-            raise RuntimeError(f"count tables of group {g} hold {int((n * m).sum())} rows, expected {N}")
         bg_counts = np.zeros((P, K), dtype=np.int64)
         bg_joint = np.zeros(P)
         for p in range(P):

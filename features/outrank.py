@@ -4,9 +4,13 @@ Passes over the data: a profile (label classes, row count, malformed rows, which
 numeric), approxQuantile for dense columns, then ONE explode of every feature into
 (feature, value, label) rows and a group-by that yields every feature's count statistics at once
 (values are counted under their 64-bit hash: `value_key_sql`).
-A second, smaller pass counts hashed feature pairs for the pair search (pair relevance and
-redundancy) from the prepared values, which are cached for it. Nothing is cached otherwise: a
-cache costs more to build than one more read of the input.
+A second pass counts every candidate pair at once (pair relevance and redundancy): ONE explode of
+all pair keys and one group-by, like the feature pass. Its members' counts are the feature pass's,
+reused; only when the data holds more than `pair_sample_rows` rows are the pairs counted on a
+seeded row sample (about that many rows; OutRank subsamples too), with their members counted on
+the same sample in the same aggregation so that gain and redundancy compare like with like. The
+prepared value keys are cached for an exact pair pass; nothing is cached otherwise: a cache costs
+more to build than one more read of the input.
 
 Example:
     >>> summary = rank({"raw": Path("train.tsv")}, Path("out"), dataset, RankConfig(), spark)  # doctest: +SKIP
@@ -76,6 +80,7 @@ class RankResult:
     features: list[FeatureScore]              # sorted by score, descending
     pairs: list[PairScore] = field(default_factory=list)   # sorted by gain, descending
     selection: list[tuple[str, float, bool]] = field(default_factory=list)
+    pair_rows: int = 0                        # rows the pairs were counted on (< rows when sampled)
     rows_read: int = 0
     rows_malformed: int = 0
     rows_without_label: int = 0
@@ -217,13 +222,17 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
     label = f"CAST({q(src.label)} AS STRING)"
     y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
     bg = background_sql(class_counts, cfg.seed, copies)
-    prepared = df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _v{i}" for i, c in enumerate(feats)])
-    if cfg.pairs_top_k > 0:  # the pair pass reads the prepared values again
+    # each value as its 64-bit key (null = missing): what both passes count, and what the cache holds
+    prepared = (df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _s{i}" for i, c in enumerate(feats)])
+                .selectExpr("_y", *[f"_b{p}" for p in range(copies)], *[f"{value_key_sql(f'_s{i}')} AS _v{i}"
+                                                                      for i in range(len(feats))]))
+    sampled = pair_sample_fraction(N, cfg) < 1.0
+    if cfg.pairs_top_k > 0 and not sampled:  # an exact pair pass reads the prepared values again
         prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         bcols = [f"_b{p}" for p in range(copies)]
         long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
-            f"struct({i} AS g, {value_key_sql(f'_v{i}')} AS v)" for i in range(len(feats))) + "))")
+            f"struct({i} AS g, _v{i} AS v)" for i in range(len(feats))) + "))")
         counts = group_count_stats(long_df, len(classes), copies, class_counts)
         clock.lap("features")
         role = {**{c: "categorical" for c in src.categorical}, **{c: "dense" for c in src.dense},
@@ -236,13 +245,13 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
                                        score=est.score(gc.stats), counts=gc, splits=splits.get(name)))
         scores.sort(key=lambda s: (-s.score, s.name))
         clock.lap("scores")
-        pairs = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts, clock)
+        pairs, pair_rows = _pair_scores(prepared, feats, scores, cfg, est, len(classes), copies, class_counts, clock)
     finally:
         prepared.unpersist()
     selection = _selection(scores, pairs, cfg)
     clock.lap("selection")
     return RankResult(seconds=clock.laps, label=src.label, classes=classes, rows=N, heuristic=est.name, noise_corrected=est.noise_corrected,
-                      features=scores, pairs=pairs, selection=selection, rows_read=info["rows_read"],
+                      features=scores, pairs=pairs, selection=selection, pair_rows=pair_rows, rows_read=info["rows_read"],
                       rows_malformed=info["rows_malformed"], rows_without_label=info["rows_without_label"])
 
 
@@ -270,41 +279,84 @@ def value_key_sql(v_sql: str) -> str:
     return f"CASE WHEN {v_sql} IS NULL THEN NULL ELSE xxhash64({v_sql}) END"
 
 
-def pair_key_sql(a_sql: str, b_sql: str, buckets: int) -> str:
-    """Spark SQL: the pair (a, b) hashed into `buckets` values (missing is a value of its own)."""
-    null = sql_str(NULL_TOKEN)
-    return f"pmod(xxhash64(coalesce({a_sql}, {null}), coalesce({b_sql}, {null})), {int(buckets)}L)"
+def pair_key_sql(a_key: str, b_key: str, buckets: int) -> str:
+    """Spark SQL: the pair of two value keys (`value_key_sql`) hashed into `buckets` values (missing
+    is a value of its own).
+
+    Example:
+        >>> pair_key_sql("_v0", "_v1", 8)
+        "pmod(xxhash64(coalesce(_v0, xxhash64('\\x00missing')), coalesce(_v1, xxhash64('\\x00missing'))), 8L)"
+    """
+    null = f"xxhash64({sql_str(NULL_TOKEN)})"
+    return f"pmod(xxhash64(coalesce({a_key}, {null}), coalesce({b_key}, {null})), {int(buckets)}L)"
+
+
+def pair_sample_fraction(rows: int, cfg: RankConfig) -> float:
+    """Share of the rows the pair pass counts: 1 (exact) up to `cfg.pair_sample_rows` rows, else
+    about that many rows of a seeded sample: the pair table (pairs x rows) stays bounded.
+
+    Example:
+        >>> pair_sample_fraction(4_000_000, RankConfig(pair_sample_rows=1_000_000))
+        0.25
+    """
+    if cfg.pair_sample_rows is None or rows <= cfg.pair_sample_rows:
+        return 1.0
+    return cfg.pair_sample_rows / rows
+
+
+def pair_long_df(prepared: Any, keys: Mapping[str, str], combos: list[tuple[str, str]], members: list[str],
+                 buckets: int, copies: int) -> Any:
+    """The (g, v, _y, _b*) rows of every pair at once: group j < len(combos) is pair combos[j] (its
+    hashed key), group len(combos) + i is members[i] alone (its value key): ONE explode, so one
+    group-by counts them all. `keys` maps a feature to its value-key column of `prepared`.
+
+    Example:
+        >>> pair_long_df(prepared, {"a": "_v0", "b": "_v1"}, [("a", "b")], [], 1 << 20, 0).columns  # doctest: +SKIP
+        ['_y', 'g', 'v']
+    """
+    structs = [f"struct({j} AS g, {pair_key_sql(keys[a], keys[b], buckets)} AS v)" for j, (a, b) in enumerate(combos)]
+    structs += [f"struct({len(combos) + i} AS g, {keys[m]} AS v)" for i, m in enumerate(members)]
+    return prepared.selectExpr("_y", *[f"_b{p}" for p in range(copies)], "inline(array(" + ", ".join(structs) + "))")
 
 
 def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cfg: RankConfig, est: Estimator,
-                 classes: int, copies: int, class_counts: np.ndarray, clock: "_Clock") -> list[PairScore]:
+                 classes: int, copies: int, class_counts: np.ndarray, clock: "_Clock") -> tuple[list[PairScore], int]:
+    """Every candidate pair's scores from one aggregation; returns (pairs by gain, rows counted)."""
     names = pair_candidates(scores, cfg)
     if len(names) < 2:
-        return []
+        return [], 0
     by_name = {s.name: s for s in scores}
-    col = {name: f"_v{feats.index(name)}" for name in feats}
+    keys = {name: f"_v{feats.index(name)}" for name in feats}
     combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    bcols = [f"_b{p}" for p in range(copies)]
-    long_df = prepared.selectExpr("_y", *bcols, "inline(array(" + ", ".join(
-        f"struct({j} AS g, {pair_key_sql(col[a], col[b], cfg.pair_buckets)} AS v)" for j, (a, b) in enumerate(combos)) + "))")
-    counts = group_count_stats(long_df, classes, copies, class_counts)
+    frac = pair_sample_fraction(int(class_counts.sum()), cfg)
+    if frac < 1.0:  # a seeded row sample; its members are counted on the same rows, in the same pass
+        rows = prepared.where(f"rand({int(cfg.seed) + 7919}) < {frac!r}D")
+        counts = group_count_stats(pair_long_df(rows, keys, combos, names, cfg.pair_buckets, copies),
+                                   classes, copies, None)
+        member = {m: counts[len(combos) + i].stats for i, m in enumerate(names)}
+        member_score = {m: est.score(st) for m, st in member.items()}
+    else:  # every row: the members' counts are the feature pass's
+        counts = group_count_stats(pair_long_df(prepared, keys, combos, [], cfg.pair_buckets, copies),
+                                   classes, copies, class_counts)
+        member = {m: by_name[m].counts.stats for m in names}
+        member_score = {m: by_name[m].score for m in names}
     clock.lap("pair_counts")
-    N = float(class_counts.sum())
+    N = float(counts[0].stats.rows)
     out = []
     for j, (a, b) in enumerate(combos):
         gc = counts[j]
-        sa, sb = by_name[a].counts.stats, by_name[b].counts.stats
+        sa, sb = member[a], member[b]
         score = est.score(gc.stats)
         fmi = (gc.stats.row_xlogx - sa.row_xlogx - sb.row_xlogx + N * np.log(N)) / N
         h_a = (N * np.log(N) - sa.row_xlogx) / N
         h_b = (N * np.log(N) - sb.row_xlogx) / N
         emi = expected_mutual_information(sa.value_counts, sa.multiplicity, sb.value_counts, sb.multiplicity)
         out.append(PairScore(a=a, b=b, cardinality=gc.cardinality, mi=gc.stats.mi(), score=score,
-                             gain=score - by_name[a].score - by_name[b].score,
+                             gain=score - member_score[a] - member_score[b],
                              redundancy=adjusted_mutual_information(fmi, emi, h_a, h_b), feature_mi=float(fmi)))
     out.sort(key=lambda p: (-p.gain, p.a, p.b))
     clock.lap("pair_scores")
-    return out
+    return out, int(N)
 
 
 def _selection(scores: list[FeatureScore], pairs: list[PairScore], cfg: RankConfig) -> list[tuple[str, float, bool]]:
@@ -353,7 +405,7 @@ def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: Ran
     return {
         "rows_in": result.rows_read, "rows_out": result.rows, "rows_malformed": result.rows_malformed,
         "rows_without_label": result.rows_without_label, "features": len(result.features),
-        "pairs": len(result.pairs), "heuristic": result.heuristic,
+        "pairs": len(result.pairs), "pair_rows": result.pair_rows, "heuristic": result.heuristic,
         "selected": [n for n, _, sel in result.selection if sel],
         "top": [s.name for s in result.features[:10]], "seconds": result.seconds,
     }

@@ -235,6 +235,118 @@ def test_mi_permutation_pair_scores_equal_the_reference(spark, small_csv):
         assert p.gain == pytest.approx(p.score - by[p.a].score - by[p.b].score, abs=1e-12)
 
 
+# ---- the pair pass: one aggregation for every pair, sampled on large data ---------------------------
+
+def _same_counts(x, y) -> None:
+    assert x.cardinality == y.cardinality and x.missing_rows == y.missing_rows
+    np.testing.assert_array_equal(x.stats.value_counts, y.stats.value_counts)
+    np.testing.assert_array_equal(x.stats.multiplicity, y.stats.multiplicity)
+    assert x.stats.joint_xlogx == y.stats.joint_xlogx
+
+
+def test_one_aggregation_counts_every_pair_as_the_per_pair_method_does(spark):
+    """All pairs in one explode + one group-by give the same count tables (hence scores) as one
+    aggregation per pair, and the Spark jobs it runs do not grow with the number of pairs."""
+    from itertools import combinations
+
+    from features.count_tables import group_count_stats
+    from features.outrank import pair_long_df, value_key_sql
+
+    rng = np.random.default_rng(3)
+    n = 1_500
+    y = rng.integers(0, 2, n)
+    cols = {"a": rng.choice(list("abc"), n), "b": np.where(rng.random(n) < 0.2, None, rng.choice(list("wxyz"), n)),
+            "c": rng.integers(0, 60, n).astype(str), "d": np.where(y == 1, "p", rng.choice(["p", "q"], n)),
+            "e": rng.integers(0, 5, n).astype(str)}
+    pdf = pd.DataFrame({"y": y.astype("int32"), **cols})
+    prepared = spark.createDataFrame(pdf.astype(object).where(pdf.notna(), None), "y int, a string, b string, c string, d string, e string") \
+        .selectExpr("y AS _y", *[f"{value_key_sql(c)} AS _v{i}" for i, c in enumerate(cols)])
+    keys = {c: f"_v{i}" for i, c in enumerate(cols)}
+    combos = list(combinations(cols, 2))
+    counts = np.array([(y == 0).sum(), (y == 1).sum()])
+    sc = spark.sparkContext
+    sc.setJobGroup("pairs-all", "every pair at once")
+    together = group_count_stats(pair_long_df(prepared, keys, combos, [], 2**62, 0), 2, 0, counts)
+    sc.setJobGroup("pairs-one", "one pair")
+    group_count_stats(pair_long_df(prepared, keys, combos[:1], [], 2**62, 0), 2, 0, counts)
+    sc.setJobGroup("pairs-rest", "per pair")
+    per_pair = [group_count_stats(pair_long_df(prepared, keys, [c], [], 2**62, 0), 2, 0, counts)[0] for c in combos]
+    tracker = sc.statusTracker()
+    jobs_all, jobs_one = (len(tracker.getJobIdsForGroup(g)) for g in ("pairs-all", "pairs-one"))
+    assert jobs_all == jobs_one >= 1 and len(tracker.getJobIdsForGroup("pairs-rest")) == len(combos) * jobs_one
+    assert len(together) == len(combos) == 10
+    for j, (a, b) in enumerate(combos):
+        _same_counts(together[j], per_pair[j])
+        # and both equal the pair's own table
+        joint = np.array([f"{u}\x01{v}" for u, v in zip(pdf[a].fillna("<missing>"), pdf[b].fillna("<missing>"))], dtype=object)
+        assert together[j].stats.mi() == pytest.approx(ref_mi(ref_table(joint, y)), abs=1e-12), (a, b)
+    # the members counted in the same explode equal their own aggregation
+    with_members = group_count_stats(pair_long_df(prepared, keys, combos, list(cols), 2**62, 0), 2, 0, None)
+    for i, c in enumerate(cols):
+        alone = group_count_stats(prepared.selectExpr("_y", f"0 AS g", f"{keys[c]} AS v"), 2, 0, counts)[0]
+        _same_counts(with_members[len(combos) + i], alone)
+    np.testing.assert_array_equal(with_members[0].stats.class_counts, counts)
+    # one explode (Generate) and one per-value aggregation in the physical plan
+    plan = pair_long_df(prepared, keys, combos, [], 2**62, 0).groupBy("g", "v").count()
+    text = plan._jdf.queryExecution().executedPlan().toString()
+    assert text.count("Generate ") == 1 and text.count("Exchange hashpartitioning") == 1, text
+
+
+def test_pair_scores_match_the_per_pair_scores_in_exact_mode(spark, small_csv):
+    """score_features' pairs (one pass, members' counts reused) equal scores built pair by pair."""
+    from features.count_tables import group_count_stats
+    from features.estimators import get_estimator
+    from features.outrank import pair_long_df, score_features, value_key_sql
+    from features.rank_source import read_raw
+
+    feats = ["C1", "C7", "C8", "C12"]
+    cfg = RankConfig(bins=8, pairs_top_k=1, pair_buckets=2**62, pair_sample_rows=None)
+    res = score_features(spark, read_raw(spark, small_csv, "label", "csv", categorical=feats, dense=[]), cfg)
+    assert res.pair_rows == res.rows == 3_000 and len(res.pairs) == 6
+    df = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
+    sdf = spark.createDataFrame(df[["label", *feats]].replace("", None))
+    prepared = sdf.selectExpr("CAST(label AS INT) AS _y", *[f"{value_key_sql(q)} AS _v{i}" for i, q in enumerate(feats)])
+    keys = {c: f"_v{i}" for i, c in enumerate(feats)}
+    counts = res.features[0].counts.stats.class_counts
+    est = get_estimator(cfg.heuristic)
+    single = {f.name: f.score for f in res.features}
+    for p in res.pairs:
+        gc = group_count_stats(pair_long_df(prepared, keys, [(p.a, p.b)], [], 2**62, 0), 2, 0, counts)[0]
+        assert p.score == pytest.approx(est.score(gc.stats), abs=1e-12) and p.cardinality == gc.cardinality
+        assert p.gain == pytest.approx(est.score(gc.stats) - single[p.a] - single[p.b], abs=1e-12)
+
+
+def test_pair_sample_fraction():
+    from features.outrank import pair_sample_fraction
+
+    assert pair_sample_fraction(1_000_000, RankConfig()) == 1.0
+    assert pair_sample_fraction(8_000_000, RankConfig()) == 0.125
+    assert pair_sample_fraction(8_000_000, RankConfig(pair_sample_rows=None)) == 1.0
+
+
+def test_sampled_pair_pass_keeps_the_planted_pairs(spark, ranked, tmp_path):
+    """Pairs counted on a seeded ~20k-row sample of the 50k rows: same single ranking, the XOR pair
+    on top with a gain within sampling error of the exact one, the redundant copy still found."""
+    from features.outrank import rank
+
+    ds = DatasetConfig(path=ranked["path"], format="tsv", kind="ctr", roles=ColumnRoles(label="label"))
+    summary = rank({"raw": ranked["path"]}, tmp_path, ds, RankConfig(pairs_top_k=6, pair_sample_rows=20_000),
+                   spark, exclude=["ts"])
+    assert abs(summary["pair_rows"] - 20_000) < 5 * math.sqrt(20_000 * 0.6) and ranked["summary"]["pair_rows"] == 50_000
+    ranking = pd.read_csv(tmp_path / "ranking.tsv", sep="\t").set_index("feature")
+    pd.testing.assert_frame_equal(ranking, ranked["ranking"])
+    pairs = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
+    exact = ranked["pairs"].set_index(["feature_a", "feature_b"])
+    top = pairs.iloc[0]
+    assert {top["feature_a"], top["feature_b"]} == {"C7", "C8"} and top["gain"] > 0.03
+    assert top["gain"] == pytest.approx(exact.loc[(top["feature_a"], top["feature_b"]), "gain"], abs=0.01)
+    assert set(map(tuple, pairs[["feature_a", "feature_b"]].to_numpy())) == set(exact.index)
+    same = pairs.set_index(["feature_a", "feature_b"]).loc[exact.index]
+    assert (same["redundancy"] - exact["redundancy"]).abs().max() < 0.05
+    copy = same.loc[[i for i in same.index if set(i) == {"C1", "C9"}], "redundancy"]
+    assert copy.iloc[0] > 0.8
+
+
 # ---- inputs: ingest output, malformed rows, errors ----------------------------------------------
 
 def test_rank_reads_the_ingest_output_with_config_roles(spark, ctr_ingested, tmp_path):
