@@ -190,6 +190,21 @@ def _get(data: Any, loc: tuple[str, ...]) -> Any:
     return data
 
 
+# the model names of pipelines/ctr_model.py CTR_MODELS and pipelines/session_train.py SESSION_MODELS, listed here
+# so a config is checked without importing torch (tests/jobs/test_config_checks.py keeps them equal)
+MODELS_BY_KIND = {"ctr": ("dlrm", "dcn", "lr"), "sessions": ("m2trec", "sasrec", "gru4rec", "popularity"),
+                  "interactions": ("m2trec", "sasrec", "gru4rec", "popularity")}
+
+
+def check_model_for_kind(cfg: RunConfig, data: dict[str, Any], source: str) -> None:
+    """A model named in the config must train on the dataset's kind (checked before any stage runs)."""
+    named = ((data.get("training") or {}).get("model") or {}).get("name") if isinstance(data.get("training"), dict) else None
+    allowed = MODELS_BY_KIND[cfg.dataset.kind]
+    if named is not None and cfg.training.model.name not in allowed:
+        raise ConfigError(f"{source}: key 'training.model.name': '{cfg.training.model.name}' does not train on a "
+                          f"'{cfg.dataset.kind}' dataset; use one of {', '.join(allowed)}.")
+
+
 def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
@@ -214,6 +229,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
     if cfg.features.vocab.split_seed is None:
         cfg.features.vocab.split_seed = cfg.seed
     check_role_columns(cfg, source)
+    check_model_for_kind(cfg, data, source)
     base = base_dir or Path.cwd()
     cfg.dataset.path = _resolve(base, cfg.dataset.path)
     if cfg.dataset.items is not None:

@@ -172,3 +172,20 @@ def test_train_checks_the_header_before_the_feature_stages(tmp_path, base):
     res = CliRunner().invoke(app, ["train", "--config", str(path)])
     assert isinstance(res.exception, ConfigError) and "column 'C9' is not in the header" in str(res.exception)
     assert not (tmp_path / "runs").exists()                   # nothing ran
+
+
+@pytest.mark.parametrize("kind,model", [("ctr", "m2trec"), ("sessions", "dlrm")])
+def test_model_that_does_not_train_on_the_kind(tmp_path, base, kind, model):
+    if kind == "sessions":
+        base["dataset"] = {"path": "train.tsv", "format": "tsv", "kind": "sessions",
+                           "roles": {"item_id": "C1", "timestamp": "I1", "session_id": "label"}}
+    base["training"] = {"model": {"name": model}}
+    assert f"'{model}' does not train on a '{kind}' dataset" in _error(tmp_path, base, "training.model.name")
+
+
+def test_model_lists_match_the_training_layer():
+    from jobs.config import MODELS_BY_KIND
+    from pipelines.ctr_model import CTR_MODELS
+    from pipelines.session_train import SESSION_MODELS
+
+    assert MODELS_BY_KIND == {"ctr": CTR_MODELS, "sessions": SESSION_MODELS, "interactions": SESSION_MODELS}
