@@ -144,8 +144,9 @@ def bucket_sql(col_sql: str, splits: list[float]) -> str:
 
 
 def fit_transforms(spark: Any, train: Any, columns: list[str], buckets: int = 0) -> list[DenseTransform]:
-    """Choose each column's transform on the train rows: one aggregate pass (min, and mean / sd of
-    both candidate transforms), plus one quantile pass when `buckets` >= 2.
+    """Choose each column's transform on the train rows: one grouped pass over a long form (column,
+    value) for the min and the mean / sd of both candidate transforms (so the plan does not grow with
+    the column count), plus one quantile pass when `buckets` >= 2.
 
     Example:
         >>> fit_transforms(spark, train_df, ["I1"], buckets=8)[0].kind    # doctest: +SKIP
@@ -153,24 +154,25 @@ def fit_transforms(spark: Any, train: Any, columns: list[str], buckets: int = 0)
     """
     if not columns:
         return []
+    from pyspark.sql import functions as F
+
     from features.discretize import quantile_splits
 
-    aggs = []
-    for i, c in enumerate(columns):
-        x = _clean_sql(f"`{c}`")
-        for kind in KINDS:
-            z = transformed_sql(x, kind)
-            aggs += [f"avg({z}) AS m_{kind}_{i}", f"stddev_pop({z}) AS s_{kind}_{i}"]
-        aggs.append(f"min({x}) AS lo_{i}")
-    row = train.selectExpr(*aggs).first()
+    pairs = ", ".join(f"struct({k} AS k, {_clean_sql(f'`{c}`')} AS x)" for k, c in enumerate(columns))
+    long = train.selectExpr(f"inline(array({pairs}))").where("x IS NOT NULL")
+    aggs = ["min(x) AS lo"] + [f"{f}({transformed_sql('x', kind)}) AS {f[:3]}_{kind}"
+                               for kind in KINDS for f in ("avg", "stddev_pop")]
+    stats = {int(r["k"]): r for r in long.groupBy("k").agg(*[F.expr(a) for a in aggs]).collect()}
     splits = quantile_splits(spark, train, columns, bins=buckets) if buckets >= 2 else {c: [] for c in columns}
     out = []
-    for i, c in enumerate(columns):
-        lo = row[f"lo_{i}"]
-        kind = choose_kind(None if lo is None else float(lo))
-        mean, sd = row[f"m_{kind}_{i}"], row[f"s_{kind}_{i}"]
+    for k, c in enumerate(columns):
+        row = stats.get(k)
+        kind = choose_kind(None if row is None else float(row["lo"]))
+        mean = None if row is None else row[f"avg_{kind}"]
+        sd = None if row is None else row[f"std_{kind}"]
         mean = 0.0 if mean is None else float(mean)
         sd = 1.0 if sd is None or not float(sd) > 1e-12 else float(sd)
-        out.append(DenseTransform(column=c, kind=kind, mean=mean, sd=sd, bucket_splits=list(splits[c]) if buckets >= 2 else [],
+        out.append(DenseTransform(column=c, kind=kind, mean=mean, sd=sd,
+                                  bucket_splits=list(splits[c]) if buckets >= 2 else [],
                                   bucket_column=bucket_column(c) if buckets >= 2 else None))
     return out

@@ -23,7 +23,7 @@ from features.numeric import DenseTransform, bucket_sql, dense_sql, fit_transfor
 MISSING_ID, UNKNOWN_ID, FIRST_ID = 0, 1, 2
 BROADCAST_MAX_ROWS = 2_000_000  # larger vocabularies are joined by shuffle, as Spark decides
 DENSE_TRANSFORM = "per column, see dense_transforms (features/numeric.py)"
-ENCODE_BATCH = 32  # single-valued features joined in one plan; more are encoded in batches (lineage cut between)
+ENCODE_BATCH = 32  # up to this many single-valued features are joined one by one; more go through one long form
 
 
 def vocab_features(dataset: DatasetConfig) -> tuple[list[str], list[str]]:
@@ -86,11 +86,11 @@ def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None 
     """Replace each feature's values by int64 ids: null -> 0, not in the vocabulary -> 1.
 
     `multi` columns (array<string>) become array<bigint> bags: each value mapped the same way, a
-    null or empty list -> [0]. Single columns are encoded by broadcast joins, `batch` features per
-    plan (default `ENCODE_BATCH`); with more, the lineage is cut between batches
-    (`localCheckpoint`), so the plan Spark analyses never grows with the column count. Multi-valued
-    columns are encoded together in one long form (row id, feature, position, value) joined once
-    with the vocabulary and collected back per row.
+    null or empty list -> [0]. Up to `batch` (default `ENCODE_BATCH`) single-valued columns are
+    encoded by one (broadcast) join each, map-side; more are encoded in one long form (row id,
+    feature, value) joined once with the vocabulary and collected back per row, so the plan Spark
+    analyses and compiles does not grow with the column count beyond one projection. Multi-valued
+    columns always take a long form (row id, feature, position, value).
 
     Example:
         >>> apply_vocab(df, vocab, ["C1"]).select("C1").first()[0]     # doctest: +SKIP
@@ -100,15 +100,36 @@ def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None 
     """
     batch = batch or ENCODE_BATCH
     out = df
-    for start in range(0, len(features), batch):
-        if start:
-            out = out.localCheckpoint(eager=True)
-        out = _join_ids(out, vocab, features[start:start + batch], sizes)
+    if len(features) > batch:
+        out = _encode_long(out, vocab, list(features), sizes)
+    elif features:
+        out = _join_ids(out, vocab, list(features), sizes)
     if multi:
         if features:
             out = out.localCheckpoint(eager=True)
         out = _encode_multi(out, vocab, list(multi))
     return out
+
+
+def _encode_long(df, vocab, features: list[str], sizes: Mapping[str, int] | None):
+    """Many single-valued columns at once: (row id, k, feature, value) rows, one join with the vocabulary,
+    the ids collected per row in feature order and put back as columns."""
+    from pyspark.sql import functions as F
+
+    base = df.withColumn("_rid", F.monotonically_increasing_id()).localCheckpoint(eager=True)  # ids fixed once
+    tagged = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(f).alias("feature"), F.col(f).cast("string").alias("value"))
+                       for k, f in enumerate(features)])
+    long = base.select("_rid", F.inline(tagged))
+    voc = vocab.where(F.col("feature").isin(features)).select("feature", "value", "id")
+    if sizes is None or sum(sizes.get(f, 0) for f in features) <= BROADCAST_MAX_ROWS:
+        voc = F.broadcast(voc)
+    ids = long.join(voc, ["feature", "value"], "left").select(
+        "_rid", F.struct("k", F.coalesce(F.col("id"), F.when(F.col("value").isNull(), F.lit(MISSING_ID))
+                                         .otherwise(F.lit(UNKNOWN_ID))).cast("long").alias("id")).alias("p"))
+    rows = ids.groupBy("_rid").agg(F.transform(F.array_sort(F.collect_list("p")), lambda p: p["id"]).alias("_ids"))
+    joined = base.join(rows, "_rid")
+    pos = {f: k for k, f in enumerate(features)}
+    return joined.select(*[F.col("_ids")[pos[c]].alias(c) if c in pos else F.col(c) for c in df.columns])
 
 
 def _join_ids(df, vocab, features: list[str], sizes: Mapping[str, int] | None):
@@ -166,17 +187,19 @@ def _is_feature(feature: str):
 
 
 def unseen_counts(encoded, features: list[str], multi: list[str] | None = None) -> dict[str, int]:
-    """Per feature, how many rows hold a value that mapped to the unknown id 1 (one pass); a
-    multi-valued row counts once when any of its values did."""
+    """Per feature, how many rows hold a value that mapped to the unknown id 1 (one pass over a long
+    form, so the plan does not grow with the column count); a multi-valued row counts once when any
+    of its values did."""
     from pyspark.sql import functions as F
 
     multi = list(multi or [])
     if not features and not multi:
         return {}
-    hits = [(F.col(f) == UNKNOWN_ID).alias(f) for f in features]
-    hits += [F.exists(F.col(m), lambda x: x == UNKNOWN_ID).alias(m) for m in multi]
-    row = encoded.agg(*[F.sum(h.cast("long")).alias(n) for h, n in zip(hits, [*features, *multi])]).first()
-    return {f: int(row[f] or 0) for f in [*features, *multi]}
+    hits = [F.struct(F.lit(f).alias("feature"), (F.col(f) == UNKNOWN_ID).alias("hit")) for f in features]
+    hits += [F.struct(F.lit(m).alias("feature"), F.exists(F.col(m), lambda x: x == UNKNOWN_ID).alias("hit")) for m in multi]
+    got = {r["feature"]: int(r["count"]) for r in encoded.select(F.inline(F.array(*hits))).where(F.col("hit"))
+           .groupBy("feature").count().collect()}
+    return {f: got.get(f, 0) for f in [*features, *multi]}
 
 
 def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: VocabConfig, spark) -> dict:
