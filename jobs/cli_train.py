@@ -60,7 +60,8 @@ def train_cmd(
         preflight(cfg, str(config))  # header, roles, Spark settings, output folder: before Spark starts
 
         graph = [s for s in GRAPH if s.name in _TRAIN_NEEDS]
-        for o in run_pipeline(cfg, run_dir, graph, force=False, only=None, trust_checkpoint=trust_checkpoint):
+        for o in run_pipeline(cfg, run_dir, graph, force=False, only=None, trust_checkpoint=trust_checkpoint,
+                              capture_logs=True):  # engine output to <run>/logs/<stage>.log, as `run` does
             console.print(f"  {o.status:>7} {o.stage:<8} {o.seconds:7.1f}s")
         summary_dir = run_dir / "train"
     else:
