@@ -169,7 +169,7 @@ class RowDSLController:
         self.updates = self.exchanged_total = 0
         self._since_update = self._steps_done = 0
         self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
-        self._sentinels: list[tuple[Tensor, int]] | None = None
+        self._sentinels: list[Tensor] | None = None
         self._zero_sentinels()
 
     # -- per step ---------------------------------------------------------------------------
@@ -297,11 +297,11 @@ class RowDSLController:
     def _zero_sentinels(self) -> None:
         """Zero each sentinel row (the weights only: its optimizer state never reaches a real row,
         since the sentinel's slot never holds one)."""
-        if self._sentinels is None:  # where each sentinel lives, found once (shards do not move)
-            self._sentinels = [(shard.tensor, int(local)) for t in self.tables.values()
+        if self._sentinels is None:  # views of the sentinel rows, found once (shards do not move)
+            self._sentinels = [shard.tensor[int(local)] for t in self.tables.values()
                                for shard, local in _rows_in_shards(t.physical, torch.tensor([t.kept]))]
-        for tensor, local in self._sentinels:
-            tensor[local].zero_()
+        for row in self._sentinels:
+            row.zero_()
 
     @torch.no_grad()
     def _row_norms(self, t: _RowTable) -> Tensor:
