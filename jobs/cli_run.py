@@ -70,7 +70,9 @@ def run(
         console.print(f"  [{colour}]{outcome.status:>7}[/] {name:<10} {outcome.seconds:7.1f}s  {_key_figures(outcome.summary)}")
 
     def on_wait(holder):
-        live.update(f"waiting for pid {holder.get('pid', '?')} (started {holder.get('started_at', '?')}) to release {run_dir}")
+        text = f"waiting for pid {holder.get('pid', '?')} (started {holder.get('started_at', '?')}) to release {run_dir}"
+        console.print(f"  {text}", highlight=False)
+        live.update(text)
 
     with live:
         outcomes = run_pipeline(cfg, run_dir, graph_for(cfg), from_stage=from_stage, only=only, force=force,
