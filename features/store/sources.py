@@ -75,7 +75,8 @@ def _spark_type_name(dtype) -> str:
 
 
 def _encode(df, categorical: list[str], dense: list[str], vocab_dir: Path, spark):
-    """Categorical -> vocab ids (0 missing, 1 unknown), dense -> float32 log1p(max(x,0)), missing -> 0."""
+    """Categorical -> vocab ids (0 missing, 1 unknown), dense -> float32 by the vocab stage's `dense_transforms`
+    (schema.json; log1p(max(x,0)) with missing -> 0 for a vocab folder without them)."""
     from pyspark.sql import functions as F
 
     vpath = vocab_dir / "vocab"
@@ -88,9 +89,16 @@ def _encode(df, categorical: list[str], dense: list[str], vocab_dir: Path, spark
         df = df.join(F.broadcast(ids), on=c, how="left")
         df = df.withColumn(c, F.when(F.col(c).isNull(), F.lit(0)).otherwise(F.coalesce(F.col(f"{c}__id"), F.lit(1)))
                            .cast("long")).drop(f"{c}__id")
+    schema = vocab_dir / "schema.json"
+    records = json.loads(schema.read_text()).get("dense_transforms", {}) if schema.exists() else {}
     for d in dense:
-        df = df.withColumn(d, F.coalesce(F.log1p(F.greatest(F.col(d).cast("double"), F.lit(0.0))), F.lit(0.0))
-                           .cast("float"))
+        if d in records:  # the vocab stage's own per-column transform (features/numeric.py)
+            from features.numeric import DenseTransform, dense_sql
+
+            df = df.withColumn(d, F.expr(dense_sql(f"CAST(`{d}` AS DOUBLE)", DenseTransform.from_dict(records[d]))))
+        else:
+            df = df.withColumn(d, F.coalesce(F.log1p(F.greatest(F.col(d).cast("double"), F.lit(0.0))), F.lit(0.0))
+                               .cast("float"))
     return df, {c: int(sizes[c]) for c in categorical if c in sizes}
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from tiny_ctr import D, H, T, TTL_DAYS
 
+from features.numeric import DenseTransform, apply_dense
 from features.store.training_set import build_training_set, historical_features
 
 
@@ -51,7 +52,9 @@ def test_training_set_through_feast_matches_the_events_in_the_encoded_layout(ctr
     # vocabulary ids (built on T, T+1h): C10 u1->2, u3 and u2 unseen->1, missing->0; C1 a->2, b->3, c unseen
     assert df["C10"].tolist() == [2, 2, 1, 2, 1, 0, 2]
     assert df["C1"].tolist() == [2, 3, 2, 2, 0, 1, 2]
-    np.testing.assert_allclose(df["I1"], np.log1p([3.0, 1.0, 7.0, 0.0, 5.0, 2.0, 0.0]), rtol=1e-6)
+    # dense columns by the vocab stage's recorded transform (features/numeric.py), missing -> 0
+    i1 = DenseTransform.from_dict(json.loads((vocab / "schema.json").read_text())["dense_transforms"]["I1"])
+    np.testing.assert_allclose(df["I1"], apply_dense(np.array([3.0, 1.0, 7.0, np.nan, 5.0, 2.0, 0.0]), i1), rtol=1e-6)
     # as-of-event aggregates (log1p): u1 had 0, 1, -, 2, -, -, 1 earlier events in 7 days
     np.testing.assert_allclose(df["user_events_7d"], np.log1p([0, 1, 0, 2, 0, 0, 1]), rtol=1e-6)
     # item i1 at T+2d: one earlier event (clicked) -> ctr 1; the two T+2d events do not see each other
