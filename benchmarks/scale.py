@@ -26,6 +26,9 @@ with sizes other than the default is labelled a smoke run in both.
 
     nice -n 10 .venv/bin/python benchmarks/scale.py --sizes 50000,200000        # smoke test (minutes)
     .venv/bin/python benchmarks/scale.py                                        # 0.5M, 2M, 8M (a quiet machine)
+    .venv/bin/python benchmarks/scale.py --resume                               # after an interruption
+
+Every finished stage is saved to benchmarks/out/scale/partial.json; `--resume` keeps those results.
 """
 
 from __future__ import annotations
@@ -355,6 +358,9 @@ def main() -> None:
     ap.add_argument("--outrank-rows", type=int, default=2_000_000, help="the size outrank runs on (or the largest below)")
     ap.add_argument("--skip-outrank", action="store_true")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the stage results of an interrupted run (benchmarks/out/scale/partial.json, same seed) "
+                         "and run only the missing ones")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "scaling.md")
     ap.add_argument("--reference-of", type=Path, help=argparse.SUPPRESS)   # internal: run the pyarrow reference
     ap.add_argument("--cut", type=int, help=argparse.SUPPRESS)
@@ -375,11 +381,24 @@ def main() -> None:
     res: dict[str, Any] = {"sizes": sizes, "stages": stages, "seed": args.seed, "runs": {}, "exponents": {},
                            "reference": {}, "ray_start_s": ray_start, "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
                            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    partial = OUT / "partial.json"
+    if args.resume and partial.exists():
+        old = json.loads(partial.read_text())
+        if old.get("seed") == args.seed and old.get("epochs") == args.epochs:
+            res["runs"], res["reference"] = old["runs"], old["reference"]
+            print(f"resuming: kept {sum(len(v) for v in res['runs'].values())} stage results from {partial}", flush=True)
+
+    def save() -> None:
+        partial.write_text(json.dumps({"seed": args.seed, "epochs": args.epochs, "runs": res["runs"],
+                                       "reference": res["reference"]}, indent=1) + "\n")
+
     for n in sizes:
         data, truth = dataset(n, args.seed)
         cfg, run_dir = write_config(n, data, args.seed, args.epochs, args.driver_memory)
         runs = res["runs"].setdefault(str(n), {})
         for st in stages:
+            if st in runs:
+                continue
             r = measured([sys.executable, "-m", "jobs.cli", "run", "--config", str(cfg), "--only", st, "--force"],
                          OUT / "logs" / f"{n}-{st}.log")
             manifest = json.loads((run_dir / st / "manifest.json").read_text())
@@ -392,7 +411,8 @@ def main() -> None:
                   f"CPU {r['cpu_s'] / (n / 1e6):7.1f} s/M rows  RSS driver {_mb(r['rss_driver'])} MB, JVM {_mb(r['rss_jvm'])} MB, "
                   f"Ray workers [{workers}] MB  output {_mb(r['output_bytes'])} MB, written {_mb(r['write_bytes'])} MB  "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
-        if not args.skip_reference and {"ingest", "vocab"} <= set(stages):
+            save()
+        if not args.skip_reference and {"ingest", "vocab"} <= set(stages) and str(n) not in res["reference"]:
             cut = int(json.loads((run_dir / "vocab" / "schema.json").read_text())["cuts"]["validation_start"])
             r = measured([sys.executable, str(Path(__file__).resolve()), "--reference-of", str(data), "--cut", str(cut),
                           "--reference-out", str(OUT / "reference" / str(n))], OUT / "logs" / f"{n}-pyarrow.log")
@@ -401,6 +421,7 @@ def main() -> None:
                      ours_wall=runs["ingest"]["wall"] + runs["vocab"]["wall"],
                      ours_net=runs["ingest"]["net"] + runs["vocab"]["net"])
             res["reference"][str(n)] = r
+            save()
             print(f"{n:>10,} pyarrow    all-in {r['wall']:7.1f} s  net {r['net']:7.1f} s  (read+write {laps['read_write']:.1f}, "
                   f"vocab counts {laps['vocab_counts']:.1f});  ingest+vocab / pyarrow: {r['ours_wall'] / r['wall']:.2f} all-in, "
                   f"{r['ours_net'] / max(r['net'], 1e-9):.2f} net", flush=True)
