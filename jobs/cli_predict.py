@@ -38,7 +38,8 @@ def predict_cmd(
     input_path: Path = typer.Option(..., "--input", help="raw rows: a file or a folder of files, in the run's format"),
     output: Path = typer.Option(..., "--output", help="new folder for predictions/, quarantine/, summary.json (+ metrics.json, report.md)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="the run's config (format and column roles of the input)"),
-    serving: str = typer.Option("as-trained", help="as-trained | fp32 | fp16 | int8 | int4 | exported | eager"),
+    serving: str = typer.Option("as-trained", help="as-trained (trained rows fp32 on FBGEMM: the run's test AUC) | fp32 | "
+                                "fp16 | int8 | int4 (every table) | exported (embeddings.pt as planned) | eager (PyTorch)"),
     label: str | None = typer.Option(None, help="the input's label column (default: the dataset's label, when present)"),
     batch_size: int = typer.Option(4096, min=1, help="rows per scoring batch"),
     workers: int = typer.Option(2, min=1, help="model actors on Ray"),

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
@@ -79,3 +78,12 @@ def test_unlabelled_input_is_scored_without_metrics(tiny, spark, tmp_path):
     s = predict(tiny["run"], f, tmp_path / "out", tiny["dataset"], PredictConfig(single_process=True), spark)
     assert s["label"] is None and "metrics" not in s and not (tmp_path / "out" / "metrics.json").exists()
     assert pads.dataset(str(tmp_path / "out" / "predictions")).to_table().column_names == ["file", "line", "score"]
+
+
+@pytest.mark.parametrize("serving", ["exported", "eager"])
+def test_the_exported_artifact_and_the_eager_model_also_reproduce_the_test_auc(tiny, spark, tmp_path, serving):
+    # the tiny run's plan is dense, so its exported artifact holds the trained fp32 rows
+    s = predict(tiny["run"], tiny["test_file"], tmp_path / serving, tiny["dataset"],
+                PredictConfig(single_process=True, serving=serving), spark)
+    assert abs(s["metrics"]["auc"] - _test_auc(tiny["run"])) <= 1e-6
+    assert s["backend"].startswith("FBGEMM IntNBit TBE, embeddings.pt" if serving == "exported" else "eager PyTorch")
