@@ -303,6 +303,9 @@ def write_docs(res: dict[str, Any], doc: Path, png: Path) -> None:
             lines.append(f"| {st} | {n:,} | {r['wall']:.1f} | {r['net']:.1f} | {n / max(r['net'], 1e-9):,.0f} | "
                          f"{r['cpu_s'] / (n / 1e6):,.1f} | {_mb(r['rss_driver'])} | {_mb(r['rss_jvm'])} | {workers} | "
                          f"{_mb(r['output_bytes'])} | {_mb(r['write_bytes'])} |")
+    missing = [f"{st} at {n:,}" for n in sizes for st in res["stages"] if st not in res["runs"].get(str(n), {})]
+    if missing:
+        lines += ["", f"Not measured in this run (it was stopped first): {', '.join(missing)}."]
     lines += ["", "## Growth exponent k (net time ∝ rows^k)", "",
               "| stage | " + " | ".join(f"{a:,} → {b:,}" for a, b in zip(sizes, sizes[1:])) + " |",
               "|---|" + "---:|" * (len(sizes) - 1)]
@@ -361,6 +364,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="keep the stage results of an interrupted run (benchmarks/out/scale/partial.json, same seed) "
                          "and run only the missing ones")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write docs/scaling.md from the saved stage results (partial.json) without running anything")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "scaling.md")
     ap.add_argument("--reference-of", type=Path, help=argparse.SUPPRESS)   # internal: run the pyarrow reference
     ap.add_argument("--cut", type=int, help=argparse.SUPPRESS)
@@ -376,23 +381,27 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
-    ray_start = ray_start_seconds() if "train" in stages else 0.0
+    partial = OUT / "partial.json"
+    saved = json.loads(partial.read_text()) if (args.resume or args.report_only) and partial.exists() else {}
+    ray_start = saved.get("ray_start_s") if args.report_only else None
+    if ray_start is None:
+        ray_start = ray_start_seconds() if "train" in stages else 0.0
     print(f"ray.init() start: {ray_start:.1f} s", flush=True)
     res: dict[str, Any] = {"sizes": sizes, "stages": stages, "seed": args.seed, "runs": {}, "exponents": {},
                            "reference": {}, "ray_start_s": ray_start, "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
                            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    partial = OUT / "partial.json"
-    if args.resume and partial.exists():
-        old = json.loads(partial.read_text())
+    if saved:
+        old = saved
         if old.get("seed") == args.seed and old.get("epochs") == args.epochs:
             res["runs"], res["reference"] = old["runs"], old["reference"]
             print(f"resuming: kept {sum(len(v) for v in res['runs'].values())} stage results from {partial}", flush=True)
 
     def save() -> None:
-        partial.write_text(json.dumps({"seed": args.seed, "epochs": args.epochs, "runs": res["runs"],
+        partial.write_text(json.dumps({"seed": args.seed, "epochs": args.epochs, "ray_start_s": ray_start,
+                                       "load_start": load_start, "runs": res["runs"],
                                        "reference": res["reference"]}, indent=1) + "\n")
 
-    for n in sizes:
+    for n in [] if args.report_only else sizes:
         data, truth = dataset(n, args.seed)
         cfg, run_dir = write_config(n, data, args.seed, args.epochs, args.driver_memory)
         runs = res["runs"].setdefault(str(n), {})
@@ -425,14 +434,15 @@ def main() -> None:
             print(f"{n:>10,} pyarrow    all-in {r['wall']:7.1f} s  net {r['net']:7.1f} s  (read+write {laps['read_write']:.1f}, "
                   f"vocab counts {laps['vocab_counts']:.1f});  ingest+vocab / pyarrow: {r['ours_wall'] / r['wall']:.2f} all-in, "
                   f"{r['ours_net'] / max(r['net'], 1e-9):.2f} net", flush=True)
+    got = lambda n, st: res["runs"].get(str(n), {}).get(st, {}).get("net", 0.0)  # noqa: E731 (0: not measured)
     for st in stages:
-        res["exponents"][st] = {f"{a}-{b}": exponent(res["runs"][str(a)][st]["net"], res["runs"][str(b)][st]["net"], a, b)
-                                for a, b in zip(sizes, sizes[1:])}
+        res["exponents"][st] = {f"{a}-{b}": exponent(got(a, st), got(b, st), a, b) for a, b in zip(sizes, sizes[1:])}
         print(f"k {st:<10} " + "  ".join(f"{a:,}→{b:,}: " + ("-" if k is None else f"{k:.2f}")
                                           for (a, b), k in zip(zip(sizes, sizes[1:]), res["exponents"][st].values())))
-    if not args.skip_outrank and "rank" in stages:
+    if not args.skip_outrank and not args.report_only and "rank" in stages:
         _outrank(res, sizes, args)
-    res["load_average"] = {"start": load_start, "end": os.getloadavg()[0]}
+    res["load_average"] = {"start": saved.get("load_start", load_start) if args.report_only else load_start,
+                           "end": os.getloadavg()[0]}
     (OUT / "result.json").write_text(json.dumps(res, indent=2) + "\n")
     write_docs(res, args.docs, args.docs.with_suffix(".png"))
     print(f"wrote {OUT / 'result.json'}, {args.docs} and {args.docs.with_suffix('.png')}")
