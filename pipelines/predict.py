@@ -1,7 +1,7 @@
 """Batch scoring of new raw rows with a finished run's exported model: `sparserec predict`.
 
 raw rows ── ingest rules (Spark, `predict_input`) ──> parsed/ + quarantine/
-parsed/  ── Ray Data `map_batches(Scorer, concurrency=workers)` (or one process) ──> predictions/
+parsed/  ── Ray Data `map_batches(Scorer, compute=ActorPoolStrategy(size=workers))` (or one process) ──> predictions/
 predictions/ + label ──> metrics.json, report.md (AUC, log loss, calibration, slices)
 
 Each model actor encodes its rows with the run's vocabularies and numeric transforms
@@ -119,8 +119,8 @@ def score_ray(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list
     threads = max(int(cpus), 1)
     scored = ds.map_batches(Scorer, fn_constructor_kwargs={"run": str(Path(run).resolve()), "serving": cfg.serving,
                                                            "keep": keep, "label": label, "threads": threads},
-                            batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.workers,
-                            num_cpus=cpus)
+                            batch_size=cfg.batch_size, batch_format="pyarrow",
+                            compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cpus)
     scored.write_parquet(str(out))
     return RunModel.load(Path(run) / "train" / "model").backend(cfg.serving)
 
