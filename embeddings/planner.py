@@ -324,9 +324,52 @@ def plan_embeddings(feature_spec: list[dict] | str | Path, cfg: EmbeddingsConfig
                          params=dict(o.params), dsl_density=o.dsl_density, score=f.score, bytes=o.bytes)
         tables.append(spec)
     tables.sort(key=lambda t: -(t.score or 0.0))
+    _share_row_budget(tables)
     if budget is not None:
         notes.append(f"budget {budget:,} bytes; plan uses {sum(t.bytes for t in tables):,} bytes")
     return EmbeddingPlan(tables=tables, budget_bytes=budget, dropped_features=dropped, notes=notes)
+
+
+def share_rows(rows: list[int], total: int) -> list[int]:
+    """Row budgets of row-mode DSL tables under one global budget of `total` rows: water-filling, every
+    table keeps min(rows, c) rows with the largest c that fits, so small tables (few, frequent values)
+    stay whole and the large ones share what is left equally (their frequent head is kept).
+
+    Example:
+        >>> share_rows([3, 10, 1000, 5000], 1203)
+        [3, 10, 595, 595]
+    """
+    total = max(len(rows), min(total, sum(rows)))
+    lo, hi = 1, max(rows)
+    while lo < hi:  # the largest cap c with sum(min(r, c)) <= total
+        mid = (lo + hi + 1) // 2
+        if sum(min(r, mid) for r in rows) <= total:
+            lo = mid
+        else:
+            hi = mid - 1
+    kept = [min(r, lo) for r in rows]
+    spare = total - sum(kept)  # the remainder goes to the tables still below their rows, in order
+    for i, r in enumerate(rows):
+        if spare <= 0:
+            break
+        if kept[i] < r:
+            kept[i] += 1
+            spare -= 1
+    return kept
+
+
+def _share_row_budget(tables: list[TableSpec]) -> None:
+    """Row mode: the tables' `rows_kept` (density x rows each, as first planned) pooled into one global
+    row budget and shared by `share_rows` (a per-table share would keep 1 of a 3-value feature's rows at
+    density 0.2: on the generated CTR logs that lost 0.12 AUC). Bytes follow the new row counts."""
+    rowed = [t for t in tables if t.method == "pruned" and t.params.get("rows_kept") is not None]
+    if not rowed:
+        return
+    kept = share_rows([t.rows for t in rowed], sum(int(t.params["rows_kept"]) for t in rowed))
+    method = get_method("pruned")
+    for t, k in zip(rowed, kept):
+        t.params = {**t.params, "rows_kept": int(k)}
+        t.bytes = method.spec_bytes(t)
 
 
 def _choose(options: dict[str, list[Option]], weight: dict[str, float], budget: int,

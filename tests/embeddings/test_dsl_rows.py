@@ -198,3 +198,24 @@ def test_row_mode_live_training_bytes_are_the_compact_tables():
     exact = make_controller(full, DSLConfig(enabled=True, density=0.2, init="random"), total_steps=10)
     assert exact.live_bytes() == 5000 * 16 * 4 + 5000 * 4 + 5000 * 16 + 5000 * 16 * 4
     assert row.live_bytes() < 0.25 * exact.live_bytes()
+
+
+def test_planner_shares_one_global_row_budget_small_tables_whole():
+    """density 0.2 per table would keep 1 of a 5-value feature's rows; the global budget keeps small
+    tables whole and the large ones share the rest (water-filling), the total unchanged."""
+    from embeddings.planner import share_rows
+
+    spec = [{"name": "gender", "role": "categorical", "vocab_size": 5, "score": 0.2, "selected": True},
+            {"name": "city", "role": "categorical", "vocab_size": 100, "score": 0.2, "selected": True},
+            {"name": "user", "role": "categorical", "vocab_size": 2000, "score": 0.3, "selected": True},
+            {"name": "item", "role": "categorical", "vocab_size": 8000, "score": 0.3, "selected": True}]
+    cfg = EmbeddingsConfig(methods=["dense"], dsl=DSLConfig(enabled=True, mode="row", density=0.2))
+    plan = plan_embeddings(spec, cfg)
+    kept = {t.features[0]: t.params["rows_kept"] for t in plan.tables}
+    rows = {t.features[0]: t.rows for t in plan.tables}
+    total = sum(row_budget(0.2, r) for r in rows.values())
+    big = (total - rows["gender"] - rows["city"]) // 2
+    assert kept == {"gender": rows["gender"], "city": rows["city"], "user": big, "item": big}, (kept, rows)
+    assert sum(kept.values()) == total
+    assert all(t.bytes == (t.params["rows_kept"] + 1) * row_bytes(16, "fp16") + t.rows * 4 for t in plan.tables)
+    assert share_rows([4, 4, 4], 6) == [2, 2, 2] and share_rows([1, 50], 1000) == [1, 50]
