@@ -68,6 +68,7 @@ class M2TRecConfig:
     item_id_dropout: float = 0.25
     item_id_method: str = "dense"
     item_id_params: dict = field(default_factory=dict)
+    cold_offset: float = 0.0
 
 
 class M2TRec(nn.Module):
@@ -145,6 +146,15 @@ class M2TRec(nn.Module):
         device = next(self.parameters()).device
         parts = [self.item_repr(torch.arange(s, min(s + chunk_size, n), device=device)) for s in range(0, n, chunk_size)]
         return torch.cat(parts)
+
+    def score_bias(self) -> torch.Tensor | None:
+        """Added to every session's scores [N+1] at ranking: `cold_offset` for items without an ID row (hybrid), else None.
+
+        Trained with ID dropout, metadata-only items score lower than ID-carrying ones; a small offset (chosen on
+        validation) lifts cold items back without changing their order among themselves."""
+        if self.ids is None or not self.config.cold_offset:
+            return None
+        return (self.ids.row_of == 0).float() * self.config.cold_offset
 
     def scorable(self) -> torch.Tensor:
         """Which catalogue rows can be scored: every item (row 0, padding, cannot)."""

@@ -74,6 +74,8 @@ class ModelConfig(_Strict):
                                 "and pooling: last): train on windows of max_length + 1 items with a next-item loss at every "
                                 "position, one pass per window instead of one per prefix")
     causal: bool = Field(default=False, description="m2trec: left-to-right attention (as SASRec) instead of bidirectional")
+    cold_offset: float = Field(default=0.0, ge=0.0, description="m2trec hybrid: added at ranking to the scores of items "
+                               "without an ID row (cold), to balance them against ID-carrying items; choose it on validation")
     rnn_hidden: int | None = Field(default=None, ge=1, description="gru4rec: GRU state size (default 2 x hidden, RecBole's 128 for 64)")
     max_length: int = Field(default=50, ge=2, description="session models: last items of a session kept as input")
     item_combine: Literal["sum", "concat"] = Field(default="sum", description="m2trec: how attribute embeddings form an item")

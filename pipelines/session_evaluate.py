@@ -47,6 +47,7 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
     ex = data.examples(split, max_length, positions=positions)
     cat_emb = model.encode_catalogue(chunk_size=chunk_size)
     unscorable = ~model.scorable().to(device)
+    bias = model.score_bias() if hasattr(model, "score_bias") else None   # hybrid M2TRec: cold_offset
     prio = torch.randperm(data.n_items + 1, generator=torch.Generator().manual_seed(seed)).to(device)
     counts = data.train_counts()
     category = data.features.categorical.get(category_attribute) if category_attribute else None
@@ -59,6 +60,8 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
         width = int(lengths.max())
         rep, tasks = model(items[:, :width], lengths)
         scores = rep @ cat_emb.T
+        if bias is not None:
+            scores = scores + bias.to(device)[None, :]
         scores[:, unscorable] = -torch.inf
         ranks.append(ranks_from_scores(scores, targets, prio).cpu())
         if category is not None:

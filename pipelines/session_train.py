@@ -63,7 +63,7 @@ def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
                           max_length=cfg.max_length, pooling=cfg.pooling, causal=cfg.causal, combine=cfg.item_combine,
                           hybrid_item_id_buckets=cfg.hybrid_item_id_buckets, item_ids=hybrid_item_ids(cfg, data),
                           item_id_dropout=cfg.item_id_dropout, item_id_method=cfg.item_id_method,
-                          item_id_params=dict(cfg.item_id_params))
+                          item_id_params=dict(cfg.item_id_params), cold_offset=cfg.cold_offset)
         return M2TRec(mc, feats, data.train_counts())
     if cfg.name == "sasrec":
         return SASRec(SASRecConfig(n, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_length), train_items)

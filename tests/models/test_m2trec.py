@@ -184,3 +184,21 @@ def test_build_model_turns_the_hybrid_on_for_data_with_warm_and_cold_items(item_
     model = build_model(ModelConfig(name="m2trec", hidden=8, heads=2, task_attributes=[], loss_weights=[1.0],
                                     item_ids=item_ids), data)
     assert (model.ids is not None) == expected
+
+
+def test_hybrid_cold_offset_lifts_only_items_without_an_id_row_at_ranking():
+    from pipelines.session_evaluate import evaluate_session_model
+
+    data = toy_world()
+    cold = [i for i in range(1, data.n_items + 1) if (i - 1) % (WARM + COLD) >= WARM]
+    data.sessions["test"] = [np.array([1, 2, c]) for c in cold]           # every test target is a cold item
+    torch.manual_seed(0)
+    plain = _hybrid(data)
+    assert plain.score_bias() is None
+    lifted = _hybrid(data, cold_offset=1e4)
+    lifted.load_state_dict(plain.state_dict())
+    bias = lifted.score_bias()
+    assert bias[cold].tolist() == [1e4] * len(cold) and bias[torch.tensor([1, 2, 3])].tolist() == [0.0, 0.0, 0.0]
+    r = evaluate_session_model(lifted, data, "test", positions=1, ks=[10], max_length=8)
+    assert r["cold"]["n"] == len(cold) == 8 and r["cold"]["recall@10"] == 1.0       # the 8 cold items rank first
+    assert evaluate_session_model(plain, data, "test", positions=1, ks=[10], max_length=8)["cold"]["recall@10"] < 1.0
