@@ -64,9 +64,11 @@ def test_ray_actor_pool_gives_the_single_process_scores(tiny, spark, tmp_path, r
                   PredictConfig(workers=2, batch_size=128), spark)
     a = pads.dataset(str(tmp_path / "one" / "predictions")).to_table()
     b = pads.dataset(str(tmp_path / "ray" / "predictions")).to_table()
-    assert two["mode"] == "ray" and two["workers"] == 2 and b.num_rows == one["rows_scored"]
-    assert b.column("line").to_pylist() == a.column("line").to_pylist()
-    np.testing.assert_allclose(b.column("score").to_numpy(), a.column("score").to_numpy(), atol=1e-6)
+    assert (two["mode"], two["workers"], b.num_rows) == ("ray", 2, one["rows_scored"]), two
+    assert b.column("line").to_pylist() == a.column("line").to_pylist(), "Ray changed the row order"
+    # other batch sizes may round the dense layers' float32 sums differently
+    np.testing.assert_allclose(b.column("score").to_numpy(), a.column("score").to_numpy(), rtol=0, atol=1e-5)
+    assert two["metrics"]["auc"] == pytest.approx(one["metrics"]["auc"], abs=1e-6)
 
 
 def test_unlabelled_input_is_scored_without_metrics(tiny, spark, tmp_path):
