@@ -7,7 +7,9 @@ Recall@max(eval_k) (ties keep the hybrid). The hybrid trains into the stage fold
 (`checkpoints/`), the alternative into `selection/metadata-only/`; `metrics.json` records both
 scores under `model_selection`, and `model.json` the chosen setting (`item_ids: on|off`), so the
 saved model is rebuilt the same way. Without validation sessions, or with any other setting,
-one model is trained as configured.
+one model is trained as configured. Before the comparison the hybrid's `cold_offset` (a score offset for
+items without an ID row, see `models/m2trec.py`) is set on validation: the smallest of 0, 0.25, 0.5,
+1, 2 with which its Recall@K on cold validation targets reaches the metadata-only model's.
 
 Example:
     >>> model, history, train, selection = fit_selected(inputs, out, data, train, seed=0)   # doctest: +SKIP
@@ -70,10 +72,36 @@ def fit_selected(inputs: Mapping[str, Path], out: Path, data: SessionData, train
     if len(fitted) == 1:
         model, history, tc, _ = next(iter(fitted.values()))
         return model, history, tc, None
+    k = max(train.eval_k)
+    offset, score = tune_cold_offset(fitted["hybrid"][0], fitted["metadata-only"][0], data, train.model.max_length, k)
+    model, history, tc, _ = fitted["hybrid"]
+    fitted["hybrid"] = (model, history, tc.model_copy(update={"model": tc.model.model_copy(update={"cold_offset": offset})}),
+                        score)
     chosen = max(fitted, key=lambda n: fitted[n][3])   # max keeps the first (hybrid) on ties
     model, history, tc, _ = fitted[chosen]
-    k = max(train.eval_k)
     record = {"criterion": f"validation recall@{k}", "chosen": chosen,
               "scores": {n: round(float(f[3]), 6) for n, f in fitted.items()},
-              "item_ids": tc.model.item_ids}
+              "item_ids": tc.model.item_ids, "cold_offset": offset}
     return model, history, tc, record
+
+
+COLD_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def tune_cold_offset(hybrid: nn.Module, metadata_only: nn.Module, data: SessionData, max_length: int, k: int
+                     ) -> tuple[float, float]:
+    """The smallest `cold_offset` of COLD_OFFSETS whose validation Recall@k on cold targets reaches the metadata-only
+    model's (the largest when none does; 0 without cold validation targets); (offset, hybrid's overall Recall@k there).
+    Sets the offset on `hybrid`."""
+    from pipelines.session_evaluate import evaluate_session_model
+
+    def val(m: nn.Module) -> dict:
+        return evaluate_session_model(m, data, "validation", positions=1, ks=[k], max_length=max_length)
+
+    need = val(metadata_only)["cold"]
+    for offset in COLD_OFFSETS:
+        hybrid.config.cold_offset = offset
+        got = val(hybrid)
+        if got["cold"]["n"] == 0 or got["cold"][f"recall@{k}"] >= need[f"recall@{k}"] or offset == COLD_OFFSETS[-1]:
+            return offset, float(got["overall"][f"recall@{k}"])
+    raise AssertionError("unreachable")

@@ -156,6 +156,8 @@ def test_auto_m2trec_is_chosen_on_validation_between_hybrid_and_metadata_only(m2
     assert sel["chosen"] == max(sel["scores"], key=lambda n: (sel["scores"][n], n == "hybrid"))
     saved = json.loads((out / "model.json").read_text())["model"]
     assert saved["item_ids"] == {"hybrid": "on", "metadata-only": "off"}[sel["chosen"]] == sel["item_ids"]
+    assert sel["cold_offset"] in (0.0, 0.25, 0.5, 1.0, 2.0)
+    assert saved["cold_offset"] == (sel["cold_offset"] if sel["chosen"] == "hybrid" else 0.0)
     assert (out / "checkpoints" / "epoch_0001").is_dir() and (out / "selection" / "metadata-only" / "checkpoints").is_dir()
 
 
