@@ -16,7 +16,8 @@ ranked over the whole catalogue and reported overall / warm / cold (Recall@10/20
 table per dataset, seed stated). On these the left-to-right models (GRU4Rec, SASRec, M2TRec with
 causal attention) train on windows with a loss at every position (`train_windows`). Variants:
 popularity, GRU4Rec, SASRec, M2TRec metadata-only, hybrid M2TRec (item-ID rows of training items
-gated onto the metadata encoding) and, on `ml100k-loo`, GRU4Rec with RecBole's settings (`gru4rec
+gated onto the metadata encoding; its `cold_offset` set on validation against the metadata-only
+model, as the train stage does) and, on `ml100k-loo`, GRU4Rec with RecBole's settings (`gru4rec
 (recbole)`: embedding 64, GRU 128, dropout 0.3, full softmax, Adam 1e-3, ~2048 targets a batch,
 early stopping on validation MRR@10).
 
@@ -201,6 +202,9 @@ def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
         spark.stop()
 
 
+TRAINED: dict[str, torch.nn.Module] = {}   # the metadata-only M2TRec of this dataset, to set the hybrid's cold_offset
+
+
 def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, positions: int) -> tuple[dict, dict, float]:
     """Build the model that `overrides` names, on the benchmark's settings, train it (early stopping on validation
     R@20 or the variant's metric, none for popularity) and evaluate it on the test split: (history, test metrics, seconds).
@@ -210,7 +214,7 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
          "grad_clip_norm": 10.0, "epochs": args.epochs, **overrides.pop("_train", {})}
     base = dict(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length, softmax=args.softmax,
                 negatives=args.negatives)
-    if not data.features.categorical:   # e.g. Amazon Toys: one multi-valued attribute, no task heads
+    if not {"category", "subcategory"} <= set(data.features.categorical):   # Amazon Toys, ml100k-loo: no task heads
         base.update(task_attributes=[], loss_weights=[1.0])
     mc = ModelConfig(**{**base, **overrides})
     tc = TrainConfig(model=mc, epochs=t["epochs"], batch_size=t["batch_size"], dense_learning_rate=t["lr"],
@@ -222,7 +226,14 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
                                             max_length=mc.max_length)["overall"][t["val_metric"]])
     t0 = time.perf_counter()
     history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
+    if mc.name == "m2trec" and mc.item_ids == "off":
+        TRAINED["metadata-only"] = model
+    if mc.name == "m2trec" and mc.item_ids == "on" and "metadata-only" in TRAINED:   # as the train stage does
+        from pipelines.session_select import tune_cold_offset
+
+        history["cold_offset"], _ = tune_cold_offset(model, TRAINED["metadata-only"], data, mc.max_length, 20)
     test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
+    test["cold_offset"] = history.get("cold_offset")
     return history, test, time.perf_counter() - t0
 
 
@@ -249,6 +260,7 @@ def resolve_defaults(args: argparse.Namespace, dataset: str) -> None:
 def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dict, str]:
     loo = dataset in LOO_DATASETS
     resolve_defaults(args, dataset)
+    TRAINED.clear()
     # the layout keeps the last 50 items of every row (at least max_length); the models read their last max_length
     folder, positions, note = prepare(dataset, work, args.rows, args.seed, args.ml_history, args.cold_share,
                                       max(50, args.max_length))
