@@ -56,6 +56,8 @@ class ModelConfig(_Strict):
     over_arch: list[LayerWidth] = Field(default_factory=lambda: [64, 32])
     cross_layers: int = Field(default=2, ge=1)
     low_rank: int = Field(default=16, ge=1)
+    concat_embeddings: bool = Field(default=True, description="dlrm: the over arch also sees the pooled embeddings "
+                                    "(first-order terms) beside the pairwise dots; false is the dot-only DLRM")
     # session models
     hidden: int = Field(default=64, ge=1)
     layers: int = Field(default=2, ge=1)

@@ -58,3 +58,26 @@ def test_build_from_plan_refuses_mixed_dims():
         build_ctr_model(plan, dense_in=1, cfg=ModelConfig(name="dlrm"))
     with pytest.raises(ModelError, match="not a CTR model"):
         build_ctr_model(plan, dense_in=1, cfg=ModelConfig(name="m2trec"))
+
+
+def test_dlrm_concat_embeddings_feeds_the_pooled_embeddings_to_the_over_arch():
+    torch.manual_seed(0)
+    m = DLRM(_ebc(), num_features=3, embedding_dim=4, dense_in=2, dense_arch=[8], over_arch=[6], concat_embeddings=True)
+    # dense (4) + pairs among 4 vectors (6) + the 3 pooled embeddings (3 x 4)
+    assert m.over_arch.model[0]._mlp[0]._linear.in_features == 4 + 6 + 12
+    out = m(torch.rand(2, 2), _kjt([1, 2, 3, 4, 5, 6]))
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    # a first-order path: with the dense arch's output zeroed and the other tables' rows zero,
+    # one table's row still moves the logit (the dot-only form would give a constant)
+    with torch.no_grad():
+        for p in m.dense_arch.parameters():
+            p.zero_()
+        for name, t in m.sparse.embedding_bags.items():
+            t.weight.zero_()
+        m.sparse.embedding_bags["t0"].weight[1] = 1.0
+    a = m(torch.zeros(2, 2), _kjt([1, 2, 3, 3, 3, 3]))
+    assert a[0] != a[1]
+
+
+def test_build_ctr_model_concats_embeddings_by_default():
+    assert ModelConfig().concat_embeddings is True
