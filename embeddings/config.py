@@ -29,8 +29,14 @@ class DSLConfig(_Strict):
     #   zeroed at each update and a final exact phase makes the exported model honour the budget
     #   (budget enforced at every update and at the end, not between). row: whole rows, the
     #   physical table holds only the budget's rows (real memory saved in training). See
-    #   embeddings/dsl/modes.py; the default stays exact until the grid (benchmarks/
-    #   compression_tradeoff.py --dsl-modes) shows the others within their AUC targets.
+    #   embeddings/dsl/modes.py. Default exact, from the grid at 80% sparsity (seed 0, exported
+    #   models; benchmarks/compression_tradeoff.py --dsl-modes exact,lazy,row, 2026-12-07):
+    #   ctr (30k rows): exact 0.8179 (0.27x dense bytes), lazy 0.8179, row 0.8194 (0.16x);
+    #   ml-100k: exact 0.6970 (0.31x), row 0.6583 (0.16x): row drops the long tail of users and
+    #   items, which ml-100k needs. Per step (benchmarks/kernels.py, load ~30 on 2 cores):
+    #   row 0.71-0.84x a plain FBGEMM step with 20-id bags, 1.12-1.35x with one-id bags;
+    #   lazy 1.13-1.26x without its update, 1.9-2.5x amortised at ΔT=100 (the update pass).
+    #   So: row where memory or multi-id speed matters and the head carries the signal; exact otherwise.
     mode: Literal["exact", "lazy", "row"] = Field(default="exact", description="exact | lazy | row (see embeddings/dsl/modes.py)")
     density: float = Field(default=0.2, gt=0.0, le=1.0, description="active share of each table's weights")
     update_every: int = Field(default=100, ge=1, description="ΔT: steps between prune/grow updates")
