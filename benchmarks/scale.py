@@ -133,7 +133,9 @@ class TreeMonitor:
                 wb = next((int(line.split()[1]) for line in io.splitlines() if line.startswith("write_bytes:")), 0)
             except (OSError, IndexError, ValueError):
                 continue
-            rec = self.procs.setdefault(pid, {"kind": _kind(pid, self.root), "cpu": 0.0, "hwm": 0, "wb": 0})
+            rec = self.procs.setdefault(pid, {"kind": "other", "cpu": 0.0, "hwm": 0, "wb": 0})
+            if rec["kind"] == "other":   # a launcher script may exec the JVM later: look again
+                rec["kind"] = _kind(pid, self.root)
             rec["cpu"] = max(rec["cpu"], cpu)
             rec["hwm"] = max(rec["hwm"], hwm)
             rec["wb"] = max(rec["wb"], wb)
@@ -300,8 +302,9 @@ def write_docs(res: dict[str, Any], doc: Path, png: Path) -> None:
             if not r:
                 continue
             workers = ", ".join(_mb(b) for b in r["rss_ray_workers"][:4]) or "-"
+            jvm = _mb(r["rss_jvm"]) if r["rss_jvm"] or st not in SPARK_STAGES else "not seen"
             lines.append(f"| {st} | {n:,} | {r['wall']:.1f} | {r['net']:.1f} | {n / max(r['net'], 1e-9):,.0f} | "
-                         f"{r['cpu_s'] / (n / 1e6):,.1f} | {_mb(r['rss_driver'])} | {_mb(r['rss_jvm'])} | {workers} | "
+                         f"{r['cpu_s'] / (n / 1e6):,.1f} | {_mb(r['rss_driver'])} | {jvm} | {workers} | "
                          f"{_mb(r['output_bytes'])} | {_mb(r['write_bytes'])} |")
     missing = [f"{st} at {n:,}" for n in sizes for st in res["stages"] if st not in res["runs"].get(str(n), {})]
     if missing:
