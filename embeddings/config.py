@@ -32,7 +32,7 @@ class DSLConfig(_Strict):
     #   embeddings/dsl/modes.py. Default exact, from the grid at 80% sparsity (seed 0, exported
     #   models; benchmarks/compression_tradeoff.py --dsl-modes exact,lazy,row, 2026-12-07):
     #   ctr (30k rows): exact 0.8179 (0.27x dense bytes), lazy 0.8179, row 0.8194 (0.16x);
-    #   ml-100k: exact 0.6970 (0.31x), row 0.6583 (0.16x): row drops the long tail of users and
+    #   ml-100k: exact 0.6970 (0.31x), lazy 0.6953 (0.31x), row 0.6583 (0.16x): row drops the long tail of users and
     #   items, which ml-100k needs. Per step (benchmarks/kernels.py, load ~30 on 2 cores):
     #   row 0.71-0.84x a plain FBGEMM step with 20-id bags, 1.12-1.35x with one-id bags;
     #   lazy 1.13-1.26x without its update, 1.9-2.5x amortised at ΔT=100 (the update pass).
