@@ -23,7 +23,7 @@ Example:
     ...         {"name": "C2", "role": "categorical", "vocab_size": 100000, "score": 0.01, "selected": True}]
     >>> plan = plan_embeddings(spec, EmbeddingsConfig(compression_ratio=10))
     >>> plan.total_bytes <= plan.budget_bytes, plan.table_for("C1").method
-    (True, 'dense')
+    (True, 'int8')
 """
 
 from __future__ import annotations
