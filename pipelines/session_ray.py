@@ -93,7 +93,16 @@ class RaySessionIO:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()
-        return Path(ckpt.to_directory()) if ckpt is not None else None
+        if ckpt is None:
+            return None
+        import pyarrow.fs
+
+        # local storage: read the registered checkpoint in place. `to_directory()` copies it into a temp
+        # folder shared by the ranks of this node (one copies under a file lock, the others wait), and a
+        # rank once read a half-copied file there after a planted worker death (test_session_ray, load ~10)
+        if isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem) and Path(ckpt.path).is_dir():
+            return Path(ckpt.path)
+        return Path(ckpt.to_directory())
 
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None:
         import ray.train
