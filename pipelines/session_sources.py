@@ -97,6 +97,21 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield n, raw.rstrip(b"\r\n")
 
 
+def _table_fields(raw: bytes, delim: str, width: int) -> tuple[list[str], str | None]:
+    """One data line of a delimited table: (fields, None), or ([], quarantine reason) for a line that is not
+    UTF-8, is empty, or has another number of fields than the header."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return [], "invalid_utf8"
+    if not text.strip():
+        return [], "empty_line"
+    fields = next(csv.reader([text], delimiter=delim))
+    if len(fields) != width:
+        return [], f"wrong_column_count:expected {width}, got {len(fields)}"
+    return fields, None
+
+
 def _bad(path: Path, line: int, raw: bytes | str, reason: str) -> dict:
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     return {"file": str(path), "line": line, "raw": text, "reason": reason}
@@ -224,17 +239,9 @@ def _read_event_log(path: Path, delim: str, session_column: str | None, item_col
     users: dict[str, str | None] = {}
     for n, raw in lines:
         rows += 1
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(_bad(path, n, raw, "invalid_utf8"))
-            continue
-        if not text.strip():
-            bad.append(_bad(path, n, raw, "empty_line"))
-            continue
-        fields = next(csv.reader([text], delimiter=delim))
-        if len(fields) != len(header):
-            bad.append(_bad(path, n, raw, f"wrong_column_count:expected {len(header)}, got {len(fields)}"))
+        fields, reason = _table_fields(raw, delim, len(header))
+        if reason is not None:
+            bad.append(_bad(path, n, raw, reason))
             continue
         sid, item = fields[s].strip(), fields[i].strip()
         if not sid or not item:
@@ -322,17 +329,9 @@ def _read_attribute_table(path: Path, categorical: list[str] | None, multi_value
     seen: dict[str, int] = {}
     for n, raw in lines:
         rows += 1
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(_bad(path, n, raw, "invalid_utf8"))
-            continue
-        if not text.strip():
-            bad.append(_bad(path, n, raw, "empty_line"))
-            continue
-        fields = next(csv.reader([text], delimiter=delim))
-        if len(fields) != len(header):
-            bad.append(_bad(path, n, raw, f"wrong_column_count:expected {len(header)}, got {len(fields)}"))
+        fields, reason = _table_fields(raw, delim, len(header))
+        if reason is not None:
+            bad.append(_bad(path, n, raw, reason))
         elif not fields[idx].strip():
             bad.append(_bad(path, n, raw, f"missing_value:{id_name}"))
         elif fields[idx].strip() in seen:
