@@ -202,7 +202,7 @@ def train_eval(ds: Dataset, plan, train_b, test_b, args, seed: int, dsl_density:
     from embeddings.sharding import dense_optimizer, fbgemm_model
     from embeddings.tables import build_embeddings
     from models.dlrm import DLRM
-    from pipelines.metrics import auc, log_loss
+    from pipelines.ctr.metrics import auc, log_loss
 
     t0 = time.time()
     torch.manual_seed(seed)

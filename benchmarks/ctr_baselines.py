@@ -34,7 +34,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from pipelines.metrics import auc, log_loss  # noqa: E402
+from pipelines.ctr.metrics import auc, log_loss  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 

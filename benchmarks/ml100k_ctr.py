@@ -61,8 +61,8 @@ def main() -> None:
     from embeddings.config import EmbeddingsConfig
     from embeddings.planner import plan_embeddings
     from encoded_data import encode_ctr_frame
-    from pipelines.config import TrainConfig
-    from pipelines.trainer import train_stage
+    from pipelines.runtime.config import TrainConfig
+    from pipelines.ctr.trainer import train_stage
 
     cats = ["user", "item", "gender", "occupation", "zip3", "age_bucket", "year"]
     df = load_ml100k(args.data)

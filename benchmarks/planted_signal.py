@@ -34,8 +34,8 @@ def main() -> None:
     from embeddings.config import EmbeddingsConfig
     from encoded_data import dense_plan, encode_generated_ctr
     from features.synthetic import generate
-    from pipelines.config import TrainConfig
-    from pipelines.trainer import train_stage
+    from pipelines.runtime.config import TrainConfig
+    from pipelines.ctr.trainer import train_stage
 
     work = Path(tempfile.mkdtemp(prefix="planted-"))
     generate("ctr", rows=args.rows, seed=3, output=work / "raw")

@@ -4,7 +4,7 @@ with 2 model actors.
 
 A small run is trained first by the real stages (Spark ingest and vocab, a dense plan with every
 categorical column, single-process training: tests/pipelines/predict_run.py), then `--raw-rows`
-new generated rows are parsed once by the run's ingest rules (`pipelines.predict_input`) and tiled
+new generated rows are parsed once by the run's ingest rules (`pipelines.ctr.predict_input`) and tiled
 to `--rows` rows (default 1M) of parsed Parquet, so every mode scores the very same rows. The timed part is
 the scoring phase of `predict` (read parsed rows, encode with the vocabularies, score, write Parquet),
 one torch thread per process; Ray's start-up is outside it (printed apart), Ray Data's actor pool
@@ -52,8 +52,8 @@ def parsed_rows(run: dict, spark, root: Path, raw_rows: int, rows: int) -> Path:
     import pyarrow.parquet as pq
 
     from features.synthetic import generate
-    from pipelines.predict import model_columns
-    from pipelines.predict_input import parse_input
+    from pipelines.ctr.predict import model_columns
+    from pipelines.ctr.predict_input import parse_input
 
     truth = generate("ctr", rows=raw_rows, seed=99, output=root / "new")
     cols = model_columns(run["run"])
@@ -70,8 +70,8 @@ def parsed_rows(run: dict, spark, root: Path, raw_rows: int, rows: int) -> Path:
 
 
 def score(run: Path, parsed: Path, out: Path, serving: str, ray_workers: int, batch: int) -> dict:
-    from pipelines.predict import PredictConfig, score_ray, score_single
-    from pipelines.predict_input import KEY
+    from pipelines.ctr.predict import PredictConfig, score_ray, score_single
+    from pipelines.ctr.predict_input import KEY
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = PredictConfig(serving=serving, batch_size=batch, single_process=ray_workers == 0, workers=max(ray_workers, 1))
@@ -90,8 +90,8 @@ def model_only(run: Path, parsed: Path, serving: str, batch: int, rows: int) -> 
     import pyarrow.dataset as pads
     import torch
 
-    from pipelines.batches import batch_from_arrow, rebatch
-    from pipelines.serving import Scorer
+    from pipelines.ctr.batches import batch_from_arrow, rebatch
+    from pipelines.ctr.serving import Scorer
 
     scorer = Scorer(run, serving, label="label")
     table = pads.dataset(str(parsed), format="parquet").head(rows)

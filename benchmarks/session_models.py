@@ -54,11 +54,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from pipelines.config import ModelConfig, TrainConfig  # noqa: E402
-from pipelines.session_data import load_sessions  # noqa: E402
-from pipelines.session_evaluate import comparison_table, evaluate_session_model, write_report  # noqa: E402
-from pipelines.session_layout import movielens_layout, synthetic_layout  # noqa: E402
-from pipelines.session_train import build_model, train_session_model  # noqa: E402
+from pipelines.runtime.config import ModelConfig, TrainConfig  # noqa: E402
+from pipelines.sessions.data import load_sessions  # noqa: E402
+from pipelines.sessions.evaluate import comparison_table, evaluate_session_model, write_report  # noqa: E402
+from pipelines.sessions.layout import movielens_layout, synthetic_layout  # noqa: E402
+from pipelines.sessions.train import build_model, train_session_model  # noqa: E402
 
 VARIANTS = {   # in order of interest: a run cut short still has the main rows
     "popularity": dict(name="popularity"),
@@ -91,7 +91,7 @@ def leave_one_out_layout(seqs: dict[str, list[str]], raw_items, categorical: lis
     import numpy as np
     import pandas as pd
 
-    from pipelines.session_layout import encode_items, write_layout
+    from pipelines.sessions.layout import encode_items, write_layout
 
     items, vocab = encode_items(raw_items, "item_id", categorical, multi_valued)
     everything = np.array(sorted({i for s in seqs.values() for i in s}))
@@ -173,7 +173,7 @@ def prepare(dataset: str, work: Path, rows: int, seed: int, ml_history: int = 10
         note = f"generated sessions: {truth['rows']:,} events, {truth['n_items']:,} items, seed {seed}"
         if dataset == "synthetic":
             synthetic_layout(raw / truth["file"], raw / truth["items_file"], out)
-            return out, 1, note + "; layout by the pandas adapter (pipelines/session_layout.py)"
+            return out, 1, note + "; layout by the pandas adapter (pipelines/sessions/layout.py)"
         spark_layout(raw / truth["file"], raw / truth["items_file"], work, out)
         return out, 1, note + "; layout by the Spark stages ingest + sessions (features/sessions.py)"
     ml = ROOT.parent / "shared" / "data" / "ml-100k"
@@ -229,7 +229,7 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     if mc.name == "m2trec" and mc.item_ids == "off":
         TRAINED["metadata-only"] = model
     if mc.name == "m2trec" and mc.item_ids == "on" and "metadata-only" in TRAINED:   # as the train stage does
-        from pipelines.session_select import tune_cold_offset
+        from pipelines.sessions.select import tune_cold_offset
 
         history["cold_offset"], _ = tune_cold_offset(model, TRAINED["metadata-only"], data, mc.max_length, 20)
     test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)

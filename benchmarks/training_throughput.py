@@ -60,7 +60,7 @@ def plain_loop(vocab: Path, schema: dict, plan, batch: int, epochs: int, dense_a
     from torchrec.optim.optimizers import in_backward_optimizer_filter
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-    from pipelines.distributed import local_process_group
+    from pipelines.runtime.distributed import local_process_group
 
     feats = [f for t in plan.tables for f in t.features]
     table = pq.read_table(vocab / "encoded" / "train")
@@ -94,8 +94,8 @@ def plain_loop(vocab: Path, schema: dict, plan, batch: int, epochs: int, dense_a
 def ours(vocab: Path, plan, out: Path, batch: int, epochs: int, workers: int | None, dense_arch, over_arch,
          materialize_below_mb: float | None = None, quiet: bool = True) -> dict:
     from embeddings.config import EmbeddingsConfig
-    from pipelines.config import TrainConfig
-    from pipelines.trainer import fit
+    from pipelines.runtime.config import TrainConfig
+    from pipelines.ctr.trainer import fit
 
     cfg = TrainConfig(batch_size=batch, epochs=epochs, checkpoint_every=10_000, early_stopping_patience=0, log_every=50)
     cfg.model.dense_arch, cfg.model.over_arch = dense_arch, over_arch

@@ -23,7 +23,7 @@ def runs_compare(runs: list[Path] = typer.Argument(..., help="run folders, e.g. 
                  output: Path = typer.Option(Path("runs/.compare"), help="folder for compare.md, compare.json, auc_vs_bytes.png")) -> None:
     """Compare runs: data, plan bytes, method per table, DSL mode, val/test AUC, log loss, ECE, examples/s,
     peak RSS, seconds per stage; and a PNG of AUC vs embedding bytes."""
-    from pipelines.run_compare import COLUMNS, format_cell, compare_runs, write_comparison
+    from pipelines.ctr.run_compare import COLUMNS, format_cell, compare_runs, write_comparison
 
     missing = [r for r in runs if not r.is_dir()]
     if missing:

@@ -48,8 +48,8 @@ def predict_cmd(
     """Score raw rows with a run's model (its ingest rules, vocabularies, served embeddings); with a label,
     also metrics.json and report.md (AUC, log loss, calibration, slices)."""
     from features.spark import spark_session
-    from pipelines.predict import PredictConfig, predict
-    from pipelines.serving import SERVING_MODES
+    from pipelines.ctr.predict import PredictConfig, predict
+    from pipelines.ctr.serving import SERVING_MODES
 
     if serving not in SERVING_MODES:
         raise UserError(f"--serving {serving}: unknown; use one of {', '.join(SERVING_MODES)}")

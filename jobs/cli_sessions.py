@@ -39,7 +39,7 @@ def prepare_synthetic(
     multi_valued: str = typer.Option(None, help="comma-separated multi-valued (space-separated values) attribute columns"),
 ) -> None:
     """Write the sessions-stage layout from generated CSV files with pandas (no Spark)."""
-    from pipelines.session_layout import declared_item_columns, synthetic_layout
+    from pipelines.sessions.layout import declared_item_columns, synthetic_layout
 
     for p in (events, items):
         if not p.exists():
@@ -85,7 +85,7 @@ def prepare(
 ) -> None:
     """Public sequence data (sequence lines or an event log, item attribute map or table) as the sessions layout:
     bad rows quarantined with reasons, counts reconciled (import.json)."""
-    from pipelines.session_import import ImportConfig, import_sessions
+    from pipelines.sessions.prepare import ImportConfig, import_sessions
 
     for p, what in ((sequences, "--sequences"), (items, "--items")):
         if p is not None and not p.is_file():
@@ -121,7 +121,7 @@ def prepare_movielens(
     seed: int = typer.Option(0, help="seed for picking the cold movies"),
 ) -> None:
     """MovieLens-100K as per-user time-ordered sequences with genres and release year as metadata."""
-    from pipelines.session_layout import movielens_layout
+    from pipelines.sessions.layout import movielens_layout
 
     if not (ml100k / "u.data").is_file():
         raise UserError(f"{ml100k}: u.data not found; pass the MovieLens-100K folder (../shared/data/ml-100k).")
@@ -149,12 +149,12 @@ def train(
     from functools import partial
 
     from jobs.config import load_config
-    from pipelines.session_train import train_stage
+    from pipelines.sessions.train import train_stage
 
     cfg = load_config(config, check_paths=False)
     tc = cfg.training
     if model:
-        from pipelines.session_train import SESSION_MODELS
+        from pipelines.sessions.train import SESSION_MODELS
 
         if model not in SESSION_MODELS:
             raise UserError(f"--model '{model}': not a session model; use one of {', '.join(SESSION_MODELS)}.")
@@ -178,7 +178,7 @@ def evaluate(
     positions: int = typer.Option(1, help="predict each of the last N items of a test session"),
 ) -> None:
     """Evaluate trained models side by side: Recall/MRR/NDCG@10,20 overall, cold and sparse items."""
-    from pipelines.session_evaluate import evaluate_stage
+    from pipelines.sessions.evaluate import evaluate_stage
 
     inputs = {"sessions": sessions}
     for folder in model:

@@ -68,7 +68,7 @@ def train_cmd(
         from functools import partial
 
         from jobs.runs import run_stage
-        from pipelines.trainer import train_stage
+        from pipelines.ctr.trainer import train_stage
 
         vocab = _vocab_dir(encoded)
         if not plan.exists():

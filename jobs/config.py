@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from embeddings.config import EmbeddingsConfig
 from features.config import DatasetConfig, FeaturesConfig, SparkConfig, resolve_split
 from features.errors import ConfigError
-from pipelines.config import TrainConfig
+from pipelines.runtime.config import TrainConfig
 
 
 RUN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # one folder name under output_dir: no '/', no '..', not hidden
@@ -190,7 +190,7 @@ def _get(data: Any, loc: tuple[str, ...]) -> Any:
     return data
 
 
-# the model names of pipelines/ctr_model.py CTR_MODELS and pipelines/session_train.py SESSION_MODELS, listed here
+# the model names of pipelines/ctr/model.py CTR_MODELS and pipelines/sessions/train.py SESSION_MODELS, listed here
 # so a config is checked without importing torch (tests/jobs/test_config_checks.py keeps them equal)
 MODELS_BY_KIND = {"ctr": ("dlrm", "dcn", "lr"), "sessions": ("m2trec", "sasrec", "gru4rec", "popularity"),
                   "interactions": ("m2trec", "sasrec", "gru4rec", "popularity")}

@@ -78,13 +78,13 @@ def _plan(ctx: StageContext):
 
 
 def _train(ctx: StageContext):
-    from pipelines.trainer import train_stage
+    from pipelines.ctr.trainer import train_stage
 
     return partial(train_stage, cfg=ctx.cfg.training, emb_cfg=ctx.cfg.embeddings, seed=ctx.cfg.seed)
 
 
 def _train_sessions(ctx: StageContext):
-    from pipelines.session_train import train_stage
+    from pipelines.sessions.train import train_stage
 
     return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed, show_progress=True)
 

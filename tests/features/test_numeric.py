@@ -83,7 +83,7 @@ def test_vocab_stage_encodes_dense_columns_as_the_pure_function_does(spark, tmp_
     from embeddings.planner import plan_stage
     from embeddings.spec import EmbeddingPlan
     from features.outrank import rank
-    from pipelines.batches import EncodedSchema, batch_spec, parquet_batches
+    from pipelines.ctr.batches import EncodedSchema, batch_spec, parquet_batches
 
     rank({"ingest": ing, "vocab": tmp_path / "vocab"}, tmp_path / "rank", ds,
          RankConfig(heuristic="mi", pairs_top_k=0, min_score=-1.0), spark)

@@ -185,7 +185,7 @@ def test_model_that_does_not_train_on_the_kind(tmp_path, base, kind, model):
 
 def test_model_lists_match_the_training_layer():
     from jobs.config import MODELS_BY_KIND
-    from pipelines.ctr_model import CTR_MODELS
-    from pipelines.session_train import SESSION_MODELS
+    from pipelines.ctr.model import CTR_MODELS
+    from pipelines.sessions.train import SESSION_MODELS
 
     assert MODELS_BY_KIND == {"ctr": CTR_MODELS, "sessions": SESSION_MODELS, "interactions": SESSION_MODELS}

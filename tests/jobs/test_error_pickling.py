@@ -10,8 +10,8 @@ import pytest
 
 from features.errors import UserError
 
-MODULES = ("features.errors", "embeddings.errors", "embeddings.dsl.tables", "models.errors", "pipelines.errors",
-           "pipelines.session_data", "pipelines.session_loop", "jobs.pipeline", "jobs.run_lock", "jobs.submit",
+MODULES = ("features.errors", "embeddings.errors", "embeddings.dsl.tables", "models.errors", "pipelines.runtime.errors",
+           "pipelines.sessions.data", "pipelines.sessions.loop", "jobs.pipeline", "jobs.run_lock", "jobs.submit",
            "jobs.trust")
 
 # the errors whose constructor takes more than a message, with arguments to build one
@@ -46,7 +46,7 @@ def test_every_user_error_round_trips_through_pickle():
 
 
 def test_id_out_of_range_keeps_its_fields():
-    from pipelines.errors import IdOutOfRangeError
+    from pipelines.runtime.errors import IdOutOfRangeError
 
     err = IdOutOfRangeError("C1", 12, 10, "encoded/train")
     back = pickle.loads(pickle.dumps(err))
@@ -58,7 +58,7 @@ def test_id_out_of_range_keeps_its_fields():
 @pytest.mark.ray
 def test_user_error_raised_in_a_ray_task_reaches_the_driver_with_its_message(ray_local):
     from jobs.pipeline import StageFailed
-    from pipelines.errors import IdOutOfRangeError
+    from pipelines.runtime.errors import IdOutOfRangeError
 
     @ray_local.remote
     def fail(kind: str):

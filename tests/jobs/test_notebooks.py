@@ -2,9 +2,9 @@
 
 The run folders are made by the real stage functions through `jobs.runs.run_stage` (so the
 manifests are real too): CTR `plan` (embeddings.planner.plan_stage), `train`
-(pipelines.trainer.train_stage, single-process) and session `train`
-(pipelines.session_train.train_stage, M2TRec). The Spark stages are stood in for by their pandas
-twins (tests/pipelines/encoded_data.py for `vocab`, pipelines.session_layout for `sessions`), and
+(pipelines.ctr.trainer.train_stage, single-process) and session `train`
+(pipelines.sessions.train.train_stage, M2TRec). The Spark stages are stood in for by their pandas
+twins (tests/pipelines/encoded_data.py for `vocab`, pipelines.sessions.layout for `sessions`), and
 `rank` by its own writer (features.rank_outputs) with fixed scores, to keep this test in seconds.
 """
 
@@ -67,8 +67,8 @@ def _rank(inputs, out):
 
 def _ctr_train(inputs, out):
     from embeddings.config import EmbeddingsConfig
-    from pipelines.config import TrainConfig
-    from pipelines.trainer import train_stage
+    from pipelines.runtime.config import TrainConfig
+    from pipelines.ctr.trainer import train_stage
 
     cfg = TrainConfig(batch_size=256, epochs=1, checkpoint_every=100, log_every=2)
     cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
@@ -77,8 +77,8 @@ def _ctr_train(inputs, out):
 
 
 def _session_train(inputs, out):
-    from pipelines.config import ModelConfig, TrainConfig
-    from pipelines.session_train import train_stage
+    from pipelines.runtime.config import ModelConfig, TrainConfig
+    from pipelines.sessions.train import train_stage
 
     cfg = TrainConfig(model=ModelConfig(name="m2trec", hidden=16, layers=1, heads=2, max_length=10), epochs=1,
                       batch_size=256, dense_learning_rate=3e-3, device="cpu")
@@ -107,7 +107,7 @@ def ctr_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def session_run(tmp_path_factory) -> Path:
     from features.synthetic import generate
-    from pipelines.session_layout import synthetic_layout
+    from pipelines.sessions.layout import synthetic_layout
 
     raw = tmp_path_factory.mktemp("sessions_raw")
     truth = generate("sessions", rows=3000, seed=3, output=raw)

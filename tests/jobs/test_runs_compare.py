@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from features.errors import UserError
 from jobs.cli import app
 from jobs.runs import run_stage
-from pipelines.run_compare import compare_runs
+from pipelines.ctr.run_compare import compare_runs
 from tests.jobs.test_notebooks import _ctr_train, _rank, _vocab, execute, outputs
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from torchrec import KeyedJaggedTensor
 
 from embeddings.spec import EmbeddingPlan, TableSpec
 from models.dcn import DCNv2
-from pipelines.config import ModelConfig
-from pipelines.ctr_model import build_ctr_model
+from pipelines.runtime.config import ModelConfig
+from pipelines.ctr.model import build_ctr_model
 
 
 def test_dcn_from_plan_shapes_and_low_rank_layers():

@@ -10,8 +10,8 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from embeddings.spec import EmbeddingPlan, TableSpec
 from models.dlrm import DLRM
 from models.errors import ModelError
-from pipelines.config import ModelConfig
-from pipelines.ctr_model import build_ctr_model
+from pipelines.runtime.config import ModelConfig
+from pipelines.ctr.model import build_ctr_model
 
 
 def _ebc(dim: int = 4) -> EmbeddingBagCollection:

@@ -7,9 +7,9 @@ import torch
 
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.item_features import ItemFeatures
-from pipelines.config import ModelConfig, TrainConfig
-from pipelines.session_data import SessionData
-from pipelines.session_train import build_model, train_session_model
+from pipelines.runtime.config import ModelConfig, TrainConfig
+from pipelines.sessions.data import SessionData
+from pipelines.sessions.train import build_model, train_session_model
 
 
 def test_unseen_items_are_not_scorable():

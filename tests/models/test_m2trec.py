@@ -8,9 +8,9 @@ import torch
 
 from models.item_features import ItemFeatures
 from models.m2trec import M2TRec, M2TRecConfig
-from pipelines.config import ModelConfig, TrainConfig
-from pipelines.session_data import SessionData
-from pipelines.session_train import build_model, train_session_model
+from pipelines.runtime.config import ModelConfig, TrainConfig
+from pipelines.sessions.data import SessionData
+from pipelines.sessions.train import build_model, train_session_model
 
 CATS, WARM, COLD = 4, 10, 2
 
@@ -187,7 +187,7 @@ def test_build_model_turns_the_hybrid_on_for_data_with_warm_and_cold_items(item_
 
 
 def test_hybrid_cold_offset_lifts_only_items_without_an_id_row_at_ranking():
-    from pipelines.session_evaluate import evaluate_session_model
+    from pipelines.sessions.evaluate import evaluate_session_model
 
     data = toy_world()
     cold = [i for i in range(1, data.n_items + 1) if (i - 1) % (WARM + COLD) >= WARM]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.popularity import Popularity
-from pipelines.ranking_metrics import ranks_from_scores
+from pipelines.sessions.ranking_metrics import ranks_from_scores
 
 
 def test_ranks_items_by_training_count_whatever_the_session():

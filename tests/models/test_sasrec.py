@@ -7,9 +7,9 @@ import torch
 
 from models.item_features import ItemFeatures
 from models.sasrec import SASRec, SASRecConfig
-from pipelines.config import ModelConfig, TrainConfig
-from pipelines.session_data import SessionData
-from pipelines.session_train import build_model, train_session_model
+from pipelines.runtime.config import ModelConfig, TrainConfig
+from pipelines.sessions.data import SessionData
+from pipelines.sessions.train import build_model, train_session_model
 
 
 def cycle_world(n: int = 12, sessions: int = 200, seed: int = 0) -> SessionData:

@@ -39,8 +39,8 @@ def _plan(inputs, out, scores: list[float], dim: int):
 
 def _train(inputs, out):
     from embeddings.config import EmbeddingsConfig
-    from pipelines.config import TrainConfig
-    from pipelines.trainer import train_stage
+    from pipelines.runtime.config import TrainConfig
+    from pipelines.ctr.trainer import train_stage
 
     cfg = TrainConfig(batch_size=256, epochs=1, checkpoint_every=100, log_every=5)
     cfg.model.dense_arch, cfg.model.over_arch = [16], [16]

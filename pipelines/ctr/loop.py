@@ -1,0 +1,463 @@
+"""The per-worker training loop: one function that reads like a single-process loop.
+
+`train_loop_per_worker(config)` is what Ray Train runs on every worker, and what single-process
+mode runs in this process (world size 1). It builds the model from the plan, shards it with DMP
+(fused FBGEMM optimizer on the tables, Adam/Adagrad on the dense parameters), resumes from the
+last checkpoint if there is one, then per step: forward, BCE loss, NaN/inf guard, DSL observe,
+backward, dense-gradient clipping, dense optimizer step, DSL update; a checkpoint every
+`checkpoint_every` steps and after every epoch's validation (AUC, early stopping).
+
+The differences between Ray and single-process mode (where batches come from, where checkpoints
+go) live in the two small `*IO` classes below; the loop itself does not know which one it has.
+
+Example:
+    >>> job = LoopJob(encoded="runs/r/vocab/encoded", schema_path="runs/r/vocab/schema.json",
+    ...               plan_json=plan.to_json(), out="runs/r/.tmp-train", train=TrainConfig(),
+    ...               embeddings=EmbeddingsConfig(), seed=0, global_batch=1024)      # doctest: +SKIP
+    >>> run_loop(job, LocalIO(job))                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from embeddings.config import EmbeddingsConfig
+from embeddings.spec import EmbeddingPlan
+from pipelines.ctr.batches import (TRAIN_DATASET, Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches,
+                                ray_batches, row_range_batches, table_batches)
+from pipelines.ctr.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
+from pipelines.runtime.config import TrainConfig
+from pipelines.ctr.model import build_ctr_model
+from pipelines.runtime.distributed import dense_optimizer, resolve_device, shard_model
+from pipelines.runtime.errors import TrainingDivergedError
+from pipelines.runtime.failure import FAIL_MARKER, plant_failure  # noqa: F401  (FAIL_MARKER: re-exported for the tests)
+from pipelines.ctr.metrics import auc, log_loss
+from pipelines.ctr.shuffle import shuffled_parquet_batches, shuffled_share, stream_seed
+
+# The metric by which Ray Train keeps `checkpoints_to_keep` checkpoints (highest first; the latest is always kept):
+# the step, plus BEST_BONUS for an epoch end that is the new best, so the current best epoch's checkpoint (the
+# newest of those with the bonus) is never deleted while newer ones come and go.
+KEEP_ORDER, BEST_BONUS = "keep_order", 1e12
+
+
+@dataclass
+class LoopJob:
+    """Everything a worker needs (picklable, sent to Ray workers as `config["job"]`)."""
+
+    encoded: str
+    schema_path: str
+    plan_json: str
+    out: str
+    train: TrainConfig
+    embeddings: EmbeddingsConfig
+    seed: int
+    global_batch: int
+    steps_per_epoch: int = 0
+    progress_path: str | None = None
+    # Ray mode: "stream" (one Ray Data stream split across the workers, dataset `TRAIN_DATASET`) or
+    # "materialized" (one in-memory Arrow share per worker, `train_shares`); set by the trainer
+    ray_input: str = "stream"
+    # Ray mode, "materialized": the object refs of each rank's Arrow share of the train split (set by the trainer)
+    train_shares: list[Any] | None = None
+    # where checkpoints, the planted-failure marker and a diverged batch go (default `out`): a folder that outlives a
+    # failed attempt (`<run>/.checkpoints/train-<fingerprint>/`), so a re-run of the stage resumes from it
+    work: str | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.work or self.out)
+
+    @property
+    def plan(self) -> EmbeddingPlan:
+        return EmbeddingPlan.from_json(self.plan_json)
+
+    def spec(self, split: str) -> BatchSpec:
+        return batch_spec(EncodedSchema.load(Path(self.schema_path)), self.plan, source=f"{self.encoded}/{split}")
+
+
+@dataclass
+class LoopResult:
+    """What the loop hands back: its final state and, in single-process mode, the final checkpoint."""
+
+    state: TrainState
+    checkpoint: str | None
+    diverged: str | None = None
+    seconds: float = 0.0
+    examples: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalIO:
+    """Single-process mode: pyarrow streaming, checkpoints published under `<work>/checkpoints/step_*`."""
+
+    rank, world = 0, 1
+
+    def __init__(self, job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> None:
+        self.job = job
+        self.device = resolve_device(job.train.device)
+        self.ckpt_dir = job.work_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.on_progress = on_progress
+
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int, epoch: int) -> Iterator[Batch]:
+        path, cfg = Path(self.job.encoded) / "train", self.job.train
+        if cfg.shuffle:
+            return shuffled_parquet_batches(path, spec, batch_size, self.job.seed, epoch, cfg.shuffle_buffer_rows,
+                                            drop_last=True, skip=skip)
+        return parquet_batches(path, spec, batch_size, drop_last=True, skip=skip)
+
+    def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
+        return parquet_batches(Path(self.job.encoded) / "validation", spec, batch_size)
+
+    def restore_dir(self) -> Path | None:
+        return latest(self.ckpt_dir)
+
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
+        """Publish a checkpoint; keep the newest `checkpoints_to_keep` and the best validation epoch's (`best`)."""
+        tmp = temp_folder(self.ckpt_dir, name)
+        writer(tmp)
+        final = publish(tmp, self.ckpt_dir / name)
+        for old in sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())[:-self.job.train.checkpoints_to_keep]:
+            if old.name != best:
+                shutil.rmtree(old, ignore_errors=True)
+        return str(final)
+
+    def checkpoint_path(self, name: str) -> str:
+        return str(self.ckpt_dir / name)
+
+    def progress(self, info: dict) -> None:
+        if self.on_progress is not None:
+            self.on_progress(info)
+
+
+class RayIO:
+    """Ray Train mode: this worker's share of the train split (its Arrow share from the object store, or its
+    Ray Data stream split), checkpoints through `ray.train.report`."""
+
+    def __init__(self, job: LoopJob) -> None:
+        import ray.train
+
+        self.job = job
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self._table: Any = None
+        # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
+        torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
+        if job.train.device != "cpu" and torch.cuda.is_available():
+            import ray.train.torch
+
+            self.device = ray.train.torch.get_device()  # this worker's GPU, as Ray Train assigned it
+        else:
+            self.device = resolve_device(job.train.device)
+
+    def train_batches(self, spec: BatchSpec, batch_size: int, skip: int, epoch: int) -> Iterator[Batch]:
+        import ray.train
+
+        cfg, seed = self.job.train, self.job.seed
+        if self.job.ray_input == "materialized":
+            share = shuffled_share(self._shares(), self.world, self.rank, seed, epoch) if cfg.shuffle else self._share()
+            return table_batches(share, spec, batch_size, drop_last=True, skip=skip)
+        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer_rows,
+                   "local_shuffle_seed": stream_seed(seed, epoch, self.rank)} if cfg.shuffle else {}
+        return ray_batches(ray.train.get_dataset_shard(TRAIN_DATASET), spec, batch_size, drop_last=True, skip=skip,
+                           **shuffle)
+
+    def _fetch(self, rank: int) -> Any:
+        import ray
+
+        if not self.job.train_shares or len(self.job.train_shares) != self.world:
+            raise RuntimeError(f"materialized train input has {len(self.job.train_shares or [])} shares for "
+                               f"{self.world} workers; the trainer makes one per worker (ray_train_inputs)")
+        return ray.get(self.job.train_shares[rank])
+
+    def _share(self) -> Any:
+        """This rank's Arrow share of a materialized train split, fetched from the object store once."""
+        if self._table is None:
+            self._table = self._fetch(self.rank)
+        return self._table
+
+    def _shares(self) -> Any:
+        """All ranks' shares as one table (zero-copy views of the object store): the rows a shuffled epoch deals out."""
+        if self._table is None:
+            import pyarrow as pa
+
+            self._table = pa.concat_tables([self._fetch(r) for r in range(self.world)])
+        return self._table
+
+    def val_batches(self, spec: BatchSpec, batch_size: int) -> Iterator[Batch]:
+        # Validation reads this rank's equal slice of the split directly: a Ray Data pass per epoch costs
+        # tens of seconds of start-up, and every rank must run the same number of (collective) forwards.
+        path = Path(self.job.encoded) / "validation"
+        share = count_rows(path) // self.world
+        return row_range_batches(path, spec, batch_size, self.rank * share, (self.rank + 1) * share)
+
+    def restore_dir(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        return Path(ckpt.to_directory()) if ckpt is not None else None
+
+    def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
+        """Report a checkpoint to Ray Train. Which ones Ray keeps follows the `KEEP_ORDER` metric (see there)."""
+        import ray.train
+        from ray.train import Checkpoint, CheckpointUploadMode
+
+        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{name}-r{self.rank}-"))
+        try:
+            writer(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # ASYNC: Ray copies the folder to storage and hands the report to its controller (which polls
+        # workers every few seconds) in a background thread, so the step loop does not wait for the poll;
+        # reports keep their order, and the last one is flushed before the worker ends
+        metrics = {**metrics, KEEP_ORDER: metrics.get(KEEP_ORDER, -1.0)}
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name,
+                         checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
+        return name
+
+    def progress(self, info: dict) -> None:
+        if self.rank == 0 and self.job.progress_path:
+            p = Path(self.job.progress_path)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, p)
+
+
+def _id_frequencies(vocab_dir: Path, plan: EmbeddingPlan) -> dict[str, torch.Tensor]:
+    """Training-period id counts per table, from the vocab stage, for tables indexed by vocabulary ids.
+
+    Only single-feature tables whose rows equal the feature's vocabulary (dense, quantized) qualify;
+    hashed or QR tables get a random initial mask instead.
+    """
+    if not vocab_dir.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    vocab = pq.read_table(vocab_dir, columns=["feature", "id", "count"]).to_pandas()
+    out: dict[str, torch.Tensor] = {}
+    for t in plan.tables:
+        if len(t.features) != 1 or t.method not in ("dense", "fp16", "int8", "int4", "pruned"):
+            continue
+        rows = vocab[vocab["feature"] == t.features[0]]
+        if rows.empty or int(rows["id"].max()) >= t.rows:
+            continue
+        counts = torch.zeros(t.rows, dtype=torch.float64)
+        counts[torch.as_tensor(rows["id"].to_numpy(), dtype=torch.long)] = torch.as_tensor(rows["count"].to_numpy(), dtype=torch.float64)
+        out[t.name] = counts
+    return out
+
+
+def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
+    """The DSL controller with its observe hook on the embedding collection, or None when DSL is off."""
+    if not job.embeddings.dsl.enabled:
+        return None
+    from embeddings.dsl import attach, make_controller
+
+    plan = job.plan
+    densities = {t.name: t.dsl_density for t in plan.tables if t.dsl_density is not None}
+    cfg = job.embeddings.dsl
+    freqs = _id_frequencies(Path(job.encoded).parent / "vocab", plan) if cfg.init == "frequency" else {}
+    if cfg.init == "frequency" and not freqs:
+        cfg = cfg.model_copy(update={"init": "random"})  # no table is indexed by raw vocabulary ids
+    ctl = make_controller(model, cfg, total_steps=max(total_steps, 1), seed=job.seed,  # cfg.mode: exact | lazy | row
+                          frequencies=freqs or None, densities=densities or None,
+                          tables=list(densities) if densities else None)
+    attach(model, ctl)
+    return ctl
+
+
+def _global_mean(x: torch.Tensor, world: int) -> float:
+    if world > 1:
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        x /= world
+    return float(x)
+
+
+def evaluate_split(model: nn.Module, batches: Iterator[Batch], device: torch.device, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted probabilities over a split; in a group, gathered from every rank."""
+    model.eval()
+    ys, ps = [], []
+    with torch.no_grad():
+        for b in batches:
+            b = b.to(device)
+            ps.append(torch.sigmoid(model(b.dense, b.sparse)).float().cpu().numpy())
+            ys.append(b.labels.cpu().numpy())
+    model.train()
+    y = np.concatenate(ys) if ys else np.zeros(0, np.float32)
+    p = np.concatenate(ps) if ps else np.zeros(0, np.float32)
+    if world > 1:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (y, p))
+        y = np.concatenate([a for a, _ in parts])
+        p = np.concatenate([b for _, b in parts])
+    return y, p
+
+
+def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) -> Path:
+    path = out / f"nan_batch_step{step}_rank{rank}.pt"
+    torch.save({"step": step, "loss": loss, "dense": batch.dense.cpu(), "keys": batch.sparse.keys(),
+                "values": batch.sparse.values().cpu(), "lengths": batch.sparse.lengths().cpu(),
+                "labels": batch.labels.cpu()}, path)
+    return path
+
+
+def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
+    """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
+    cfg = job.train
+    rank, world = io.rank, io.world
+    device = io.device
+    per_worker = max(job.global_batch // world, 1)
+    torch.manual_seed(job.seed)
+    train_spec, val_spec = job.spec("train"), job.spec("validation")
+    model = build_ctr_model(job.plan, len(train_spec.dense), cfg.model)
+    model = shard_model(model, job.embeddings, device)
+    opt = dense_optimizer(model, cfg.dense_optimizer, cfg.dense_learning_rate)
+    dense_params = [p for g in opt.param_groups for p in g["params"]]
+    total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
+    dsl = _dsl_controller(model, job, total)
+    state = TrainState()
+    restored = io.restore_dir()
+    if restored is not None:
+        state, dsl_state = read_checkpoint(restored, model, opt)
+        state.history.setdefault("resumed_from", []).append(state.step)
+        if dsl is not None and dsl_state:
+            dsl.load_state_dict(dsl_state)
+
+    def stats() -> dict:
+        # Ray Train V2 keeps the metrics of the last checkpoint report, so every report carries the run's figures
+        import resource
+
+        return {"step": state.step, "epoch": state.epoch, "examples": examples, "seconds": time.perf_counter() - t0,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                **{f"seconds_{k}": round(v, 3) for k, v in timers.items()}}
+
+    saved_steps: set[int] = set()
+
+    def checkpoint_name() -> str:
+        # names are unique per run (Ray requires it): an epoch end on a checkpoint step gets a suffix that sorts later
+        return f"step_{state.step:08d}" + ("_epoch" if state.step in saved_steps else "")
+
+    def checkpoint(metrics: dict, name: str | None = None, best: bool = False) -> str:
+        writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
+        name = name or checkpoint_name()
+        saved_steps.add(state.step)
+        keep = float(state.step) + (BEST_BONUS if best else 0.0)
+        return io.save(name, writer, {**metrics, **stats(), KEEP_ORDER: keep}, best=state.best_checkpoint)
+
+    out = job.work_dir  # a diverged batch is kept where a failed attempt does not remove it
+    out.mkdir(parents=True, exist_ok=True)
+    # a run restored at its end takes no step: its result is the checkpoint it was restored from
+    last_ckpt: str | None = str(restored) if restored is not None else None
+    examples, t0 = 0, time.perf_counter()
+    # data: waiting for batches (first_batch: the part spent before each epoch's first batch, i.e. the
+    # input pipeline's start-up); step: forward/backward/optimizer only; step_cpu: the CPU time this thread got
+    # during the steps (step - step_cpu is time spent waiting for a core: other processes, Ray's own)
+    timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "step_cpu": 0.0, "checkpoint": 0.0, "validation": 0.0}
+    loss_acc, loss_n = 0.0, 0
+    model.train()
+    while state.epoch < cfg.epochs and not state.stopping.stopped and not (cfg.max_steps and state.step >= cfg.max_steps):
+        tick = time.perf_counter()
+        first = True
+        for batch in io.train_batches(train_spec, per_worker, skip=state.batch, epoch=state.epoch):
+            fetched, fetched_cpu = time.perf_counter(), time.thread_time()
+            timers["data"] += fetched - tick
+            if first:
+                timers["first_batch"] += fetched - tick
+                first = False
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+            plant_failure(cfg.fail_at_step, state.step + 1, rank, world, job.work_dir, ray=isinstance(io, RayIO))
+            batch = batch.to(device, non_blocking=True)
+            logits = model(batch.dense, batch.sparse)
+            loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+            local = float(loss.detach())
+            shown = _global_mean(loss.detach(), world) if world > 1 else local
+            if not math.isfinite(shown):
+                where = _save_bad_batch(batch, out, state.step + 1, rank, local) if not math.isfinite(local) else None
+                msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
+                       f"{state.batch}); the batch is saved{' in ' + str(where) if where else ' by the failing worker'}; "
+                       "lower training.dense_learning_rate / embeddings.learning_rate or check the inputs")
+                if isinstance(io, RayIO):  # reported with a marker checkpoint so the driver's Result carries it
+                    io.save(f"diverged_{state.step + 1:08d}", lambda f: (f / "diverged.txt").write_text(msg),
+                            {**stats(), "diverged": msg})
+                return LoopResult(state, last_ckpt, diverged=msg, seconds=time.perf_counter() - t0, examples=examples)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip_norm)
+            opt.step()
+            if dsl is not None:
+                update = dsl.after_step(state.step)
+                if update["updated"]:
+                    state.history.setdefault("dsl", []).append(  # steps counted from 1, as in "train"
+                        {"step": state.step + 1, **{k: update[k] for k in ("fraction", "scheduled", "exchanged", "active", "budget",
+                                                              "embedding_bytes") if k in update}})
+            state.step += 1
+            state.batch += 1
+            examples += len(batch) * world
+            loss_acc, loss_n = loss_acc + shown, loss_n + 1
+            if state.step % cfg.log_every == 0:
+                state.history["train"].append({"step": state.step, "epoch": state.epoch, "loss": loss_acc / loss_n})
+                loss_acc, loss_n = 0.0, 0
+                io.progress({"step": state.step, "total": total, "epoch": state.epoch, "loss": shown,
+                             "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
+            tock = time.perf_counter()
+            timers["step"] += tock - fetched
+            timers["step_cpu"] += time.thread_time() - fetched_cpu
+            if state.step % cfg.checkpoint_every == 0:
+                last_ckpt = checkpoint({"loss": shown})
+            tick = time.perf_counter()
+            timers["checkpoint"] += tick - tock
+        # end of epoch (or of max_steps): validate, early stopping, checkpoint
+        tick = time.perf_counter()
+        y, p = evaluate_split(model, io.val_batches(val_spec, per_worker), device, world)
+        timers["validation"] += time.perf_counter() - tick
+        val = {"epoch": state.epoch, "step": state.step, "auc": auc(y, p), "log_loss": log_loss(y, p) if len(y) else float("nan")}
+        state.history["validation"].append(val)
+        name = checkpoint_name()
+        improved = state.stopping.update(state.epoch, val["auc"], cfg.early_stopping_patience, cfg.early_stopping_min_delta)
+        if improved:
+            state.best_checkpoint = name
+        if not (cfg.max_steps and state.step >= cfg.max_steps):
+            state.epoch, state.batch = state.epoch + 1, 0
+        io.progress({"step": state.step, "total": total, "epoch": state.epoch, "val_auc": val["auc"]})
+        tick = time.perf_counter()
+        last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]}, name, best=improved)
+        timers["checkpoint"] += time.perf_counter() - tick
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            break
+    return LoopResult(state, last_ckpt, seconds=time.perf_counter() - t0, examples=examples,
+                      extra={f"seconds_{k}": round(v, 3) for k, v in timers.items()})
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: `config["job"]` is a `LoopJob`; every checkpoint report carries the run's figures."""
+    job: LoopJob = config["job"]
+    run_loop(job, RayIO(job))
+
+
+def run_single_process(job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> LoopResult:
+    """The same loop in this process, in a world-size-1 process group (for debugging and small runs)."""
+    from pipelines.runtime.distributed import local_process_group
+
+    with local_process_group(resolve_device(job.train.device)):
+        res = run_loop(job, LocalIO(job, on_progress))
+    if res.diverged:
+        raise TrainingDivergedError(res.diverged)
+    return res

@@ -1,0 +1,163 @@
+"""Typed raw rows (the ingest stage's layout) → the encoded rows a trained CTR model reads.
+
+The vocab stage encodes in Spark; scoring new rows uses the same rules in pyarrow / numpy, read
+from what that stage wrote: `vocab/` Parquet (`feature`, `value`, `id`: a value not in it → id 1,
+unknown; a missing value → id 0), `schema.json` (`label`, `dense`, `categorical`, `multi_valued`,
+`dense_transforms` per column, or the older single `dense_transform`; `buckets`: a dense column's
+quantile bucket ids, `<col>__bucket`). Multi-valued bags: each value mapped the same way, a null or empty list → [0].
+
+Example:
+    >>> import pyarrow as pa
+    >>> vocab = pa.table({"feature": ["C1", "C1"], "value": ["a", "b"], "id": [2, 3]})
+    >>> enc = RowEncoder.from_tables(vocab, {"label": "y", "dense": ["I1"], "categorical": ["C1"]})
+    >>> out = enc.encode(pa.table({"y": [1, 0, 1], "I1": [0.0, None, -3.0], "C1": ["b", "zz", None]}))
+    >>> out.column("C1").to_pylist(), out.column("I1").to_pylist(), out.column("y").to_pylist()
+    ([3, 1, 0], [0.0, 0.0, 0.0], [1, 0, 1])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines.runtime.errors import EncodedDataError
+
+MISSING_ID, UNKNOWN_ID = 0, 1
+LOG1P = "log1p(max(x,0)), missing -> 0"
+
+
+def log1p_clipped(x: np.ndarray) -> np.ndarray:
+    """The vocab stage's dense transform: log1p(max(x, 0)), missing (NaN) → 0, as float32.
+
+    Example:
+        >>> log1p_clipped(np.array([np.nan, -1.0, np.e - 1])).tolist()
+        [0.0, 0.0, 1.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.log1p(np.maximum(np.nan_to_num(x, nan=0.0), 0.0))
+    return np.where(np.isnan(x), 0.0, out).astype(np.float32)
+
+
+def dense_transforms(schema: dict[str, Any], source: str = "schema.json") -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Column → transform of raw doubles (NaN = missing) into the float32 the model was trained on.
+
+    Per-column records (`dense_transforms`, `features.numeric.DenseTransform`) are applied with
+    `features.numeric.apply_dense`, the vocab stage's own pure function; a schema without them
+    holds the one string `dense_transform` of older vocab stages (`LOG1P`). Anything else is
+    refused rather than guessed."""
+    records = schema.get("dense_transforms") or {}
+    out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    for c in schema.get("dense", []):
+        if c in records:
+            from features.numeric import DenseTransform, apply_dense
+
+            try:
+                t = DenseTransform.from_dict(records[c])
+            except (KeyError, ValueError) as err:
+                raise EncodedDataError(f"{source}: dense_transforms.{c} cannot be read ({err}); re-run the vocab stage") from None
+            out[c] = partial(apply_dense, t=t)
+            continue
+        how = schema.get("dense_transform", LOG1P)
+        if how != LOG1P:
+            raise EncodedDataError(f"{source}: dense column '{c}' has no dense_transforms record and dense_transform is "
+                                   f"{how!r}, which predict does not know; re-run the vocab stage of this version")
+        out[c] = log1p_clipped
+    return out
+
+
+def bucket_sources(schema: dict[str, Any]) -> dict[str, tuple[str, list[float]]]:
+    """Bucket feature (e.g. `I1__bucket`) → (its raw dense column, the train quantile splits)."""
+    return {r["bucket_column"]: (c, [float(x) for x in r.get("bucket_splits") or []])
+            for c, r in (schema.get("dense_transforms") or {}).items() if r.get("bucket_column")}
+
+
+@dataclass
+class RowEncoder:
+    """Vocabularies (feature → (values, ids)) and the schema of a run's vocab stage."""
+
+    label: str
+    dense: list[str]
+    single: list[str]
+    multi: list[str]
+    vocab: dict[str, tuple[pa.Array, np.ndarray]]
+    transforms: dict[str, Callable[[np.ndarray], np.ndarray]]
+    buckets: dict[str, tuple[str, list[float]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_tables(cls, vocab: pa.Table, schema: dict[str, Any], source: str = "schema.json") -> "RowEncoder":
+        multi = list(schema.get("multi_valued", []))
+        single = [c for c in schema["categorical"] if c not in multi]
+        maps = {}
+        feats = vocab.column("feature").to_numpy(zero_copy_only=False)
+        for f in [*single, *multi]:
+            m = feats == f
+            part = vocab.filter(pa.array(m))
+            maps[f] = (part.column("value").combine_chunks().cast(pa.string()),
+                       part.column("id").to_numpy(zero_copy_only=False).astype(np.int64))
+        return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi, vocab=maps,
+                   transforms=dense_transforms(schema, source), buckets=bucket_sources(schema))
+
+    @classmethod
+    def load(cls, vocab_dir: Path) -> "RowEncoder":
+        """From a vocab stage folder (`vocab/` Parquet + `schema.json`)."""
+        vocab_dir = Path(vocab_dir)
+        schema_file = vocab_dir / "schema.json"
+        if not schema_file.exists() or not (vocab_dir / "vocab").is_dir():
+            raise EncodedDataError(f"{vocab_dir}: no schema.json and vocab/ there; give a run whose 'vocab' stage finished")
+        table = pads.dataset(str(vocab_dir / "vocab"), format="parquet").to_table(columns=["feature", "value", "id"])
+        return cls.from_tables(table, json.loads(schema_file.read_text()), str(schema_file))
+
+    def source(self, feature: str) -> str:
+        """The raw column a model feature is read from (a bucket feature reads its dense column)."""
+        return self.buckets[feature][0] if feature in self.buckets else feature
+
+    def _ids(self, feature: str, values: pa.Array) -> np.ndarray:
+        known, ids = self.vocab[feature]
+        values = values.cast(pa.string())
+        pos = pc.index_in(values, value_set=known)
+        out = np.full(len(values), UNKNOWN_ID, dtype=np.int64)
+        found = pos.is_valid().to_numpy(zero_copy_only=False)
+        if found.any():
+            out[found] = ids[pos.drop_null().to_numpy()]
+        out[values.is_null().to_numpy(zero_copy_only=False)] = MISSING_ID
+        return out
+
+    def _bags(self, feature: str, col: pa.Array) -> pa.Array:
+        col = col.cast(pa.list_(pa.string()))
+        lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = self._ids(feature, pc.list_flatten(col))
+        empty = lengths == 0  # a null or empty list is the bag [0]
+        lengths = np.where(empty, 1, lengths)
+        values = np.empty(int(lengths.sum()), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values[offsets[:-1][empty]] = MISSING_ID
+        values[np.repeat(~empty, lengths)] = ids
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int64()))
+
+    def encode(self, rows: pa.Table, features: list[str] | None = None) -> pa.Table:
+        """Encoded columns of `rows` (label int32 when present, dense float32, ids int64 / list<int64>)."""
+        feats = features if features is not None else [*self.single, *self.buckets, *self.multi]
+        cols: dict[str, pa.Array] = {}
+        if self.label in rows.column_names:
+            cols[self.label] = pc.cast(rows.column(self.label), pa.int32()).combine_chunks()
+        for c in self.dense:
+            x = pc.cast(rows.column(c), pa.float64()).to_numpy(zero_copy_only=False)
+            cols[c] = pa.array(self.transforms[c](x.astype(np.float64)))
+        for f in feats:
+            if f in self.buckets:
+                from features.numeric import bucket_ids
+
+                src, splits = self.buckets[f]
+                cols[f] = pa.array(bucket_ids(rows.column(src), splits))
+                continue
+            col = rows.column(f).combine_chunks()
+            cols[f] = self._bags(f, col) if f in self.multi else pa.array(self._ids(f, col))
+        return pa.table(cols)

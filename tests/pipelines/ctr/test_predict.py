@@ -1,0 +1,91 @@
+"""`pipelines.ctr.predict`: a finished run scores raw rows through its own ingest rules, vocabularies and
+served model, and reproduces its training-time test figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+from pipelines.ctr.predict import PredictConfig, predict
+from tests.pipelines.predict_run import period_lines, tiny_run  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture
+def tiny(tiny_run) -> dict:
+    return tiny_run
+
+
+def _test_auc(run: Path) -> float:
+    return json.loads((run / "train" / "metrics.json").read_text())["evaluation"]["splits"]["test"]["auc"]
+
+
+def test_as_trained_reproduces_the_training_test_auc_and_quarantines_bad_rows(tiny, spark, tmp_path):
+    out = tmp_path / "pred"
+    s = predict(tiny["run"], tiny["test_file"], out, tiny["dataset"], PredictConfig(single_process=True), spark)
+    assert s["rows_in"] == tiny["test_lines"] + tiny["bad"]
+    assert s["rows_in"] == s["rows_scored"] + s["rows_quarantined"]
+    q = pads.dataset(str(out / "quarantine")).to_table().to_pylist()
+    reasons = sorted(r["reason"].split(":")[0] for r in q)
+    # the generator's planted malformed lines of the test period, plus our three
+    assert {"empty_line", "wrong_column_count", "label_not_binary"} <= set(reasons)
+    assert len(q) == s["rows_quarantined"] and s["rows_scored"] == json.loads(
+        (tiny["run"] / "vocab" / "schema.json").read_text())["rows"]["test"]
+    pred = pads.dataset(str(out / "predictions")).to_table()
+    assert pred.column_names == ["file", "line", "score", "label"]
+    assert abs(s["metrics"]["auc"] - _test_auc(tiny["run"])) <= 1e-6
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["serving_check"]["within_stated"] and m["rows"]["rows_quarantined"] == len(q)
+    assert "| predict |" in (out / "report.md").read_text() and (out / "calibration.png").exists()
+    assert set(m["evaluation"]["slices"]["predict"]) == {"C1", "C2", "C4"}   # the plan's top-scored features
+
+
+@pytest.mark.parametrize("serving", ["int8", "int4"])
+def test_quantized_serving_stays_within_the_plans_stated_error(tiny, spark, tmp_path, serving):
+    from embeddings.planner import PRECISION_QUALITY
+
+    s = predict(tiny["run"], tiny["test_file"], tmp_path / serving, tiny["dataset"],
+                PredictConfig(single_process=True, serving=serving), spark)
+    ref = _test_auc(tiny["run"])
+    assert s["metrics"]["stated_auc_loss"] == pytest.approx((1 - PRECISION_QUALITY[serving]) * ref)
+    assert ref - s["metrics"]["auc"] <= s["metrics"]["stated_auc_loss"]
+    assert s["metrics"]["auc"] != ref or serving == "int8"   # int4 really changed the scores
+
+
+@pytest.mark.ray
+def test_ray_actor_pool_gives_the_single_process_scores(tiny, spark, tmp_path, ray_local):
+    one = predict(tiny["run"], tiny["test_file"], tmp_path / "one", tiny["dataset"], PredictConfig(single_process=True), spark)
+    two = predict(tiny["run"], tiny["test_file"], tmp_path / "ray", tiny["dataset"],
+                  PredictConfig(workers=2, batch_size=128), spark)
+    a = pads.dataset(str(tmp_path / "one" / "predictions")).to_table()
+    b = pads.dataset(str(tmp_path / "ray" / "predictions")).to_table()
+    assert (two["mode"], two["workers"], b.num_rows) == ("ray", 2, one["rows_scored"]), two
+    assert b.column("line").to_pylist() == a.column("line").to_pylist(), "Ray changed the row order"
+    # other batch sizes may round the dense layers' float32 sums differently
+    np.testing.assert_allclose(b.column("score").to_numpy(), a.column("score").to_numpy(), rtol=0, atol=1e-5)
+    assert two["metrics"]["auc"] == pytest.approx(one["metrics"]["auc"], abs=1e-6)
+
+
+def test_unlabelled_input_is_scored_without_metrics(tiny, spark, tmp_path):
+    header, lines = period_lines(tiny["raw"], tiny["run"])
+    cols = header.split("\t")
+    keep = [i for i, c in enumerate(cols) if c != "label"]
+    f = tmp_path / "nolabel.tsv"
+    f.write_text("\n".join("\t".join(ln.split("\t")[i] for i in keep) for ln in [header, *lines[:50]]) + "\n")
+    s = predict(tiny["run"], f, tmp_path / "out", tiny["dataset"], PredictConfig(single_process=True), spark)
+    assert s["label"] is None and "metrics" not in s and not (tmp_path / "out" / "metrics.json").exists()
+    assert pads.dataset(str(tmp_path / "out" / "predictions")).to_table().column_names == ["file", "line", "score"]
+
+
+@pytest.mark.parametrize("serving", ["exported", "eager"])
+def test_the_exported_artifact_and_the_eager_model_also_reproduce_the_test_auc(tiny, spark, tmp_path, serving):
+    # the tiny run's plan is dense, so its exported artifact holds the trained fp32 rows
+    s = predict(tiny["run"], tiny["test_file"], tmp_path / serving, tiny["dataset"],
+                PredictConfig(single_process=True, serving=serving), spark)
+    assert abs(s["metrics"]["auc"] - _test_auc(tiny["run"])) <= 1e-6
+    assert s["backend"].startswith("FBGEMM IntNBit TBE, embeddings.pt" if serving == "exported" else "eager PyTorch")

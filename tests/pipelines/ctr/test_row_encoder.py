@@ -1,0 +1,55 @@
+"""`RowEncoder`: raw typed rows encoded with a run's vocabularies and dense transform, as the vocab stage does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.runtime.errors import EncodedDataError
+from pipelines.ctr.row_encoder import RowEncoder, dense_transforms, log1p_clipped
+
+VOCAB = pa.table({"feature": ["C1", "C1", "C1", "tags", "tags"], "value": ["a", "b", "c", "x", "y"],
+                  "id": [2, 3, 4, 2, 3], "count": [9, 5, 2, 7, 3]})
+SCHEMA = {"label": "y", "dense": ["I1"], "categorical": ["C1", "tags"], "multi_valued": ["tags"]}
+
+
+def test_unseen_values_get_the_unknown_id_and_missing_values_the_missing_id():
+    enc = RowEncoder.from_tables(VOCAB, SCHEMA)
+    rows = pa.table({"y": [1, 0, 0, 1], "I1": [0.0, None, -2.0, 9.0], "C1": ["c", "zzz", None, "a"],
+                     "tags": [["y", "x"], [], None, ["x", "new", None]]})
+    out = enc.encode(rows)
+    assert out.column("C1").to_pylist() == [4, 1, 0, 2]
+    assert out.column("tags").to_pylist() == [[3, 2], [0], [0], [2, 1, 0]]   # empty / null bag -> [0]
+    assert out.column("I1").type == pa.float32() and out.column("y").type == pa.int32()
+    np.testing.assert_array_equal(out.column("I1").to_numpy(), np.float32([0.0, 0.0, 0.0, np.log1p(9.0)]))
+
+
+def test_a_label_free_input_encodes_without_a_label_column():
+    enc = RowEncoder.from_tables(VOCAB, SCHEMA)
+    out = enc.encode(pa.table({"I1": [1.0], "C1": ["b"], "tags": [["x"]]}))
+    assert out.column_names == ["I1", "C1", "tags"] and out.column("C1").to_pylist() == [3]
+
+
+def test_dense_transform_is_read_from_the_schema_and_an_unknown_one_is_refused():
+    assert log1p_clipped(np.array([np.nan, -5.0, 0.0])).tolist() == [0.0, 0.0, 0.0]
+    assert set(dense_transforms({"dense": ["I1"], "dense_transform": "log1p(max(x,0)), missing -> 0"})) == {"I1"}
+    with pytest.raises(EncodedDataError, match="dense_transform is 'zscore', which predict does not know"):
+        dense_transforms({"dense": ["I1"], "dense_transform": "zscore"}, "runs/r/vocab/schema.json")
+    with pytest.raises(EncodedDataError, match="dense_transforms.I1 cannot be read"):
+        dense_transforms({"dense": ["I1"], "dense_transforms": {"I1": {"column": "I1", "kind": "cube", "mean": 0, "sd": 1}}})
+
+
+def test_per_column_transforms_and_bucket_features_follow_the_schemas_records():
+    from features.numeric import DenseTransform, apply_dense, bucket_ids
+
+    t = DenseTransform(column="I1", kind="signed_log", mean=0.5, sd=2.0, bucket_splits=[0.0, 10.0], bucket_column="I1__bucket")
+    schema = {**SCHEMA, "dense_transform": "per column, see dense_transforms (features/numeric.py)",
+              "dense_transforms": {"I1": t.to_dict()}, "buckets": ["I1__bucket"]}
+    enc = RowEncoder.from_tables(VOCAB, schema)
+    raw = pa.table({"I1": [-3.0, None, 20.0], "C1": ["a", "b", "c"], "tags": [["x"], ["y"], []]})
+    out = enc.encode(raw, ["C1", "I1__bucket"])
+    x = np.array([-3.0, np.nan, 20.0])
+    np.testing.assert_array_equal(out.column("I1").to_numpy(), apply_dense(x, t))
+    assert out.column("I1__bucket").to_pylist() == bucket_ids(x, [0.0, 10.0]).tolist() == [1, 0, 3]
+    assert enc.source("I1__bucket") == "I1" and enc.source("C1") == "C1"
