@@ -9,7 +9,8 @@ already made). On CPU, TorchRec offers data_parallel, table_wise and column_wise
 row_wise).
 
 Dense parameters (MLPs, mixed-dim projections) are not touched by the fused optimizer; train
-them with `dense_optimizer(dmp, lr)`.
+them with `dense_optimizer(dmp, lr)` (the one dense optimizer of every training loop: on a model without
+fused tables it takes every parameter).
 
 Example (tests/embeddings/test_sharding.py runs it):
     >>> dmp = fbgemm_model(model, EmbeddingsConfig(), torch.device("cpu"))   # doctest: +SKIP
@@ -52,12 +53,13 @@ def _embedding_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection))]
 
 
-def single_process_group() -> dist.ProcessGroup:
-    """The default process group, started as a world-size-1 gloo group when none exists."""
+def single_process_group(backend: str = "gloo") -> dist.ProcessGroup:
+    """The default process group, started as a world-size-1 group (`backend`: gloo, or nccl on GPU) when none
+    exists: the one place a process starts a group of its own (Ray Train starts the workers' groups)."""
     if not dist.is_initialized():
         store_file = tempfile.NamedTemporaryFile(prefix="sparserec_pg_", delete=False)
         store_file.close()
-        dist.init_process_group("gloo", init_method=f"file://{store_file.name}", rank=0, world_size=1)
+        dist.init_process_group(backend, init_method=f"file://{store_file.name}", rank=0, world_size=1)
     return dist.group.WORLD
 
 
@@ -118,14 +120,18 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
                                     plan=plan, sharders=sharders)
 
 
-def dense_optimizer(dmp: nn.Module, lr: float = 1e-3) -> torch.optim.Optimizer:
-    """Adam over the parameters the fused optimizer does not update (MLPs, projections).
+def dense_optimizer(dmp: nn.Module, lr: float = 1e-3, name: str = "adam") -> torch.optim.Optimizer:
+    """Adam (or Adagrad) over the parameters the fused optimizer does not update (MLPs, projections; every
+    parameter of a model without fused tables). A plain torch optimizer: its state dict loads with
+    `weights_only=True`.
 
     Example:
-        >>> opt = dense_optimizer(dmp, lr=1e-3)           # doctest: +SKIP
+        >>> type(dense_optimizer(nn.Linear(2, 1), lr=0.1, name="adagrad")).__name__
+        'Adagrad'
     """
-    from torchrec.optim.keyed import KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-    return KeyedOptimizerWrapper(params, lambda ps: torch.optim.Adam(ps, lr=lr))
+    if name not in ("adam", "adagrad"):
+        raise EmbeddingError(f"training.dense_optimizer: '{name}' is not a dense optimizer; use adam or adagrad")
+    params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
+    return (torch.optim.Adagrad if name == "adagrad" else torch.optim.Adam)(params, lr=lr)

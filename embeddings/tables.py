@@ -252,15 +252,3 @@ def build_embeddings(plan: EmbeddingPlan, device: torch.device | None = None) ->
 def build_embedding_collection(plan: EmbeddingPlan, device: torch.device | None = None) -> PlanEmbeddingCollection:
     """The unpooled embedding module of `plan` for sequence models (see `PlanEmbeddingCollection`)."""
     return PlanEmbeddingCollection(plan, device=device)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda when present, else cpu; otherwise the named device.
-
-    Example:
-        >>> resolve_device("cpu").type
-        'cpu'
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

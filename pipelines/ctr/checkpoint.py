@@ -9,8 +9,8 @@ from several workers, or one local folder, holds the same thing):
     train_state_rank<r>.pt           position (epoch, batch, step), RNG, early-stopping state, DSL
     history.json                     rank 0: loss and validation curves so far
 
-Everything is read back with `torch.load(weights_only=True)` or DCP. `publish` renames a complete
-temporary folder into place, so a killed writer never leaves a half checkpoint under its final name.
+Everything is read back with `torch.load(weights_only=True)` or DCP. RNG state and the atomic publishing of a
+folder are the runtime's (`pipelines/runtime/checkpoint.py`), shared with the session models.
 
 Example:
     >>> s = TrainState(step=3)
@@ -21,9 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +31,13 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
+from pipelines.runtime.checkpoint import rank_file, restore_rng, rng_state
 from pipelines.runtime.early_stopping import EarlyStopping
 from pipelines.runtime.errors import CheckpointMismatchError
 
 DENSE_OPT = "dense_optimizer.pt"
 HISTORY = "history.json"
+STATE = "train_state_rank{rank}.pt"
 
 
 @dataclass
@@ -82,10 +81,8 @@ def write_checkpoint(folder: Path, model: nn.Module, dense_opt: torch.optim.Opti
     folder.mkdir(parents=True, exist_ok=True)
     dcp.save(_states(model), checkpoint_id=str(folder))
     rank = _rank()
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save({"state": json.dumps(state.to_dict()), "rng": rng, "dsl": dsl_state}, folder / f"train_state_rank{rank}.pt")
+    torch.save({"state": json.dumps(state.to_dict()), "rng": rng_state(), "dsl": dsl_state},
+               folder / STATE.format(rank=rank))
     if rank == 0:
         torch.save(dense_opt.state_dict(), folder / DENSE_OPT)
         (folder / HISTORY).write_text(json.dumps(state.history, indent=1) + "\n")
@@ -106,11 +103,8 @@ def read_checkpoint(folder: Path, model: nn.Module, dense_opt: torch.optim.Optim
     if "fused" in sd:
         model.fused_optimizer.load_state_dict(sd["fused"])
     dense_opt.load_state_dict(torch.load(folder / DENSE_OPT, weights_only=True))
-    mine = folder / f"train_state_rank{_rank()}.pt"
-    blob = torch.load(mine if mine.exists() else folder / "train_state_rank0.pt", weights_only=True)
-    torch.set_rng_state(blob["rng"]["torch"])
-    if "cuda" in blob["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(blob["rng"]["cuda"])
+    blob = torch.load(rank_file(folder, STATE, _rank()), weights_only=True)
+    restore_rng(blob["rng"])
     return TrainState.from_dict(json.loads(blob["state"])), blob.get("dsl")
 
 
@@ -124,31 +118,10 @@ def load_weights(folder: Path, model: nn.Module) -> nn.Module:
 
 def read_state(folder: Path) -> TrainState:
     """The training state saved in a checkpoint folder (rank 0's), without loading any weights."""
-    blob = torch.load(Path(folder) / "train_state_rank0.pt", weights_only=True)
+    blob = torch.load(Path(folder) / STATE.format(rank=0), weights_only=True)
     return TrainState.from_dict(json.loads(blob["state"]))
 
 
 def read_history(folder: Path) -> dict[str, list]:
     p = Path(folder) / HISTORY
     return json.loads(p.read_text()) if p.exists() else {"train": [], "validation": []}
-
-
-def temp_folder(parent: Path, name: str) -> Path:
-    """A fresh hidden folder beside where `name` will be published."""
-    tmp = Path(parent) / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def publish(tmp: Path, final: Path) -> Path:
-    """Rename a complete checkpoint folder into place (replacing an older one of the same name)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
-def latest(parent: Path) -> Path | None:
-    """The newest published `step_*` folder under `parent`, if any (`step_N_epoch` sorts after `step_N`)."""
-    found = sorted(p for p in Path(parent).glob("step_*") if p.is_dir())
-    return found[-1] if found else None

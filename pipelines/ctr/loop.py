@@ -19,11 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +35,17 @@ from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
 from pipelines.ctr.batches import (TRAIN_DATASET, Batch, BatchSpec, EncodedSchema, batch_spec, count_rows, parquet_batches,
                                 ray_batches, row_range_batches, table_batches)
-from pipelines.ctr.checkpoint import TrainState, latest, publish, read_checkpoint, temp_folder, write_checkpoint
-from pipelines.runtime.config import TrainConfig
-from pipelines.ctr.model import build_ctr_model
-from pipelines.runtime.distributed import dense_optimizer, resolve_device, shard_model
-from pipelines.runtime.errors import TrainingDivergedError
-from pipelines.runtime.failure import FAIL_MARKER, plant_failure  # noqa: F401  (FAIL_MARKER: re-exported for the tests)
+from embeddings.sharding import dense_optimizer
+from pipelines.ctr.checkpoint import TrainState, read_checkpoint, write_checkpoint
 from pipelines.ctr.metrics import auc, log_loss
+from pipelines.ctr.model import build_ctr_model
 from pipelines.ctr.shuffle import shuffled_parquet_batches, shuffled_share, stream_seed
+from pipelines.runtime.checkpoint import latest, publish
+from pipelines.runtime.config import TrainConfig
+from pipelines.runtime.distributed import global_mean, local_process_group, resolve_device, shard_model
+from pipelines.runtime.errors import TrainingDivergedError
+from pipelines.runtime.failure import plant_failure
+from pipelines.runtime.ray_worker import report_checkpoint, restored_checkpoint, worker_setup, write_progress
 
 # The metric by which Ray Train keeps `checkpoints_to_keep` checkpoints (highest first; the latest is always kept):
 # the step, plus BEST_BONUS for an epoch end that is the new best, so the current best epoch's checkpoint (the
@@ -124,17 +123,11 @@ class LocalIO:
         return parquet_batches(Path(self.job.encoded) / "validation", spec, batch_size)
 
     def restore_dir(self) -> Path | None:
-        return latest(self.ckpt_dir)
+        return latest(self.ckpt_dir, "step_*")
 
     def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
         """Publish a checkpoint; keep the newest `checkpoints_to_keep` and the best validation epoch's (`best`)."""
-        tmp = temp_folder(self.ckpt_dir, name)
-        writer(tmp)
-        final = publish(tmp, self.ckpt_dir / name)
-        for old in sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())[:-self.job.train.checkpoints_to_keep]:
-            if old.name != best:
-                shutil.rmtree(old, ignore_errors=True)
-        return str(final)
+        return str(publish(self.ckpt_dir, name, writer, self.job.train.checkpoints_to_keep, "step_*", protect=best))
 
     def checkpoint_path(self, name: str) -> str:
         return str(self.ckpt_dir / name)
@@ -149,20 +142,9 @@ class RayIO:
     Ray Data stream split), checkpoints through `ray.train.report`."""
 
     def __init__(self, job: LoopJob) -> None:
-        import ray.train
-
         self.job = job
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.rank, self.world, self.device = worker_setup(job.train)
         self._table: Any = None
-        # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
-        torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
-        if job.train.device != "cpu" and torch.cuda.is_available():
-            import ray.train.torch
-
-            self.device = ray.train.torch.get_device()  # this worker's GPU, as Ray Train assigned it
-        else:
-            self.device = resolve_device(job.train.device)
 
     def train_batches(self, spec: BatchSpec, batch_size: int, skip: int, epoch: int) -> Iterator[Batch]:
         import ray.train
@@ -206,36 +188,16 @@ class RayIO:
         return row_range_batches(path, spec, batch_size, self.rank * share, (self.rank + 1) * share)
 
     def restore_dir(self) -> Path | None:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        return Path(ckpt.to_directory()) if ckpt is not None else None
+        return restored_checkpoint()
 
     def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
         """Report a checkpoint to Ray Train. Which ones Ray keeps follows the `KEEP_ORDER` metric (see there)."""
-        import ray.train
-        from ray.train import Checkpoint, CheckpointUploadMode
-
-        tmp = Path(tempfile.mkdtemp(prefix=f"ckpt-{name}-r{self.rank}-"))
-        try:
-            writer(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        # ASYNC: Ray copies the folder to storage and hands the report to its controller (which polls
-        # workers every few seconds) in a background thread, so the step loop does not wait for the poll;
-        # reports keep their order, and the last one is flushed before the worker ends
-        metrics = {**metrics, KEEP_ORDER: metrics.get(KEEP_ORDER, -1.0)}
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name,
-                         checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True)
+        report_checkpoint(name, writer, {**metrics, KEEP_ORDER: metrics.get(KEEP_ORDER, -1.0)}, self.rank)
         return name
 
     def progress(self, info: dict) -> None:
         if self.rank == 0 and self.job.progress_path:
-            p = Path(self.job.progress_path)
-            tmp = p.with_name(p.name + ".tmp")
-            tmp.write_text(json.dumps(info))
-            os.replace(tmp, p)
+            write_progress(Path(self.job.progress_path), info)
 
 
 def _id_frequencies(vocab_dir: Path, plan: EmbeddingPlan) -> dict[str, torch.Tensor]:
@@ -281,14 +243,6 @@ def _dsl_controller(model: nn.Module, job: LoopJob, total_steps: int):
     return ctl
 
 
-def _global_mean(x: torch.Tensor, world: int) -> float:
-    if world > 1:
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        x /= world
-    return float(x)
-
-
 def evaluate_split(model: nn.Module, batches: Iterator[Batch], device: torch.device, world: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels and predicted probabilities over a split; in a group, gathered from every rank."""
     model.eval()
@@ -327,7 +281,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
     train_spec, val_spec = job.spec("train"), job.spec("validation")
     model = build_ctr_model(job.plan, len(train_spec.dense), cfg.model)
     model = shard_model(model, job.embeddings, device)
-    opt = dense_optimizer(model, cfg.dense_optimizer, cfg.dense_learning_rate)
+    opt = dense_optimizer(model, cfg.dense_learning_rate, cfg.dense_optimizer)
     dense_params = [p for g in opt.param_groups for p in g["params"]]
     total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
     dsl = _dsl_controller(model, job, total)
@@ -387,7 +341,7 @@ def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
             logits = model(batch.dense, batch.sparse)
             loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
             local = float(loss.detach())
-            shown = _global_mean(loss.detach(), world) if world > 1 else local
+            shown = global_mean(loss.detach(), world) if world > 1 else local
             if not math.isfinite(shown):
                 where = _save_bad_batch(batch, out, state.step + 1, rank, local) if not math.isfinite(local) else None
                 msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
@@ -454,8 +408,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def run_single_process(job: LoopJob, on_progress: Callable[[dict], None] | None = None) -> LoopResult:
     """The same loop in this process, in a world-size-1 process group (for debugging and small runs)."""
-    from pipelines.runtime.distributed import local_process_group
-
     with local_process_group(resolve_device(job.train.device)):
         res = run_loop(job, LocalIO(job, on_progress))
     if res.diverged:

@@ -34,6 +34,7 @@ from features.errors import UserError
 from pipelines.ctr.batches import parquet_files
 from pipelines.ctr.predict_input import KEY, parse_input
 from pipelines.ctr.serving import SCORE, SERVING_MODES, RunModel, Scorer
+from pipelines.runtime.ray_driver import start_ray
 
 
 @dataclass
@@ -61,17 +62,9 @@ def model_columns(run: Path) -> list[str]:
 
 
 def _ray_init(cfg: PredictConfig) -> None:
-    """Join `cfg.ray_address` / RAY_ADDRESS, or start a local Ray sized for the actor pool."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        need = int(cfg.workers * cfg.cpus_per_worker) + 1  # the actors, plus the read and write tasks
-        ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False)
+    """Join `cfg.ray_address` / RAY_ADDRESS, or start a local Ray sized for the actor pool (the actors, plus the
+    read and write tasks)."""
+    start_ray(cfg.ray_address, int(cfg.workers * cfg.cpus_per_worker) + 1)
 
 
 def actor_cpus(cfg: PredictConfig, cluster_cpus: float) -> float:

@@ -19,6 +19,10 @@ single-process mode's, `benchmarks/training_throughput.py`):
   otherwise competes with the first steps on a small machine;
 - waiting: the loop reports checkpoints asynchronously and the controller polls every `controller_poll_s`.
 
+Ray start, the run config, the controller's environment and `fit()` with progress are the runtime's
+(`pipelines/runtime/ray_driver.py`), shared with the session models; what is CTR's here is the input
+(`ray_train_inputs`), the job and which checkpoint is the best epoch's.
+
 Example:
     >>> outcome = fit(Path("runs/r/vocab"), plan, Path("runs/r/.tmp-train"), TrainConfig(), EmbeddingsConfig(), seed=0)  # doctest: +SKIP
     >>> outcome.checkpoint                                                                                         # doctest: +SKIP
@@ -26,17 +30,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import resource
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from embeddings.config import EmbeddingsConfig
 from embeddings.spec import EmbeddingPlan
@@ -44,11 +45,10 @@ from features.errors import UserError
 from pipelines.ctr.batches import (TRAIN_DATASET, EncodedSchema, count_rows, equal_shares, parquet_files, split_path,
                                uncompressed_bytes)
 from pipelines.ctr.checkpoint import read_history, read_state
+from pipelines.ctr.loop import KEEP_ORDER, LoopJob, run_single_process, train_loop_per_worker
 from pipelines.runtime.config import TrainConfig
 from pipelines.runtime.errors import TrainingDivergedError
-from pipelines.ctr.loop import KEEP_ORDER, LoopJob, run_single_process, train_loop_per_worker
-
-POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+from pipelines.runtime.ray_driver import final_checkpoint, fit_with_progress, ray_init, ray_run_config
 
 
 @dataclass
@@ -114,18 +114,6 @@ class _Progress:
         self.bar.__exit__(*exc)
 
 
-def _poll(path: Path, on_progress: Callable[[dict], None], stop: threading.Event) -> None:
-    seen = None
-    while not stop.wait(0.5):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if info != seen:
-            seen = info
-            on_progress(info)
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -140,35 +128,6 @@ def _fit_single(job: LoopJob, show_progress: bool) -> FitOutcome:
     return FitOutcome(best if best is not None and best.is_dir() else Path(res.checkpoint), res.state.history,
                       "single_process", 1, res.seconds, res.examples, res.state.step, _peak_rss_mb(),
                       extra={**res.extra, "best_epoch": res.state.stopping.best_epoch})
-
-
-def _ray_init(cfg: TrainConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # logical CPUs: the workers' share plus one for Ray Data's read tasks, so a small machine cannot deadlock
-        need = math.ceil(cfg.ray.num_workers * cfg.ray.cpus_per_worker) + 1
-        ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False)
-
-
-def _worker_user_error(err: BaseException) -> BaseException | None:
-    """The first `UserError` raised inside a worker, if that is what ended the run."""
-    seen: list[BaseException] = [err]
-    failures = getattr(err, "worker_failures", None) or {}
-    seen.extend(failures.values())
-    for e in list(seen):
-        cur: BaseException | None = e
-        while cur is not None:
-            if isinstance(cur, UserError):
-                return cur
-            cause = getattr(cur, "cause", None)
-            cur = cause if isinstance(cause, BaseException) else cur.__cause__
-    return None
 
 
 def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
@@ -213,114 +172,6 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
     return datasets, DataConfig(datasets_to_split=[TRAIN_DATASET]), replace(job, ray_input="stream", train_shares=None)
 
 
-def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
-    """The training workers' runtime environment (`RunConfig(worker_runtime_env=...)`): their niceness.
-
-    Example:
-        >>> worker_runtime_env(TrainConfig())
-        {'env_vars': {'RAY_worker_niceness': '0'}}
-    """
-    nice = cfg.ray.worker_niceness
-    return {} if nice is None else {"env_vars": {"RAY_worker_niceness": str(nice)}}
-
-
-QUIET_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
-
-
-def controller_env_vars(cfg: TrainConfig) -> dict[str, str]:
-    """The environment Ray Train's driver-side `fit()` reads (and passes to its controller and workers) for a
-    run: the poll interval (`training.ray.controller_poll_s`) and, with `training.ray.quiet`, the services off.
-
-    Example:
-        >>> controller_env_vars(TrainConfig())["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
-        '0.5'
-    """
-    env = dict(QUIET_ENV) if cfg.ray.quiet else {}
-    if cfg.ray.controller_poll_s is not None:
-        env[POLL_ENV] = str(cfg.ray.controller_poll_s)
-    return env
-
-
-@contextlib.contextmanager
-def controller_env(cfg: TrainConfig) -> Iterator[None]:
-    """Set `controller_env_vars(cfg)` while a trainer starts its controller (Ray Train reads them from the
-    driver's environment in `fit()`), then restore the environment as it was.
-
-    Example:
-        >>> with controller_env(TrainConfig()):
-        ...     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
-        '0.5'
-    """
-    env = controller_env_vars(cfg)
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def ray_run_config(cfg: TrainConfig, out: Path, keep_by: str | None = None) -> Any:
-    """Ray Train's `RunConfig` for a run writing under `out`: checkpoints in `out/checkpoints` (kept as
-    `training.checkpoints_to_keep`: the newest, or with `keep_by` the highest of that metric; Ray always keeps the
-    latest), restarts after `training.max_failures` worker deaths, worker niceness.
-
-    Example:
-        >>> ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures  # doctest: +SKIP
-        2
-    """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-
-    return RunConfig(name="checkpoints", storage_path=str(Path(out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
-                     failure_config=FailureConfig(max_failures=cfg.max_failures),
-                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep, checkpoint_score_attribute=keep_by,
-                                                        checkpoint_score_order="max"))
-
-
-def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
-                      on_progress: Callable[[dict], None] | None = None) -> Any:
-    """`trainer.fit()` under the controller settings of `cfg`, feeding `on_progress` with each new content of
-    the progress file rank 0 writes; a worker's `UserError` is raised as itself, not as Ray's traceback.
-
-    Example:
-        >>> result = fit_with_progress(TorchTrainer(...), cfg, out / ".progress.json", print)  # doctest: +SKIP
-    """
-    stop = threading.Event()
-    poller = threading.Thread(target=_poll, args=(progress_path, on_progress, stop), daemon=True) if on_progress else None
-    if poller:
-        poller.start()
-    try:
-        with controller_env(cfg):
-            return trainer.fit()
-    except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
-        user = _worker_user_error(err)
-        if user is not None:
-            raise user from None
-        raise
-    finally:
-        stop.set()
-        if poller:
-            poller.join()
-
-
-def final_checkpoint(result: Any, out: Path) -> Path | None:
-    """The folder of a Ray Train result's last checkpoint on this machine (copied to `out/final_checkpoint`
-    when the storage is elsewhere), or None when the run reported none.
-
-    Example:
-        >>> final_checkpoint(trainer.fit(), Path("runs/r/train"))  # doctest: +SKIP
-        PosixPath('runs/r/train/checkpoints/step_00000078')
-    """
-    if result.checkpoint is None:
-        return None
-    ckpt = Path(result.checkpoint.path)
-    return ckpt if ckpt.exists() else Path(result.checkpoint.to_directory(str(Path(out) / "final_checkpoint")))
-
-
 def best_checkpoint(result: Any, latest: Path, out: Path) -> tuple[Path, int | None]:
     """The best validation epoch's checkpoint of a Ray Train result (named in the latest checkpoint's state) and
     that epoch; the latest checkpoint when no epoch was scored."""
@@ -343,7 +194,7 @@ def _fit_ray(job: LoopJob, show_progress: bool) -> FitOutcome:
 
     cfg = job.train
     t0 = time.perf_counter()
-    _ray_init(cfg)
+    ray_init(cfg)
     tick = time.perf_counter()
     datasets, data_config, job = ray_train_inputs(job)
     input_seconds = time.perf_counter() - tick

@@ -6,7 +6,8 @@ One checkpoint folder holds:
     rng_rank<r>.pt        every rank: its torch RNG and the loop's two generators (batch order, negatives)
 
 Ray Train merges the folders the workers report into one, so a Ray checkpoint and a local one hold the
-same files. Everything is read back with `torch.load(weights_only=True)`.
+same files. Everything is read back with `torch.load(weights_only=True)`. RNG state and the atomic publishing
+of a folder are the runtime's (`pipelines/runtime/checkpoint.py`), shared with the CTR models.
 
 Example:
     >>> p = SessionProgress(epoch=2)
@@ -17,9 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipelines.runtime.checkpoint import rank_file, restore_rng, rng_state
 from pipelines.runtime.early_stopping import EarlyStopping
 
 STATE = "session_state.pt"
+RNG = "rng_rank{rank}.pt"
 
 
 @dataclass
@@ -56,10 +56,7 @@ def write_session_checkpoint(folder: Path, rank: int, model: nn.Module, opt: tor
     """This rank's part of a checkpoint into `folder` (rank 0 also writes the weights and progress)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in generators.items()}}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, folder / f"rng_rank{rank}.pt")
+    torch.save(rng_state(generators), folder / RNG.format(rank=rank))
     if rank == 0:
         cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
         torch.save({"model": cpu(model.state_dict()), "optimizer": opt.state_dict(),
@@ -81,31 +78,5 @@ def restore_session_checkpoint(folder: Path, rank: int, model: nn.Module, opt: t
     blob = read_session_state(folder)
     model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
-    mine = Path(folder) / f"rng_rank{rank}.pt"
-    rng = torch.load(mine if mine.exists() else Path(folder) / "rng_rank0.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    for k, g in generators.items():
-        g.set_state(rng[k])
+    restore_rng(torch.load(rank_file(folder, RNG, rank), weights_only=True), generators)
     return blob["progress"], blob["best"]
-
-
-def publish_local(parent: Path, name: str, writer, keep: int) -> Path:
-    """Write a checkpoint into a temporary folder, rename it to `parent/name`, keep the newest `keep`."""
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    writer(tmp)
-    final = parent / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in sorted(p for p in parent.glob("epoch_*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def latest_local(parent: Path) -> Path | None:
-    """The newest complete `epoch_*` checkpoint folder under `parent`, if any."""
-    found = sorted(p for p in Path(parent).glob("epoch_*") if (p / STATE).exists())
-    return found[-1] if found else None

@@ -36,25 +36,18 @@ from torch import nn
 from features.errors import UserError
 from models.m2trec import M2TRec
 from models.popularity import Popularity
+from embeddings.sharding import dense_optimizer
+from pipelines.runtime.checkpoint import latest, publish
 from pipelines.runtime.config import ModelConfig, TrainConfig
+from pipelines.runtime.distributed import broadcast_from_rank0, global_mean
 from pipelines.runtime.errors import TrainingDivergedError
 from pipelines.runtime.failure import plant_failure
-from pipelines.sessions.checkpoint import (SessionProgress, latest_local, publish_local, restore_session_checkpoint,
-                                          write_session_checkpoint)
+from pipelines.sessions.checkpoint import STATE, SessionProgress, restore_session_checkpoint, write_session_checkpoint
 from pipelines.sessions.data import SessionData
 
 
 class TrainingError(UserError):
     """Training cannot go on (NaN loss, unusable settings)."""
-
-
-def pick_device(setting: str) -> torch.device:
-    """"auto" → CUDA when present, else CPU."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("training.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'.")
-    return torch.device(setting)
 
 
 def next_item_loss(model: nn.Module, rep: torch.Tensor, targets: torch.Tensor, cand: torch.Tensor,
@@ -107,8 +100,6 @@ class SessionIO(Protocol):
     device: torch.device
 
     def wrap(self, module: nn.Module) -> nn.Module: ...
-    def mean(self, x: torch.Tensor) -> float: ...
-    def broadcast(self, value: Any) -> Any: ...
     def restore(self) -> Path | None: ...
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None: ...
     def progress(self, epoch: int, total: int, loss: float) -> None: ...
@@ -130,18 +121,12 @@ class LocalSessionIO:
     def wrap(self, module: nn.Module) -> nn.Module:
         return module
 
-    def mean(self, x: torch.Tensor) -> float:
-        return float(x)
-
-    def broadcast(self, value: Any) -> Any:
-        return value
-
     def restore(self) -> Path | None:
-        return latest_local(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        return latest(self.checkpoint_dir, "epoch_*", STATE) if self.checkpoint_dir is not None else None
 
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None:
         if self.checkpoint_dir is not None:
-            publish_local(Path(self.checkpoint_dir), name, writer, self.keep)
+            publish(Path(self.checkpoint_dir), name, writer, self.keep, "epoch_*")
 
     def progress(self, epoch: int, total: int, loss: float) -> None:
         if self.on_progress is not None:
@@ -187,8 +172,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     # expected times an item appears among a rank's candidates: as an in-batch target, or as a uniform draw
     log_q = torch.log(local_b * p + cfg.negatives / max(1, train_items.numel())).float().clamp(min=-30)
     step_module = io.wrap(SessionTrainStep(model, cfg, log_q))
-    opt = (torch.optim.Adagrad if train.dense_optimizer == "adagrad" else torch.optim.Adam)(
-        model.parameters(), lr=train.dense_learning_rate)
+    opt = dense_optimizer(model, train.dense_learning_rate, train.dense_optimizer)
     gens = {"order": torch.Generator().manual_seed(seed), "negatives": torch.Generator().manual_seed(seed + 1 + rank)}
     state, best_state = SessionProgress(history=history), None
     restored = io.restore()
@@ -202,6 +186,8 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     while state.epoch < train.epochs and not state.stopping.stopped and not at_max():
         model.train()
         order = torch.randperm(len(ex), generator=gens["order"])
+        if hasattr(ex, "bucket") and world == 1:   # training windows: batches of similar length (windows.py)
+            order = ex.bucket(order, local_b)
         mine = order[: per_rank * world].view(per_rank, world)[:, rank]  # global batch j = local batches j of all ranks
         total, batches, logged, logged_n = 0.0, 0, 0.0, 0
         for s in range(0, per_rank, local_b):
@@ -213,7 +199,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
             width = int(lengths.max())
             cand = candidates(cfg, targets[targets > 0], train_items, gens["negatives"])
             loss = step_module(items[:, :width], lengths, targets, cand)
-            shown = io.mean(loss.detach())
+            shown = global_mean(loss.detach(), world)
             if not math.isfinite(shown):
                 io.diverged(f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
                             f"{batches}: examples {s * world}..{(s + len(batch)) * world - 1} of the epoch's order); "
@@ -233,7 +219,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         io.progress(state.epoch + 1, train.epochs, history["loss"][-1])
         score = None
         if validate is not None:
-            score = io.broadcast(validate(model) if rank == 0 else None)
+            score = broadcast_from_rank0(validate(model) if rank == 0 else None, world)
             history["validation"].append(score)
             if state.stopping.update(state.epoch, score, train.early_stopping_patience, train.early_stopping_min_delta):
                 best_state = copy.deepcopy(model.state_dict())

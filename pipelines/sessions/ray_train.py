@@ -8,9 +8,9 @@ reported to Ray Train (weights, optimizer, progress, each rank's RNG), from whic
 worker group (`FailureConfig(max_failures)`) or a new run over the same `out` folder resumes.
 The driver loads the best weights of the final checkpoint; the caller evaluates and writes.
 
-Ray start-up, the run config (checkpoint storage, restarts, worker niceness) and `fit()` with progress
-and error handling are the CTR trainer's (`pipelines.ctr.trainer._ray_init`, `ray_run_config`,
-`fit_with_progress`), and so is the config: `training.ray.{single_process, num_workers,
+Ray start-up, the run config (checkpoint storage, restarts, worker niceness), `fit()` with progress
+and error handling, and the worker's set-up and checkpoint reports are the runtime's, shared with the CTR
+models (`pipelines/runtime/ray_driver.py`, `ray_worker.py`), and so is the config: `training.ray.{single_process, num_workers,
 cpus_per_worker, use_gpu, address, worker_niceness, controller_poll_s, quiet}`.
 
 Example:
@@ -19,24 +19,20 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pipelines.runtime.config import TrainConfig
-from pipelines.sessions.checkpoint import read_session_state
 from pipelines.runtime.errors import TrainingDivergedError
-from pipelines.runtime.failure import FAIL_MARKER  # noqa: F401  (re-exported: where the tests look for the marker's name)
-from pipelines.sessions.loop import TrainingError, pick_device, run_session_loop
+from pipelines.runtime.ray_driver import final_checkpoint, fit_with_progress, ray_init, ray_run_config
+from pipelines.runtime.ray_worker import report_checkpoint, restored_checkpoint, worker_setup, write_progress
+from pipelines.sessions.checkpoint import read_session_state
+from pipelines.sessions.loop import TrainingError, run_session_loop
 
 PROGRESS = ".progress.json"
 
@@ -55,78 +51,29 @@ class RaySessionIO:
     """A Ray Train worker: DDP through `prepare_model`, collectives on the worker group, checkpoints via `ray.train.report`."""
 
     def __init__(self, job: SessionJob) -> None:
-        import ray.train
-
-        ctx = ray.train.get_context()
         self.job = job
         self.ray, self.work_dir = True, Path(job.out)  # failure injection: SIGKILL, marker in the stage folder
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        # intra-op threads = the CPUs this worker holds; more threads than cores spin against each other
-        torch.set_num_threads(max(1, int(job.train.ray.cpus_per_worker)))
-        if job.train.device != "cpu" and torch.cuda.is_available():
-            import ray.train.torch
-
-            self.device = ray.train.torch.get_device()
-        else:
-            self.device = pick_device(job.train.device)
+        self.rank, self.world, self.device = worker_setup(job.train)
 
     def wrap(self, module: nn.Module) -> nn.Module:
         import ray.train.torch
 
         return ray.train.torch.prepare_model(module, move_to_device=self.device)
 
-    def mean(self, x: torch.Tensor) -> float:
-        if self.world > 1:
-            x = x.detach().clone()
-            dist.all_reduce(x)
-            x /= self.world
-        return float(x)
-
-    def broadcast(self, value: Any) -> Any:
-        if self.world == 1:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def restore(self) -> Path | None:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        import pyarrow.fs
-
-        # local storage: read the registered checkpoint in place. `to_directory()` copies it into a temp
-        # folder shared by the ranks of this node (one copies under a file lock, the others wait), and a
-        # rank once read a half-copied file there after a planted worker death (test_session_ray, load ~10)
-        if isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem) and Path(ckpt.path).is_dir():
-            return Path(ckpt.path)
-        return Path(ckpt.to_directory())
+        return restored_checkpoint()
 
     def save(self, name: str, writer: Callable[[Path], Any], metrics: dict) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
-        tmp = Path(tempfile.mkdtemp(prefix=f"session-{name}-r{self.rank}-"))
-        try:
-            writer(tmp)
-            ray.train.report({k: v for k, v in metrics.items() if v is not None},
-                             checkpoint=Checkpoint.from_directory(str(tmp)), checkpoint_dir_name=name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        report_checkpoint(name, writer, metrics, self.rank, asynchronous=False)
 
     def progress(self, epoch: int, total: int, loss: float) -> None:
         if self.rank == 0:
-            p = Path(self.job.out) / PROGRESS
-            p.with_name(PROGRESS + ".tmp").write_text(json.dumps({"epoch": epoch, "total": total, "loss": loss}))
-            os.replace(p.with_name(PROGRESS + ".tmp"), p)
+            write_progress(Path(self.job.out) / PROGRESS, {"epoch": epoch, "total": total, "loss": loss})
 
     def diverged(self, message: str) -> None:
         # every rank sees the same (all-reduced) loss, so every rank reports here: a marker checkpoint
         # carries the message to the driver's Result without a restart
-        self.save("diverged", lambda f: (f / "diverged.txt").write_text(message),
-                  {"diverged": message})
+        self.save("diverged", lambda f: (f / "diverged.txt").write_text(message), {"diverged": message})
 
 
 def session_loop_per_worker(config: dict) -> None:
@@ -153,12 +100,10 @@ def fit_sessions(sessions: Path, out: Path, model: nn.Module, train: TrainConfig
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ctr.trainer import _ray_init, final_checkpoint, fit_with_progress, ray_run_config
-
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _ray_init(train)
+    ray_init(train)
     job = SessionJob(sessions=str(Path(sessions).resolve()), out=str(out), train=train, seed=seed)
     r = train.ray
     trainer = TorchTrainer(

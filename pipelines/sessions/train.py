@@ -27,9 +27,10 @@ from models.popularity import Popularity
 from models.sasrec import SASRec, SASRecConfig
 from pipelines.runtime.config import ModelConfig, TrainConfig
 from pipelines.sessions.data import SessionData
-from pipelines.sessions.loop import LocalSessionIO, TrainingError, next_item_loss, pick_device, run_session_loop
+from pipelines.runtime.distributed import resolve_device
+from pipelines.sessions.loop import LocalSessionIO, TrainingError, next_item_loss, run_session_loop
 
-__all__ = ["SESSION_MODELS", "TrainingError", "build_model", "load_model", "next_item_loss", "pick_device",
+__all__ = ["SESSION_MODELS", "TrainingError", "build_model", "load_model", "next_item_loss",
            "save_model", "state_dict_mismatch", "train_session_model", "train_stage", "validator"]
 
 SESSION_MODELS = ("m2trec", "sasrec", "gru4rec", "popularity")
@@ -108,7 +109,7 @@ def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig,
     With `checkpoint_dir`, a checkpoint is written after every epoch and training resumes from the
     latest one found there.
     """
-    io = LocalSessionIO(pick_device(train.device), checkpoint_dir, train.checkpoints_to_keep, progress)
+    io = LocalSessionIO(resolve_device(train.device), checkpoint_dir, train.checkpoints_to_keep, progress)
     history = run_session_loop(model, data, train, seed, io, validate)
     history["mode"] = "single_process"
     return history

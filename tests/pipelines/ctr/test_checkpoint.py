@@ -13,14 +13,15 @@ from pipelines.ctr.batches import EncodedSchema, batch_spec, parquet_batches
 from pipelines.ctr.checkpoint import TrainState, load_weights, read_checkpoint, write_checkpoint
 from pipelines.runtime.config import ModelConfig
 from pipelines.ctr.model import build_ctr_model
-from pipelines.runtime.distributed import dense_optimizer, local_process_group, shard_model
+from embeddings.sharding import dense_optimizer
+from pipelines.runtime.distributed import local_process_group, shard_model
 
 
 def _setup(plan, n_dense, seed):
     torch.manual_seed(seed)
     model = shard_model(build_ctr_model(plan, n_dense, ModelConfig(name="dlrm", dense_arch=[16], over_arch=[16])),
                         EmbeddingsConfig(learning_rate=0.05), torch.device("cpu"))
-    return model, dense_optimizer(model, "adam", 1e-2)
+    return model, dense_optimizer(model, 1e-2, "adam")
 
 
 def _step(model, opt, b):

@@ -16,7 +16,7 @@ import pytest
 
 from embeddings.config import EmbeddingsConfig
 from pipelines.runtime.config import TrainConfig
-from pipelines.ctr.loop import FAIL_MARKER
+from pipelines.runtime.failure import FAIL_MARKER
 from pipelines.ctr.trainer import train_stage
 from tests.pipelines.encoded_data import dense_plan
 
@@ -67,7 +67,7 @@ def test_two_workers_survive_a_dead_worker_and_match_single_process(ray_local, e
 
 
 def test_worker_niceness_controller_poll_and_quiet_services_reach_ray_and_the_environment_is_restored(monkeypatch):
-    from pipelines.ctr.trainer import POLL_ENV, QUIET_ENV, controller_env, worker_runtime_env
+    from pipelines.runtime.ray_driver import POLL_ENV, QUIET_ENV, controller_env, worker_runtime_env
 
     cfg = TrainConfig()
     assert worker_runtime_env(cfg) == {"env_vars": {"RAY_worker_niceness": "0"}}

@@ -17,7 +17,7 @@ import torch
 from pipelines.runtime.config import ModelConfig, TrainConfig
 from pipelines.sessions.data import load_sessions
 from pipelines.sessions.layout import synthetic_layout
-from pipelines.sessions.ray_train import FAIL_MARKER
+from pipelines.runtime.failure import FAIL_MARKER
 from pipelines.sessions.train import build_model, train_session_model, train_stage
 
 RECALL_TOLERANCE = 0.05   # 164 test targets: one target is 0.006; seeds alone move single-process R@20 by ~0.03

@@ -1,0 +1,171 @@
+"""The driver's side of a Ray Train run, the same for every model family: start (or join) Ray, the run config
+(checkpoint storage and how many are kept, restarts after a worker death, worker niceness), the controller's
+environment, `fit()` with progress and a worker's user error raised as itself, and the final checkpoint.
+
+The family gives the `TorchTrainer` its own per-worker loop and datasets (`pipelines/ctr/trainer.py`,
+`pipelines/sessions/ray_train.py`); the workers' side is `pipelines/runtime/ray_worker.py`.
+
+Example:
+    >>> worker_runtime_env(TrainConfig())
+    {'env_vars': {'RAY_worker_niceness': '0'}}
+    >>> ray_init(TrainConfig())                                                        # doctest: +SKIP
+    >>> result = fit_with_progress(TorchTrainer(loop, run_config=ray_run_config(cfg, out)), cfg,
+    ...                            out / ".progress.json", print)                        # doctest: +SKIP
+    >>> final_checkpoint(result, out)                                                  # doctest: +SKIP
+    PosixPath('runs/r/train/checkpoints/step_00000078')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from features.errors import UserError
+from pipelines.runtime.config import TrainConfig
+
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+QUIET_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+
+
+def start_ray(address: str | None, cpus_needed: float) -> None:
+    """Join `address` (or RAY_ADDRESS), or start a local Ray with at least `cpus_needed` logical CPUs; nothing when
+    Ray is up already."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False, log_to_driver=False)
+
+
+def ray_init(cfg: TrainConfig) -> None:
+    """Ray for a training run: `training.ray.address`, or a local Ray with the workers' CPUs plus one for Ray Data's
+    read tasks (so a small machine cannot deadlock)."""
+    start_ray(cfg.ray.address, cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1)
+
+
+def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
+    """The training workers' runtime environment (`RunConfig(worker_runtime_env=...)`): their niceness."""
+    nice = cfg.ray.worker_niceness
+    return {} if nice is None else {"env_vars": {"RAY_worker_niceness": str(nice)}}
+
+
+def controller_env_vars(cfg: TrainConfig) -> dict[str, str]:
+    """The environment Ray Train's driver-side `fit()` reads (and passes to its controller and workers) for a
+    run: the poll interval (`training.ray.controller_poll_s`) and, with `training.ray.quiet`, the services off.
+
+    Example:
+        >>> controller_env_vars(TrainConfig())["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+        '0.5'
+    """
+    env = dict(QUIET_ENV) if cfg.ray.quiet else {}
+    if cfg.ray.controller_poll_s is not None:
+        env[POLL_ENV] = str(cfg.ray.controller_poll_s)
+    return env
+
+
+@contextlib.contextmanager
+def controller_env(cfg: TrainConfig) -> Iterator[None]:
+    """Set `controller_env_vars(cfg)` while a trainer starts its controller (Ray Train reads them from the
+    driver's environment in `fit()`), then restore the environment as it was.
+
+    Example:
+        >>> with controller_env(TrainConfig()):
+        ...     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+        '0.5'
+    """
+    env = controller_env_vars(cfg)
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ray_run_config(cfg: TrainConfig, out: Path, keep_by: str | None = None) -> Any:
+    """Ray Train's `RunConfig` for a run writing under `out`: checkpoints in `out/checkpoints` (kept as
+    `training.checkpoints_to_keep`: the newest, or with `keep_by` the highest of that metric; Ray always keeps the
+    latest), restarts after `training.max_failures` worker deaths, worker niceness.
+
+    Example:
+        >>> ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures  # doctest: +SKIP
+        2
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(name="checkpoints", storage_path=str(Path(out).resolve()), worker_runtime_env=worker_runtime_env(cfg),
+                     failure_config=FailureConfig(max_failures=cfg.max_failures),
+                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep, checkpoint_score_attribute=keep_by,
+                                                        checkpoint_score_order="max"))
+
+
+def _poll(path: Path, on_progress: Callable[[dict], None], stop: threading.Event) -> None:
+    seen = None
+    while not stop.wait(0.5):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info != seen:
+            seen = info
+            on_progress(info)
+
+
+def worker_user_error(err: BaseException) -> BaseException | None:
+    """The first `UserError` raised inside a worker, if that is what ended the run."""
+    seen: list[BaseException] = [err]
+    failures = getattr(err, "worker_failures", None) or {}
+    seen.extend(failures.values())
+    for e in list(seen):
+        cur: BaseException | None = e
+        while cur is not None:
+            if isinstance(cur, UserError):
+                return cur
+            cause = getattr(cur, "cause", None)
+            cur = cause if isinstance(cause, BaseException) else cur.__cause__
+    return None
+
+
+def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
+                      on_progress: Callable[[dict], None] | None = None) -> Any:
+    """`trainer.fit()` under the controller settings of `cfg`, feeding `on_progress` with each new content of
+    the progress file rank 0 writes (`ray_worker.write_progress`); a worker's `UserError` is raised as itself,
+    not as Ray's traceback."""
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(progress_path, on_progress, stop), daemon=True) if on_progress else None
+    if poller:
+        poller.start()
+    try:
+        with controller_env(cfg):
+            return trainer.fit()
+    except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
+        user = worker_user_error(err)
+        if user is not None:
+            raise user from None
+        raise
+    finally:
+        stop.set()
+        if poller:
+            poller.join()
+
+
+def final_checkpoint(result: Any, out: Path) -> Path | None:
+    """The folder of a Ray Train result's last checkpoint on this machine (copied to `out/final_checkpoint`
+    when the storage is elsewhere), or None when the run reported none."""
+    if result.checkpoint is None:
+        return None
+    ckpt = Path(result.checkpoint.path)
+    return ckpt if ckpt.exists() else Path(result.checkpoint.to_directory(str(Path(out) / "final_checkpoint")))
