@@ -39,12 +39,19 @@ SLICES = ("overall", "warm", "cold", "sparse")
 def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "test", positions: int = 1,
                            ks: tuple[int, ...] | list[int] = (10, 20), max_length: int = 50,
                            sparse_below: int = 5, category_attribute: str | None = "category",
-                           batch_size: int = 512, chunk_size: int = 4096, seed: int = 0) -> dict[str, Any]:
-    """Metrics of `model` on the last `positions` items of each session of `split`."""
+                           batch_size: int = 512, chunk_size: int = 4096, seed: int = 0,
+                           sample: int | None = None) -> dict[str, Any]:
+    """Metrics of `model` on the last `positions` items of each session of `split`.
+
+    `sample`: a seeded random `sample` of those targets only (e.g. a cheaper validation score every epoch).
+    A model with a `scorer(chunk_size)` method (`models/cold_ranks.py`) scores sessions through it."""
     was_training = model.training
     model.eval()
     device = next(iter([*model.parameters(), *model.buffers()])).device
     ex = data.examples(split, max_length, positions=positions)
+    if sample is not None and sample < len(ex):
+        ex = ex.subset(torch.randperm(len(ex), generator=torch.Generator().manual_seed(seed))[:sample].sort().values)
+    scorer = model.scorer(chunk_size) if hasattr(model, "scorer") else None
     cat_emb = model.encode_catalogue(chunk_size=chunk_size)
     unscorable = ~model.scorable().to(device)
     bias = model.score_bias() if hasattr(model, "score_bias") else None   # hybrid M2TRec: cold_offset
@@ -59,7 +66,7 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
         targets = ex.targets[s:s + batch_size].to(device)
         width = int(lengths.max())
         rep, tasks = model(items[:, :width], lengths)
-        scores = rep @ cat_emb.T
+        scores = rep @ cat_emb.T if scorer is None else scorer(items[:, :width], lengths, prio)
         if bias is not None:
             scores = scores + bias.to(device)[None, :]
         scores[:, unscorable] = -torch.inf

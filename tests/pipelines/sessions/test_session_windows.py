@@ -10,7 +10,7 @@ from pipelines.runtime.config import ModelConfig, TrainConfig
 from pipelines.sessions.data import SessionData
 from pipelines.sessions.loop import SessionTrainStep
 from pipelines.sessions.train import build_model, train_session_model
-from pipelines.sessions.windows import training_windows
+from pipelines.sessions.windows import SessionWindows, training_windows
 
 
 def test_long_sessions_are_cut_from_the_end_and_every_next_item_is_a_target_once():
@@ -80,3 +80,17 @@ def test_m2trec_trains_on_windows_only_left_to_right():
     data = _data()
     with pytest.raises(TrainingError, match="set causal: true and pooling: last"):
         build_model(ModelConfig(name="m2trec", task_attributes=[], loss_weights=[1.0], train_windows=True), data)
+
+
+def test_bucketed_order_is_a_permutation_of_batches_of_similar_length_in_random_order():
+    """A batch is padded to its longest window: the loop batches windows of similar length (less padding, same windows)."""
+    lengths = torch.tensor([1, 9, 2, 8, 1, 9, 2, 8, 3, 7, 3, 7])
+    w = SessionWindows(torch.zeros(12, 9, dtype=torch.long), lengths, torch.zeros(12, 9, dtype=torch.long))
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    got = w.bucket(order, batch_size=2)
+    assert sorted(got.tolist()) == list(range(12))                           # every window once
+    widths = [int(lengths[b].max()) for b in got.view(6, 2)]
+    assert sum(widths) == 1 + 2 + 3 + 7 + 8 + 9                              # padded width 30, random batches pay more
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)   # batches in a shuffled order
+    assert torch.equal(w.bucket(order, 2), got)                              # a function of the epoch's order
+    assert sum(int(lengths[b].max()) for b in order.view(6, 2)) > 30
