@@ -1,8 +1,12 @@
 """`sparserec features ingest | vocab | sessions | quality`: the Spark feature stages, each usable alone.
 
-Each command reads a run config, runs one stage through `jobs.runs.run_stage` (atomic output folder
-with `manifest.json`; skipped when inputs and settings are unchanged, unless `--force`) and prints
-a short summary. `--output` is the stage folder to write (e.g. runs/r1/ingest).
+Each command is `sparserec run --only STAGE` on the config (`jobs.pipeline.run_only`): the same
+stage function and fingerprint from `jobs/stages.py`, so `--output runs/<run>/<stage>` writes that
+run's stage folder and `sparserec run` on the same config then skips it (and the command skips a
+stage that `run` built). `--output` is the stage folder to write; `--input` replaces the stage's
+input (the raw file for ingest, else the ingest folder; default `<output's parent>/ingest`), which
+may live outside the run: the output is then current for `run` only while the input's content is
+the same. A stage whose inputs and settings are unchanged is skipped, unless `--force`.
 
 Example:
     $ sparserec features ingest --config configs/sample_ctr.yaml --output runs/r1/ingest
@@ -14,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -26,39 +30,55 @@ from jobs.groups import features_app
 console = Console()
 
 CONFIG_HELP = "a run config (YAML): the dataset and the features.* settings"
-INPUT_HELP = "the ingest stage folder to read (holds data/)"
+INPUT_HELP = "the ingest stage folder to read (holds data/); default: the ingest folder beside --output"
 MASTER_HELP = "Spark master URL (default: the config's engine.spark.master)"
 FORCE_HELP = "run even when the output is current (same inputs and settings)"
 
 
-def _stage_settings(stage: str, cfg) -> Any:
-    return getattr(cfg.features, stage)
-
-
-def _run(stage: str, config: Path, output: Path, inputs: dict[str, Path], master: Optional[str], force: bool,
-         fn_of: Callable[[Any], Callable], settings_key: str) -> dict:
-    """Load the config, start Spark, run the stage atomically; return the manifest summary."""
+def load_stage_config(config: Path, master: Optional[str] = None, check_paths: bool = True):
+    """The run config, with `--master` (engine settings: not part of any fingerprint) applied."""
     from jobs.config import load_config
-    from jobs.runs import run_stage
 
-    cfg = load_config(config)
-    for k, p in inputs.items():
-        if not Path(p).exists():
-            raise UserError(f"--input {p}: no such folder; run `sparserec features ingest` first or fix the path.")
-    spark_cfg = cfg.engine.spark if master is None else cfg.engine.spark.model_copy(update={"master": master})
-    settings = {"dataset": cfg.dataset.model_dump(mode="json"),
-                settings_key: _stage_settings(settings_key, cfg).model_dump(mode="json")}
-    from features.spark import spark_session
+    cfg = load_config(config, check_paths=check_paths)
+    if master is not None:
+        cfg.engine.spark = cfg.engine.spark.model_copy(update={"master": master})
+    return cfg
 
-    with console.status(f"starting Spark ({spark_cfg.master})"):
-        spark = spark_session(spark_cfg)
+
+def run_stage_command(stage: str, cfg, output: Path, inputs: dict[str, Path | None] | None = None, force: bool = False,
+                      options: dict[str, Any] | None = None, trust_checkpoint: bool = False, quiet: bool = False,
+                      option_names: dict[str, str] | None = None):
+    """Run one stage of the registry into `output` as `run --only` does (skipped when current); print its summary.
+
+    `inputs` name the stage's inputs given on the command line (key -> path, as `--<key>` unless
+    `option_names` says otherwise); a missing one is a one-line error naming that option.
+    """
+    option_names = {"ingest": "input", "raw": "input", **(option_names or {})}
+    from jobs.pipeline import run_only
+    from jobs.stages import GRAPH
+
+    for key, path in (inputs or {}).items():
+        if path is not None and not Path(path).exists():
+            where = "run `sparserec features ingest` first or fix the path" if key == "ingest" else "fix the path"
+            what = "file" if key == "raw" else "folder"
+            raise UserError(f"--{option_names.get(key, key)} {path}: {key} {what} not found; {where}.")
     output = Path(output)
-    with console.status(f"{stage}: {', '.join(str(v) for v in inputs.values())} -> {output}"):
-        m = run_stage(output.parent, output.name, fn_of(cfg, spark), inputs, settings, seed=cfg.seed, force=force)
-    summary = dict(m.summary)
-    summary.update({"rows_in": m.rows_in, "rows_out": m.rows_out})
-    _print(stage, output, summary, m.skipped, m.seconds)
-    return summary
+
+    def on_event(name, outcome):
+        if outcome is None and not quiet:
+            console.print(f"{stage}: running into {output}", highlight=False)
+
+    o = run_only(cfg, GRAPH, stage, output, inputs=inputs, options=options, force=force, on_event=on_event,
+                 trust_checkpoint=trust_checkpoint)
+    summary = {**o.summary, "rows_in": o.rows_in, "rows_out": o.rows_out}
+    if not quiet:
+        _print(stage, output, summary, o.status == "skipped", o.seconds)
+    return o
+
+
+def _ingest_input(given: Optional[Path]) -> dict[str, Path] | None:
+    """`--input` as the stage's `ingest` input; without it the run's own `<run>/ingest` (beside `--output`)."""
+    return {"ingest": given} if given is not None else None
 
 
 def _fmt(v: Any) -> str:
@@ -92,81 +112,44 @@ def ingest_cmd(
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Raw TSV/CSV (plain or .gz) -> typed Parquet; malformed lines go to quarantine/ with file, line and reason."""
-    from jobs.config import load_config
-
-    cfg = load_config(config)
-    inputs = {"raw": raw or cfg.dataset.path}
-    if cfg.dataset.items is not None:
-        inputs["items"] = cfg.dataset.items.path
-
-    def fn_of(cfg, spark):
-        from functools import partial
-
-        from features.ingest import ingest
-
-        return partial(ingest, dataset=cfg.dataset, cfg=cfg.features.ingest, spark=spark)
-
-    _run("ingest", config, output, inputs, master, force, fn_of, "ingest")
+    cfg = load_stage_config(config, master)
+    run_stage_command("ingest", cfg, output, {"raw": raw} if raw is not None else None, force)
 
 
 @features_app.command("vocab")
 def vocab_cmd(
     config: Path = typer.Option(..., "--config", help=CONFIG_HELP),
-    input: Path = typer.Option(..., "--input", help=INPUT_HELP),
+    input: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
     output: Path = typer.Option(..., "--output", help="the stage folder to write: vocab/, sizes.json (ctr: encoded/, schema.json)"),
     master: Optional[str] = typer.Option(None, "--master", help=MASTER_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Frequency-ordered vocabularies on the train period; for ctr data, the encoded train/validation/test splits."""
-
-    def fn_of(cfg, spark):
-        from functools import partial
-
-        from features.vocab import build_vocab
-
-        return partial(build_vocab, dataset=cfg.dataset, cfg=cfg.features.vocab, spark=spark)
-
-    _run("vocab", config, output, {"ingest": input}, master, force, fn_of, "vocab")
+    run_stage_command("vocab", load_stage_config(config, master), output, _ingest_input(input), force)
 
 
 @features_app.command("sessions")
 def sessions_cmd(
     config: Path = typer.Option(..., "--config", help=CONFIG_HELP),
-    input: Path = typer.Option(..., "--input", help=INPUT_HELP),
+    input: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
     output: Path = typer.Option(..., "--output", help="the stage folder to write: train|validation|test/, items/, item_vocab.json, split.json"),
     master: Optional[str] = typer.Option(None, "--master", help=MASTER_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Time-ordered sessions (by session id, or by inactivity gap per user) with a cold-start-safe time split."""
-
-    def fn_of(cfg, spark):
-        from functools import partial
-
-        from features.sessions import build_sessions
-
-        return partial(build_sessions, dataset=cfg.dataset, cfg=cfg.features.sessions, spark=spark)
-
-    _run("sessions", config, output, {"ingest": input}, master, force, fn_of, "sessions")
+    run_stage_command("sessions", load_stage_config(config, master), output, _ingest_input(input), force)
 
 
 @features_app.command("quality")
 def quality_cmd(
     config: Path = typer.Option(..., "--config", help=CONFIG_HELP),
-    input: Path = typer.Option(..., "--input", help=INPUT_HELP),
+    input: Optional[Path] = typer.Option(None, "--input", help=INPUT_HELP),
     output: Path = typer.Option(..., "--output", help="the stage folder to write: quality.json, quality.md, PNG plots"),
     master: Optional[str] = typer.Option(None, "--master", help=MASTER_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Data-quality report: cardinality (exact + HLL), coverage, rare values, constant, leakage and drift per feature."""
-
-    def fn_of(cfg, spark):
-        from functools import partial
-
-        from features.quality import quality_report
-
-        return partial(quality_report, dataset=cfg.dataset, cfg=cfg.features.quality, spark=spark)
-
-    _run("quality", config, output, {"ingest": input}, master, force, fn_of, "quality")
+    run_stage_command("quality", load_stage_config(config, master), output, _ingest_input(input), force)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,13 @@
 """`sparserec features rank`: OutRank-style feature ranking of an ingest output or of any raw file.
 
+Two modes. With `--config` it is the run's `rank` stage (`run --only rank`, `jobs.pipeline.run_only`):
+same function and fingerprint, `--output runs/<run>/rank` is that run's stage folder (skipped when
+current), `--input` an ingest folder (default: the one beside `--output`) or a raw file, vocab sizes
+from `--vocab` or the vocab folder beside `--output` when there is one; `--heuristic` and
+`--pairs-top-k` override `features.rank`, `--exclude` is a stage option (both part of the
+fingerprint). Without `--config` it ranks any CSV/TSV/Parquet file by `--label` into `--output`
+directly: no run, no manifest, no skipping.
+
 Example:
     $ sparserec features rank --input data/ctr/train.tsv.gz --label label --output out/rank --format tsv
     $ sparserec features rank --config configs/sample_ctr.yaml --input runs/r1/ingest --output runs/r1/rank
@@ -34,7 +42,9 @@ def _format_of(path: Path, fmt: Optional[str]) -> str:
 def rank_command(
     input: Path = typer.Option(..., "--input", help="an ingest stage folder (with --config), or a raw CSV/TSV file (plain or .gz) with a header"),
     output: Path = typer.Option(..., "--output", help="folder to write ranking.tsv, pairs.tsv, selection.tsv, feature_spec.json, top_features.png"),
-    config: Optional[Path] = typer.Option(None, "--config", help="a run config (YAML): dataset roles and features.rank settings"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a run config (YAML): dataset roles and features.rank settings; makes this the run's rank stage (skipped when current)"),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", help="with --config: the vocab stage folder (sizes.json); default: the vocab folder beside --output, if any"),
+    force: bool = typer.Option(False, "--force", help="with --config: rank again even when the output is current"),
     label: Optional[str] = typer.Option(None, "--label", help="label column of a raw file (config-free form)"),
     format: Optional[str] = typer.Option(None, "--format", help="csv | tsv | parquet (default: from the file name)"),
     heuristic: Optional[str] = typer.Option(None, "--heuristic", help="mi | mi-shifted | mi-permutation (default mi-permutation)"),
@@ -53,23 +63,18 @@ def rank_command(
 
     console = Console(stderr=True)
     if config is not None:
-        from jobs.config import load_config
-
-        run = load_config(config)
-        dataset, cfg, spark_cfg = run.dataset, run.features.rank, run.engine.spark
-        inputs = {"ingest": input} if input.is_dir() else {"raw": input}
-        if label is not None:
-            raise UserError("--label is taken from the config's dataset.roles.label; leave it out with --config.")
-    else:
-        if label is None:
-            raise UserError("give --label COLUMN (the class column of the raw file), or --config FILE.")
-        fmt = _format_of(input, format)
-        if fmt not in ("csv", "tsv", "parquet"):
-            raise UserError(f"--format {fmt!r}: choose csv, tsv or parquet.")
-        dataset = DatasetConfig(name=input.stem, path=input, format=fmt, kind="ctr", roles=ColumnRoles(label=label))
-        # a quick ranking tool: keep a JVM class archive so every start after the first is faster
-        cfg, spark_cfg = RankConfig(), SparkConfig(class_archive=DEFAULT_CLASS_ARCHIVE)
-        inputs = {"raw": input}
+        return _rank_in_run(config, input, output, vocab, label, heuristic, pairs_top_k, exclude, master, class_archive, force)
+    if vocab is not None or force:
+        raise UserError("--vocab and --force need --config (the run's rank stage); leave them out to rank a file alone.")
+    if label is None:
+        raise UserError("give --label COLUMN (the class column of the raw file), or --config FILE.")
+    fmt = _format_of(input, format)
+    if fmt not in ("csv", "tsv", "parquet"):
+        raise UserError(f"--format {fmt!r}: choose csv, tsv or parquet.")
+    dataset = DatasetConfig(name=input.stem, path=input, format=fmt, kind="ctr", roles=ColumnRoles(label=label))
+    # a quick ranking tool: keep a JVM class archive so every start after the first is faster
+    cfg, spark_cfg = RankConfig(), SparkConfig(class_archive=DEFAULT_CLASS_ARCHIVE)
+    inputs = {"raw": input}
     updates = {k: v for k, v in (("heuristic", heuristic), ("pairs_top_k", pairs_top_k)) if v is not None}
     if updates:
         cfg = RankConfig.model_validate({**cfg.model_dump(), **updates})
@@ -96,10 +101,43 @@ def rank_command(
     with console.status(f"ranking {input} ({cfg.heuristic})"):
         summary = rank(inputs, output, dataset, cfg, spark, exclude=list(exclude))
     summary["seconds"] = {"spark_start": started, **summary["seconds"]}
+    _echo(summary, output)
+
+
+def _echo(summary: dict, output: Path) -> None:
     typer.echo(f"ranked {summary['features']} features on {summary['rows_out']:,} rows "
                f"({summary['rows_malformed']:,} malformed, {summary['rows_without_label']:,} without label) -> {output}")
     typer.echo("top: " + ", ".join(summary["top"]))
     typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()))
+
+
+def _rank_in_run(config: Path, input: Path, output: Path, vocab: Optional[Path], label: Optional[str],
+                 heuristic: Optional[str], pairs_top_k: Optional[int], exclude: list[str], master: Optional[str],
+                 class_archive: Optional[bool], force: bool) -> None:
+    """`features rank --config`: the registry's rank stage into `--output` (`run --only rank`)."""
+    from features.config import RankConfig
+    from jobs.cli_features import load_stage_config, run_stage_command
+
+    if label is not None:
+        raise UserError("--label is taken from the config's dataset.roles.label; leave it out with --config.")
+    cfg = load_stage_config(config, master, check_paths=False)
+    updates = {k: v for k, v in (("heuristic", heuristic), ("pairs_top_k", pairs_top_k)) if v is not None}
+    if updates:
+        cfg.features.rank = RankConfig.model_validate({**cfg.features.rank.model_dump(), **updates})
+    if class_archive is not None:
+        cfg.engine.spark = cfg.engine.spark.model_copy(update={"class_archive": DEFAULT_CLASS_ARCHIVE if class_archive else None})
+    sibling = Path(output).parent / "vocab"
+    inputs: dict[str, Path | None] = {"ingest": input, "vocab": vocab or (sibling if (sibling / "manifest.json").exists() else None)}
+    if not input.is_dir():  # a raw file read with the config's dataset settings
+        inputs = {"raw": input, "ingest": None, "vocab": vocab}
+        if cfg.dataset.format != "parquet" and input.exists():
+            from features.rank_source import check_raw_header
+
+            check_raw_header(input, cfg.dataset.roles.label, cfg.dataset.format)  # fail fast, before Spark starts
+    o = run_stage_command("rank", cfg, output, inputs, force, options={"exclude": list(exclude)} if exclude else None, quiet=True)
+    if o.status == "skipped":
+        typer.echo(f"{output}: unchanged inputs and settings, skipped (use --force to rank again)")
+    _echo({**o.summary, "rows_out": o.rows_out}, output)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,8 @@
 """`sparserec sessions ...`: train and evaluate session models (M2TRec and baselines).
 
+`sessions train` is the run's session `train` stage (`run --only train`, skipped when current);
+`prepare*` and `evaluate` are not run stages: they rebuild `--output` on every call.
+
 Example:
     $ sparserec sessions prepare --sequences ../shared/data/amazon-toys/Toys_and_Games.txt.gz \
         --items ../shared/data/amazon-toys/Toys_and_Games_item2attributes.json.gz --cold-share 0.1 --output runs/toys/sessions
@@ -137,21 +140,29 @@ def prepare_movielens(
 def train(
     config: Path = typer.Option(..., help="run config (YAML); its `training` section is used"),
     sessions: Path = typer.Option(..., help="output folder of the sessions stage"),
-    output: Path = typer.Option(..., help="folder to write model.pt, model.json, metrics.json into"),
+    output: Path = typer.Option(..., help="folder to write model.pt, model.json, metrics.json into (runs/<run>/train: that run's train stage)"),
     model: str = typer.Option(None, help="override training.model.name: m2trec | sasrec | gru4rec | popularity"),
     epochs: int = typer.Option(None, help="override training.epochs"),
     positions: int = typer.Option(1, help="test: predict each of the last N items of a session"),
     single_process: bool = typer.Option(False, "--single-process",
                                         help="train in this process instead of Ray Train (training.ray.single_process; debugging)"),
+    force: bool = typer.Option(False, "--force", help="train again even when inputs and settings are unchanged"),
 ) -> None:
     """Train one session model (Ray Train with training.ray.num_workers workers, or in this process) and
-    evaluate it on the test split (progress per epoch)."""
-    from functools import partial
+    evaluate it on the test split (progress per epoch).
 
+    The run's session `train` stage (`run --only train`, `jobs.pipeline.run_only`): same function and
+    fingerprint, so `--output runs/<run>/train` with that run's sessions folder is current for
+    `sparserec run` (and skipped here when it is current, unless `--force`). `--model`, `--epochs`
+    and `--single-process` override the config's `training` section; `--positions` is a stage option.
+    """
+    from jobs.cli_features import run_stage_command
     from jobs.config import load_config
-    from pipelines.sessions.train import train_stage
 
     cfg = load_config(config, check_paths=False)
+    if cfg.dataset.kind == "ctr":
+        raise UserError(f"{config}: dataset.kind is 'ctr'; `sessions train` trains session models, use `sparserec train` "
+                        "for CTR models or a sessions/interactions config.")
     tc = cfg.training
     if model:
         from pipelines.sessions.train import SESSION_MODELS
@@ -163,11 +174,12 @@ def train(
         tc.epochs = epochs
     if single_process:
         tc.ray.single_process = True
-    stage = partial(train_stage, train=tc, seed=cfg.seed, eval_positions=positions, show_progress=True)
-    m = _run(output, stage, {"sessions": sessions}, tc, cfg.seed)
-    t = m.summary["test"]
+    o = run_stage_command("train", cfg, output.resolve(), {"sessions": sessions}, force=force, quiet=True,
+                          options={"positions": positions} if positions != 1 else None)
+    t = o.summary["test"]
+    done = "unchanged, skipped" if o.status == "skipped" else "wrote"
     typer.echo(f"{tc.model.name}: test Recall@20 {t.get('recall@20', float('nan')):.4f} "
-               f"NDCG@20 {t.get('ndcg@20', float('nan')):.4f} on {t['n']} targets; wrote {output}")
+               f"NDCG@20 {t.get('ndcg@20', float('nan')):.4f} on {t['n']} targets; {done} {output}")
 
 
 @sessions_app.command("evaluate")

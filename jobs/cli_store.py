@@ -1,8 +1,12 @@
 """Feast store commands: `features aggregates | register | materialize | training-set`, `serve-features`.
 
-Stage commands write through `jobs.runs.run_stage` (atomic folder + manifest): `--output` is the
-stage folder (e.g. runs/r1/store). `materialize` fills the online store inside an existing store
-folder, in place (Feast's registry and SQLite file live there).
+For ctr data `aggregates` and `register` are the run's `aggregates` and `store` stages (`run --only`,
+`jobs.pipeline.run_only`: same function and fingerprint, with `store.enabled` taken as true):
+`--output runs/<run>/<stage>` writes that run's stage folder, skipped when current, and `register`
+also materializes, as the run's store stage does. For session data they write `--output` through
+`jobs.runs.run_stage` (atomic folder + manifest) with their own settings (not a run stage).
+`training-set` is not a run stage either. `materialize` fills the online store inside an existing
+store folder, in place (Feast's registry and SQLite file live there).
 
 Example:
     $ sparserec features aggregates --config configs/sample_ctr.yaml --ingest runs/r1/ingest --output runs/r1/aggregates
@@ -56,6 +60,14 @@ def aggregates_cmd(
     from jobs.config import load_config
 
     cfg = load_config(config, check_paths=False)
+    if cfg.dataset.kind == "ctr":
+        from jobs.cli_features import run_stage_command
+
+        cfg.store.enabled = True
+        o = run_stage_command("aggregates", cfg, output, {"ingest": ingest}, quiet=True)
+        console.print(f"{'skipped (unchanged)' if o.status == 'skipped' else 'wrote'} {output}: {o.rows_out:,} rows, "
+                      f"{len(o.summary['columns'])} aggregate columns", highlight=False)
+        return
     with console.status("aggregates (Spark)"):
         fn = partial(aggregates, dataset=cfg.dataset, windows_days=cfg.store.windows_days, spark=_spark(cfg))
         m = _run(output, fn, {"ingest": ingest}, {"dataset": cfg.dataset.model_dump(mode="json"),
@@ -71,8 +83,8 @@ def register_cmd(
     config: Path = typer.Option(..., help="run config (YAML): dataset roles and the store section"),
     aggregates: Path = typer.Option(..., help="the aggregates stage folder"),
     output: Path = typer.Option(..., help="store folder to write, e.g. runs/r1/store"),
-    vocab: Path = typer.Option(None, help="vocab stage folder: store vocabulary ids instead of raw values"),
-    rank: Path = typer.Option(None, help="rank stage folder: only the features its feature_spec.json selects"),
+    vocab: Path = typer.Option(None, help="vocab stage folder: store vocabulary ids instead of raw values (the run's store stage gives it)"),
+    rank: Path = typer.Option(None, help="rank stage folder: only the features its feature_spec.json selects (the run's store stage gives it)"),
     ingest: Path = typer.Option(None, help="ingest stage folder (session data: its items/ table)"),
 ) -> None:
     """Write the feature views' sources, feature_store.yaml, and apply the generated Feast definitions."""
@@ -83,6 +95,16 @@ def register_cmd(
 
     cfg = load_config(config, check_paths=False)
     inputs = {k: v for k, v in {"aggregates": aggregates, "vocab": vocab, "rank": rank, "ingest": ingest}.items() if v}
+    if cfg.dataset.kind == "ctr":  # the run's store stage: register and materialize
+        from jobs.cli_features import run_stage_command
+
+        cfg.store.enabled = True
+        o = run_stage_command("store", cfg, output, {"vocab": None, "rank": None, **inputs}, quiet=True)
+        s = o.summary
+        changes = "inputs and config unchanged, not re-applied" if o.status == "skipped" else f"{len(s['changes'])} registry change(s)"
+        console.print(f"{output}: views {', '.join(s['views'])}; services {', '.join(s['services'])}; {changes}; "
+                      f"materialized until {s.get('materialized_until')}", highlight=False)
+        return
     with console.status("writing sources (Spark) and applying definitions (Feast)"):
         fn = partial(register, dataset=cfg.dataset, cfg=cfg.store, spark=_spark(cfg))
         m = _run(output, fn, inputs, {"dataset": cfg.dataset.model_dump(mode="json"),

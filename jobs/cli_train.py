@@ -37,8 +37,10 @@ def train_cmd(
 ) -> None:
     """Train and evaluate a CTR model; writes checkpoints, model/, metrics.json, report.md, model_card.md.
 
-    With only --config, the stages it needs (ingest, vocab, rank, plan) run first, skipping any
-    whose output is current. With --encoded and --plan, it trains on those stage outputs.
+    With only --config, it is `sparserec run` up to train (ingest, vocab, rank, plan, train), skipping
+    any stage whose output is current. With --encoded and --plan, it is the run's train stage
+    (`run --only train`) on those outputs, written to `<output>/train`: current for `sparserec run`
+    when they are that run's vocab and plan folders. `--single-process` sets training.ray.single_process.
     """
     from jobs.config import load_config
 
@@ -60,25 +62,19 @@ def train_cmd(
         preflight(cfg, str(config))  # header, roles, Spark settings, output folder: before Spark starts
 
         graph = [s for s in GRAPH if s.name in _TRAIN_NEEDS]
-        for o in run_pipeline(cfg, run_dir, graph, force=False, only=None, trust_checkpoint=trust_checkpoint,
+        for o in run_pipeline(cfg, run_dir, graph, from_stage="train" if force else None, trust_checkpoint=trust_checkpoint,
                               capture_logs=True):  # engine output to <run>/logs/<stage>.log, as `run` does
             console.print(f"  {o.status:>7} {o.stage:<8} {o.seconds:7.1f}s")
-        summary_dir = run_dir / "train"
     else:
-        from functools import partial
-
-        from jobs.runs import run_stage
-        from pipelines.ctr.trainer import train_stage
+        from jobs.cli_features import run_stage_command
 
         vocab = _vocab_dir(encoded)
         if not plan.exists():
             raise UserError(f"--plan {plan}: not found; give embedding_plan.json written by the 'plan' stage")
-        fn = partial(train_stage, cfg=cfg.training, emb_cfg=cfg.embeddings, seed=cfg.seed)
-        m = run_stage(run_dir, "train", fn, {"vocab": vocab, "plan": plan},
-                      {"sections": cfg.section_hash("training", "embeddings"), "seed": cfg.seed}, seed=cfg.seed, force=force,
-                      trust_checkpoint=trust_checkpoint)
-        console.print(f"  {'skipped' if m.skipped else 'ran':>7} train    {m.seconds:7.1f}s  {m.summary}")
-        summary_dir = run_dir / "train"
+        o = run_stage_command("train", cfg, run_dir / "train", {"vocab": vocab, "plan": plan}, force=force,
+                              trust_checkpoint=trust_checkpoint, quiet=True)
+        console.print(f"  {o.status:>7} train    {o.seconds:7.1f}s  {o.summary}")
+    summary_dir = run_dir / "train"
     typer.echo(f"trained: {summary_dir / 'metrics.json'}, {summary_dir / 'report.md'}, {summary_dir / 'model_card.md'}")
 
 

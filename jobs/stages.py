@@ -51,7 +51,8 @@ def _quality(ctx: StageContext):
 def _rank(ctx: StageContext):
     from features.outrank import rank
 
-    return partial(rank, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark)
+    return partial(rank, dataset=ctx.cfg.dataset, cfg=ctx.cfg.features.rank, spark=ctx.spark,
+                   exclude=list(ctx.options.get("exclude", [])) or None)  # `features rank --exclude COL`
 
 
 def _aggregates(ctx: StageContext):
@@ -86,7 +87,8 @@ def _train(ctx: StageContext):
 def _train_sessions(ctx: StageContext):
     from pipelines.sessions.train import train_stage
 
-    return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed, show_progress=True)
+    return partial(train_stage, train=ctx.cfg.training, seed=ctx.cfg.seed, show_progress=True,
+                   eval_positions=ctx.options.get("positions", 1))  # `sessions train --positions N`
 
 
 def _report(ctx: StageContext):

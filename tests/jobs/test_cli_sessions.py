@@ -117,6 +117,23 @@ def test_prepare_imports_sequences_that_sessions_train_reads(tmp_path):
                               "--output", str(tmp_path / "sasrec")])
     assert res.exit_code == 0, res.output
     assert "sasrec epoch 1/1 loss" in res.output and "on 30 targets" in res.output
+    # the run's train stage (`run --only train`): current when nothing changed, re-run on a change or --force
+    args = ["sessions", "train", "--config", str(config), "--sessions", str(layout), "--output", str(tmp_path / "sasrec")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "epoch 1/1" not in res.output and "; unchanged, skipped" in res.output, res.output
+    for extra in (["--epochs", "2"], ["--force"]):
+        res = runner.invoke(app, args + extra)
+        assert res.exit_code == 0 and "sasrec epoch 1/" in res.output and "; wrote" in res.output, res.output
+    manifest = json.loads((tmp_path / "sasrec" / "manifest.json").read_text())
+    assert manifest["stage"] == "sasrec" and set(manifest["inputs"]) == {"sessions"}
+
+
+def test_sessions_train_with_a_ctr_config_is_a_user_error(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: {path: x.csv, kind: ctr, roles: {label: y}}\n")
+    res = runner.invoke(app, ["sessions", "train", "--config", str(config), "--sessions", str(tmp_path),
+                              "--output", str(tmp_path / "m")])
+    assert isinstance(res.exception, UserError) and "dataset.kind is 'ctr'" in str(res.exception)
 
 
 def test_prepare_user_errors_are_one_line(tmp_path):
