@@ -45,7 +45,9 @@ from features.errors import UserError
 from pipelines.ctr.batches import (TRAIN_DATASET, EncodedSchema, count_rows, equal_shares, parquet_files, split_path,
                                uncompressed_bytes)
 from pipelines.ctr.checkpoint import read_history, read_state
+from pipelines.ctr.evaluate import evaluate_run, load_model
 from pipelines.ctr.loop import KEEP_ORDER, LoopJob, run_single_process, train_loop_per_worker
+from pipelines.ctr.report import write_report
 from pipelines.runtime.config import TrainConfig
 from pipelines.runtime.errors import TrainingDivergedError
 from pipelines.runtime.ray_driver import final_checkpoint, fit_with_progress, ray_init, ray_run_config
@@ -256,8 +258,6 @@ def export_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: Trai
     to `model/`)."""
     import torch
 
-    from pipelines.ctr.evaluate import load_model
-
     folder = Path(out) / "model"
     folder.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint, plan, dense_in, cfg)
@@ -287,9 +287,6 @@ def train_stage(inputs: dict[str, Path], out: Path, cfg: TrainConfig, emb_cfg: E
     `<run>/.checkpoints/train-<fingerprint>/`) holds the checkpoints while training, so a re-run after a kill
     resumes from them; they are then linked into `out/checkpoints/`.
     """
-    from pipelines.ctr.evaluate import evaluate_run
-    from pipelines.ctr.report import write_report
-
     vocab = Path(inputs["vocab"])
     plan_path = Path(inputs["plan"])
     plan_file = plan_path / "embedding_plan.json" if plan_path.is_dir() else plan_path

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from embeddings.config import EmbeddingsConfig
+from embeddings.sharding import fbgemm_model, single_process_group
 from features.errors import UserError
 
 
@@ -43,8 +44,6 @@ def local_process_group(device: torch.device | None = None) -> Iterator[None]:
     if dist.is_initialized():
         yield
         return
-    from embeddings.sharding import single_process_group
-
     single_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     try:
         yield
@@ -55,8 +54,6 @@ def local_process_group(device: torch.device | None = None) -> Iterator[None]:
 def shard_model(model: nn.Module, emb_cfg: EmbeddingsConfig, device: torch.device) -> nn.Module:
     """Wrap `model` in DMP over the current process group with a fused FBGEMM optimizer on its tables
     (`embeddings.sharding.fbgemm_model`: TorchRec planner, `apply_optimizer_in_backward`)."""
-    from embeddings.sharding import fbgemm_model
-
     return fbgemm_model(model, emb_cfg, device=device, pg=dist.group.WORLD)
 
 

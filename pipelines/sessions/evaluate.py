@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from models.m2trec import M2TRec
+from pipelines.runtime.config import TrainConfig
+from pipelines.sessions.data import SessionData, load_sessions
+from pipelines.sessions.model import load_model
 from pipelines.sessions.ranking_metrics import ranking_metrics, ranks_from_scores
-from pipelines.sessions.data import SessionData
 
 SLICES = ("overall", "warm", "cold", "sparse")
 
@@ -97,6 +99,15 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
         out["per_category"] = per_category(data, category_attribute, torch.cat(target_cat).numpy(), r,
                                            torch.cat(top1_cat_ok).numpy(), heads, ks)
     return out
+
+
+def validator(data: SessionData, train: TrainConfig) -> Callable[[nn.Module], float] | None:
+    """Validation Recall@max(eval_k) (last item of each validation session), or None without validation sessions."""
+    if not data.sessions["validation"]:
+        return None
+    k = max(train.eval_k)
+    return lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
+                                            max_length=train.model.max_length)["overall"][f"recall@{k}"]
 
 
 def per_category(data: SessionData, attribute: str, target_cat: np.ndarray, ranks: np.ndarray, top1_ok: np.ndarray,
@@ -185,9 +196,6 @@ def evaluate_stage(inputs: dict[str, Path], out: Path, positions: int = 1, ks: l
 
     Writes `report.md`, `metrics.json` and `recall.png` under `out`.
     """
-    from pipelines.sessions.data import load_sessions
-    from pipelines.sessions.train import load_model
-
     data = load_sessions(inputs["sessions"])
     ks = ks or [10, 20]
     results = {}

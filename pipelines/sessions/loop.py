@@ -39,11 +39,12 @@ from models.popularity import Popularity
 from embeddings.sharding import dense_optimizer
 from pipelines.runtime.checkpoint import latest, publish
 from pipelines.runtime.config import ModelConfig, TrainConfig
-from pipelines.runtime.distributed import broadcast_from_rank0, global_mean
+from pipelines.runtime.distributed import broadcast_from_rank0, global_mean, resolve_device
 from pipelines.runtime.errors import TrainingDivergedError
 from pipelines.runtime.failure import plant_failure
 from pipelines.sessions.checkpoint import STATE, SessionProgress, restore_session_checkpoint, write_session_checkpoint
 from pipelines.sessions.data import SessionData
+from pipelines.sessions.windows import training_windows
 
 
 class TrainingError(UserError):
@@ -156,8 +157,6 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     if isinstance(model, M2TRec):
         model.attach_catalogue(model.catalogue.to(device))
     if cfg.train_windows:
-        from pipelines.sessions.windows import training_windows
-
         ex = training_windows(data.sessions["train"], cfg.max_length)
     else:
         ex = data.examples("train", cfg.max_length)
@@ -232,4 +231,21 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
         history["best_epoch"] = state.stopping.best_epoch
     history["seconds"] = round(time.perf_counter() - t0, 2)
     history["examples"] = len(ex)
+    return history
+
+
+def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig, seed: int = 0,
+                        validate: Callable[[nn.Module], float] | None = None,
+                        progress: Callable[[int, int, float], None] | None = None,
+                        checkpoint_dir: Path | None = None) -> dict:
+    """Train `model` in this process on the training split of `data`; returns the history (loss per epoch, seconds).
+
+    `validate(model) -> score` (higher is better) is called after each epoch when given; the best
+    epoch's weights are restored at the end and early stopping follows `early_stopping_patience`.
+    With `checkpoint_dir`, a checkpoint is written after every epoch and training resumes from the
+    latest one found there.
+    """
+    io = LocalSessionIO(resolve_device(train.device), checkpoint_dir, train.checkpoints_to_keep, progress)
+    history = run_session_loop(model, data, train, seed, io, validate)
+    history["mode"] = "single_process"
     return history

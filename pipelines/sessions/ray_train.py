@@ -32,7 +32,10 @@ from pipelines.runtime.errors import TrainingDivergedError
 from pipelines.runtime.ray_driver import final_checkpoint, fit_with_progress, ray_init, ray_run_config
 from pipelines.runtime.ray_worker import report_checkpoint, restored_checkpoint, worker_setup, write_progress
 from pipelines.sessions.checkpoint import read_session_state
+from pipelines.sessions.data import load_sessions
+from pipelines.sessions.evaluate import validator
 from pipelines.sessions.loop import TrainingError, run_session_loop
+from pipelines.sessions.model import build_model
 
 PROGRESS = ".progress.json"
 
@@ -78,9 +81,6 @@ class RaySessionIO:
 
 def session_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: load the data, build the model with the run's seed, run the loop."""
-    from pipelines.sessions.data import load_sessions
-    from pipelines.sessions.train import build_model, validator
-
     job: SessionJob = config["job"]
     io = RaySessionIO(job)
     data = load_sessions(Path(job.sessions))

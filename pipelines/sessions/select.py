@@ -28,13 +28,15 @@ from torch import nn
 from models.popularity import Popularity
 from pipelines.runtime.config import ModelConfig, TrainConfig
 from pipelines.sessions.data import SessionData
+from pipelines.sessions.evaluate import evaluate_session_model, validator
+from pipelines.sessions.loop import train_session_model
+from pipelines.sessions.model import build_model, has_warm_and_cold
+from pipelines.sessions.ray_train import fit_sessions
 
 
 def candidate_configs(cfg: ModelConfig, data: SessionData) -> dict[str, ModelConfig]:
     """The model settings to compare on validation: {"hybrid", "metadata-only"} for auto M2TRec on warm+cold data,
     else {"": cfg} (nothing to choose)."""
-    from pipelines.sessions.train import has_warm_and_cold
-
     if cfg.name == "m2trec" and cfg.item_ids == "auto" and data.sessions["validation"] and has_warm_and_cold(data):
         return {"hybrid": cfg.model_copy(update={"item_ids": "on"}),
                 "metadata-only": cfg.model_copy(update={"item_ids": "off"})}
@@ -43,13 +45,9 @@ def candidate_configs(cfg: ModelConfig, data: SessionData) -> dict[str, ModelCon
 
 def _fit(sessions: Path, out: Path, model: nn.Module, data: SessionData, train: TrainConfig, seed: int,
          progress: Callable[[int, int, float], None] | None) -> dict:
-    from pipelines.sessions.train import train_session_model, validator
-
     if train.ray.single_process or isinstance(model, Popularity):
         return train_session_model(model, data, train, seed=seed, validate=validator(data, train), progress=progress,
                                    checkpoint_dir=out / "checkpoints")
-    from pipelines.sessions.ray_train import fit_sessions
-
     return fit_sessions(Path(sessions), out, model, train, seed, progress=progress)
 
 
@@ -57,8 +55,6 @@ def fit_selected(inputs: Mapping[str, Path], out: Path, data: SessionData, train
                  progress: Callable[[int, int, float], None] | None = None
                  ) -> tuple[nn.Module, dict, TrainConfig, dict[str, Any] | None]:
     """Train every candidate setting of `train.model`; (kept model, its history, its TrainConfig, selection record or None)."""
-    from pipelines.sessions.train import build_model, validator
-
     candidates = candidate_configs(train.model, data)
     fitted: dict[str, tuple[nn.Module, dict, TrainConfig, float | None]] = {}
     for i, (name, mc) in enumerate(candidates.items()):
@@ -93,8 +89,6 @@ def tune_cold_offset(hybrid: nn.Module, metadata_only: nn.Module, data: SessionD
     """The smallest `cold_offset` of COLD_OFFSETS whose validation Recall@k on cold targets reaches the metadata-only
     model's (the largest when none does; 0 without cold validation targets); (offset, hybrid's overall Recall@k there).
     Sets the offset on `hybrid`."""
-    from pipelines.sessions.evaluate import evaluate_session_model
-
     def val(m: nn.Module) -> dict:
         return evaluate_session_model(m, data, "validation", positions=1, ks=[k], max_length=max_length)
 

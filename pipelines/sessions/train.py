@@ -1,6 +1,10 @@
-"""Training of the session models (M2TRec, SASRec, GRU4Rec; popularity just counts).
+"""The session `train` stage: train the session model a config names (M2TRec, SASRec, GRU4Rec; popularity just
+counts), evaluate it on the test split, write it with its metrics and report.
 
-The loop itself (losses, data-parallel split, checkpoints) is `pipelines/sessions/loop.py`. Where it
+The modules below it, in import order: `model.py` (build, save, load), `loop.py` (the training loop, in this
+process or on a Ray worker), `evaluate.py` (ranking metrics, the validator), `ray_train.py` (the loop on Ray
+Train), `select.py` (hybrid or metadata-only M2TRec on validation); this module re-exports the names the CLI
+and tests use. The loop itself (losses, data-parallel split, checkpoints) is `pipelines/sessions/loop.py`. Where it
 runs follows the CTR switch `training.ray`: `single_process: true` runs it in this process
 (debugging, small runs), otherwise on Ray Train with `num_workers` workers (`pipelines/sessions/ray_train.py`).
 Popularity has nothing to train and never starts Ray. With validation examples, the weights of the
@@ -18,160 +22,19 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
-import torch
-from torch import nn
-
-from models.gru4rec import GRU4Rec, GRU4RecConfig
-from models.m2trec import M2TRec, M2TRecConfig
-from models.popularity import Popularity
-from models.sasrec import SASRec, SASRecConfig
-from pipelines.runtime.config import ModelConfig, TrainConfig
-from pipelines.sessions.data import SessionData
-from pipelines.runtime.distributed import resolve_device
-from pipelines.sessions.loop import LocalSessionIO, TrainingError, next_item_loss, run_session_loop
+from pipelines.runtime.config import TrainConfig
+from pipelines.sessions.data import load_sessions
+from pipelines.sessions.evaluate import category_table, evaluate_session_model, validator
+from pipelines.sessions.loop import TrainingError, next_item_loss, train_session_model
+from pipelines.sessions.model import SESSION_MODELS, build_model, load_model, save_model, state_dict_mismatch
+from pipelines.sessions.select import fit_selected
 
 __all__ = ["SESSION_MODELS", "TrainingError", "build_model", "load_model", "next_item_loss",
            "save_model", "state_dict_mismatch", "train_session_model", "train_stage", "validator"]
 
-SESSION_MODELS = ("m2trec", "sasrec", "gru4rec", "popularity")
-
-
-def build_model(cfg: ModelConfig, data: SessionData) -> nn.Module:
-    """The session model named by `cfg.name`, sized for the catalogue and vocabularies of `data`."""
-    n = data.n_items + 1
-    train_items = torch.unique(data.train_counts().nonzero().squeeze(1))
-    if cfg.name == "m2trec":
-        feats = data.features
-        if not feats.keys:
-            raise TrainingError("training.model.name: m2trec encodes items by their attributes and this catalogue has none; "
-                                "give the item table's columns (dataset.items.categorical / multi_valued) or train "
-                                "sasrec, gru4rec or popularity.")
-        for a in cfg.task_attributes:
-            if a not in feats.categorical:
-                raise TrainingError(f"training.model.task_attributes: '{a}' is not a categorical item attribute; "
-                                    f"choose from {', '.join(feats.categorical)} (or [] for no extra heads).")
-        if cfg.train_windows and not (cfg.causal and cfg.pooling == "last"):
-            raise TrainingError("training.model.train_windows: m2trec trains on windows only left to right; "
-                                "set causal: true and pooling: last, or train_windows: false.")
-        if len(cfg.loss_weights) < 1 + len(cfg.task_attributes):
-            raise TrainingError(f"training.model.loss_weights: {len(cfg.task_attributes) + 1} weights needed "
-                                f"(next item, then {', '.join(cfg.task_attributes)}), got {len(cfg.loss_weights)}.")
-        # a head with loss weight 0 would stay untrained: leave it out (the single-task variant)
-        tasks = {a: data.sizes[a] for a, w in zip(cfg.task_attributes, cfg.loss_weights[1:]) if w > 0}
-        mc = M2TRecConfig(categorical={a: data.sizes[a] for a in feats.categorical},
-                          multi_valued={a: data.sizes[a] for a in feats.multi_valued}, task_classes=tasks,
-                          hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
-                          max_length=cfg.max_length, pooling=cfg.pooling, causal=cfg.causal, combine=cfg.item_combine,
-                          hybrid_item_id_buckets=cfg.hybrid_item_id_buckets, item_ids=hybrid_item_ids(cfg, data),
-                          item_id_dropout=cfg.item_id_dropout, item_id_method=cfg.item_id_method,
-                          item_id_params=dict(cfg.item_id_params), cold_offset=cfg.cold_offset)
-        return M2TRec(mc, feats, data.train_counts())
-    if cfg.name == "sasrec":
-        return SASRec(SASRecConfig(n, cfg.hidden, cfg.layers, cfg.heads, cfg.dropout, cfg.max_length), train_items)
-    if cfg.name == "gru4rec":
-        return GRU4Rec(GRU4RecConfig(n, embedding=cfg.hidden, hidden=cfg.rnn_hidden or 2 * cfg.hidden, layers=1,
-                                     dropout=cfg.dropout), train_items)
-    if cfg.name == "popularity":
-        return Popularity(data.train_counts())
-    raise TrainingError(f"training.model.name: '{cfg.name}' is not a session model; use one of {', '.join(SESSION_MODELS)}.")
-
-
-def has_warm_and_cold(data: SessionData) -> bool:
-    """Whether the catalogue holds items seen in training (warm) and items never seen there (cold)."""
-    seen = data.train_counts()[1:] > 0
-    return bool(seen.any()) and not bool(seen.all())
-
-
-def hybrid_item_ids(cfg: ModelConfig, data: SessionData) -> bool:
-    """M2TRec's item-ID rows: `item_ids` on / off, or auto = on for data with both warm and cold items."""
-    return cfg.item_ids == "on" or (cfg.item_ids == "auto" and has_warm_and_cold(data))
-
-
-def validator(data: SessionData, train: TrainConfig) -> Callable[[nn.Module], float] | None:
-    """Validation Recall@max(eval_k) (last item of each validation session), or None without validation sessions."""
-    from pipelines.sessions.evaluate import evaluate_session_model
-
-    if not data.sessions["validation"]:
-        return None
-    k = max(train.eval_k)
-    return lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
-                                            max_length=train.model.max_length)["overall"][f"recall@{k}"]
-
-
-def train_session_model(model: nn.Module, data: SessionData, train: TrainConfig, seed: int = 0,
-                        validate: Callable[[nn.Module], float] | None = None,
-                        progress: Callable[[int, int, float], None] | None = None,
-                        checkpoint_dir: Path | None = None) -> dict:
-    """Train `model` in this process on the training split of `data`; returns the history (loss per epoch, seconds).
-
-    `validate(model) -> score` (higher is better) is called after each epoch when given; the best
-    epoch's weights are restored at the end and early stopping follows `early_stopping_patience`.
-    With `checkpoint_dir`, a checkpoint is written after every epoch and training resumes from the
-    latest one found there.
-    """
-    io = LocalSessionIO(resolve_device(train.device), checkpoint_dir, train.checkpoints_to_keep, progress)
-    history = run_session_loop(model, data, train, seed, io, validate)
-    history["mode"] = "single_process"
-    return history
-
-
-def save_model(model: nn.Module, cfg: ModelConfig, out: Path, history: dict | None = None) -> None:
-    """`model.pt` (state dict) and `model.json` (its ModelConfig) under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
-    (out / "model.json").write_text(json.dumps({"model": cfg.model_dump(mode="json"), "history": history or {}},
-                                               indent=2, sort_keys=True) + "\n")
-
-
-def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild a saved session model for the catalogue of `data` (weights loaded with weights_only=True)."""
-    folder = Path(folder)
-    if not (folder / "model.json").exists() or not (folder / "model.pt").exists():
-        raise TrainingError(f"{folder}: no saved session model (model.json + model.pt); pass a folder written by `sparserec sessions train`.")
-    cfg = ModelConfig.model_validate(json.loads((folder / "model.json").read_text())["model"])
-    model = build_model(cfg, data)
-    state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
-    diff = state_dict_mismatch(model.state_dict(), state)
-    if diff:
-        raise TrainingError(f"{folder / 'model.pt'}: does not fit this catalogue ({diff}); "
-                            "evaluate with the sessions folder the model was trained on.")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise TrainingError(f"{folder / 'model.pt'}: does not fit this model ({' '.join(str(err).split())}); "
-                            "evaluate with the sessions folder the model was trained on.") from None
-    return model, cfg
-
-
-def state_dict_mismatch(expected: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], show: int = 3) -> str:
-    """What differs between a model's state dict and a saved one, in one line ("" when they fit).
-
-    Example:
-        >>> state_dict_mismatch({"w": torch.zeros(3, 2)}, {"w": torch.zeros(5, 2), "b": torch.zeros(2)})
-        'shape differs: w saved [5, 2], model [3, 2]; unexpected in the file: b'
-    """
-    def names(keys: list[str]) -> str:
-        return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
-
-    shapes = [k for k in expected if k in saved and tuple(saved[k].shape) != tuple(expected[k].shape)]
-    missing = [k for k in expected if k not in saved]
-    unexpected = [k for k in saved if k not in expected]
-    parts = []
-    if shapes:
-        parts.append("shape differs: " + "; ".join(f"{k} saved {list(saved[k].shape)}, model {list(expected[k].shape)}"
-                                                   for k in shapes[:show])
-                     + (f" and {len(shapes) - show} more" if len(shapes) > show else ""))
-    if missing:
-        parts.append(f"missing from the file: {names(missing)}")
-    if unexpected:
-        parts.append(f"unexpected in the file: {names(unexpected)}")
-    return "; ".join(parts)
-
 
 def _write_report(metrics: dict, history: dict, out: Path, k: int) -> None:
     """`report.md`: the test figures and the per-category table (the run report includes it)."""
-    from pipelines.sessions.evaluate import category_table
-
     o, c = metrics["overall"], metrics["cold"]
     lines = [f"# Session model `{metrics['model']}`", "",
              f"Trained {len(history.get('loss', []))} epoch(s) ({history.get('mode')}, {history.get('workers', 1)} worker(s)); "
@@ -208,13 +71,8 @@ def train_stage(inputs: Mapping[str, Path], out: Path, train: TrainConfig, seed:
                 bar.update(task, completed=epoch, description=f"{train.model.name} epoch {epoch}/{total} loss {loss:.3f}")
 
             return train_stage(inputs, out, train, seed, eval_positions, progress=update)
-    from pipelines.sessions.data import load_sessions
-    from pipelines.sessions.evaluate import evaluate_session_model
-
     out = Path(out)
     data = load_sessions(inputs["sessions"])
-    from pipelines.sessions.select import fit_selected
-
     model, history, train, selection = fit_selected(inputs, out, data, train, seed, progress)   # hybrid M2TRec or not
     metrics = evaluate_session_model(model, data, "test", positions=eval_positions, ks=train.eval_k,
                                      max_length=train.model.max_length, seed=seed)
