@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -77,6 +78,8 @@ def time_training(args, device: torch.device, batches, variants: dict[str, tuple
     from embeddings.dsl.rows import apply_remap, initial_remap, row_budget
 
     steps = args.update_every * (args.repeats + 1)
+    # cpu: the process's CPU time (all threads), which a busy machine's preemption does not inflate
+    clock = time.process_time if getattr(args, "clock", "wall") == "cpu" else time.perf_counter
     runs = {}
     for label, (mode, grad_steps) in variants.items():
         remap = None
@@ -107,17 +110,18 @@ def time_training(args, device: torch.device, batches, variants: dict[str, tuple
         for r in runs.values():
             tbe, dsl = r["tbe"], r["dsl"]
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             pooled = tbe(ids if r["remap"] is None else apply_remap(r["remap"], ids), offsets)
             if dsl is not None:
                 dsl.observe(kjt, pooled)
             pooled.backward(grad_out)
             stats = dsl.after_step(step) if dsl is not None else {"updated": False}
             _sync(device)
-            ms = (time.perf_counter() - t0) * 1e3
+            ms = (clock() - t0) * 1e3
             (r["updates"] if stats["updated"] else r["block"]).append(ms)
             if stats["updated"]:
-                r["last"] = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"]}
+                r["last"] = {"exchanged": stats["exchanged"], "active": stats["active"], "budget": stats["budget"],
+                             "full_scans": getattr(dsl, "full_scans", None)}
             if (step + 1) % args.update_every == 0:
                 if step >= args.update_every:  # the first block warms up
                     mean = statistics.fmean(r["block"])
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--modes", default="exact,lazy,row", help="comma list of DSL modes to time beside the plain TBE")
     p.add_argument("--rounds", type=int, default=1, help="rounds of (dense, dsl, dsl sampled) in lockstep, fresh tables each")
     p.add_argument("--profile", action="store_true", help="also time each DSL part alone")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or the process's CPU time (robust to other processes on a busy machine)")
     p.add_argument("--no-inference", action="store_true", help="skip the inference lookups")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "kernels.json")
     args = p.parse_args(argv)
@@ -277,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     offsets = torch.arange(0, args.batch * args.bag + 1, args.bag, dtype=torch.long)
     batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
 
-    print(f"device={device} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
+    print(f"device={device} clock={args.clock} load={os.getloadavg()[0]:.1f} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
           f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
     # the variants run in lockstep, so drifts of the machine's load hit all of them alike
     variants: dict[str, tuple[str | None, int | None]] = {"dense": (None, None)}
@@ -292,9 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
             runs[label]["step"] += r["step"]
             runs[label]["update"] += r["update"]
             dsl_last = r["last"] or dsl_last
-            print(f"  {label}: steps {['%.1f' % x for x in r['step']]} ms; updates +{['%.0f' % x for x in r['update']]} ms", flush=True)
+            scans = f"; full scans {r['last']['full_scans']}" if r["last"].get("full_scans") is not None else ""
+            print(f"  {label}: steps {['%.2f' % x for x in r['step']]} ms; updates +{['%.0f' % x for x in r['update']]} ms{scans}", flush=True)
     step_ms = {k: statistics.median(v["step"]) for k, v in runs.items()}
-    update_ms = {k: statistics.median(v["update"]) for k, v in runs.items() if v["update"]}
+    # the mean, not the median: lazy's update rebuilds its prune cache on some updates only
+    update_ms = {k: statistics.fmean(v["update"]) for k, v in runs.items() if v["update"]}
     dense_ms = step_ms["dense"]
     standalone_ms = float("nan") if args.no_update_alone else time_update_alone(args, device)
     parts = profile_dsl(args, device, batches) if args.profile else {}
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = infer["fp32"]
         for label, ms in infer.items():
             print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
-    result = {"device": str(device), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
+    result = {"device": str(device), "clock": args.clock, "load": os.getloadavg(), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
               "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every,
               "grad_steps": args.grad_steps, "rounds": args.rounds,
               "train_ms": {"step": step_ms, "update": update_ms, "blocks": runs, "prune_and_grow_alone": standalone_ms},

@@ -60,16 +60,16 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from embeddings.config import DSLConfig
-from embeddings.dsl.hooks import TableLookup, accumulate, mask_gradient, masked_grad, resolved, sampled_steps, table_lookups
+from embeddings.dsl.hooks import TableLookup, accumulate, mask_gradient, masked_grad, resolved, table_lookups
 from embeddings.dsl.masks import active_count, exchange_positions, frequency_mask, random_mask
 from embeddings.dsl.remask import Changes, gather_rows, is_distributed, remask_rows, unique_rows
-from embeddings.dsl.schedule import exchange_fraction
+from embeddings.dsl.steps import StepClock
 from embeddings.dsl.tables import DSLError, DSLTable, find_tables, live_bytes
 
 __all__ = ["DSLController"]
 
 
-class DSLController:
+class DSLController(StepClock):
     """Keeps every embedding table of a model sparse under one global budget of active weights.
 
     Args:
@@ -101,7 +101,7 @@ class DSLController:
         missing = [t for t in wanted if t not in found]
         if missing:
             raise DSLError(f"DSL tables {missing} are not in the model (tables found: {sorted(found)})")
-        self.cfg, self.total_steps = cfg, total_steps
+        StepClock.__init__(self, cfg, total_steps, seed)
         self.tables: dict[str, DSLTable] = {t: found[t] for t in wanted}
         self._feature_table = {f: t.name for t in self.tables.values() for f in t.features}
         densities = dict(densities or {})
@@ -120,15 +120,11 @@ class DSLController:
             self.grad_acc[name] = torch.zeros(t.rows, t.dim, dtype=torch.float32, device=device)
             self.budget += n
         self._touched: dict[str, list[TableLookup]] = {name: [] for name in self.tables}
-        self._seed = seed
-        self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
         for name, t in self.tables.items():
             if t.dense_param is not None:
                 mask_gradient(t.dense_param, self.masks[name])
         self.updates = 0
         self.exchanged_total = 0
-        self._since_update = 0
-        self._steps_done = 0
         self._apply_full_masks()
 
     # -- public API -------------------------------------------------------------------------
@@ -163,13 +159,9 @@ class DSLController:
         weights with gradient evidence are grown, and as many are pruned.
         """
         self._mask_touched_rows()
-        self._since_update += 1
-        self._steps_done = step + 1
-        stats: dict = {"step": step, "updated": False, "fraction": 0.0, "exchanged": 0, "budget": self.budget}
-        if (step + 1) % self.cfg.update_every != 0:
+        stats, fraction = self.tick(step, self.budget)
+        if fraction is None:
             return stats
-        self._since_update = 0
-        fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
         n = int(round(fraction * self.budget))
         moved = self._prune_and_grow(n) if n > 0 else 0
         for acc in self.grad_acc.values():
@@ -238,25 +230,6 @@ class DSLController:
         return export_dsl_tables(self.full_weights(), self.masks, serving=serving)
 
     # -- internals --------------------------------------------------------------------------
-
-    def _accumulates(self) -> bool:
-        """Whether this step's gradient magnitude is accumulated: inside the window (`cfg.grad_window`
-        steps before each update, or the whole interval), while the schedule still exchanges weights,
-        and, with `cfg.grad_steps = k`, on one seeded random step in each of k equal parts of the window."""
-        every, pos = self.cfg.update_every, self._since_update
-        span = every if self.cfg.grad_window is None else min(self.cfg.grad_window, every)
-        if pos < every - span:
-            return False
-        # once the schedule has ended no update exchanges anything: stop accumulating
-        interval = self._steps_done // every
-        if exchange_fraction((interval + 1) * every, self.total_steps, self.cfg) <= 0:
-            return False
-        k = self.cfg.grad_steps
-        if k is None or k >= span:
-            return True
-        if self._sampled[0] != interval:
-            self._sampled = (interval, sampled_steps(every - span, span, k, self._seed, interval))
-        return pos in self._sampled[1]
 
     def _device(self, table: DSLTable) -> torch.device:
         """Where a table's mask lives: beside its local shards (a rank may hold none of a table)."""

@@ -46,9 +46,10 @@ class TableLookup:
 
 @torch.no_grad()
 def table_lookups(kjt, pooled, tables: Mapping[str, DSLTable], feature_table: Mapping, masks: Mapping[str, Tensor],
-                  collect_remask: bool = True) -> list[TableLookup]:
+                  collect_remask: bool = True, grad_masks: bool = True) -> list[TableLookup]:
     """Per DSL table in the batch: its ids and where their gradients come from (cheap slicing only).
-    `collect_remask=False` (lazy mode) skips collecting the ids of multi-id bags for re-masking."""
+    `collect_remask=False` skips collecting the ids of multi-id bags for re-masking, `grad_masks=False`
+    the one-id bags' gradient masks (lazy mode: evidence only)."""
     if not isinstance(pooled, Tensor):
         keys, dims = pooled.keys(), pooled.length_per_key()
         positions = {k: i for i, k in enumerate(kjt.keys())}
@@ -69,7 +70,8 @@ def table_lookups(kjt, pooled, tables: Mapping[str, DSLTable], feature_table: Ma
             fids, lens = values[lo:hi], lengths[p * stride:(p + 1) * stride]
             ids.append(fids)
             feats.append((col, dim, lens, weights[lo:hi] if weights is not None else None))
-            split_bags(tables[table], masks[table], col, dim, fids, lens, gmasks, remask if collect_remask else None)
+            if grad_masks:
+                split_bags(tables[table], masks[table], col, dim, fids, lens, gmasks, remask if collect_remask else None)
         col += dim
     return [TableLookup(table, _cat(ids, ids[0]), feats, tables[table].pooling == "mean", gmasks, _cat(remask, ids[0]))
             for table, (ids, feats, gmasks, remask) in parts.items()]
