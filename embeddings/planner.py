@@ -42,7 +42,6 @@ from embeddings.dsl.rows import row_budget
 from embeddings.errors import BudgetError, FeatureSpecError, UnknownMethodError
 from embeddings.spec import EmbeddingPlan, TableSpec
 
-EMBEDDING_ROLES = {"categorical", "multi_valued", "item_id", "user_id", "item", "user", "sparse", "id"}
 NOT_EMBEDDED_ROLES = {"dense", "numeric", "label", "timestamp", "session_id"}
 MIN_ROWS = 2  # the vocab's reserved ids 0 (missing) and 1 (unknown)
 

@@ -24,7 +24,6 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -306,9 +305,3 @@ def equal_shares(path: Path, columns: list[str], world: int) -> list[pa.Table]:
 def count_rows(path: Path) -> int:
     """Rows of a Parquet folder from the file footers (no data read)."""
     return sum(pads.dataset(f, format="parquet").count_rows() for f in parquet_files(path))
-
-
-def label_mean(path: Path, label: str) -> float:
-    """Observed positive rate of a split (used for the output bias initialisation and reports)."""
-    t = pads.dataset(str(path), format="parquet").to_table(columns=[label])
-    return float(pc.mean(t.column(label).cast(pa.float64())).as_py() or 0.0)

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from torch import nn
 from embeddings.spec import EmbeddingPlan
 from pipelines.ctr.batches import EncodedSchema, batch_spec, parquet_batches, parquet_files, split_path
 from pipelines.ctr.checkpoint import load_weights
-from pipelines.runtime.config import TrainConfig
-from pipelines.ctr.model import build_ctr_model
-from pipelines.runtime.distributed import resolve_device
 from pipelines.ctr.metrics import calibration, slice_auc, summary
+from pipelines.ctr.model import LR_DIM, build_ctr_model
+from pipelines.runtime.config import TrainConfig
+from pipelines.runtime.distributed import resolve_device
+from pipelines.runtime.errors import EncodedDataError
 
 
 def load_model(checkpoint: Path, plan: EmbeddingPlan, dense_in: int, cfg: TrainConfig) -> nn.Module:
@@ -77,7 +79,10 @@ def table_bytes(plan: EmbeddingPlan) -> list[dict[str, Any]]:
 
 def evaluate_run(checkpoint: Path, vocab: Path, plan: EmbeddingPlan, cfg: TrainConfig,
                  splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
-    """Metrics of the checkpoint's model on `splits`, with calibration bins and slice AUCs."""
+    """Metrics of the checkpoint's model on `splits`, with calibration bins and slice AUCs.
+
+    A split the vocab stage wrote no rows for (e.g. `test_share: 0`) is left out and named, with the reason, under
+    `skipped_splits`; any other problem reading a split is raised."""
     vocab = Path(vocab)
     schema = EncodedSchema.load(vocab / "schema.json")
     device = resolve_device(cfg.device)
@@ -87,7 +92,8 @@ def evaluate_run(checkpoint: Path, vocab: Path, plan: EmbeddingPlan, cfg: TrainC
     for s in splits:
         try:
             path = split_path(vocab / "encoded", s)
-        except Exception:
+        except EncodedDataError as err:  # no Parquet rows in this split
+            out.setdefault("skipped_splits", {})[s] = str(err)
             continue
         spec = batch_spec(schema, plan, source=str(path))
         y, p = predict(model, path, spec, cfg.batch_size, device)
@@ -100,10 +106,6 @@ def evaluate_run(checkpoint: Path, vocab: Path, plan: EmbeddingPlan, cfg: TrainC
                 per_feature[f] = slice_auc(y, p, values, top=5, min_rows=max(20, len(y) // 200))
         out["slices"][s] = per_feature
     if cfg.model.name == "lr":  # LR keeps its own dense tables of LR_DIM columns, whatever the plan's methods
-        from dataclasses import replace
-
-        from pipelines.ctr.model import LR_DIM
-
         plan = EmbeddingPlan(tables=[replace(t, dim=LR_DIM, method="dense", params={}, bytes=t.rows * LR_DIM * 4)
                                      for t in plan.tables])
     out["tables"] = table_bytes(plan)
