@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +129,6 @@ class LocalIO:
     def save(self, name: str, writer: Callable[[Path], None], metrics: dict, best: str | None = None) -> str:
         """Publish a checkpoint; keep the newest `checkpoints_to_keep` and the best validation epoch's (`best`)."""
         return str(publish(self.ckpt_dir, name, writer, self.job.train.checkpoints_to_keep, "step_*", protect=best))
-
-    def checkpoint_path(self, name: str) -> str:
-        return str(self.ckpt_dir / name)
 
     def progress(self, info: dict) -> None:
         if self.on_progress is not None:
@@ -271,133 +269,193 @@ def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) 
     return path
 
 
-def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
-    """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
-    cfg = job.train
-    rank, world = io.rank, io.world
-    device = io.device
-    per_worker = max(job.global_batch // world, 1)
-    torch.manual_seed(job.seed)
-    train_spec, val_spec = job.spec("train"), job.spec("validation")
-    model = build_ctr_model(job.plan, len(train_spec.dense), cfg.model)
-    model = shard_model(model, job.embeddings, device)
-    opt = dense_optimizer(model, cfg.dense_learning_rate, cfg.dense_optimizer)
-    dense_params = [p for g in opt.param_groups for p in g["params"]]
-    total = cfg.max_steps or job.steps_per_epoch * cfg.epochs
-    dsl = _dsl_controller(model, job, total)
-    state = TrainState()
-    restored = io.restore_dir()
-    if restored is not None:
-        state, dsl_state = read_checkpoint(restored, model, opt)
-        state.history.setdefault("resumed_from", []).append(state.step)
-        if dsl is not None and dsl_state:
-            dsl.load_state_dict(dsl_state)
+TIMERS = ("data", "first_batch", "step", "step_cpu", "checkpoint", "validation")
 
-    def stats() -> dict:
-        # Ray Train V2 keeps the metrics of the last checkpoint report, so every report carries the run's figures
-        import resource
 
-        return {"step": state.step, "epoch": state.epoch, "examples": examples, "seconds": time.perf_counter() - t0,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                **{f"seconds_{k}": round(v, 3) for k, v in timers.items()}}
+class _Clock:
+    """Where a worker's time goes, in seconds: `data` waiting for batches (`first_batch`: the part before each
+    epoch's first batch, i.e. the input pipeline's start-up); `step` forward/backward/optimizer only; `step_cpu` the
+    CPU time this thread got during the steps (`step - step_cpu` is time spent waiting for a core: other processes,
+    Ray's own); `checkpoint`; `validation`."""
 
-    saved_steps: set[int] = set()
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds = dict.fromkeys(TIMERS, 0.0)
 
-    def checkpoint_name() -> str:
-        # names are unique per run (Ray requires it): an epoch end on a checkpoint step gets a suffix that sorts later
-        return f"step_{state.step:08d}" + ("_epoch" if state.step in saved_steps else "")
+    def add(self, timer: str, seconds: float) -> None:
+        self.seconds[timer] += seconds
 
-    def checkpoint(metrics: dict, name: str | None = None, best: bool = False) -> str:
-        writer = lambda folder: write_checkpoint(folder, model, opt, state, dsl.state_dict() if dsl else None)  # noqa: E731
-        name = name or checkpoint_name()
-        saved_steps.add(state.step)
-        keep = float(state.step) + (BEST_BONUS if best else 0.0)
-        return io.save(name, writer, {**metrics, **stats(), KEEP_ORDER: keep}, best=state.best_checkpoint)
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
 
-    out = job.work_dir  # a diverged batch is kept where a failed attempt does not remove it
-    out.mkdir(parents=True, exist_ok=True)
-    # a run restored at its end takes no step: its result is the checkpoint it was restored from
-    last_ckpt: str | None = str(restored) if restored is not None else None
-    examples, t0 = 0, time.perf_counter()
-    # data: waiting for batches (first_batch: the part spent before each epoch's first batch, i.e. the
-    # input pipeline's start-up); step: forward/backward/optimizer only; step_cpu: the CPU time this thread got
-    # during the steps (step - step_cpu is time spent waiting for a core: other processes, Ray's own)
-    timers = {"data": 0.0, "first_batch": 0.0, "step": 0.0, "step_cpu": 0.0, "checkpoint": 0.0, "validation": 0.0}
-    loss_acc, loss_n = 0.0, 0
-    model.train()
-    while state.epoch < cfg.epochs and not state.stopping.stopped and not (cfg.max_steps and state.step >= cfg.max_steps):
-        tick = time.perf_counter()
-        first = True
-        for batch in io.train_batches(train_spec, per_worker, skip=state.batch, epoch=state.epoch):
-            fetched, fetched_cpu = time.perf_counter(), time.thread_time()
-            timers["data"] += fetched - tick
-            if first:
-                timers["first_batch"] += fetched - tick
-                first = False
-            if cfg.max_steps and state.step >= cfg.max_steps:
+    def figures(self) -> dict[str, float]:
+        return {f"seconds_{k}": round(v, 3) for k, v in self.seconds.items()}
+
+
+class _Training:
+    """One worker's run of the loop: everything it needs is built in `__init__` (model sharded with DMP, dense
+    optimizer, DSL controller, state restored from the last checkpoint), then `run()` goes epoch by epoch."""
+
+    def __init__(self, job: LoopJob, io: LocalIO | RayIO) -> None:
+        self.job, self.io, self.cfg = job, io, job.train
+        self.per_worker = max(job.global_batch // io.world, 1)
+        torch.manual_seed(job.seed)
+        self.train_spec, self.val_spec = job.spec("train"), job.spec("validation")
+        model = build_ctr_model(job.plan, len(self.train_spec.dense), self.cfg.model)
+        self.model = shard_model(model, job.embeddings, io.device)
+        self.opt = dense_optimizer(self.model, self.cfg.dense_learning_rate, self.cfg.dense_optimizer)
+        self.dense_params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.total = self.cfg.max_steps or job.steps_per_epoch * self.cfg.epochs
+        self.dsl = _dsl_controller(self.model, job, self.total)
+        self.state = TrainState()
+        restored = io.restore_dir()
+        if restored is not None:
+            self.state, dsl_state = read_checkpoint(restored, self.model, self.opt)
+            self.state.history.setdefault("resumed_from", []).append(self.state.step)
+            if self.dsl is not None and dsl_state:
+                self.dsl.load_state_dict(dsl_state)
+        # a run restored at its end takes no step: its result is the checkpoint it was restored from
+        self.last_ckpt: str | None = str(restored) if restored is not None else None
+        self.saved_steps: set[int] = set()
+        job.work_dir.mkdir(parents=True, exist_ok=True)  # a diverged batch is kept where a failed attempt leaves it
+        self.examples, self.clock = 0, _Clock()
+        self.loss_sum, self.loss_n, self.last_loss = 0.0, 0, float("nan")
+
+    def at_max_steps(self) -> bool:
+        return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
+
+    def run(self) -> LoopResult:
+        """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
+        self.model.train()
+        while self.state.epoch < self.cfg.epochs and not self.state.stopping.stopped and not self.at_max_steps():
+            diverged = self.train_epoch()
+            if diverged is not None:
+                return LoopResult(self.state, self.last_ckpt, diverged=diverged, seconds=self.clock.elapsed(),
+                                  examples=self.examples)
+            self.end_epoch()
+            if self.at_max_steps():
                 break
-            plant_failure(cfg.fail_at_step, state.step + 1, rank, world, job.work_dir, ray=isinstance(io, RayIO))
-            batch = batch.to(device, non_blocking=True)
-            logits = model(batch.dense, batch.sparse)
-            loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
-            local = float(loss.detach())
-            shown = global_mean(loss.detach(), world) if world > 1 else local
-            if not math.isfinite(shown):
-                where = _save_bad_batch(batch, out, state.step + 1, rank, local) if not math.isfinite(local) else None
-                msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
-                       f"{state.batch}); the batch is saved{' in ' + str(where) if where else ' by the failing worker'}; "
-                       "lower training.dense_learning_rate / embeddings.learning_rate or check the inputs")
-                if isinstance(io, RayIO):  # reported with a marker checkpoint so the driver's Result carries it
-                    io.save(f"diverged_{state.step + 1:08d}", lambda f: (f / "diverged.txt").write_text(msg),
-                            {**stats(), "diverged": msg})
-                return LoopResult(state, last_ckpt, diverged=msg, seconds=time.perf_counter() - t0, examples=examples)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(dense_params, cfg.grad_clip_norm)
-            opt.step()
-            if dsl is not None:
-                update = dsl.after_step(state.step)
-                if update["updated"]:
-                    state.history.setdefault("dsl", []).append(  # steps counted from 1, as in "train"
-                        {"step": state.step + 1, **{k: update[k] for k in ("fraction", "scheduled", "exchanged", "active", "budget",
-                                                              "embedding_bytes") if k in update}})
-            state.step += 1
-            state.batch += 1
-            examples += len(batch) * world
-            loss_acc, loss_n = loss_acc + shown, loss_n + 1
-            if state.step % cfg.log_every == 0:
-                state.history["train"].append({"step": state.step, "epoch": state.epoch, "loss": loss_acc / loss_n})
-                loss_acc, loss_n = 0.0, 0
-                io.progress({"step": state.step, "total": total, "epoch": state.epoch, "loss": shown,
-                             "examples_per_s": examples / max(time.perf_counter() - t0, 1e-9)})
+        return LoopResult(self.state, self.last_ckpt, seconds=self.clock.elapsed(), examples=self.examples,
+                          extra=self.clock.figures())
+
+    def train_epoch(self) -> str | None:
+        """The steps of one epoch from the current position (a checkpoint every `checkpoint_every` steps); the
+        message when the loss diverged."""
+        tick, first = time.perf_counter(), True
+        batches = self.io.train_batches(self.train_spec, self.per_worker, skip=self.state.batch, epoch=self.state.epoch)
+        for batch in batches:
+            fetched, fetched_cpu = time.perf_counter(), time.thread_time()
+            self.clock.add("data", fetched - tick)
+            if first:
+                self.clock.add("first_batch", fetched - tick)
+                first = False
+            if self.at_max_steps():
+                break
+            diverged = self.step(batch)
+            if diverged is not None:
+                return diverged
             tock = time.perf_counter()
-            timers["step"] += tock - fetched
-            timers["step_cpu"] += time.thread_time() - fetched_cpu
-            if state.step % cfg.checkpoint_every == 0:
-                last_ckpt = checkpoint({"loss": shown})
+            self.clock.add("step", tock - fetched)
+            self.clock.add("step_cpu", time.thread_time() - fetched_cpu)
+            if self.state.step % self.cfg.checkpoint_every == 0:
+                self.last_ckpt = self.checkpoint({"loss": self.last_loss})
             tick = time.perf_counter()
-            timers["checkpoint"] += tick - tock
-        # end of epoch (or of max_steps): validate, early stopping, checkpoint
+            self.clock.add("checkpoint", tick - tock)
+        return None
+
+    def step(self, batch: Batch) -> str | None:
+        """One training step (the planted failure first); the message when the loss is not finite."""
+        cfg, state, world = self.cfg, self.state, self.io.world
+        plant_failure(cfg.fail_at_step, state.step + 1, self.io.rank, world, self.job.work_dir, ray=isinstance(self.io, RayIO))
+        batch = batch.to(self.io.device, non_blocking=True)
+        loss = F.binary_cross_entropy_with_logits(self.model(batch.dense, batch.sparse), batch.labels)
+        local = float(loss.detach())
+        shown = global_mean(loss.detach(), world) if world > 1 else local
+        if not math.isfinite(shown):
+            return self.diverged(batch, shown, local)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.dense_params, cfg.grad_clip_norm)
+        self.opt.step()
+        if self.dsl is not None:
+            self.dsl_update()
+        state.step += 1
+        state.batch += 1
+        self.examples += len(batch) * world
+        self.last_loss = shown
+        self.loss_sum, self.loss_n = self.loss_sum + shown, self.loss_n + 1
+        if state.step % cfg.log_every == 0:
+            state.history["train"].append({"step": state.step, "epoch": state.epoch, "loss": self.loss_sum / self.loss_n})
+            self.loss_sum, self.loss_n = 0.0, 0
+            self.io.progress({"step": state.step, "total": self.total, "epoch": state.epoch, "loss": shown,
+                              "examples_per_s": self.examples / max(self.clock.elapsed(), 1e-9)})
+        return None
+
+    def dsl_update(self) -> None:
+        """The DSL controller's update after a step, recorded in the history when it changed the masks."""
+        update = self.dsl.after_step(self.state.step)
+        if update["updated"]:
+            keys = ("fraction", "scheduled", "exchanged", "active", "budget", "embedding_bytes")
+            self.state.history.setdefault("dsl", []).append(  # steps counted from 1, as in "train"
+                {"step": self.state.step + 1, **{k: update[k] for k in keys if k in update}})
+
+    def diverged(self, batch: Batch, shown: float, local: float) -> str:
+        """The one-line message of a non-finite loss; the batch is saved by the worker(s) whose own loss it is."""
+        state, rank = self.state, self.io.rank
+        where = _save_bad_batch(batch, self.job.work_dir, state.step + 1, rank, local) if not math.isfinite(local) else None
+        msg = (f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
+               f"{state.batch}); the batch is saved{' in ' + str(where) if where else ' by the failing worker'}; "
+               "lower training.dense_learning_rate / embeddings.learning_rate or check the inputs")
+        if isinstance(self.io, RayIO):  # reported with a marker checkpoint so the driver's Result carries it
+            self.io.save(f"diverged_{state.step + 1:08d}", lambda f: (f / "diverged.txt").write_text(msg),
+                         {**self.stats(), "diverged": msg})
+        return msg
+
+    def end_epoch(self) -> None:
+        """Validate (AUC, log loss), update early stopping, move to the next epoch and checkpoint."""
+        state, cfg = self.state, self.cfg
         tick = time.perf_counter()
-        y, p = evaluate_split(model, io.val_batches(val_spec, per_worker), device, world)
-        timers["validation"] += time.perf_counter() - tick
+        y, p = evaluate_split(self.model, self.io.val_batches(self.val_spec, self.per_worker), self.io.device, self.io.world)
+        self.clock.add("validation", time.perf_counter() - tick)
         val = {"epoch": state.epoch, "step": state.step, "auc": auc(y, p), "log_loss": log_loss(y, p) if len(y) else float("nan")}
         state.history["validation"].append(val)
-        name = checkpoint_name()
+        name = self.checkpoint_name()
         improved = state.stopping.update(state.epoch, val["auc"], cfg.early_stopping_patience, cfg.early_stopping_min_delta)
         if improved:
             state.best_checkpoint = name
-        if not (cfg.max_steps and state.step >= cfg.max_steps):
+        if not self.at_max_steps():
             state.epoch, state.batch = state.epoch + 1, 0
-        io.progress({"step": state.step, "total": total, "epoch": state.epoch, "val_auc": val["auc"]})
+        self.io.progress({"step": state.step, "total": self.total, "epoch": state.epoch, "val_auc": val["auc"]})
         tick = time.perf_counter()
-        last_ckpt = checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]}, name, best=improved)
-        timers["checkpoint"] += time.perf_counter() - tick
-        if cfg.max_steps and state.step >= cfg.max_steps:
-            break
-    return LoopResult(state, last_ckpt, seconds=time.perf_counter() - t0, examples=examples,
-                      extra={f"seconds_{k}": round(v, 3) for k, v in timers.items()})
+        self.last_ckpt = self.checkpoint({"val_auc": val["auc"], "val_log_loss": val["log_loss"]}, name, best=improved)
+        self.clock.add("checkpoint", time.perf_counter() - tick)
+
+    def checkpoint_name(self) -> str:
+        """Unique per run (Ray requires it): an epoch end on a checkpoint step gets a suffix that sorts later."""
+        return f"step_{self.state.step:08d}" + ("_epoch" if self.state.step in self.saved_steps else "")
+
+    def checkpoint(self, metrics: dict, name: str | None = None, best: bool = False) -> str:
+        """Save a checkpoint (`io.save`) with the run's figures; `best` marks the new best epoch's (see `KEEP_ORDER`)."""
+        dsl_state = self.dsl.state_dict() if self.dsl is not None else None
+        name = name or self.checkpoint_name()
+        self.saved_steps.add(self.state.step)
+        keep = float(self.state.step) + (BEST_BONUS if best else 0.0)
+        return self.io.save(name, lambda folder: write_checkpoint(folder, self.model, self.opt, self.state, dsl_state),
+                            {**metrics, **self.stats(), KEEP_ORDER: keep}, best=self.state.best_checkpoint)
+
+    def stats(self) -> dict:
+        """The run's figures so far (Ray Train V2 keeps the metrics of the last checkpoint report, so every report
+        carries them)."""
+        return {"step": self.state.step, "epoch": self.state.epoch, "examples": self.examples,
+                "seconds": self.clock.elapsed(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                **{f"seconds_{k}": round(v, 3) for k, v in self.clock.seconds.items()}}
+
+
+def run_loop(job: LoopJob, io: LocalIO | RayIO) -> LoopResult:
+    """Train until the epochs, `max_steps` or early stopping end it; checkpoint along the way."""
+    return _Training(job, io).run()
 
 
 def train_loop_per_worker(config: dict) -> None:
