@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, NamedTuple
 
 from features.config import DatasetConfig, IngestConfig, ItemTableConfig
 from features.errors import DataError
@@ -142,6 +143,58 @@ def _read_parquet(spark, path: Path, specs: dict[str, tuple[str, ColumnSpec]], w
     return parsed, columns, rows_in
 
 
+class ParsedRows(NamedTuple):
+    """Rows read through the ingest rules: a Spark frame of `file`, `line`, the typed columns and
+    `reason` (null for a good row, else why it is quarantined), the file's columns, data rows read."""
+
+    df: Any
+    columns: list[str]
+    rows_in: int
+
+
+@dataclass
+class IngestCounts:
+    """What a read through the ingest rules took in, kept and quarantined (by reason kind); they reconcile."""
+
+    rows_in: int
+    rows_ok: int
+    rows_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def read_rows(spark, path: Path, dataset: DatasetConfig, specs: dict[str, tuple[str, ColumnSpec]] | None = None,
+              where: str = "dataset") -> ParsedRows:
+    """Parse the file(s) at `path` in `dataset`'s format with its ingest rules (`specs`, default
+    `dataset_column_specs(dataset)`): every line becomes a row, a bad one with its `reason`.
+
+    Example:
+        >>> rows = read_rows(spark, Path("day2.tsv.gz"), run_config.dataset)   # doctest: +SKIP
+        >>> rows.df.where("reason IS NULL").count() <= rows.rows_in               # doctest: +SKIP
+        True
+    """
+    specs = dataset_column_specs(dataset) if specs is None else specs
+    return ParsedRows(*_read_table(spark, Path(path), dataset.format, dataset.delimiter, dataset.header,
+                                   dataset.columns, specs, where))
+
+
+def quarantine_and_count(spark, name: str, rows_in: int, bad, data: Path, quarantine: Path) -> IngestCounts:
+    """Write the `bad` rows (a frame with `reason`) to `quarantine` (`file`, `line`, `raw`, `reason`), count
+    the good rows already written to `data`, and check `rows_in == rows_ok + rows_quarantined`.
+
+    Example:
+        >>> c = quarantine_and_count(spark, "day2.tsv", rows.rows_in, rows.df.where("reason IS NOT NULL"),
+        ...                          out / "data", out / "quarantine")              # doctest: +SKIP
+        >>> c.rows_in == c.rows_ok + c.rows_quarantined                              # doctest: +SKIP
+        True
+    """
+    _write_quarantine(bad, quarantine)
+    ok = spark.read.parquet(str(data)).count()
+    reasons = _reasons(spark, quarantine)
+    counts = IngestCounts(rows_in, ok, sum(reasons.values()), reasons)
+    _check_balance(name, rows_in, ok, counts.rows_quarantined)
+    return counts
+
+
 def _write_quarantine(bad, out: Path) -> None:
     bad.select(*QUARANTINE_COLUMNS).repartition(1).sortWithinPartitions("file", "line").write.mode("overwrite").parquet(str(out))
 
@@ -221,8 +274,7 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
         from features.side_tables import count_unmatched, join_side_tables, split_specs, table_columns
 
         specs, per_table = split_specs(dataset, specs, {t.name: table_columns(t) for t in dataset.tables})
-    parsed, columns, rows_in = _read_table(spark, raw_path, dataset.format, dataset.delimiter, dataset.header,
-                                           dataset.columns, specs, "dataset")
+    parsed, columns, rows_in = read_rows(spark, raw_path, dataset, specs)
     ts = dataset.roles.timestamp
     order = ([ts] if ts else []) + ["file", "line"]
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # read by the data, quarantine and range-sample passes
@@ -236,13 +288,10 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
         count_unmatched(good, dataset, tables)
     (good.repartitionByRange(cfg.partitions, *order).sortWithinPartitions(*order)
      .select(*columns).write.mode("overwrite").parquet(str(out / "data")))
-    _write_quarantine(parsed.where(F.col("reason").isNotNull()), out / "quarantine")
+    counts = quarantine_and_count(spark, str(raw_path), rows_in, parsed.where(F.col("reason").isNotNull()),
+                                  out / "data", out / "quarantine")
     parsed.unpersist()
-
-    rows_ok = spark.read.parquet(str(out / "data")).count()
-    reasons = _reasons(spark, out / "quarantine")
-    rows_bad = sum(reasons.values())
-    _check_balance(str(raw_path), rows_in, rows_ok, rows_bad)
+    rows_ok, rows_bad, reasons = counts.rows_ok, counts.rows_quarantined, counts.reasons
     _check_share(spark, raw_path, rows_in, rows_bad, out / "quarantine", cfg, dataset.roles.label)
     _check_positive_labels(spark, out / "data", dataset)
     summary = {"rows_in": rows_in, "rows_ok": rows_ok, "rows_quarantined": rows_bad, "rows_out": rows_ok,
@@ -271,11 +320,9 @@ def _ingest_items(spark, path: Path, items: ItemTableConfig, out: Path, cfg: Ing
         .otherwise(F.col("reason")))
     (parsed.where(F.col("reason").isNull()).repartition(1).sortWithinPartitions("file", "line")
      .select(*columns).write.mode("overwrite").parquet(str(out / "items")))
-    _write_quarantine(parsed.where(F.col("reason").isNotNull()), out / "quarantine_items")
-    ok = spark.read.parquet(str(out / "items")).count()
-    reasons = _reasons(spark, out / "quarantine_items")
-    bad = sum(reasons.values())
-    _check_balance(str(path), rows_in, ok, bad)
+    c = quarantine_and_count(spark, str(path), rows_in, parsed.where(F.col("reason").isNotNull()),
+                             out / "items", out / "quarantine_items")
+    ok, bad, reasons = c.rows_ok, c.rows_quarantined, c.reasons
     _check_share(spark, path, rows_in, bad, out / "quarantine_items", cfg, where="dataset.items")
     return {"items_rows_in": rows_in, "items_rows_ok": ok, "items_rows_quarantined": bad,
             "items_quarantine_reasons": reasons}

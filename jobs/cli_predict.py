@@ -1,8 +1,11 @@
 """`sparserec predict`: score new raw rows with a finished run's exported model.
 
+The input is read with the format and column roles of the config the run kept (`<run>/config.yaml`,
+written by `sparserec run`); `--config FILE` reads another one instead.
+
 Example:
-    $ sparserec predict --run runs/sample-ctr --config configs/sample_ctr.yaml --input data/day2.tsv.gz --output out/day2
-    $ sparserec predict --run runs/sample-ctr --config configs/sample_ctr.yaml --input day2/ --output out/day2-int4 --serving int4
+    $ sparserec predict --run runs/sample-ctr --input data/day2.tsv.gz --output out/day2
+    $ sparserec predict --run runs/sample-ctr --input day2/ --output out/day2-int4 --serving int4
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ from rich.console import Console
 from features.errors import UserError
 
 console = Console(stderr=True)
-CONFIG_SNAPSHOTS = ("config.yaml", "config.json", "run.yaml")
 
 
 def run_dataset(run: Path, config: Path | None):
-    """The dataset declaration (format and column roles) of `run`: from `--config`, or a config the run kept."""
-    from jobs.config import load_config
+    """The run config of `run` (its dataset's format and column roles): `--config`, else `<run>/config.yaml`."""
+    from jobs.config import CONFIG_SNAPSHOT, load_config
 
     if config is None:
-        config = next((run / n for n in CONFIG_SNAPSHOTS if (run / n).exists()), None)
-        if config is None:
-            raise UserError(f"--run {run}: the run folder keeps no config ({', '.join(CONFIG_SNAPSHOTS)}); pass the "
-                            "run's config with --config FILE so the input is read with its format and column roles.")
+        config = run / CONFIG_SNAPSHOT
+        if not config.exists():
+            raise UserError(f"--run {run}: no {CONFIG_SNAPSHOT} (runs before this version kept none); re-run "
+                            "`sparserec run --config FILE` once (finished stages are skipped, it writes the file) "
+                            "or pass the run's config with --config FILE.")
     cfg = load_config(config, check_paths=False)
     if cfg.dataset.kind != "ctr":
         raise UserError(f"{config}: dataset.kind is '{cfg.dataset.kind}'; predict scores CTR runs.")
@@ -37,7 +40,8 @@ def predict_cmd(
     run: Path = typer.Option(..., "--run", help="a finished CTR run folder (train/model/, vocab/)"),
     input_path: Path = typer.Option(..., "--input", help="raw rows: a file or a folder of files, in the run's format"),
     output: Path = typer.Option(..., "--output", help="new folder for predictions/, quarantine/, summary.json (+ metrics.json, report.md)"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="the run's config (format and column roles of the input)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="a config whose dataset format and column roles read "
+                                       "the input (default: the run's own config.yaml)"),
     serving: str = typer.Option("as-trained", help="as-trained (trained rows fp32 on FBGEMM: the run's test AUC) | fp32 | "
                                 "fp16 | int8 | int4 (every table) | exported (embeddings.pt as planned) | eager (PyTorch)"),
     label: str | None = typer.Option(None, help="the input's label column (default: the dataset's label, when present)"),

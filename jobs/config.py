@@ -276,3 +276,22 @@ def load_config(path: str | Path, check_paths: bool = True) -> RunConfig:
     if data is None:
         raise ConfigError(f"{path}: the file is empty; it needs at least a 'dataset' section.")
     return parse_config(data, str(path), path.parent.resolve(), check_paths)
+
+
+CONFIG_SNAPSHOT = "config.yaml"  # the config a run ran with, kept in its folder (read by `sparserec predict --run`)
+
+
+def save_config(cfg: RunConfig, run_dir: Path) -> Path:
+    """Keep `cfg` as `<run_dir>/config.yaml`: the keys the user set, with paths resolved to absolute ones,
+    so `load_config` on it gives the same resolved config wherever the run folder is read from.
+
+    Example:
+        >>> save_config(load_config("configs/sample_ctr.yaml"), Path("runs/sample-ctr"))   # doctest: +SKIP
+        PosixPath('runs/sample-ctr/config.yaml')
+    """
+    path = Path(run_dir) / CONFIG_SNAPSHOT
+    text = yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("# the config this run last ran with (paths resolved); `sparserec predict --run` reads it\n" + text)
+    tmp.replace(path)
+    return path

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from features.config import DatasetConfig
 from features.errors import DataError
-from features.ingest import _check_balance, _read_table, _reasons, _write_quarantine, dataset_column_specs
-from features.readers import LABEL, ColumnSpec, TextLayout, list_files
+from features.ingest import dataset_column_specs, label_spec, quarantine_and_count, read_rows
+from features.readers import TextLayout, list_files
 
 KEY = ["file", "line"]
 
@@ -73,7 +73,8 @@ def input_specs(dataset: DatasetConfig, columns: list[str], label: str | None) -
     used when the input has that column."""
     specs = dict(dataset_column_specs(dataset))
     role = dataset.roles.label
-    rule = specs.pop(role)[1] if role in specs else ColumnSpec(LABEL, required=True)  # 0/1, threshold or positive values
+    specs.pop(role, None)
+    rule = label_spec(dataset)  # the ingest stage's label rule: 0/1, threshold or positive values
     if label is not None and label not in columns:
         raise DataError(f"--label {label}: no such column in the input ({', '.join(columns[:12])}); "
                         "name the input's label column or leave --label out.")
@@ -91,8 +92,7 @@ def parse_input(spark, path: Path, dataset: DatasetConfig, out: Path, keep: list
     out = Path(out)
     columns = header_columns(path, dataset)
     specs, label_col = input_specs(dataset, columns, label)
-    parsed, columns, rows_in = _read_table(spark, Path(path), dataset.format, dataset.delimiter, dataset.header,
-                                           dataset.columns, specs, "dataset")
+    parsed, columns, rows_in = read_rows(spark, Path(path), dataset, specs)
     missing = [c for c in keep if c not in columns]
     if missing:
         raise DataError(f"{path}: column '{missing[0]}', which the model reads, is not in the input "
@@ -101,10 +101,8 @@ def parse_input(spark, path: Path, dataset: DatasetConfig, out: Path, keep: list
     parsed = parsed.cache()
     (parsed.where(F.col("reason").isNull()).select(*wanted).orderBy(*KEY)
      .write.mode("overwrite").parquet(str(out / "parsed")))
-    _write_quarantine(parsed.where(F.col("reason").isNotNull()), out / "quarantine")
+    c = quarantine_and_count(spark, str(path), rows_in, parsed.where(F.col("reason").isNotNull()),
+                             out / "parsed", out / "quarantine")
     parsed.unpersist()
-    rows_ok = spark.read.parquet(str(out / "parsed")).count()
-    reasons = _reasons(spark, out / "quarantine")
-    bad = sum(reasons.values())
-    _check_balance(str(path), rows_in, rows_ok, bad)
-    return ParsedInput(out / "parsed", out / "quarantine", rows_in, rows_ok, bad, reasons, label_col, columns)
+    return ParsedInput(out / "parsed", out / "quarantine", c.rows_in, c.rows_ok, c.rows_quarantined, c.reasons,
+                       label_col, columns)
