@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.m2trec import M2TRec
 from pipelines.runtime.config import TrainConfig
 from pipelines.sessions.data import SessionData, load_sessions
 from pipelines.sessions.model import load_model
@@ -78,7 +77,7 @@ def evaluate_session_model(model: nn.Module, data: SessionData, split: str = "te
             top = scores.argmax(1)
             top1_cat_ok.append((cat[top] == cat[targets]).cpu())
             target_cat.append(cat[targets].cpu())
-        if isinstance(model, M2TRec):
+        if tasks and hasattr(model, "catalogue"):   # M2TRec task heads (also through ColdRankHybrid)
             for a, logits in tasks.items():
                 y = model.catalogue.categorical[a].to(device)[targets]
                 head_ok.setdefault(a, []).append((logits.argmax(1) == y).cpu())

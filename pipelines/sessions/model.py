@@ -19,6 +19,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from models.cold_ranks import ColdRankHybrid
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.m2trec import M2TRec, M2TRecConfig
 from models.popularity import Popularity
@@ -82,11 +83,14 @@ def hybrid_item_ids(cfg: ModelConfig, data: SessionData) -> bool:
 
 
 def save_model(model: nn.Module, cfg: ModelConfig, out: Path, history: dict | None = None) -> None:
-    """`model.pt` (state dict) and `model.json` (its ModelConfig) under `out`."""
+    """`model.pt` (state dict) and `model.json` (its ModelConfig; `cold_ranks: metadata-only` for a hybrid M2TRec
+    ranked with its metadata-only model, `models/cold_ranks.py`) under `out`."""
     out.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
-    (out / "model.json").write_text(json.dumps({"model": cfg.model_dump(mode="json"), "history": history or {}},
-                                               indent=2, sort_keys=True) + "\n")
+    saved = {"model": cfg.model_dump(mode="json"), "history": history or {}}
+    if isinstance(model, ColdRankHybrid):
+        saved["cold_ranks"] = "metadata-only"
+    (out / "model.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]:
@@ -94,8 +98,11 @@ def load_model(folder: Path, data: SessionData) -> tuple[nn.Module, ModelConfig]
     folder = Path(folder)
     if not (folder / "model.json").exists() or not (folder / "model.pt").exists():
         raise TrainingError(f"{folder}: no saved session model (model.json + model.pt); pass a folder written by `sparserec sessions train`.")
-    cfg = ModelConfig.model_validate(json.loads((folder / "model.json").read_text())["model"])
+    saved = json.loads((folder / "model.json").read_text())
+    cfg = ModelConfig.model_validate(saved["model"])
     model = build_model(cfg, data)
+    if saved.get("cold_ranks") == "metadata-only":   # the hybrid and its metadata-only model, ranked together
+        model = ColdRankHybrid(model, build_model(cfg.model_copy(update={"item_ids": "off"}), data))
     state = torch.load(folder / "model.pt", weights_only=True, map_location="cpu")
     diff = state_dict_mismatch(model.state_dict(), state)
     if diff:

@@ -2,14 +2,16 @@
 
 With `training.model.item_ids: auto` (the default) and data holding both warm items (seen in
 training) and cold items (never seen there), the stage trains M2TRec twice, with the item-ID rows
-(hybrid) and without them (metadata only), and keeps the one with the higher validation
-Recall@max(eval_k) (ties keep the hybrid). The hybrid trains into the stage folder
-(`checkpoints/`), the alternative into `selection/metadata-only/`; `metrics.json` records both
-scores under `model_selection`, and `model.json` the chosen setting (`item_ids: on|off`), so the
-saved model is rebuilt the same way. Without validation sessions, or with any other setting,
-one model is trained as configured. Before the comparison the hybrid's `cold_offset` (a score offset for
-items without an ID row, see `models/m2trec.py`) is set on validation: the smallest of 0, 0.25, 0.5,
-1, 2 with which its Recall@K on cold validation targets reaches the metadata-only model's.
+(hybrid) and without them (metadata only). The hybrid candidate is the two ranked together
+(`models/cold_ranks.py`: every cold item at exactly its metadata-only rank, warm items in the
+hybrid's order), so on cold targets it scores exactly as the metadata-only model; the stage keeps
+the candidate with the higher validation Recall@max(eval_k) (ties keep the hybrid). The hybrid
+trains into the stage folder (`checkpoints/`), the alternative into `selection/metadata-only/`;
+`metrics.json` records both scores under `model_selection`, and `model.json` the chosen setting
+(`item_ids: on|off`, `cold_ranks: metadata-only` for the pair), so the saved model is rebuilt the
+same way. Without validation sessions, or with any other setting, one model is trained as
+configured. `tune_cold_offset` (the hybrid alone, cold items lifted by a score offset set on
+validation) is the older alternative, kept for the benchmark's comparison.
 
 Example:
     >>> model, history, train, selection = fit_selected(inputs, out, data, train, seed=0)   # doctest: +SKIP
@@ -25,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from models.cold_ranks import ColdRankHybrid
 from models.popularity import Popularity
 from pipelines.runtime.config import ModelConfig, TrainConfig
 from pipelines.sessions.data import SessionData
@@ -69,15 +72,14 @@ def fit_selected(inputs: Mapping[str, Path], out: Path, data: SessionData, train
         model, history, tc, _ = next(iter(fitted.values()))
         return model, history, tc, None
     k = max(train.eval_k)
-    offset, score = tune_cold_offset(fitted["hybrid"][0], fitted["metadata-only"][0], data, train.model.max_length, k)
-    model, history, tc, _ = fitted["hybrid"]
-    fitted["hybrid"] = (model, history, tc.model_copy(update={"model": tc.model.model_copy(update={"cold_offset": offset})}),
-                        score)
+    hybrid, history, tc, _ = fitted["hybrid"]
+    pair = ColdRankHybrid(hybrid, fitted["metadata-only"][0])   # cold items at their metadata-only ranks
+    fitted["hybrid"] = (pair, history, tc, validator(data, tc)(pair))
     chosen = max(fitted, key=lambda n: fitted[n][3])   # max keeps the first (hybrid) on ties
     model, history, tc, _ = fitted[chosen]
     record = {"criterion": f"validation recall@{k}", "chosen": chosen,
               "scores": {n: round(float(f[3]), 6) for n, f in fitted.items()},
-              "item_ids": tc.model.item_ids, "cold_offset": offset}
+              "item_ids": tc.model.item_ids, "cold_ranks": "metadata-only" if chosen == "hybrid" else None}
     return model, history, tc, record
 
 

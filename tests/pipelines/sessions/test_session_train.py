@@ -154,10 +154,9 @@ def test_auto_m2trec_is_chosen_on_validation_between_hybrid_and_metadata_only(m2
     sel = metrics["model_selection"]
     assert sel["criterion"] == "validation recall@20" and set(sel["scores"]) == {"hybrid", "metadata-only"}
     assert sel["chosen"] == max(sel["scores"], key=lambda n: (sel["scores"][n], n == "hybrid"))
-    saved = json.loads((out / "model.json").read_text())["model"]
-    assert saved["item_ids"] == {"hybrid": "on", "metadata-only": "off"}[sel["chosen"]] == sel["item_ids"]
-    assert sel["cold_offset"] in (0.0, 0.25, 0.5, 1.0, 2.0)
-    assert saved["cold_offset"] == (sel["cold_offset"] if sel["chosen"] == "hybrid" else 0.0)
+    saved = json.loads((out / "model.json").read_text())
+    assert saved["model"]["item_ids"] == {"hybrid": "on", "metadata-only": "off"}[sel["chosen"]] == sel["item_ids"]
+    assert sel["cold_ranks"] == saved.get("cold_ranks") == ("metadata-only" if sel["chosen"] == "hybrid" else None)
     assert (out / "checkpoints" / "epoch_0001").is_dir() and (out / "selection" / "metadata-only" / "checkpoints").is_dir()
 
 
@@ -171,3 +170,24 @@ def test_only_auto_m2trec_on_warm_and_cold_data_has_candidates(layout):
     assert list(candidate_configs(ModelConfig(name="sasrec"), data)) == [""]
     data.sessions["validation"] = []
     assert list(candidate_configs(ModelConfig(name="m2trec"), data)) == [""]
+
+
+def test_auto_hybrid_is_saved_with_its_metadata_only_model_and_scores_cold_targets_exactly_as_that_model(layout, tmp_path):
+    """The hybrid candidate ranks cold items at the metadata-only model's ranks: equal cold figures, saved and reloaded."""
+    from models.cold_ranks import ColdRankHybrid
+    from pipelines.sessions.select import fit_selected
+
+    data = load_sessions(layout)
+    cfg = tiny("m2trec")
+    model, _, tc, sel = fit_selected({"sessions": layout}, tmp_path, data, cfg, seed=0)
+    assert sel["chosen"] == "hybrid" and isinstance(model, ColdRankHybrid)   # (seed 0: the pair wins on validation)
+    pair = model
+    ev = dict(split="test", positions=3, ks=[20], max_length=10, seed=0)
+    both, meta_alone = evaluate_session_model(pair, data, **ev), evaluate_session_model(pair.metadata, data, **ev)
+    assert both["cold"]["n"] > 0 and both["cold"] == meta_alone["cold"]
+    from pipelines.sessions.model import save_model
+
+    save_model(pair, tc.model, tmp_path / "saved")
+    loaded, _ = load_model(tmp_path / "saved", data)
+    assert isinstance(loaded, ColdRankHybrid)
+    assert evaluate_session_model(loaded, data, **ev) == both
