@@ -43,15 +43,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from embeddings.config import DSLConfig
-from embeddings.dsl.hooks import resolved, sampled_steps
+from embeddings.dsl.hooks import resolved
 from embeddings.dsl.masks import select
 from embeddings.dsl.remask import is_distributed
-from embeddings.dsl.schedule import exchange_fraction
+from embeddings.dsl.steps import StepClock
 from embeddings.dsl.tables import DSLError, DSLTable, find_tables, live_bytes
 
 __all__ = ["RowDSLController", "initial_remap", "row_budget", "apply_remap"]
-
-DEFAULT_GRAD_STEPS = 10  # row evidence is a norm per id: a few sampled steps per interval are enough
 
 
 def row_budget(density: float, rows: int) -> int:
@@ -103,7 +101,7 @@ class _RowTable:
     init_bound: float
 
 
-class RowDSLController:
+class RowDSLController(StepClock):
     """Row-structured DSL over the row-mode tables of a model (see the module docstring).
 
     Args:
@@ -127,12 +125,14 @@ class RowDSLController:
         (3, 3, (4, 4))
     """
 
+    default_grad_steps = 10  # row evidence is a norm per id: a few sampled steps per interval are enough
+
     def __init__(self, model: nn.Module, cfg: DSLConfig, total_steps: int,
                  frequencies: Mapping[str, Tensor] | None = None, *, remaps: Mapping[str, Tensor] | None = None,
                  optimizers: Iterable[torch.optim.Optimizer] = (), seed: int = 0) -> None:
         if total_steps <= 0:
             raise DSLError(f"DSL needs total_steps > 0, got {total_steps}")
-        self.cfg, self.total_steps, self._seed = cfg, total_steps, seed
+        StepClock.__init__(self, cfg, total_steps, seed)
         remaps = dict(remaps) if remaps is not None else _model_remaps(model)
         if not remaps:
             raise DSLError("embeddings.dsl.mode is 'row' but the model has no row-mode table; plan with "
@@ -167,8 +167,6 @@ class RowDSLController:
         self.budget_rows = sum(t.kept for t in self.tables.values())
         self.budget = sum(t.kept * t.physical.dim for t in self.tables.values())  # weights, as `exact` counts them
         self.updates = self.exchanged_total = 0
-        self._since_update = self._steps_done = 0
-        self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
         self._sentinels: list[Tensor] | None = None
         self._zero_sentinels()
 
@@ -190,13 +188,9 @@ class RowDSLController:
 
         Returns the same keys as `DSLController.after_step` (counts in weights), plus `rows_exchanged`."""
         self._zero_sentinels()
-        self._since_update += 1
-        self._steps_done = step + 1
-        stats: dict = {"step": step, "updated": False, "fraction": 0.0, "exchanged": 0, "budget": self.budget}
-        if (step + 1) % self.cfg.update_every != 0:
+        stats, fraction = self.tick(step, self.budget)
+        if fraction is None:
             return stats
-        self._since_update = 0
-        fraction = exchange_fraction(step + 1, self.total_steps, self.cfg)
         moved = self._exchange(fraction) if fraction > 0 else {}
         for acc in self.grad_acc.values():
             acc.zero_()
@@ -245,19 +239,6 @@ class RowDSLController:
         self._zero_sentinels()
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _accumulates(self) -> bool:
-        """Sampled steps of the interval (`cfg.grad_steps`, default 10) while the schedule still exchanges."""
-        every = self.cfg.update_every
-        interval = self._steps_done // every
-        if exchange_fraction((interval + 1) * every, self.total_steps, self.cfg) <= 0:
-            return False
-        k = self.cfg.grad_steps or DEFAULT_GRAD_STEPS
-        if k >= every:
-            return True
-        if self._sampled[0] != interval:
-            self._sampled = (interval, sampled_steps(0, every, k, self._seed, interval))
-        return self._since_update in self._sampled[1]
 
     def _spans(self, kjt, pooled) -> list[tuple[str, int, int, Tensor, Tensor, Tensor | None]]:
         """(table, first column, dim, ids, bag lengths, id weights) of each row-mode feature."""

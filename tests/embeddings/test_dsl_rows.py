@@ -219,3 +219,27 @@ def test_planner_shares_one_global_row_budget_small_tables_whole():
     assert sum(kept.values()) == total
     assert all(t.bytes == (t.params["rows_kept"] + 1) * row_bytes(16, "fp16") + t.rows * 4 for t in plan.tables)
     assert share_rows([4, 4, 4], 6) == [2, 2, 2] and share_rows([1, 50], 1000) == [1, 50]
+
+
+def test_row_and_lazy_share_the_step_clock_and_sample_ten_evidence_steps_per_interval():
+    """One step bookkeeping for every mode (embeddings/dsl/steps.py): row and lazy accumulate on the
+    same 10 seeded steps of each interval by default, exact on every step."""
+    from embeddings.dsl.hooks import sampled_steps
+
+    emb = PlanEmbeddings(_plan())
+    modes = {"row": RowDSLController(emb, DSLConfig(enabled=True, mode="row", init="random", update_every=40),
+                                     total_steps=200, seed=3),
+             "lazy": make_controller(cpu_tbe([(50, 4)]), DSLConfig(enabled=True, mode="lazy", init="random", update_every=40),
+                                     total_steps=200, seed=3),
+             "exact": make_controller(cpu_tbe([(50, 4)]), DSLConfig(enabled=True, init="random", update_every=40),
+                                      total_steps=200, seed=3)}
+    for mode, ctl in modes.items():
+        hits = []
+        for step in range(80):
+            hits.append(ctl._accumulates())
+            stats, fraction = ctl.tick(step, ctl.budget)
+            assert (fraction is not None) == ((step + 1) % 40 == 0) and stats["updated"] is False
+        got = [sorted(s for s in range(40) if hits[40 * i + s]) for i in (0, 1)]
+        want = [list(range(40))] * 2 if mode == "exact" else [sorted(sampled_steps(0, 40, 10, 3, i)) for i in (0, 1)]
+        assert got == want, mode
+        assert len(got[0]) == (40 if mode == "exact" else 10)
