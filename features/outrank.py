@@ -22,69 +22,23 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from features.config import DatasetConfig, RankConfig
-from features.count_tables import GroupCounts, group_count_stats
+from features.count_tables import group_count_stats
 from features.discretize import bin_sql, quantile_splits
 from features.errors import DataError
 from features.estimators import Estimator, get_estimator
 from features.mi import adjusted_mutual_information, expected_mutual_information, select_3mr
+from features.rank_outputs import write_outputs
+from features.rank_result import FeatureScore, PairScore, RankResult
 from features.rank_source import CORRUPT, NUMBER_RE, RankSource, q, read_ingest, read_raw, sql_str
 
 MAX_LABEL_CLASSES = 50
 NULL_TOKEN = "\u0000missing"   # stands for a missing value inside a hashed pair
-
-
-@dataclass
-class FeatureScore:
-    """One feature's ranking figures (scores in nats)."""
-
-    name: str
-    role: str
-    cardinality: int
-    coverage: float
-    mi: float
-    score: float
-    counts: GroupCounts | None = None
-    splits: list[float] | None = None
-
-
-@dataclass
-class PairScore:
-    """A feature pair: its label relevance, its synergy (gain) and the redundancy of its members."""
-
-    a: str
-    b: str
-    cardinality: int
-    mi: float
-    score: float
-    gain: float           # score(pair) - score(a) - score(b): label information only the pair has
-    redundancy: float     # chance-adjusted MI between a and b (0 independent, 1 same feature)
-    feature_mi: float     # plain MI between a and b (nats)
-
-
-@dataclass
-class RankResult:
-    """Everything the rank stage computed, before it is written out."""
-
-    label: str
-    classes: list[str]
-    rows: int
-    heuristic: str
-    noise_corrected: bool
-    features: list[FeatureScore]              # sorted by score, descending
-    pairs: list[PairScore] = field(default_factory=list)   # sorted by gain, descending
-    selection: list[tuple[str, float, bool]] = field(default_factory=list)
-    pair_rows: int = 0                        # rows the pairs were counted on (< rows when sampled)
-    rows_read: int = 0
-    rows_malformed: int = 0
-    rows_without_label: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)   # wall time of each pass
 
 
 class _Clock:
@@ -385,8 +339,6 @@ def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: Ran
         >>> rank({"ingest": Path("runs/r/ingest")}, Path("runs/r/rank"), ds, RankConfig(), spark)  # doctest: +SKIP
         {'rows_in': 20000, 'rows_out': 20000, 'features': 39, ...}
     """
-    from features.rank_outputs import write_outputs
-
     if vocab_sizes is None and "vocab" in inputs:
         sizes = Path(inputs["vocab"]) / "sizes.json"
         if not sizes.exists():

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from features.config import RankConfig
 from features.numeric import bucket_column
-
-if TYPE_CHECKING:
-    from features.outrank import RankResult
+from features.rank_result import RankResult
 
 
 def _f(x: float) -> str:
     return format(float(x), ".12g")
 
 
-def write_outputs(out: Path, res: "RankResult", cfg: RankConfig, vocab_sizes: Mapping[str, int] | None) -> None:
+def write_outputs(out: Path, res: RankResult, cfg: RankConfig, vocab_sizes: Mapping[str, int] | None) -> None:
     """Write every output file of the rank stage into `out`."""
     selected = {n: sel for n, _, sel in res.selection}
     lines = ["feature\tcardinality\tcoverage\tmi\tscore\trank"]
@@ -62,7 +60,7 @@ def write_outputs(out: Path, res: "RankResult", cfg: RankConfig, vocab_sizes: Ma
     plot_top_features(out / "top_features.png", res, cfg.plot_top)
 
 
-def plot_top_features(path: Path, res: "RankResult", top: int) -> None:
+def plot_top_features(path: Path, res: RankResult, top: int) -> None:
     """Horizontal bar chart of the top features' scores, coloured by role."""
     import matplotlib
 
