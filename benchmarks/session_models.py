@@ -9,20 +9,25 @@ Recall@20) and ranked over the whole catalogue, cold items included.
 
 Leave-one-out protocol (as RecBole and S3-Rec evaluate; `--datasets toys,ml100k-loo`): per user, the
 last item is the test target and the one before it the validation target; training holds the rest.
-`toys` is Amazon Toys and Games (S3-Rec release, `../shared/data/amazon-toys/`: brand and category
-path as one multi-valued attribute) with 10% of the items held out of training (cold, `--cold-share`);
-`ml100k-loo` is MovieLens-100K in time order (ties in file order), no cold items. Every model is
-ranked over the whole catalogue and reported overall / warm / cold (Recall@10/20, NDCG@10/20, one
-table per dataset, seed stated). On these the left-to-right models (GRU4Rec, SASRec, M2TRec with
-causal attention) train on windows with a loss at every position (`train_windows`). Variants:
-popularity, GRU4Rec, SASRec, M2TRec metadata-only, hybrid M2TRec (item-ID rows of training items
-gated onto the metadata encoding; its `cold_offset` set on validation against the metadata-only
-model, as the train stage does) and, on `ml100k-loo`, GRU4Rec with RecBole's settings (`gru4rec
-(recbole)`: embedding 64, GRU 128, dropout 0.3, full softmax, Adam 1e-3, ~2048 targets a batch,
-early stopping on validation MRR@10).
+Both datasets are prepared by the importer as a user runs it (`sparserec sessions prepare --protocol
+leave-one-out`). `toys` is Amazon Toys and Games (S3-Rec release, `../shared/data/amazon-toys/`: brand
+and category path as one multi-valued attribute) with 10% of the items held out of training (cold,
+`--cold-share`, drawn with `--seed`); `ml100k-loo` is MovieLens-100K in time order (ties in file
+order; genres and release year as an item table), no cold items. Every model is ranked over the whole
+catalogue and reported overall / warm / cold (Recall@10/20, NDCG@10/20, one table per dataset, seed
+stated). The left-to-right models train on windows with a loss at every position (`train_windows`),
+up to 200 epochs with early stopping on validation NDCG@20 (patience 5, best epoch kept; a seeded
+`--val-sample` of the validation targets after each epoch). Variants: popularity; GRU4Rec and SASRec in
+RecBole's settings (GRU4Rec.yaml: embedding 64, GRU 128, dropout 0.3; SASRec.yaml: hidden 64, 2
+layers, 2 heads, dropout 0.5; both full softmax cross-entropy over every item, Adam 1e-3, no gradient
+clipping, max length 50); M2TRec metadata-only; the hybrid alone (`hybrid, cold_offset`: item-ID rows
+of training items gated onto the metadata encoding, cold items by its own scores plus a `cold_offset`
+set on validation); and `m2trec (hybrid)`, the two M2TRecs ranked together (`models/cold_ranks.py`:
+cold items at exactly their metadata-only ranks, warm items in the hybrid's order), which the train
+stage keeps for `item_ids: auto`.
 
     nice -n 10 .venv/bin/python benchmarks/session_models.py --datasets toys --seed 0
-    nice -n 10 .venv/bin/python benchmarks/session_models.py --datasets ml100k-loo --models "gru4rec (recbole)"
+    nice -n 10 .venv/bin/python benchmarks/session_models.py --datasets ml100k-loo --models gru4rec --val-sample 0
 
 Writes `benchmarks/out/session_models/<dataset>/report.md|metrics.json|recall.png` and
 `benchmarks/out/session_models/README.md` (all tables), and prints the tables.
@@ -70,91 +75,75 @@ VARIANTS = {   # in order of interest: a run cut short still has the main rows
 }
 
 
+RECBOLE = dict(lr=1e-3, grad_clip_norm=None)   # RecBole's trainer: Adam 1e-3, no gradient clipping
 LOO_VARIANTS = {   # leave-one-out protocol: left-to-right models train on windows (train_windows)
     "popularity": dict(name="popularity"),
-    "gru4rec": dict(name="gru4rec", dropout=0.3, train_windows=True, _train=dict(grad_clip_norm=None)),
-    "sasrec": dict(name="sasrec", train_windows=True),
+    # RecBole's GRU4Rec.yaml: embedding 64, hidden 128, 1 layer, dropout 0.3, CE over every item
+    "gru4rec": dict(name="gru4rec", dropout=0.3, softmax="full", train_windows=True, _train=dict(RECBOLE)),
+    # RecBole's SASRec.yaml: hidden 64, 2 layers, 2 heads, dropout 0.5 (attention and hidden), CE over every item
+    "sasrec": dict(name="sasrec", dropout=0.5, softmax="full", train_windows=True, _train=dict(RECBOLE)),
     "m2trec (metadata only)": dict(name="m2trec", item_ids="off", causal=True, pooling="last", train_windows=True),
-    "m2trec (hybrid)": dict(name="m2trec", item_ids="on", causal=True, pooling="last", train_windows=True),
-    "gru4rec (recbole)": dict(name="gru4rec", dropout=0.3, train_windows=True, softmax="full",
-                              _train=dict(lr=1e-3, batch_size=50, val_metric="mrr@10", patience=10, grad_clip_norm=None,
-                                          epochs=80)),
+    # the hybrid alone: cold items ranked by its own scores + cold_offset (set on validation)
+    "m2trec (hybrid, cold_offset)": dict(name="m2trec", item_ids="on", causal=True, pooling="last", train_windows=True),
+    # the two above ranked together (models/cold_ranks.py): cold items at the metadata-only ranks; nothing trained
+    "m2trec (hybrid)": dict(name="m2trec", _compose=True),
 }
 LOO_DATASETS = ("toys", "ml100k-loo")
 TOYS = ROOT.parent / "shared" / "data" / "amazon-toys"
 
 
-def leave_one_out_layout(seqs: dict[str, list[str]], raw_items, categorical: list[str], multi_valued: list[str],
-                         out: Path, cold_share: float, seed: int, max_length: int) -> dict:
-    """Leave-one-out splits of per-user item sequences (test: last item, validation: the one before, train: the rest),
-    a seeded `cold_share` of the items removed from training; written with `pipelines/session_layout.write_layout`."""
-    import numpy as np
-    import pandas as pd
+def sessions_prepare(sequences: Path, items: Path, out: Path, cold_share: float, seed: int, *extra: str) -> dict:
+    """`sparserec sessions prepare` (the importer, as a user runs it) into `out`; its counts (import.json).
 
-    from pipelines.sessions.layout import encode_items, write_layout
+    Rows are written whole (no `--max-length`: it would also cut the train rows, half of MovieLens' ratings);
+    each model reads the last `max_length` items of a row."""
+    import subprocess
 
-    items, vocab = encode_items(raw_items, "item_id", categorical, multi_valued)
-    everything = np.array(sorted({i for s in seqs.values() for i in s}))
-    rng = np.random.default_rng(seed)
-    cold = set(rng.choice(everything, size=int(round(cold_share * everything.size)), replace=False)) if cold_share else set()
-    rows: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
-
-    def row(u: str, xs: list[str]) -> dict:
-        return {"session_id": u, "user_id": u, "items": xs, "timestamps": list(range(len(xs)))}
-
-    for u, s in seqs.items():
-        if len(s) < 3:
-            continue
-        train = [i for i in s[:-2] if i not in cold]
-        if len(train) >= 2:
-            rows["train"].append(row(u, train))
-        rows["validation"].append(row(u, s[:-1][-(max_length + 1):]))
-        rows["test"].append(row(u, s[-(max_length + 1):]))
-    return write_layout(out, {k: pd.DataFrame(v) for k, v in rows.items()}, items, vocab,
-                        {"protocol": "leave-one-out", "cold_share": cold_share, "held_out_items": sorted(cold)})
+    cmd = [sys.executable, "-m", "jobs.cli", "sessions", "prepare", "--sequences", str(sequences), "--items", str(items),
+           "--output", str(out), "--protocol", "leave-one-out", "--cold-share", str(cold_share), "--seed", str(seed),
+           *extra]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"sessions prepare failed: {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+    return json.loads((out / "import.json").read_text())
 
 
 def toys_layout(out: Path, cold_share: float, seed: int, max_length: int) -> str:
-    """Amazon Toys (S3-Rec release) as a leave-one-out layout; a note for the report."""
-    import gzip
-
-    import pandas as pd
-
-    seqs: dict[str, list[str]] = {}
-    with gzip.open(TOYS / "Toys_and_Games.txt.gz", "rt") as f:
-        for line in f:
-            parts = line.split()
-            seqs[parts[0]] = parts[1:]
-    with gzip.open(TOYS / "Toys_and_Games_item2attributes.json.gz", "rt") as f:
-        attrs = json.load(f)
-    ids = sorted({i for s in seqs.values() for i in s}, key=int)
-    raw = pd.DataFrame({"item_id": ids, "attributes": [" ".join(map(str, attrs.get(i, []))) or None for i in ids]})
-    leave_one_out_layout(seqs, raw, [], ["attributes"], out, cold_share, seed, max_length)
-    return (f"Amazon Toys and Games (S3-Rec release): {len(seqs):,} users, {len(ids):,} items; leave-one-out; "
-            f"{cold_share:.0%} of the items (seed {seed}) removed from training (cold); brand + category path as one "
-            f"multi-valued attribute; rows keep their last {max_length} items")
+    """Amazon Toys (S3-Rec release) through `sessions prepare`, leave-one-out; a note for the report."""
+    c = sessions_prepare(TOYS / "Toys_and_Games.txt.gz", TOYS / "Toys_and_Games_item2attributes.json.gz", out,
+                         cold_share, seed)
+    return (f"Amazon Toys and Games (S3-Rec release) via `sparserec sessions prepare --protocol leave-one-out "
+            f"--cold-share {cold_share} --seed {seed}`: {c['sequences_used']:,} users, "
+            f"{c['items']:,} items, {c['cold_items']:,} cold (removed from training; {c['targets']['test']['cold']:,} "
+            f"cold test targets); brand + category path as one multi-valued attribute")
 
 
 def ml100k_loo_layout(out: Path, seed: int, max_length: int) -> str:
-    """MovieLens-100K per user in time order (equal timestamps in file order, as RecBole), leave-one-out, no cold items."""
+    """MovieLens-100K through `sessions prepare`: the ratings as an event log (RecBole's atomic .inter columns), genres
+    and release year as an item table; time order (equal timestamps in file order, as RecBole), no cold items."""
     import pandas as pd
 
     ml = ROOT.parent / "shared" / "data" / "ml-100k"
     head = (ml / "u.data").read_text().split("\n", 1)[0]
     r = (pd.read_csv(ml / "u.data", sep="|") if "|" in head else
          pd.read_csv(ml / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"]))
-    r = r.sort_values(["user", "timestamp"], kind="stable")
-    seqs = {str(u): g["item"].astype(str).tolist() for u, g in r.groupby("user", sort=True)}
     movies = pd.read_csv(ml / "u.item", sep="|", encoding="latin-1")
-    flags = movies[list(movies.columns[-19:])].to_numpy().astype(bool)
+    genres = list(movies.columns[-19:])
+    flags = movies[genres].to_numpy().astype(bool)
     year = pd.to_datetime(movies["releaseDate"], format="%d-%b-%Y", errors="coerce").dt.year
-    raw = pd.DataFrame({"item_id": movies["item"].astype(str),
-                        "year": year.astype("Int64").astype(str).replace("<NA>", None),
-                        "genres": [" ".join(g for g, f in zip(movies.columns[-19:], row) if f) or None for row in flags]})
-    leave_one_out_layout(seqs, raw, ["year"], ["genres"], out, 0.0, seed, max_length)
-    return (f"MovieLens-100K: {len(seqs)} users, {r['item'].nunique()} items, {len(r):,} ratings in time order (ties in "
-            f"file order), leave-one-out (RecBole's LS valid_and_test, full ranking), no cold items; last {max_length} "
-            "items kept per row")
+    src = out.parent / "ml100k-source"
+    src.mkdir(parents=True, exist_ok=True)
+    r.rename(columns={"user": "user_id:token", "item": "item_id:token", "timestamp": "timestamp:float"})[
+        ["user_id:token", "item_id:token", "timestamp:float"]].to_csv(src / "ml-100k.inter", sep="\t", index=False)
+    pd.DataFrame({"item_id": movies["item"].astype(str), "year": year.astype("Int64").astype(str).replace("<NA>", ""),
+                  "genres": ["|".join(g for g, f in zip(genres, row) if f) for row in flags]}
+                 ).to_csv(src / "items.csv", index=False)
+    c = sessions_prepare(src / "ml-100k.inter", src / "items.csv", out, 0.0, seed,
+                         "--categorical", "year", "--multi-valued", "genres")
+    return (f"MovieLens-100K via `sparserec sessions prepare` (ratings as a RecBole-style .inter event log, genres and "
+            f"release year as an item table): {c['sequences_used']} users, {c['items']} items, {c['events_used']:,} "
+            f"ratings in time order (ties in file order), leave-one-out (RecBole's LS valid_and_test, full ranking), no "
+            f"cold items; models read the last {max_length} items before a target")
 
 
 def prepare(dataset: str, work: Path, rows: int, seed: int, ml_history: int = 100, cold_share: float = 0.1,
@@ -210,6 +199,13 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     R@20 or the variant's metric, none for popularity) and evaluate it on the test split: (history, test metrics, seconds).
     A variant's `_train` entry overrides lr, batch_size, val_metric, patience."""
     overrides = dict(overrides)
+    if overrides.pop("_compose", False):   # hybrid + metadata-only trained above, ranked together
+        from models.cold_ranks import ColdRankHybrid
+
+        model = ColdRankHybrid(TRAINED["hybrid"], TRAINED["metadata-only"])
+        test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20],
+                                      max_length=TRAINED["hybrid"].config.max_length, seed=seed)
+        return {"loss": [], "best_epoch": "-"}, test, 0.0
     t = {"lr": args.lr, "batch_size": args.batch_size, "val_metric": args.val_metric, "patience": args.patience,
          "grad_clip_norm": 10.0, "epochs": args.epochs, **overrides.pop("_train", {})}
     base = dict(hidden=args.hidden, layers=2, heads=2, dropout=0.2, max_length=args.max_length, softmax=args.softmax,
@@ -222,28 +218,42 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     torch.manual_seed(seed)
     model = build_model(mc, data)
     k = int(t["val_metric"].split("@")[1])
-    val = (lambda m: evaluate_session_model(m, data, "validation", positions=1, ks=[k],
-                                            max_length=mc.max_length)["overall"][t["val_metric"]])
+    def val(m: torch.nn.Module) -> float:
+        score = evaluate_session_model(m, data, "validation", positions=1, ks=[k], max_length=mc.max_length,
+                                       sample=args.val_sample or None)["overall"][t["val_metric"]]
+        scores.append(score)
+        print(f"    epoch {len(scores)}: validation {t['val_metric']} {score:.4f} ({time.perf_counter() - t0:.0f}s)",
+              flush=True)
+        return score
+
+    scores: list[float] = []
     t0 = time.perf_counter()
     history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
     if mc.name == "m2trec" and mc.item_ids == "off":
         TRAINED["metadata-only"] = model
-    if mc.name == "m2trec" and mc.item_ids == "on" and "metadata-only" in TRAINED:   # as the train stage does
+    if mc.name == "m2trec" and mc.item_ids == "on":
+        TRAINED["hybrid"] = model
+    if mc.name == "m2trec" and mc.item_ids == "on" and "metadata-only" in TRAINED:
         from pipelines.sessions.select import tune_cold_offset
 
         history["cold_offset"], _ = tune_cold_offset(model, TRAINED["metadata-only"], data, mc.max_length, 20)
     test = evaluate_session_model(model, data, "test", positions=positions, ks=[10, 20], max_length=mc.max_length, seed=seed)
     test["cold_offset"] = history.get("cold_offset")
+    test["epochs"] = len(history["loss"])
+    test["best_epoch"] = history.get("best_epoch")
     return history, test, time.perf_counter() - t0
 
 
 def slice_table(results: dict[str, dict]) -> str:
     """Markdown: one row per model, Recall@10/20 and NDCG@10/20 overall / warm / cold, target counts."""
     figures = [(sl, m) for sl in ("overall", "warm", "cold") for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")]
-    head = ["model"] + [f"{m.replace('recall', 'R').replace('ndcg', 'NDCG')} {sl}" for sl, m in figures] + ["n all/warm/cold"]
+    head = (["model"] + [f"{m.replace('recall', 'R').replace('ndcg', 'NDCG')} {sl}" for sl, m in figures]
+            + ["epochs (best)", "n all/warm/cold"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         cells = [name] + [f"{r[sl][m]:.4f}" if r[sl]["n"] else "–" for sl, m in figures]
+        cells.append(f"{r['epochs']} ({r['best_epoch'] + 1})" if r.get("epochs") and r.get("best_epoch") is not None
+                     else "–")
         cells.append("/".join(str(r[sl]["n"]) for sl in ("overall", "warm", "cold")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -251,8 +261,11 @@ def slice_table(results: dict[str, dict]) -> str:
 
 def resolve_defaults(args: argparse.Namespace, dataset: str) -> None:
     """Settings not given on the command line: the leave-one-out datasets' or the others' defaults."""
-    defaults = (dict(max_length=20 if dataset == "toys" else 50, epochs=30, batch_size=128, negatives=1024, patience=3)
-                if dataset in LOO_DATASETS else dict(max_length=20, epochs=6, batch_size=256, negatives=256, patience=1))
+    # leave-one-out: ml100k-loo windows hold ~32 targets, 50 a batch (~1.6k targets, RecBole's batch is 2048 prefixes),
+    # and its 943 validation users are noisy (patience 10, RecBole's stopping_step); toys windows hold ~5 targets
+    defaults = (dict(max_length=50, epochs=200, batch_size=50 if dataset == "ml100k-loo" else 128, negatives=1024,
+                     patience=10 if dataset == "ml100k-loo" else 5, val_metric="ndcg@20")
+                if dataset in LOO_DATASETS else dict(max_length=20, epochs=6, batch_size=256, negatives=256, patience=1, val_metric="recall@20"))
     for k, v in defaults.items():
         setattr(args, k, args.given[k] if args.given[k] is not None else v)
 
@@ -403,9 +416,12 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=30_000, help="synthetic: view events")
     p.add_argument("--epochs", type=int, default=None, help="default 6, leave-one-out data 30")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=None, help="default 20 (toys, synthetic, ml100k) or 50 (ml100k-loo)")
+    p.add_argument("--max-length", type=int, default=None, help="default 20 (synthetic, ml100k) or 50 (leave-one-out data: toys, ml100k-loo)")
     p.add_argument("--cold-share", type=float, default=0.1, help="toys: share of the items held out of training")
-    p.add_argument("--val-metric", default="recall@20", help="early stopping metric on validation (recall@K, ndcg@K, mrr@K)")
+    p.add_argument("--val-metric", default=None, help="early stopping metric on validation (recall@K, ndcg@K, mrr@K; "
+                   "default recall@20, leave-one-out data ndcg@20)")
+    p.add_argument("--val-sample", type=int, default=5000, help="validation targets scored after each epoch (a seeded "
+                   "sample, 0 = all; the test split is always scored whole)")
     p.add_argument("--batch-size", type=int, default=None, help="default 256 examples, leave-one-out data 128 windows")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--softmax", default="sampled", choices=["sampled", "full"])
@@ -422,7 +438,8 @@ def main() -> None:
                    "score (default 1, leave-one-out data 3)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "session_models")
     args = p.parse_args()
-    args.given = {k: getattr(args, k) for k in ("max_length", "epochs", "batch_size", "negatives", "patience")}
+    args.given = {k: getattr(args, k) for k in ("max_length", "epochs", "batch_size", "negatives", "patience",
+                                                "val_metric")}
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = []
