@@ -15,7 +15,7 @@ run: install
 	$(SPARSEREC) run --config configs/sample_sessions.yaml
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --doctest-modules tests features embeddings models pipelines jobs $(PYTEST_ARGS)
 
 # Regenerate the bundled samples (deterministic: the same seed gives the same bytes).
 sample: install

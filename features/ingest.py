@@ -258,10 +258,10 @@ def _check_positive_labels(spark, data: Path, dataset: DatasetConfig) -> None:
 def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: IngestConfig, spark) -> dict:
     """Parse `inputs["raw"]` (and `inputs["items"]` for session data) into typed Parquet under `out`.
 
-    Example:
-        >>> s = ingest({"raw": Path("ml-100k/u.data")}, Path("out"), ds, IngestConfig(), spark)  # doctest: +SKIP
-        >>> s["rows_ok"]
-        100000
+    Example (needs a SparkSession, so shown, not run; tests/features/test_ingest.py runs it)::
+
+        s = ingest({"raw": Path("ml-100k/u.data")}, Path("out"), ds, IngestConfig(), spark)
+        s["rows_ok"]        # 100000
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F

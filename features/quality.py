@@ -12,11 +12,10 @@ baseline predicts the overall train majority. A copy of the label scores 1, a hi
 (which fits the train period perfectly) scores near 0. The in-sample normalized mutual
 information is reported too.
 
-Example:
-    >>> summary = quality_report({"ingest": Path("runs/r/ingest")}, Path("out"), ds,   # doctest: +SKIP
-    ...                          QualityConfig(), spark)
-    >>> summary["drift"]
-    ['C13']
+Example (needs a SparkSession, so shown, not run; tests/features/test_quality.py runs it)::
+
+    summary = quality_report({"ingest": Path("runs/r/ingest")}, Path("out"), ds, QualityConfig(), spark)
+    summary["drift"]        # ['C13']
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ starts; its events at or after the end of that period are clipped (counted), so 
 an earlier period than its first real appearance. Sessions shorter than `min_length` are dropped
 (counted), longer ones keep their last `max_length` events (counted).
 
-Example:
-    >>> s = build_sessions({"ingest": Path("runs/r/ingest")}, Path("out"), ds,   # doctest: +SKIP
-    ...                    SessionsConfig(gap_minutes=30), spark)
-    >>> s["sessions"]["train"] > 0
-    True
+Example (needs a SparkSession, so shown, not run; tests/features/test_sessions.py runs it)::
+
+    s = build_sessions({"ingest": Path("runs/r/ingest")}, Path("out"), ds, SessionsConfig(gap_minutes=30), spark)
+    s["sessions"]["train"] > 0      # True
 """
 
 from __future__ import annotations

@@ -205,10 +205,10 @@ def unseen_counts(encoded, features: list[str], multi: list[str] | None = None) 
 def build_vocab(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: VocabConfig, spark) -> dict:
     """Vocab stage: `vocab/`, `sizes.json`, and for `ctr` data `encoded/<split>/` and `schema.json`.
 
-    Example:
-        >>> s = build_vocab({"ingest": Path("runs/r/ingest")}, Path("out"), ds, VocabConfig(), spark)  # doctest: +SKIP
-        >>> s["vocab_sizes"]["C1"]
-        10
+    Example (needs a SparkSession, so shown, not run; tests/features/test_vocab.py runs it)::
+
+        s = build_vocab({"ingest": Path("runs/r/ingest")}, Path("out"), ds, VocabConfig(), spark)
+        s["vocab_sizes"]["C1"]      # 10
     """
     from pyspark.sql import functions as F
 

@@ -1,9 +1,9 @@
 """A run's configuration: the layers' configs composed, loaded from YAML with one-line errors.
 
 Example:
-    >>> cfg = load_config("configs/sample_ctr.yaml")      # doctest: +SKIP
-    >>> cfg.dataset.kind
-    'ctr'
+    >>> cfg = load_config(Path(__file__).parents[1] / "configs" / "sample_ctr.yaml")
+    >>> cfg.dataset.kind, cfg.dataset.format
+    ('ctr', 'tsv')
 """
 
 from __future__ import annotations

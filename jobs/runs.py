@@ -6,12 +6,17 @@ and renames the folder into place only when the function returned. A stage that 
 previous complete output untouched, and a stage whose inputs and config are unchanged is skipped.
 
 Example:
-    >>> def count(inputs, out):                                  # doctest: +SKIP
-    ...     (out / "n.txt").write_text("3")
+    >>> import tempfile
+    >>> def count(inputs, out):
+    ...     _ = (out / "n.txt").write_text("3")
     ...     return {"rows_in": 3, "rows_out": 3}
-    >>> m = run_stage(Path("runs/r1"), "count", count, inputs={}, config={"k": 1})  # doctest: +SKIP
-    >>> m.skipped
-    False
+    >>> run = Path(tempfile.mkdtemp()) / "r1"
+    >>> m = run_stage(run, "count", count, inputs={}, config={"k": 1})
+    >>> m.skipped, m.rows_out, (run / "count" / "n.txt").read_text()
+    (False, 3, '3')
+    >>> run_stage(run, "count", count, inputs={}, config={"k": 1}).skipped
+    True
+    >>> shutil.rmtree(run.parent)
 """
 
 from __future__ import annotations

@@ -72,10 +72,18 @@ def run_feature_stages(cfg, run_dir: Path, stages: str | None = None, force: boo
     hash does not include `engine`, so skipping is unaffected).
 
     Example:
-        >>> outcomes = run_feature_stages(load_config("configs/sample_ctr.yaml"),
-        ...                               Path("runs/sample-ctr"), "ingest")     # doctest: +SKIP
-        >>> [o.stage for o in outcomes]
-        ['ingest']
+        (a stand-in graph whose stages write nothing; by default it is `jobs.stages.graph_for(cfg)`)
+
+        >>> import shutil, tempfile
+        >>> from jobs.config import parse_config
+        >>> from jobs.pipeline import Stage
+        >>> cfg = parse_config({"dataset": {"path": "x.csv", "kind": "ctr", "roles": {"label": "y"}}}, check_paths=False)
+        >>> noop = lambda ctx: lambda inputs, out: {}
+        >>> graph = [Stage("ingest", (), (), noop), Stage("vocab", ("ingest",), (), noop), Stage("train", ("vocab",), (), noop)]
+        >>> run = Path(tempfile.mkdtemp())
+        >>> [o.stage for o in run_feature_stages(cfg, run, "ingest,vocab", graph=graph)]
+        ['ingest', 'vocab']
+        >>> shutil.rmtree(run)
     """
     from jobs.pipeline import run_pipeline
     from jobs.stages import graph_for

@@ -76,7 +76,8 @@ def generate_ctr(rows: int, seed: int, output: Path, gzip: bool = False, bad_row
     """Write `output/train.tsv[.gz]` and `output/truth.json`; return the truth.
 
     Example:
-        >>> truth = generate_ctr(2000, seed=1, output=Path("/tmp/ctr"))   # doctest: +SKIP
+        >>> import tempfile
+        >>> truth = generate_ctr(300, seed=1, output=Path(tempfile.mkdtemp()))
         >>> truth["xor_pair"]
         ['C7', 'C8']
     """

@@ -64,7 +64,8 @@ def generate_sessions(rows: int, seed: int, output: Path, gzip: bool = False, un
     """Write `sessions.csv`, `items.csv` and `truth.json` into `output`; about `rows` view events.
 
     Example:
-        >>> truth = generate_sessions(5000, seed=0, output=Path("/tmp/s"))   # doctest: +SKIP
+        >>> import tempfile
+        >>> truth = generate_sessions(500, seed=0, output=Path(tempfile.mkdtemp()))
         >>> truth["cold_start_time"] > truth["start_time"]
         True
     """
