@@ -202,7 +202,8 @@ def test_row_mode_live_training_bytes_are_the_compact_tables():
 
 def test_planner_shares_one_global_row_budget_small_tables_whole():
     """density 0.2 per table would keep 1 of a 5-value feature's rows; the global budget keeps small
-    tables whole and the large ones share the rest (water-filling), the total unchanged."""
+    tables whole (water-filling finds them) and the large ones share the rest in proportion to their
+    rows, the total unchanged."""
     from embeddings.planner import share_rows
 
     spec = [{"name": "gender", "role": "categorical", "vocab_size": 5, "score": 0.2, "selected": True},
@@ -214,11 +215,15 @@ def test_planner_shares_one_global_row_budget_small_tables_whole():
     kept = {t.features[0]: t.params["rows_kept"] for t in plan.tables}
     rows = {t.features[0]: t.rows for t in plan.tables}
     total = sum(row_budget(0.2, r) for r in rows.values())
-    big = (total - rows["gender"] - rows["city"]) // 2
-    assert kept == {"gender": rows["gender"], "city": rows["city"], "user": big, "item": big}, (kept, rows)
+    left = total - rows["gender"] - rows["city"]
+    user = round(left * rows["user"] / (rows["user"] + rows["item"]))
+    assert kept == {"gender": rows["gender"], "city": rows["city"], "user": user, "item": left - user}, (kept, rows)
+    assert abs(kept["item"] / rows["item"] - kept["user"] / rows["user"]) < 1e-3  # one density for the large tables
     assert sum(kept.values()) == total
     assert all(t.bytes == (t.params["rows_kept"] + 1) * row_bytes(16, "fp16") + t.rows * 4 for t in plan.tables)
     assert share_rows([4, 4, 4], 6) == [2, 2, 2] and share_rows([1, 50], 1000) == [1, 50]
+    assert share_rows([1481, 752, 345, 74, 21, 23, 10, 4], 542) == [235, 120, 55, 74, 21, 23, 10, 4]  # ml-100k
+    assert share_rows([2, 2, 1_000_000], 3) == [1, 1, 1]  # every table keeps a row, the total holds
 
 
 def test_row_and_lazy_share_the_step_clock_and_sample_ten_evidence_steps_per_interval():
