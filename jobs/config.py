@@ -286,8 +286,11 @@ def save_config(cfg: RunConfig, run_dir: Path) -> Path:
     so `load_config` on it gives the same resolved config wherever the run folder is read from.
 
     Example:
-        >>> save_config(load_config("configs/sample_ctr.yaml"), Path("runs/sample-ctr"))   # doctest: +SKIP
-        PosixPath('runs/sample-ctr/config.yaml')
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> kept = save_config(load_config(Path(__file__).parents[1] / "configs" / "sample_ctr.yaml"), run)
+        >>> kept.name, load_config(kept).dataset.path.is_absolute()
+        ('config.yaml', True)
     """
     path = Path(run_dir) / CONFIG_SNAPSHOT
     text = yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)

@@ -12,8 +12,11 @@ Temporary stage folders carry their owner in their name (`.tmp-<stage>-<pid>-<st
 whose owner is dead (`owner_alive`), never those of a live process.
 
 Example:
-    >>> with run_lock(Path("runs/sample-ctr")):          # doctest: +SKIP
-    ...     run_pipeline(cfg, Path("runs/sample-ctr"), graph)
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> with run_lock(run):                              # what `run_pipeline` and `run_stage` hold
+    ...     read_holder(run)["pid"] == os.getpid()
+    True
 """
 
 from __future__ import annotations

@@ -223,7 +223,12 @@ def stale_stages(run_dir: Path) -> dict[str, str]:
     input stages is stale or gone. Raw input files are not re-read here.
 
     Example:
-        >>> stale_stages(Path("runs/sample-ctr"))          # doctest: +SKIP
+        >>> import tempfile
+        >>> run, write = Path(tempfile.mkdtemp()), lambda inputs, out: {}
+        >>> for stage, reads, settings in (("ingest", {}, 1), ("vocab", {"ingest": run / "ingest"}, 1),
+        ...                                ("rank", {"vocab": run / "vocab"}, 1), ("ingest", {}, 2)):  # ingest again, edited
+        ...     _ = run_stage(run, stage, write, reads, {"v": settings})
+        >>> stale_stages(run)
         {'vocab': 'made from an older ingest', 'rank': 'its input vocab is stale'}
     """
     run_dir = Path(run_dir)

@@ -116,7 +116,7 @@ def load_schedule(path: Path = DEFAULT_FILE) -> ScheduleFile:
     """Read and validate a schedule file; config paths become absolute (from the file's folder).
 
     Example:
-        >>> [e.name for e in load_schedule(DEFAULT_FILE).schedules]   # doctest: +SKIP
+        >>> [e.name for e in load_schedule(DEFAULT_FILE).schedules]
         ['ctr-nightly', 'sessions-features-hourly']
     """
     path = Path(path)

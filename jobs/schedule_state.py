@@ -5,7 +5,9 @@ The state is read-modify-written under its own lock and replaced by an atomic re
 by the kernel when its process dies) tells a second `run-due` that the entry is still running.
 
 Example:
-    >>> with file_lock(Path("/tmp/x.lock"), blocking=False) as got:     # doctest: +SKIP
+    >>> import tempfile
+    >>> lock = Path(tempfile.mkdtemp()) / "x.lock"
+    >>> with file_lock(lock, blocking=False) as got:
     ...     print(got)
     True
 """
