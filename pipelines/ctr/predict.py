@@ -79,6 +79,18 @@ def actor_cpus(cfg: PredictConfig, cluster_cpus: float) -> float:
     return min(cfg.cpus_per_worker, max(spare / cfg.workers, 0.1))
 
 
+def block_rows(rows: int, cfg: PredictConfig, per_actor: int = 4, most_batches: int = 64) -> int:
+    """Rows per Ray Data block: a whole number of `cfg.batch_size` batches, about `per_actor` blocks per model
+    actor (so the pool shares even a small input), at most `most_batches` batches (a block is held in memory).
+
+    Example:
+        >>> block_rows(301, PredictConfig(workers=2, batch_size=128)), block_rows(10**6, PredictConfig(workers=2))
+        (128, 126976)
+    """
+    batches = -(-rows // (per_actor * cfg.workers * cfg.batch_size))
+    return min(max(batches, 1), most_batches) * cfg.batch_size
+
+
 def score_single(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list[str], label: str | None) -> str:
     """Score `parsed` in this process into `out/part-00000.parquet`; returns the serving backend."""
     scorer = Scorer(run, cfg.serving, keep=keep, label=label)
@@ -106,8 +118,11 @@ def score_ray(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list
     ctx.execution_options.preserve_order = True
     files = parquet_files(parsed)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    # about one block per batch (at least one per actor): Ray's default cuts small inputs into ~200 tiny blocks
-    ds = ray.data.read_parquet(files, override_num_blocks=max(cfg.workers, -(-rows // cfg.batch_size)))
+    # blocks of a whole number of batches, in file order: a read alone gives a block per row group (one for a
+    # small input, leaving actors idle) and batches whose rows depend on how it split the files
+    per_block = block_rows(rows, cfg)
+    ds = (ray.data.read_parquet(files, override_num_blocks=max(cfg.workers, -(-rows // per_block)))
+          .repartition(target_num_rows_per_block=per_block))
     cpus = actor_cpus(cfg, float(ray.cluster_resources().get("CPU", 1.0)))
     threads = max(int(cpus), 1)
     scored = ds.map_batches(Scorer, fn_constructor_kwargs={"run": str(Path(run).resolve()), "serving": cfg.serving,
@@ -144,13 +159,14 @@ def predict(run: Path, input_path: Path, out: Path, dataset: DatasetConfig, cfg:
         backend = score(run, got.parsed, tmp / "predictions", cfg, keep, got.label)
         seconds["score"] = time.perf_counter() - t0
         scored = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(tmp / "predictions"))
-        if scored != got.rows_ok:
-            raise RuntimeError(f"predict: {got.rows_ok} parsed rows but {scored} scored; a row was lost")
+        n = got.counts
+        if scored != n.rows_ok:
+            raise RuntimeError(f"predict: {n.rows_ok} parsed rows but {scored} scored; a row was lost")
         summary: dict[str, Any] = {
             "run": str(run), "input": str(input_path), "serving": cfg.serving, "backend": backend,
             "mode": "single_process" if cfg.single_process else "ray", "workers": 1 if cfg.single_process else cfg.workers,
-            "rows_in": got.rows_in, "rows_scored": scored, "rows_quarantined": got.rows_quarantined,
-            "quarantine_reasons": got.reasons, "label": got.label, "columns": [*keep, SCORE, *([got.label] if got.label else [])],
+            "rows_in": n.rows_in, "rows_scored": scored, "rows_quarantined": n.rows_quarantined,
+            "quarantine_reasons": n.reasons, "label": got.label, "columns": [*keep, SCORE, *([got.label] if got.label else [])],
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "rows_per_s": round(scored / seconds["score"], 1) if seconds["score"] > 0 else None, "config": asdict(cfg)}
         if got.label:

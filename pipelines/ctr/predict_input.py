@@ -11,7 +11,7 @@ file and line) and `quarantine/` (`file`, `line`, `raw`, `reason`); checks
 
 Example:
     >>> got = parse_input(spark, Path("new_day.tsv.gz"), dataset, Path("/tmp/p"), keep=["I1", "C1"])  # doctest: +SKIP
-    >>> got.rows_in == got.rows_ok + got.rows_quarantined                                          # doctest: +SKIP
+    >>> got.counts.rows_in == got.counts.rows_ok + got.counts.rows_quarantined                     # doctest: +SKIP
     True
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from features.config import DatasetConfig
 from features.errors import DataError
-from features.ingest import dataset_column_specs, label_spec, quarantine_and_count, read_rows
+from features.ingest import IngestCounts, dataset_column_specs, label_spec, quarantine_and_count, read_rows
 from features.readers import TextLayout, list_files
 
 KEY = ["file", "line"]
@@ -35,10 +35,7 @@ class ParsedInput:
 
     parsed: Path
     quarantine: Path
-    rows_in: int
-    rows_ok: int
-    rows_quarantined: int
-    reasons: dict[str, int] = field(default_factory=dict)
+    counts: IngestCounts      # rows_in, rows_ok, rows_quarantined, reasons
     label: str | None = None  # the label column, when the input has one
     columns: list[str] = field(default_factory=list)
 
@@ -104,5 +101,4 @@ def parse_input(spark, path: Path, dataset: DatasetConfig, out: Path, keep: list
     c = quarantine_and_count(spark, str(path), rows_in, parsed.where(F.col("reason").isNotNull()),
                              out / "parsed", out / "quarantine")
     parsed.unpersist()
-    return ParsedInput(out / "parsed", out / "quarantine", c.rows_in, c.rows_ok, c.rows_quarantined, c.reasons,
-                       label_col, columns)
+    return ParsedInput(out / "parsed", out / "quarantine", c, label_col, columns)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from pipelines.ctr.run_files import stage_json
 from pipelines.runtime.errors import EncodedDataError
 
 MISSING_ID, UNKNOWN_ID = 0, 1
@@ -109,11 +109,9 @@ class RowEncoder:
     def load(cls, vocab_dir: Path) -> "RowEncoder":
         """From a vocab stage folder (`vocab/` Parquet + `schema.json`)."""
         vocab_dir = Path(vocab_dir)
-        schema_file = vocab_dir / "schema.json"
-        if not schema_file.exists() or not (vocab_dir / "vocab").is_dir():
-            raise EncodedDataError(f"{vocab_dir}: no schema.json and vocab/ there; give a run whose 'vocab' stage finished")
+        schema = stage_json(vocab_dir, "schema.json", also=("vocab",), stage="vocab")
         table = pads.dataset(str(vocab_dir / "vocab"), format="parquet").to_table(columns=["feature", "value", "id"])
-        return cls.from_tables(table, json.loads(schema_file.read_text()), str(schema_file))
+        return cls.from_tables(table, schema, str(vocab_dir / "schema.json"))
 
     def source(self, feature: str) -> str:
         """The raw column a model feature is read from (a bucket feature reads its dense column)."""

@@ -33,6 +33,7 @@ from pipelines.ctr.batches import BatchSpec, batch_from_arrow
 from pipelines.runtime.config import ModelConfig
 from pipelines.ctr.model import build_ctr_model
 from pipelines.ctr.row_encoder import RowEncoder
+from pipelines.ctr.run_files import stage_json
 
 SERVING_MODES = ("as-trained", "fp32", "fp16", "int8", "int4", "exported", "eager")
 SCORE = "score"
@@ -50,10 +51,7 @@ class RunModel:
     @classmethod
     def load(cls, folder: Path) -> "RunModel":
         folder = Path(folder)
-        info_file = folder / "model.json"
-        if not info_file.exists() or not (folder / "model.pt").exists():
-            raise UserError(f"{folder}: no model.json / model.pt; give a run whose 'train' stage finished (--run RUN_DIR)")
-        info = json.loads(info_file.read_text())
+        info = stage_json(folder, "model.json", also=("model.pt",), stage="train")
         return cls(folder, ModelConfig(**info["model"]), int(info["dense_in"]), EmbeddingPlan.from_json(json.dumps(info["plan"])))
 
     def eager(self) -> nn.Module:

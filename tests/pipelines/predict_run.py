@@ -2,7 +2,8 @@
 single-process training), and the raw lines of its own test period, for the predict tests.
 
 `rank` is left out: the plan is written from the vocab sizes (`encoded_data.dense_plan`), as the
-training tests do, which keeps the run to a few seconds of training.
+training tests do, which keeps the run to a few seconds of training. The features, their scores and
+the training stage are the notebook tests' (`tests/jobs/test_notebooks.py`), so both test the same run.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import pytest
 from embeddings.spec import EmbeddingPlan
 from features.config import ColumnRoles, DatasetConfig, IngestConfig, VocabConfig
 from jobs.runs import run_stage
+from tests.jobs.test_notebooks import FEATURES, SCORES, _ctr_train
 from tests.pipelines.encoded_data import dense_plan
 
-FEATURES = ["C1", "C2", "C4", "C7", "C8", "C10", "C11", "C14"]
 DENSE = ["I1", "I2", "I3", "I4"]
 
 
@@ -37,17 +38,6 @@ def _plan(inputs, out, scores: list[float], dim: int):
     return {"rows_in": len(plan.tables), "rows_out": len(plan.tables)}
 
 
-def _train(inputs, out):
-    from embeddings.config import EmbeddingsConfig
-    from pipelines.runtime.config import TrainConfig
-    from pipelines.ctr.trainer import train_stage
-
-    cfg = TrainConfig(batch_size=256, epochs=1, checkpoint_every=100, log_every=5)
-    cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
-    cfg.ray.single_process = True
-    return train_stage(inputs, out, cfg, EmbeddingsConfig(), seed=0, show_progress=False)
-
-
 def build_tiny_run(root: Path, spark, rows: int = 3000, seed: int = 11, features: list[str] = FEATURES,
                    dense: list[str] = DENSE, dim: int = 8) -> dict:
     """Generate data, run ingest → vocab → plan → train into `root/runs/tiny`; return paths and the dataset."""
@@ -62,9 +52,8 @@ def build_tiny_run(root: Path, spark, rows: int = 3000, seed: int = 11, features
     run_stage(run, "ingest", partial(ingest, dataset=ds, cfg=IngestConfig(), spark=spark), inputs={"raw": raw}, config={})
     run_stage(run, "vocab", partial(build_vocab, dataset=ds, cfg=VocabConfig(), spark=spark),
               inputs={"ingest": run / "ingest"}, config={})
-    scores = [0.09, 0.05, 0.031, 0.02, 0.012, 0.008, 0.004, 0.0005]
-    run_stage(run, "plan", partial(_plan, scores=scores, dim=dim), inputs={"vocab": run / "vocab"}, config={})
-    run_stage(run, "train", _train, inputs={"vocab": run / "vocab", "plan": run / "plan"}, config={})
+    run_stage(run, "plan", partial(_plan, scores=SCORES, dim=dim), inputs={"vocab": run / "vocab"}, config={})
+    run_stage(run, "train", _ctr_train, inputs={"vocab": run / "vocab", "plan": run / "plan"}, config={})
     return {"run": run, "dataset": ds, "raw": raw, "plan": EmbeddingPlan.load(run / "plan" / "embedding_plan.json")}
 
 

@@ -53,3 +53,19 @@ def test_per_column_transforms_and_bucket_features_follow_the_schemas_records():
     np.testing.assert_array_equal(out.column("I1").to_numpy(), apply_dense(x, t))
     assert out.column("I1__bucket").to_pylist() == bucket_ids(x, [0.0, 10.0]).tolist() == [1, 0, 3]
     assert enc.source("I1__bucket") == "I1" and enc.source("C1") == "C1"
+
+
+def test_a_run_without_its_vocab_or_model_files_is_one_line_naming_the_stage(tmp_path):
+    from pipelines.ctr.serving import RunModel
+
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "schema.json").write_text("{")
+    with pytest.raises(EncodedDataError, match=r"vocab: no vocab there; give a run whose 'vocab' stage finished"):
+        RowEncoder.load(tmp_path / "vocab")
+    (tmp_path / "vocab" / "vocab").mkdir()
+    with pytest.raises(EncodedDataError, match=r"schema.json: cannot be read \(.*\); re-run the run's 'vocab' stage"):
+        RowEncoder.load(tmp_path / "vocab")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    with pytest.raises(EncodedDataError, match=r"model: no model.pt there; give a run whose 'train' stage finished"):
+        RunModel.load(tmp_path / "model")
