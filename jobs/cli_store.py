@@ -87,7 +87,8 @@ def register_cmd(
     rank: Path = typer.Option(None, help="rank stage folder: only the features its feature_spec.json selects (the run's store stage gives it)"),
     ingest: Path = typer.Option(None, help="ingest stage folder (session data: its items/ table)"),
 ) -> None:
-    """Write the feature views' sources, feature_store.yaml, and apply the generated Feast definitions."""
+    """Write the feature views' sources, feature_store.yaml, and apply the generated Feast definitions
+    (ctr data: the run's store stage, which also materializes the online store)."""
     from functools import partial
 
     from features.store.repo import register
