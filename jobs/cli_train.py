@@ -48,8 +48,9 @@ def train_cmd(
     if cfg.dataset.kind != "ctr":
         raise UserError(f"{config}: dataset.kind is '{cfg.dataset.kind}'; `sparserec train` trains CTR models, "
                         "use `sparserec run --config` for session models")
-    if single_process:
-        cfg.training.ray.single_process = True
+    if single_process:  # assigned level by level so <run>/config.yaml (the keys set) keeps it
+        cfg.training.ray = cfg.training.ray.model_copy(update={"single_process": True})
+        cfg.training = cfg.training
     run_dir = output or cfg.output_dir / cfg.name
     if (encoded is None) != (plan is None):
         raise UserError("give both --encoded (the vocab stage folder) and --plan (embedding_plan.json), or neither "
@@ -73,6 +74,9 @@ def train_cmd(
             raise UserError(f"--plan {plan}: not found; give embedding_plan.json written by the 'plan' stage")
         o = run_stage_command("train", cfg, run_dir / "train", {"vocab": vocab, "plan": plan}, force=force,
                               trust_checkpoint=trust_checkpoint, quiet=True)
+        from jobs.config import save_config
+
+        save_config(cfg, run_dir)  # <run>/config.yaml, as `run` keeps it: `predict --run` reads it
         console.print(f"  {o.status:>7} train    {o.seconds:7.1f}s  {o.summary}")
     summary_dir = run_dir / "train"
     typer.echo(f"trained: {summary_dir / 'metrics.json'}, {summary_dir / 'report.md'}, {summary_dir / 'model_card.md'}")

@@ -54,6 +54,10 @@ def test_train_on_given_stage_outputs_writes_the_train_stage(encoded, tmp_path: 
     assert sorted(p.name for p in (stage / "checkpoints").iterdir()) == ["step_00000006", "step_00000006_epoch"]
     assert training["checkpoint"] == "checkpoints/step_00000006_epoch"
     assert (stage / "model_card.md").exists()
+    from jobs.config import load_config
+
+    kept = load_config(tmp_path / "run" / "config.yaml", check_paths=False)   # what `predict --run` reads
+    assert kept.training.max_steps == 6 and kept.training.ray.single_process and kept.dataset.path == encoded["raw"]
 
 
 def test_user_mistakes_are_one_line_errors(encoded, tmp_path: Path):
