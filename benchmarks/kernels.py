@@ -92,7 +92,7 @@ def time_training(args, device: torch.device, batches, variants: dict[str, tuple
         dsl = None
         if mode is not None:
             cfg = DSLConfig(enabled=True, mode=mode, density=args.density, update_every=args.update_every,
-                            initial_exchange=0.3, end_fraction=1.0, init="random", grad_steps=grad_steps)
+                            initial_exchange=args.initial_exchange, end_fraction=1.0, init="random", grad_steps=grad_steps)
             if mode == "row":
                 from embeddings.dsl import RowDSLController
 
@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-update-alone", action="store_true", help="skip the standalone prune_and_grow timing")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--initial-exchange", type=float, default=None,
+                   help="share of the budget exchanged per update (default: DSLConfig's, 0.1; the schedule is held "
+                        "near it: end_fraction 1.0 over twice the timed steps)")
     p.add_argument("--grad-steps", type=int, default=10, help="grad_steps of the sampled exact variant (accumulating steps per interval; 0: none)")
     p.add_argument("--modes", default="exact,lazy,row", help="comma list of DSL modes to time beside the plain TBE")
     p.add_argument("--rounds", type=int, default=1, help="rounds of (dense, dsl, dsl sampled) in lockstep, fresh tables each")
@@ -275,6 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.initial_exchange is None:
+        from embeddings.config import DSLConfig
+
+        args.initial_exchange = DSLConfig().initial_exchange
     if args.small:
         args.rows, args.batch, args.update_every, args.repeats = 100_000, 1024, 50, 3
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -284,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
 
     print(f"device={device} clock={args.clock} load={os.getloadavg()[0]:.1f} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
-          f"bag={args.bag} density={args.density} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
+          f"bag={args.bag} density={args.density} exchange={args.initial_exchange} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
     # the variants run in lockstep, so drifts of the machine's load hit all of them alike
     variants: dict[str, tuple[str | None, int | None]] = {"dense": (None, None)}
     for mode in args.modes.split(","):
@@ -340,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         for label, ms in infer.items():
             print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
     result = {"device": str(device), "clock": args.clock, "load": os.getloadavg(), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
-              "batch": args.batch, "bag": args.bag, "density": args.density, "update_every": args.update_every,
+              "batch": args.batch, "bag": args.bag, "density": args.density, "initial_exchange": args.initial_exchange, "update_every": args.update_every,
               "grad_steps": args.grad_steps, "rounds": args.rounds,
               "train_ms": {"step": step_ms, "update": update_ms, "blocks": runs, "prune_and_grow_alone": standalone_ms},
               "amortised_ratio": amortised, "dsl_parts_ms": parts, "inference_ms": infer}

@@ -151,7 +151,10 @@ def accumulate(grad: Tensor, lookups: list[TableLookup], grad_acc: Mapping[str, 
         offsets = counts.cumsum(0).sub_(counts)
         per_row = F.embedding_bag(bag[order], source, offsets, mode="sum",
                                   per_sample_weights=scale[order] if scale is not None else None)
-        grad_acc[lk.table].index_add_(0, rows, per_row.abs_())
+        # `rows` are unique: gather, add, write back (CPU `index_add_` on a large 2-D accumulator
+        # runs as a scatter_add about 3x slower than the two passes over the batch's rows)
+        acc = grad_acc[lk.table]
+        acc.index_copy_(0, rows, acc.index_select(0, rows).add_(per_row.abs_()))
         lk.seen = rows
         if lk.remask.numel() == lk.ids.numel():  # every id is re-masked: reuse the unique rows
             lk.rows = rows
