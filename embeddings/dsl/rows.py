@@ -290,7 +290,7 @@ class RowDSLController(StepClock):
         sq = torch.zeros(t.physical.rows, dtype=torch.float32, device=t.remap.device)
         for shard in t.physical.shards:
             r = shard.tensor.shape[0]
-            sq[shard.row_offset:shard.row_offset + r] += shard.tensor.detach().float().pow(2).sum(1).to(sq.device)
+            sq[shard.row_offset:shard.row_offset + r] += torch.linalg.vector_norm(shard.tensor.detach(), dim=1, dtype=torch.float32).square_().to(sq.device)
         if is_distributed() and not t.physical.replicated:
             dist.all_reduce(sq, op=dist.ReduceOp.SUM)
         return sq[:t.kept]
@@ -310,10 +310,12 @@ class RowDSLController(StepClock):
                 continue
             evidence = self.grad_acc[name].clone()
             evidence[t.slots] = 0  # active rows are not candidates for growth
-            grow = select(evidence, n, largest=True)
-            grow = grow[evidence[grow] > 0]  # only rows with evidence, and as many pruned
-            if grow.numel() == 0:
+            # only rows with evidence are grown (and as many pruned): rank those alone (ties to the lower id)
+            candidates = evidence.nonzero().squeeze(1)
+            if candidates.numel() == 0:
                 continue
+            grow = candidates.index_select(0, select(evidence.index_select(0, candidates), n, largest=True)) \
+                if candidates.numel() > n else candidates
             slots = select(self._row_norms(t), grow.numel(), largest=False)  # physical slots to free
             t.remap[t.slots[slots]] = t.kept
             t.remap[grow] = slots.to(torch.int32)
