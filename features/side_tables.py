@@ -22,6 +22,7 @@ from typing import Mapping
 from features.config import DatasetConfig, IngestConfig, SideTableConfig
 from features.errors import DataError
 from features.readers import STRING, ColumnSpec, TextLayout, list_files, open_text, unreadable_message
+from features.table_read import check_balance, check_share, quarantine_reasons, read_table, write_quarantine
 
 FALSE_FLAGS = ("", "0", "0.0", "false", "False", "no")
 
@@ -93,7 +94,6 @@ def join_side_tables(spark, good, main_columns: list[str], dataset: DatasetConfi
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from features.ingest import _check_balance, _check_share, _read_table, _reasons, _write_quarantine
 
     roles = set(dataset_role_columns(dataset))
     columns, summary = list(main_columns), {}
@@ -104,7 +104,7 @@ def join_side_tables(spark, good, main_columns: list[str], dataset: DatasetConfi
             raise DataError(f"{dataset.path}: column '{on}' ({where}.on, the key of table '{t.name}') is not in the "
                             f"main file ({', '.join(main_columns[:12])}); set {where}.on to the main file's key column.")
         path = Path(inputs.get(f"table_{t.name}") or t.path)
-        parsed, cols, rows_in = _read_table(spark, path, t.format, t.delimiter, t.header, t.columns,
+        parsed, cols, rows_in = read_table(spark, path, t.format, t.delimiter, t.header, t.columns,
                                             per_table[t.name], where, utf8_in_specs_only=True)
         first = Window.partitionBy(t.key).orderBy("file", "line")
         parsed = parsed.withColumn(
@@ -112,16 +112,16 @@ def join_side_tables(spark, good, main_columns: list[str], dataset: DatasetConfi
                              F.concat(F.lit(f"duplicate_key:{t.key}="), F.col(t.key))).otherwise(F.col("reason")))
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         qpath = out / f"quarantine_{t.name}"
-        _write_quarantine(parsed.where(F.col("reason").isNotNull()), qpath)
-        reasons = _reasons(spark, qpath)
+        write_quarantine(parsed.where(F.col("reason").isNotNull()), qpath)
+        reasons = quarantine_reasons(spark, qpath)
         bad = sum(reasons.values())
         keep = [c for c in cols if c != t.key and c in roles]  # a side table brings its role columns
         side = parsed.where(F.col("reason").isNull()).select(
             F.col(t.key).alias(f"_key_{t.name}"), *[F.col(f"`{c}`") for c in keep],
             *[_flag_column(srcs).alias(name) for name, srcs in t.flags.items()])
         ok = side.count()
-        _check_balance(str(path), rows_in, ok, bad)
-        _check_share(spark, path, rows_in, bad, qpath, cfg, where=where)
+        check_balance(str(path), rows_in, ok, bad)
+        check_share(spark, path, rows_in, bad, qpath, cfg, where=where)
         good = good.join(side, good[on].cast("string") == side[f"_key_{t.name}"], "left")
         added = [*keep, *t.flags]
         columns += added
