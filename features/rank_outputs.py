@@ -1,7 +1,16 @@
 """Files of the rank stage: ranking.tsv, pairs.tsv, selection.tsv, feature_spec.json, top_features.png.
 
 Example:
-    >>> write_outputs(Path("out"), result, RankConfig(), vocab_sizes=None)     # doctest: +SKIP
+    >>> import tempfile
+    >>> from features.rank_result import FeatureScore, RankResult
+    >>> feats = [FeatureScore("C1", "categorical", 3, 1.0, 0.2, 0.18), FeatureScore("C2", "categorical", 5, 0.9, 0.05, 0.01)]
+    >>> result = RankResult("label", ["0", "1"], 100, "mi-permutation", True, feats,
+    ...                     selection=[("C1", 0.18, True), ("C2", 0.01, True)])
+    >>> out = Path(tempfile.mkdtemp())
+    >>> write_outputs(out, result, RankConfig(), vocab_sizes={"C1": 5})
+    >>> spec = json.loads((out / "feature_spec.json").read_text())
+    >>> [(f["name"], f["vocab_size"], f["rank"]) for f in spec["features"]]
+    [('C1', 5, 1), ('C2', 7, 2)]
 """
 
 from __future__ import annotations
