@@ -182,7 +182,9 @@ def _grow_positions(acc: list[Tensor], masks: list[Tensor], n: int, inactive: in
     non-zero magnitudes are ranked. Only weights with evidence are grown: if fewer than `n`
     inactive weights have a non-zero magnitude (rows unseen in the interval, few accumulating
     steps), all of them are returned, fewer than `n`."""
-    acc = [a.reshape(m.shape[0], -1) for a, m in zip(acc, masks)]
+    # (a table without any candidate row is [0, dim]: reshape(0, -1) would be ambiguous)
+    acc = [a.reshape(m.shape[0], -1) if a.numel() else a.reshape(0, m.shape[-1] if m.dim() > 1 else 1)
+           for a, m in zip(acc, masks)]
     for a in acc:
         if a.numel() and torch.isnan(a.amax(1)).any():
             raise ValueError("DSL prune/grow met NaN gradient magnitudes; training diverged before the mask update")

@@ -126,7 +126,7 @@ def test_incremental_update_chooses_what_exact_selection_chooses(monkeypatch, fa
         with torch.no_grad():
             for i, w in enumerate(weights):
                 name = f"t{i}"
-                looked = (torch.rand(w.shape[0], generator=gen) < (0.9 if update == 2 else 0.3)).nonzero().squeeze(1)
+                looked = (torch.rand(w.shape[0], generator=gen) < (0.9 if update == 2 else 0.2)).nonzero().squeeze(1)
                 w[looked] = torch.round(torch.randn(looked.numel(), w.shape[1], generator=gen) * 4) / 4  # ties, drift
                 ids.append(looked)
                 hot = looked[torch.rand(looked.numel(), generator=gen) < 0.5]
@@ -153,4 +153,6 @@ def test_incremental_update_chooses_what_exact_selection_chooses(monkeypatch, fa
             untouched = torch.ones(w.shape[0], dtype=torch.bool)
             untouched[ids[i]] = False
             assert torch.equal(w[untouched] != 0, (before[i][untouched] != 0) & new[untouched])
-    assert 1 <= dsl.full_scans <= 4 and (factor < 50 or dsl.full_scans == 1)
+    # passes over whole tables: the first update and the one that looked up most rows (update 2);
+    # a small cache runs out and is rebuilt on others too
+    assert dsl.full_scans == 2 if factor == 50 else 2 <= dsl.full_scans <= 8
