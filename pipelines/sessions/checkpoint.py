@@ -34,10 +34,15 @@ RNG = "rng_rank{rank}.pt"
 
 @dataclass
 class SessionProgress:
-    """Where training is: epochs done, steps done, early-stopping state and the history so far."""
+    """Where training is: epochs done, steps done, early-stopping state and the history so far; inside an epoch,
+    its batches done and the sums of their losses (the epoch's mean, and the running `log_every` mean)."""
 
     epoch: int = 0
     step: int = 0
+    batch: int = 0
+    epoch_loss: float = 0.0
+    log_loss: float = 0.0
+    log_n: int = 0
     stopping: EarlyStopping = field(default_factory=EarlyStopping)
     history: dict[str, Any] = field(default_factory=lambda: {"loss": [], "validation": []})
 

@@ -14,8 +14,10 @@ Data parallelism: one global order of the training examples per epoch (the same 
 rank); global batch j is split across the ranks, so N workers with a global batch B take the same
 steps as one process with batch B (up to N - 1 examples left out per epoch). Rank 0 validates
 after each epoch and broadcasts the score (early stopping is the same everywhere); a checkpoint
-(weights, optimizer, progress, RNG) is written after every epoch and training resumes from the
-last one. The differences between the modes live in the `*SessionIO` classes.
+(weights, optimizer, progress, RNG) is written after every epoch and every `checkpoint_every` steps
+(`epoch_<done>_step_<step>`, sorting between the epoch checkpoints), and training resumes from the
+last one, inside an epoch at the batch it had reached, with the same order and random draws.
+The differences between the modes live in the `*SessionIO` classes.
 
 Example:
     >>> history = run_session_loop(model, data, TrainConfig(epochs=1), 0, LocalSessionIO(torch.device("cpu")))  # doctest: +SKIP
@@ -177,19 +179,21 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
     restored = io.restore()
     if restored is not None:
         state, best_state = restore_session_checkpoint(restored, rank, model, opt, gens)
-        state.history.setdefault("resumed_from", []).append(state.epoch)
+        state.history.setdefault("resumed_from", []).append(state.step)
         state.history.update(device=str(device), workers=world)
     history = state.history
     at_max = lambda: bool(train.max_steps) and state.step >= train.max_steps  # noqa: E731
     history.setdefault("train", [])
     while state.epoch < train.epochs and not state.stopping.stopped and not at_max():
         model.train()
-        order = torch.randperm(len(ex), generator=gens["order"])
+        # the order generator as the epoch starts: a checkpoint inside the epoch saves it, so a resumed run deals
+        # the same order and goes on from batch `state.batch`
+        epoch_order = torch.Generator().set_state(gens["order"].get_state())
+        order = torch.randperm(len(ex), generator=gens["order"]) if train.shuffle else torch.arange(len(ex))
         if hasattr(ex, "bucket") and world == 1:   # training windows: batches of similar length (windows.py)
             order = ex.bucket(order, local_b)
         mine = order[: per_rank * world].view(per_rank, world)[:, rank]  # global batch j = local batches j of all ranks
-        total, batches, logged, logged_n = 0.0, 0, 0.0, 0
-        for s in range(0, per_rank, local_b):
+        for s in range(state.batch * local_b, per_rank, local_b):
             if at_max():
                 break
             plant_failure(train.fail_at_step, state.step + 1, rank, world, io.work_dir, io.ray)
@@ -201,7 +205,7 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
             shown = global_mean(loss.detach(), world)
             if not math.isfinite(shown):
                 io.diverged(f"training diverged: loss is {shown} at step {state.step + 1} (epoch {state.epoch}, batch "
-                            f"{batches}: examples {s * world}..{(s + len(batch)) * world - 1} of the epoch's order); "
+                            f"{state.batch}: examples {s * world}..{(s + len(batch)) * world - 1} of the epoch's order); "
                             "lower training.dense_learning_rate or check the inputs")
                 return history
             opt.zero_grad(set_to_none=True)
@@ -209,12 +213,18 @@ def run_session_loop(model: nn.Module, data: SessionData, train: TrainConfig, se
             if train.grad_clip_norm:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
             opt.step()
-            total, batches, state.step = total + shown, batches + 1, state.step + 1
-            logged, logged_n = logged + shown, logged_n + 1
+            state.step, state.batch, state.epoch_loss = state.step + 1, state.batch + 1, state.epoch_loss + shown
+            state.log_loss, state.log_n = state.log_loss + shown, state.log_n + 1
             if state.step % train.log_every == 0:
-                history["train"].append({"step": state.step, "epoch": state.epoch, "loss": logged / logged_n})
-                logged, logged_n = 0.0, 0
-        history["loss"].append(total / max(1, batches))
+                history["train"].append({"step": state.step, "epoch": state.epoch, "loss": state.log_loss / state.log_n})
+                state.log_loss, state.log_n = 0.0, 0
+            if state.step % train.checkpoint_every == 0 and s + local_b < per_rank and not at_max():  # (an epoch end saves)
+                io.save(f"epoch_{state.epoch:04d}_step_{state.step:08d}",
+                        lambda folder: write_session_checkpoint(folder, rank, model, opt, state, best_state,
+                                                                {**gens, "order": epoch_order}),
+                        {"epoch": state.epoch, "step": state.step, "loss": shown, "examples": len(ex)})
+        history["loss"].append(state.epoch_loss / max(1, state.batch))
+        state.batch, state.epoch_loss, state.log_loss, state.log_n = 0, 0.0, 0.0, 0
         io.progress(state.epoch + 1, train.epochs, history["loss"][-1])
         score = None
         if validate is not None:

@@ -1,5 +1,6 @@
-"""One training runtime for both families (issue 16): the session loop honours `max_steps`, `log_every` and
-`dense_optimizer` as the CTR loop does, and `fail_at_step` plants the same failure in both (one marker, once)."""
+"""One training runtime for both families (issue 16): the session loop honours `max_steps`, `log_every`,
+`dense_optimizer`, `shuffle` and `checkpoint_every` as the CTR loop does, and `fail_at_step` plants the same
+failure in both (one marker, once)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,32 @@ def test_session_loop_honours_max_steps_log_every_and_dense_optimizer(layout, tm
     state = torch.load(tmp_path / "ckpt" / "epoch_0001" / "session_state.pt", weights_only=True)
     assert json.loads(state["progress"])["step"] == 5
     assert all("sum" in s for s in state["optimizer"]["state"].values())      # Adagrad's state, not Adam's exp_avg
+
+
+def test_session_loop_honours_shuffle(layout):
+    data = load_sessions(layout)
+
+    def losses(seed: int, shuffle: bool) -> list[float]:
+        train = _session_cfg(epochs=1, max_steps=4, log_every=1, shuffle=shuffle)
+        train.model.dropout, train.model.softmax = 0.0, "full"      # the order is the only thing the seed moves
+        torch.manual_seed(0)
+        model = build_model(train.model, data)
+        return [r["loss"] for r in train_session_model(model, data, train, seed=seed)["train"]]
+
+    assert losses(0, shuffle=False) == losses(1, shuffle=False)        # file order, whatever the seed
+    assert losses(0, shuffle=True) != losses(1, shuffle=True)
+
+
+def test_session_checkpoint_every_writes_step_checkpoints_inside_the_epoch(layout, tmp_path: Path):
+    data = load_sessions(layout)
+    torch.manual_seed(0)
+    train = _session_cfg(epochs=1, max_steps=7, checkpoint_every=3, checkpoints_to_keep=5)
+    train_session_model(build_model(train.model, data), data, train, seed=0, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0000_step_00000003", "epoch_0000_step_00000006",
+                                                          "epoch_0001"]
+    progress = json.loads(torch.load(tmp_path / "epoch_0000_step_00000006" / "session_state.pt",
+                                     weights_only=True)["progress"])
+    assert (progress["epoch"], progress["step"], progress["batch"]) == (0, 6, 6)
 
 
 def test_fail_at_step_is_the_same_planted_failure_in_both_loops(layout, encoded_ctr, tmp_path: Path):
