@@ -72,3 +72,18 @@ def test_report_has_one_row_per_model_and_a_plot(tmp_path):
     assert json.loads(paths["metrics"].read_text())["popularity"]["overall"]["n"] == 3
     assert paths["plot"].stat().st_size > 1000
     assert comparison_table(results).count("\n") == 3
+
+
+def test_a_sample_scores_a_seeded_subset_of_the_targets():
+    """`sample`: the per-epoch validation scores a seeded random subset (the same one every epoch)."""
+    data = world()
+    pop = Popularity(data.train_counts())
+
+    def ev(**kw) -> str:   # as JSON text: NaN figures (an empty slice) compare equal
+        return json.dumps(evaluate_session_model(pop, data, "test", ks=[1], **kw), sort_keys=True)
+
+    one = json.loads(ev(sample=1, seed=3))
+    assert one["overall"]["n"] == 1 and ev(sample=1, seed=3) == ev(sample=1, seed=3)
+    picked = [json.loads(ev(sample=1, seed=s))["warm"]["n"] for s in range(8)]
+    assert set(picked) == {0, 1}                                  # different seeds pick different targets
+    assert ev(sample=3) == ev() == ev(sample=None)                # a sample of all targets is all of them
