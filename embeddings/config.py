@@ -25,18 +25,20 @@ class DSLConfig(_Strict):
 
     enabled: bool = False
     # exact: every weight masked at every step (the budget holds between updates too; 1.8-4.7x a
-    #   plain FBGEMM step on CPU). lazy: weights train freely between updates, inactive ones are
-    #   zeroed at each update and a final exact phase makes the exported model honour the budget
-    #   (budget enforced at every update and at the end, not between). row: whole rows, the
-    #   physical table holds only the budget's rows (real memory saved in training). See
-    #   embeddings/dsl/modes.py. Default exact, from the grid at 80% sparsity (seed 0, exported
-    #   models; benchmarks/compression_tradeoff.py --dsl-modes exact,lazy,row, 2026-12-07):
-    #   ctr (30k rows): exact 0.8179 (0.27x dense bytes), lazy 0.8179, row 0.8194 (0.16x);
-    #   ml-100k: exact 0.6970 (0.31x), lazy 0.6953 (0.31x), row 0.6583 (0.16x): row drops the long tail of users and
-    #   items, which ml-100k needs. Per step (benchmarks/kernels.py, load ~30 on 2 cores):
-    #   row 0.71-0.84x a plain FBGEMM step with 20-id bags, 1.12-1.35x with one-id bags;
-    #   lazy 1.13-1.26x without its update, 1.9-2.5x amortised at ΔT=100 (the update pass).
-    #   So: row where memory or multi-id speed matters and the head carries the signal; exact otherwise.
+    #   plain FBGEMM step on CPU). lazy: nothing per step but sampled evidence, inactive weights
+    #   are zeroed at each update (over the rows the interval looked up) and a final exact phase
+    #   makes the exported model honour the budget (budget enforced at every update and at the
+    #   end, not between). row: whole rows, the physical table holds only the budget's rows (real
+    #   memory saved in training). See embeddings/dsl/modes.py. Default exact, from the grid at 80%
+    #   sparsity (test split, seeds 0-1, exported models, 2026-12-07; the 10x planner beside it):
+    #   ml-100k: dense 0.6970, 10x planner 0.6950, exact 0.6935 (0.31x dense bytes), lazy 0.6907
+    #   (0.29x), row 0.6698 (0.16x): row keeps no row for 80% of users and items, which ml-100k
+    #   needs. Generated ctr (60k rows): dense 0.8088, planner 0.8227, exact 0.8228, lazy 0.8308,
+    #   row 0.8274. Per step (benchmarks/kernels.py --threads 1 --clock cpu, ΔT=100, exchange 0.1,
+    #   300k and 1M x 64): row 0.64-0.71x a plain step with 20-id bags, 1.08-1.19x with one-id bags;
+    #   lazy 1.6-2.0x with 20-id bags, 1.6-2.5x with one-id bags (its update exchanges 10% of the
+    #   budget: about one interval of one-id steps). So: row where memory or multi-id speed matters
+    #   and the head carries the signal; exact otherwise.
     mode: Literal["exact", "lazy", "row"] = Field(default="exact", description="exact | lazy | row (see embeddings/dsl/modes.py)")
     density: float = Field(default=0.2, gt=0.0, le=1.0, description="active share of each table's weights")
     update_every: int = Field(default=100, ge=1, description="ΔT: steps between prune/grow updates")
