@@ -7,12 +7,13 @@ pruned tables), and the serving combiners' weights (QR has none; mixed-dim its p
 `load_exported` rebuilds an `ExportedEmbeddings` whose forward(kjt) -> KeyedTensor matches the
 trained module's, all lookups in ONE `IntNBitTableBatchedEmbeddingBagsCodegen` per pooling mode.
 
-Example:
-    >>> report = export_embeddings(trained_emb, "model/embeddings.pt")   # doctest: +SKIP
-    >>> report["bytes_before"], report["bytes_after"]                    # doctest: +SKIP
-    (2560000, 660000)
-    >>> served = load_exported("model/embeddings.pt")                    # doctest: +SKIP
-    >>> served(kjt).values()                                             # doctest: +SKIP
+Example::
+
+    report = export_embeddings(trained_emb, "model/embeddings.pt")
+    report["bytes_before"], report["bytes_after"]
+    # -> (2560000, 660000)
+    served = load_exported("model/embeddings.pt")
+    served(kjt).values()
 """
 
 from __future__ import annotations
@@ -148,10 +149,11 @@ class ExportedEmbeddings(_PlanModule):
     """The served form of a plan: same forward(kjt) -> KeyedTensor as `PlanEmbeddings`, lookups on
     FBGEMM's IntNBit TBE (one per pooling mode), serving combiners after it.
 
-    Example:
-        >>> served = load_exported("model/embeddings.pt")      # doctest: +SKIP
-        >>> served(kjt).keys() == trained(kjt).keys()           # doctest: +SKIP
-        True
+    Example::
+
+        served = load_exported("model/embeddings.pt")
+        served(kjt).keys() == trained(kjt).keys()
+        # -> True
     """
 
     def __init__(self, plan: EmbeddingPlan, tables: dict[str, dict[str, Any]],

@@ -501,8 +501,9 @@ def plan_table(plan: EmbeddingPlan):
 def plan_stage(inputs: Mapping[str, Path], out: Path, cfg: EmbeddingsConfig) -> dict[str, Any]:
     """Stage `plan`: read `inputs["rank"]/feature_spec.json`, write embedding_plan.json and plan.md.
 
-    Example:
-        >>> summary = plan_stage({"rank": Path("runs/r1/rank")}, Path("/tmp/plan"), EmbeddingsConfig())  # doctest: +SKIP
+    Example::
+
+        summary = plan_stage({"rank": Path("runs/r1/rank")}, Path("/tmp/plan"), EmbeddingsConfig())
     """
     plan = plan_embeddings(Path(inputs["rank"]), cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,11 @@ Dense parameters (MLPs, mixed-dim projections) are not touched by the fused opti
 them with `dense_optimizer(dmp, lr)` (the one dense optimizer of every training loop: on a model without
 fused tables it takes every parameter).
 
-Example (tests/embeddings/test_sharding.py runs it):
-    >>> dmp = fbgemm_model(model, EmbeddingsConfig(), torch.device("cpu"))   # doctest: +SKIP
-    >>> opt = dense_optimizer(dmp, lr=1e-3)                                  # doctest: +SKIP
-    >>> loss = loss_fn(dmp(batch)); loss.backward(); opt.step()              # doctest: +SKIP
+Example (tests/embeddings/test_sharding.py runs it)::
+
+    dmp = fbgemm_model(model, EmbeddingsConfig(), torch.device("cpu"))
+    opt = dense_optimizer(dmp, lr=1e-3)
+    loss = loss_fn(dmp(batch)); loss.backward(); opt.step()
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
     CPU; table_wise, row_wise, column_wise on CUDA). Tables that are not data_parallel run on the
     FUSED compute kernel (FBGEMM TBE with the optimizer in its backward).
 
-    Example:
-        >>> dmp = fbgemm_model(nn.Sequential(build_embeddings(plan)), EmbeddingsConfig(), torch.device("cpu"))  # doctest: +SKIP
-        >>> dmp.plan                                      # the ShardingPlan TorchRec chose  # doctest: +SKIP
+    Example::
+
+        dmp = fbgemm_model(nn.Sequential(build_embeddings(plan)), EmbeddingsConfig(), torch.device("cpu"))
+        dmp.plan                                      # the ShardingPlan TorchRec chose
     """
     from torchrec.distributed.embedding import EmbeddingCollectionSharder
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder

@@ -10,11 +10,12 @@ The stage writes `data/`: the ingest rows, an `event_id` (long, 0.. in (timestam
 order: the same data gives the same ids; numbered per time bucket, never in one partition) and the aggregate columns (double), so the rank stage
 can read `aggregates/` in place of `ingest/` (see `with_aggregate_roles`).
 
-Example:
-    >>> summary = aggregates({"ingest": Path("runs/r/ingest")}, Path("runs/r/aggregates"),  # doctest: +SKIP
-    ...                      dataset, windows_days=[1, 7], spark=spark)
-    >>> summary["columns"][:3]                                                              # doctest: +SKIP
-    ['user_events_1d', 'user_clicks_1d', 'user_ctr_1d']
+Example::
+
+    summary = aggregates({"ingest": Path("runs/r/ingest")}, Path("runs/r/aggregates"),
+                         dataset, windows_days=[1, 7], spark=spark)
+    summary["columns"][:3]
+    # -> ['user_events_1d', 'user_clicks_1d', 'user_ctr_1d']
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def aggregate_columns(dataset: DatasetConfig, windows_days: Sequence[int]) -> li
     """Names of the aggregate columns the stage writes, in order.
 
     Example:
-        >>> aggregate_columns(ds, [1])                       # doctest: +SKIP
+        >>> from features.config import ColumnRoles
+        >>> ds = DatasetConfig(path="train.tsv", kind="ctr", roles=ColumnRoles(
+        ...     label="label", timestamp="ts", dense=["I1"], categorical=["C10", "C11"], user_id="C10", item_id="C11"))
+        >>> aggregate_columns(ds, [1])
         ['user_events_1d', 'user_clicks_1d', 'user_ctr_1d', 'item_events_1d', 'item_clicks_1d', 'item_ctr_1d']
     """
     stats = ["events", "clicks", "ctr"] if dataset.roles.label else ["events"]
@@ -52,8 +56,11 @@ def aggregate_columns(dataset: DatasetConfig, windows_days: Sequence[int]) -> li
 def with_aggregate_roles(dataset: DatasetConfig, windows_days: Sequence[int]) -> DatasetConfig:
     """A copy of `dataset` whose dense columns include the aggregates (for ranking `aggregates/`).
 
-    Example:
-        >>> rank_stage({"ingest": run / "aggregates"}, out, with_aggregate_roles(ds, [1, 7]), ...)  # doctest: +SKIP
+    Example (the rank stage then reads `aggregates/` as its ingest folder):
+        >>> from features.config import ColumnRoles
+        >>> ds = DatasetConfig(path="train.tsv", kind="ctr", roles=ColumnRoles(label="label", dense=["I1"], user_id="C10"))
+        >>> with_aggregate_roles(ds, [1]).roles.dense
+        ['I1', 'user_events_1d', 'user_clicks_1d', 'user_ctr_1d']
     """
     extra = [c for c in aggregate_columns(dataset, windows_days) if c not in dataset.roles.dense]
     roles = dataset.roles.model_copy(update={"dense": [*dataset.roles.dense, *extra]})
@@ -98,10 +105,11 @@ def add_event_ids(df, ts: str, columns: Sequence[str] | None = None, rows_per_bu
     global `row_number()` over (timestamp, row hash), whatever the bounds, while every bucket is
     numbered on its own; each output partition is in id order.
 
-    Example:
-        >>> add_event_ids(spark.createDataFrame([(5, "a"), (3, "b")], "ts long, x string"), "ts") \\
-        ...     .orderBy("event_id").select("x").collect()                                     # doctest: +SKIP
-        [Row(x='b'), Row(x='a')]
+    Example::
+
+        add_event_ids(spark.createDataFrame([(5, "a"), (3, "b")], "ts long, x string"), "ts") \\
+            .orderBy("event_id").select("x").collect()
+        # -> [Row(x='b'), Row(x='a')]
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F

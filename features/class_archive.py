@@ -8,9 +8,10 @@ the JVM maps those classes instead of loading them again. An archive belongs to 
 Spark build (its name says which); one that does not fit is refused by the JVM itself, which then
 starts as usual (`-Xshare:auto`, the default).
 
-Example:
-    >>> java_options(Path("~/.cache/sparserec/jvm").expanduser())     # doctest: +SKIP
-    '-XX:SharedArchiveFile=/root/.cache/sparserec/jvm/spark-3f2a9c01d4e7.jsa -Xlog:cds=off -Xlog:cds+dynamic=off'
+Example::
+
+    java_options(Path("~/.cache/sparserec/jvm").expanduser())
+    # -> '-XX:SharedArchiveFile=/root/.cache/sparserec/jvm/spark-3f2a9c01d4e7.jsa -Xlog:cds=off -Xlog:cds+dynamic=off'
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def java_options(folder: Path) -> tuple[str, Path | None]:
     """JVM options that use the archive in `folder`, or make one at exit; and the marker file in
     which the caller records the dumping JVM's pid (None when the archive is used).
 
-    Example:
-        >>> java_options(Path("/tmp/jvm"))[0].startswith("-XX:")      # doctest: +SKIP
-        True
+    Example::
+
+        java_options(Path("/tmp/jvm"))[0].startswith("-XX:")
+        # -> True
     """
     folder.mkdir(parents=True, exist_ok=True)
     key = build_key()

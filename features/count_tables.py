@@ -7,9 +7,10 @@ mi.py does the arithmetic. Every sum that feeds `mi` and `mi-permutation` is an 
 the results are exact and the same on every run; the `mi-shifted` background sums are doubles.
 `v` may be any type: the rank stage passes each value's 64-bit hash (a fixed-width group key).
 
-Example:
-    >>> stats = group_count_stats(long_df, classes=2, copies=0, class_counts=np.array([75, 25]))  # doctest: +SKIP
-    >>> stats[0].stats.mi()                                                                       # doctest: +SKIP
+Example::
+
+    stats = group_count_stats(long_df, classes=2, copies=0, class_counts=np.array([75, 25]))
+    stats[0].stats.mi()
 """
 
 from __future__ import annotations

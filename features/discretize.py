@@ -10,9 +10,10 @@ Bins know about repeated values: a value that holds more than about a bin's shar
 values share the remaining bins by count. Plain quantiles would put 0 and the small positive
 values of a 90%-zeros column into one bin and lose what the positive part says about the label.
 
-Example:
-    >>> splits = quantile_splits(spark, df, ["I1"], bins=8)        # doctest: +SKIP
-    >>> df.selectExpr(bin_sql("`I1`", splits["I1"]))               # doctest: +SKIP
+Example::
+
+    splits = quantile_splits(spark, df, ["I1"], bins=8)
+    df.selectExpr(bin_sql("`I1`", splits["I1"]))
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def quantile_splits(spark: Any, df: Any, columns: list[str], bins: int, relative
     """Split points per dense column (see `splits_from_quantiles`), from one approxQuantile pass over
     a grid of `bins * FINE` quantiles.
 
-    Example:
-        >>> quantile_splits(spark, df, ["I1"], bins=4)             # doctest: +SKIP
-        {'I1': [1.0, 3.0, 9.0]}
+    Example::
+
+        quantile_splits(spark, df, ["I1"], bins=4)
+        # -> {'I1': [1.0, 3.0, 9.0]}
     """
     if not columns or bins < 2:
         return {c: [] for c in columns}

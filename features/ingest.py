@@ -5,11 +5,12 @@ Writes `data/` (typed columns, range-partitioned and sorted by timestamp when th
 multi-valued columns as array<string>). `rows_in == rows_ok + rows_quarantined` is checked.
 Only aggregates reach the driver.
 
-Example:
-    >>> summary = ingest({"raw": Path("data/ctr/train.tsv")}, Path("out"), dataset,   # doctest: +SKIP
-    ...                  IngestConfig(), spark)
-    >>> summary["rows_in"] == summary["rows_ok"] + summary["rows_quarantined"]        # doctest: +SKIP
-    True
+Example::
+
+    summary = ingest({"raw": Path("data/ctr/train.tsv")}, Path("out"), dataset,
+                     IngestConfig(), spark)
+    summary["rows_in"] == summary["rows_ok"] + summary["rows_quarantined"]
+    # -> True
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ def read_rows(spark, path: Path, dataset: DatasetConfig, specs: dict[str, tuple[
     """Parse the file(s) at `path` in `dataset`'s format with its ingest rules (`specs`, default
     `dataset_column_specs(dataset)`): every line becomes a row, a bad one with its `reason`.
 
-    Example:
-        >>> rows = read_rows(spark, Path("day2.tsv.gz"), run_config.dataset)   # doctest: +SKIP
-        >>> rows.df.where("reason IS NULL").count() <= rows.rows_in               # doctest: +SKIP
-        True
+    Example::
+
+        rows = read_rows(spark, Path("day2.tsv.gz"), run_config.dataset)
+        rows.df.where("reason IS NULL").count() <= rows.rows_in
+        # -> True
     """
     specs = dataset_column_specs(dataset) if specs is None else specs
     return ParsedRows(*read_table(spark, Path(path), dataset.format, dataset.delimiter, dataset.header,
@@ -100,11 +102,12 @@ def quarantine_and_count(spark, name: str, rows_in: int, bad, data: Path, quaran
     """Write the `bad` rows (a frame with `reason`) to `quarantine` (`file`, `line`, `raw`, `reason`), count
     the good rows already written to `data`, and check `rows_in == rows_ok + rows_quarantined`.
 
-    Example:
-        >>> c = quarantine_and_count(spark, "day2.tsv", rows.rows_in, rows.df.where("reason IS NOT NULL"),
-        ...                          out / "data", out / "quarantine")              # doctest: +SKIP
-        >>> c.rows_in == c.rows_ok + c.rows_quarantined                              # doctest: +SKIP
-        True
+    Example::
+
+        c = quarantine_and_count(spark, "day2.tsv", rows.rows_in, rows.df.where("reason IS NOT NULL"),
+                                 out / "data", out / "quarantine")
+        c.rows_in == c.rows_ok + c.rows_quarantined
+        # -> True
     """
     write_quarantine(bad, quarantine)
     ok = spark.read.parquet(str(data)).count()

@@ -148,9 +148,10 @@ def fit_transforms(spark: Any, train: Any, columns: list[str], buckets: int = 0)
     value) for the min and the mean / sd of both candidate transforms (so the plan does not grow with
     the column count), plus one quantile pass when `buckets` >= 2.
 
-    Example:
-        >>> fit_transforms(spark, train_df, ["I1"], buckets=8)[0].kind    # doctest: +SKIP
-        'log1p'
+    Example::
+
+        fit_transforms(spark, train_df, ["I1"], buckets=8)[0].kind
+        # -> 'log1p'
     """
     if not columns:
         return []

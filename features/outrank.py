@@ -12,10 +12,11 @@ the same sample in the same aggregation so that gain and redundancy compare like
 prepared value keys are cached for an exact pair pass; nothing is cached otherwise: a cache costs
 more to build than one more read of the input.
 
-Example:
-    >>> summary = rank({"raw": Path("train.tsv")}, Path("out"), dataset, RankConfig(), spark)  # doctest: +SKIP
-    >>> summary["top"][:3]                                                                      # doctest: +SKIP
-    ['C1', 'C9', 'C2']
+Example::
+
+    summary = rank({"raw": Path("train.tsv")}, Path("out"), dataset, RankConfig(), spark)
+    summary["top"][:3]
+    # -> ['C1', 'C9', 'C2']
 """
 
 from __future__ import annotations
@@ -155,9 +156,10 @@ def _value_sql(src: RankSource, name: str, splits: dict[str, list[float]]) -> st
 def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
     """Rank every feature of `src` against its label; pairs and 3MR as `cfg` asks.
 
-    Example:
-        >>> res = score_features(spark, read_raw(spark, Path("t.csv"), "y"), RankConfig())   # doctest: +SKIP
-        >>> res.features[0].name                                                            # doctest: +SKIP
+    Example::
+
+        res = score_features(spark, read_raw(spark, Path("t.csv"), "y"), RankConfig())
+        res.features[0].name
     """
     from pyspark import StorageLevel
 
@@ -264,9 +266,10 @@ def pair_long_df(prepared: Any, keys: Mapping[str, str], combos: list[tuple[str,
     hashed key), group len(combos) + i is members[i] alone (its value key): ONE explode, so one
     group-by counts them all. `keys` maps a feature to its value-key column of `prepared`.
 
-    Example:
-        >>> pair_long_df(prepared, {"a": "_v0", "b": "_v1"}, [("a", "b")], [], 1 << 20, 0).columns  # doctest: +SKIP
-        ['_y', 'g', 'v']
+    Example::
+
+        pair_long_df(prepared, {"a": "_v0", "b": "_v1"}, [("a", "b")], [], 1 << 20, 0).columns
+        # -> ['_y', 'g', 'v']
     """
     structs = [f"struct({j} AS g, {pair_key_sql(keys[a], keys[b], buckets)} AS v)" for j, (a, b) in enumerate(combos)]
     structs += [f"struct({len(combos) + i} AS g, {keys[m]} AS v)" for i, m in enumerate(members)]
@@ -335,9 +338,10 @@ def rank(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: Ran
     vocab_size; without it, `inputs['vocab']/sizes.json` is used when given, else cardinality + 2.
     `exclude` names columns that are not features (e.g. a timestamp).
 
-    Example:
-        >>> rank({"ingest": Path("runs/r/ingest")}, Path("runs/r/rank"), ds, RankConfig(), spark)  # doctest: +SKIP
-        {'rows_in': 20000, 'rows_out': 20000, 'features': 39, ...}
+    Example::
+
+        rank({"ingest": Path("runs/r/ingest")}, Path("runs/r/rank"), ds, RankConfig(), spark)
+        # -> {'rows_in': 20000, 'rows_out': 20000, 'features': 39, ...}
     """
     if vocab_sizes is None and "vocab" in inputs:
         sizes = Path(inputs["vocab"]) / "sizes.json"

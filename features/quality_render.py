@@ -1,8 +1,9 @@
 """The readable side of the quality report: `quality.md` and its matplotlib plots, from quality.json's dict.
 
-Example:
-    >>> plots = render_plots(report, Path("out"))                       # doctest: +SKIP
-    >>> Path("out/quality.md").write_text(render_markdown(report, plots, "ctr"))  # doctest: +SKIP
+Example::
+
+    plots = render_plots(report, Path("out"))
+    Path("out/quality.md").write_text(render_markdown(report, plots, "ctr"))
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ def place_labels(ax, names: list[str], xs: list[float], ys: list[float], fontsiz
     up or down (a thin line then points at its dot). Call after the layout is final; returns the
     labels' boxes in display pixels.
 
-    Example:
-        >>> boxes = place_labels(ax, ["C1", "C2"], [10, 11], [1.0, 1.0])     # doctest: +SKIP
+    Example::
+
+        boxes = place_labels(ax, ["C1", "C2"], [10, 11], [1.0, 1.0])
     """
     from matplotlib.text import Text
 

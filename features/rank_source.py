@@ -10,10 +10,11 @@ A delimited file without any quote character is read as lines and split with Spa
 files that reading equals the CSV reader's. A file holding a quote character anywhere is read by
 the CSV reader (a byte scan on the driver decides, at memory speed).
 
-Example:
-    >>> src = read_raw(spark, Path("train.tsv.gz"), label="label", fmt="tsv")      # doctest: +SKIP
-    >>> src.dense[:2]                                                              # doctest: +SKIP
-    ['I1', 'I2']
+Example::
+
+    src = read_raw(spark, Path("train.tsv.gz"), label="label", fmt="tsv")
+    src.dense[:2]
+    # -> ['I1', 'I2']
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def check_raw_header(path: Path, label: str, fmt: str, separator: str | None = N
     """The header's column names; a one-line `DataError` for a missing, empty or label-less file.
 
     Example:
-        >>> check_raw_header(Path("t.csv"), "clicked", "csv")       # doctest: +SKIP
+        >>> import tempfile
+        >>> t = Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = t.write_text("clicked,site,hour\\n1,a,10\\n")
+        >>> check_raw_header(t, "clicked", "csv")
         ['clicked', 'site', 'hour']
     """
     path = Path(path)
@@ -123,7 +127,10 @@ def numeric_in_sample(path: Path, names: list[str], sep: str, rows: int = 1000, 
     """Columns whose non-empty values in the first `rows` data lines all look like numbers.
 
     Example:
-        >>> numeric_in_sample(Path("t.csv"), ["y", "a", "b"], ",")       # doctest: +SKIP
+        >>> import tempfile
+        >>> t = Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = t.write_text("y,a,b\\n1,x,2.5\\n0,,-3\\n")
+        >>> numeric_in_sample(t, ["y", "a", "b"], ",")
         ['y', 'b']
     """
     seen = {n: 0 for n in names}
@@ -173,9 +180,10 @@ def read_raw(spark: Any, path: Path, label: str, fmt: str = "csv", exclude: list
     """A raw delimited file with a header, all columns as strings: split lines (`split_lines`), with
     the CSV reader's DataFrame as `quoted_fallback` for files that turn out to hold quoted fields.
 
-    Example:
-        >>> read_raw(spark, Path("a.csv"), label="clicked").label          # doctest: +SKIP
-        'clicked'
+    Example::
+
+        read_raw(spark, Path("a.csv"), label="clicked").label
+        # -> 'clicked'
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -212,9 +220,10 @@ def split_lines(spark: Any, path: Path, names: list[str], sep: str, header: str)
     count is malformed (`_corrupt_record` holds it). The header line is kept, marked corrupt (the
     rank stage subtracts it; a repeated header inside the data is then a malformed row, not data).
 
-    Example:
-        >>> split_lines(spark, Path("a.csv"), ["y", "a"], ",", "y,a").columns     # doctest: +SKIP
-        ['y', 'a', '_corrupt_record']
+    Example::
+
+        split_lines(spark, Path("a.csv"), ["y", "a"], ",", "y,a").columns
+        # -> ['y', 'a', '_corrupt_record']
     """
     from pyspark.sql import functions as F
 

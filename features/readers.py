@@ -11,10 +11,11 @@ and `monotonically_increasing_id`: rows of one file block are consecutive ids, a
 file are ordered by their byte offset, so one small aggregate (a row per block, collected to the
 driver) turns ids into line numbers however Spark splits or packs the files.
 
-Example:
-    >>> layout = TextLayout(delimiter="\\t", quoted=False)                       # doctest: +SKIP
-    >>> lines, files = numbered_lines(spark, [Path("train.tsv.gz")])            # doctest: +SKIP
-    >>> header = files[0].header_fields(layout)                                 # doctest: +SKIP
+Example::
+
+    layout = TextLayout(delimiter="\\t", quoted=False)
+    lines, files = numbered_lines(spark, [Path("train.tsv.gz")])
+    header = files[0].header_fields(layout)
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def has_quote(path: Path, chunk: int = 1 << 23) -> bool:
     A gzipped file is read to its end, so a truncated one is a one-line `DataError` here.
 
     Example:
-        >>> has_quote(Path("a.csv"))       # doctest: +SKIP
-        False
+        >>> import tempfile
+        >>> a = Path(tempfile.mkdtemp()) / "a.csv"
+        >>> _ = a.write_text('y,a\\n1,"x, y"\\n')
+        >>> has_quote(a)
+        True
     """
     found, gz = False, Path(path).name.endswith(".gz")
     try:
@@ -218,8 +222,9 @@ def label_is_positive(text, positive: list):
     """A boolean Column: the label text is one of `positive` (strings compared trimmed; numbers, and
     strings that are numbers, also compared as numbers, so 1 matches '1.0').
 
-    Example:
-        >>> label_is_positive(F.col("_t0"), [">50K", ">50K."])        # doctest: +SKIP
+    Example::
+
+        label_is_positive(F.col("_t0"), [">50K", ">50K."])
     """
     from pyspark.sql import functions as F
 
@@ -284,9 +289,10 @@ def parse_lines(lines, columns: list[str], specs: dict[str, ColumnSpec], layout:
     `records`: `lines` are CSV records from `assemble_records` (quotes possible); otherwise plain
     lines without any quote character, split at the delimiter.
 
-    Example:
-        >>> p = parse_lines(lines, ["label", "I1"], {"label": ColumnSpec(LABEL, True),   # doctest: +SKIP
-        ...                 "I1": ColumnSpec(DOUBLE)}, TextLayout("\\t"))
+    Example::
+
+        p = parse_lines(lines, ["label", "I1"], {"label": ColumnSpec(LABEL, True),
+                        "I1": ColumnSpec(DOUBLE)}, TextLayout("\\t"))
     """
     from pyspark.sql import functions as F
 

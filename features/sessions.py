@@ -32,9 +32,10 @@ _RANK = {s: i for i, s in enumerate(SPLITS)}
 def sessionize(events, user: str, ts: str, item: str, gap_seconds: float):
     """Add `session_id` = `<user>#<n>`: a new session starts when the gap to the previous event exceeds the limit.
 
-    Example:
-        >>> sessionize(df, "user_id", "timestamp", "item_id", 1800).select("session_id").first()  # doctest: +SKIP
-        Row(session_id='17#1')
+    Example::
+
+        sessionize(df, "user_id", "timestamp", "item_id", 1800).select("session_id").first()
+        # -> Row(session_id='17#1')
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F

@@ -9,8 +9,9 @@ The main rows are left-joined, so none is lost: a row whose key has no match kee
 and is counted (`unmatched_rows`, `missing_key_rows`). `flags` build a multi-valued column from 0/1
 flag columns (MovieLens' 19 genre flags -> `genres: [Action, Comedy]`).
 
-Example:
-    >>> cols = table_columns(SideTableConfig(name="users", path="u.user", delimiter="|", key="user"))  # doctest: +SKIP
+Example (MovieLens' u.user has no header line, so the config names its columns):
+    >>> table_columns(SideTableConfig(name="users", path="u.user", delimiter="|", key="user", header=False,
+    ...                               columns=["user", "age", "gender", "occupation", "zip"]))
     ['user', 'age', 'gender', 'occupation', 'zip']
 """
 

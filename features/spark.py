@@ -3,8 +3,9 @@
 Local masters start without the web UI unless `SparkConfig.conf` asks for it, and with a JVM
 class-data archive when `SparkConfig.class_archive` names a folder (features/class_archive.py).
 
-Example:
-    >>> spark = spark_session(SparkConfig(master="local[2]"))   # doctest: +SKIP
+Example::
+
+    spark = spark_session(SparkConfig(master="local[2]"))
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ the test period when `ts >= test_start`, so rows with the same timestamp never s
 the ingest output (so every row, duplicates included, is drawn on its own), or the values of the
 user's `split_key` columns (rows that share them stay together). The label is never part of it.
 
-Example:
-    >>> cuts = time_cuts(df, "ts", validation_share=0.1, test_share=0.1)   # doctest: +SKIP
-    >>> df = df.withColumn("split", split_column(cuts, "ts"))            # doctest: +SKIP
-    >>> cuts = random_cuts(0.1, 0.1, seed=7)                              # doctest: +SKIP
-    >>> df = df.withColumn("split", split_column(cuts, key=row_number_column(df)))  # doctest: +SKIP
+Example::
+
+    cuts = time_cuts(df, "ts", validation_share=0.1, test_share=0.1)
+    df = df.withColumn("split", split_column(cuts, "ts"))
+    cuts = random_cuts(0.1, 0.1, seed=7)
+    df = df.withColumn("split", split_column(cuts, key=row_number_column(df)))
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Ids: 0 = missing, 1 = unknown or rare (count < `min_count`, or beyond `max_size`
 count descending, ties broken by value, so re-runs give the same ids. Applying a vocabulary is a
 broadcast join per feature (no Python UDF); values that map to 1 are counted.
 
-Example:
-    >>> counts = value_counts(train_df, ["C1", "C2"])                  # doctest: +SKIP
-    >>> vocab = assign_ids(counts, min_count=2)                        # doctest: +SKIP
-    >>> encoded = apply_vocab(df, vocab, ["C1", "C2"])                 # doctest: +SKIP
+Example::
+
+    counts = value_counts(train_df, ["C1", "C2"])
+    vocab = assign_ids(counts, min_count=2)
+    encoded = apply_vocab(df, vocab, ["C1", "C2"])
 """
 
 from __future__ import annotations
@@ -92,11 +93,12 @@ def apply_vocab(df, vocab, features: list[str], sizes: Mapping[str, int] | None 
     analyses and compiles does not grow with the column count beyond one projection. Multi-valued
     columns always take a long form (row id, feature, position, value).
 
-    Example:
-        >>> apply_vocab(df, vocab, ["C1"]).select("C1").first()[0]     # doctest: +SKIP
-        2
-        >>> apply_vocab(df, vocab, [], multi=["genres"]).select("genres").first()[0]   # doctest: +SKIP
-        [3, 2]
+    Example::
+
+        apply_vocab(df, vocab, ["C1"]).select("C1").first()[0]
+        # -> 2
+        apply_vocab(df, vocab, [], multi=["genres"]).select("genres").first()[0]
+        # -> [3, 2]
     """
     batch = batch or ENCODE_BATCH
     out = df

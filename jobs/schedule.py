@@ -12,7 +12,8 @@ An entry seen for the first time is *armed*: it is recorded, not run, so adding 
 fires a burst; it first runs at its next cron time. A submission that fails (cluster down) is
 retried at the next `run-due`; a job that ran and failed waits for its next cron time.
 
-Example (schedules.yaml):
+Example (schedules.yaml)::
+
     schedules:
       - name: ctr-nightly
         cron: "0 2 * * *"
@@ -20,7 +21,9 @@ Example (schedules.yaml):
         config: ../configs/sample_ctr.yaml
         address: http://127.0.0.1:8265   # omit to run locally in a subprocess
 
-    >>> results = run_due(Path("jobs/schedules.yaml"), now=datetime.now(timezone.utc))  # doctest: +SKIP
+Then, from Python (what `sparserec schedule run-due` does)::
+
+    results = run_due(Path("jobs/schedules.yaml"), now=datetime.now(timezone.utc))
 """
 
 from __future__ import annotations
@@ -242,9 +245,10 @@ def run_due(schedule_path: Path = DEFAULT_FILE, now: datetime | None = None, dry
             runner: Runner = run_entry, only: str | None = None, status_of: StatusOf = ray_job_status) -> list[Outcome]:
     """Check every entry at `now`; run or submit those due; return one outcome per entry.
 
-    Example:
-        >>> [o.action for o in run_due(Path("jobs/schedules.yaml"), dry_run=True)]   # doctest: +SKIP
-        ['not-due', 'due']
+    Example::
+
+        [o.action for o in run_due(Path("jobs/schedules.yaml"), dry_run=True)]
+        # -> ['not-due', 'due']
     """
     now = now or datetime.now(timezone.utc)
     sched = load_schedule(schedule_path)

@@ -8,10 +8,11 @@ keeps writing into the same pipe, so its later lines land in the later stages' l
 console (stdout: stage lines, progress bars) and the CLI's one-line errors (printed after the
 capture ends) are not touched.
 
-Example:
-    >>> with StageLogs(Path("runs/r/logs")) as logs:        # doctest: +SKIP
-    ...     with logs.stage("ingest"):
-    ...         spark_session()          # the banner lands in runs/r/logs/ingest.log
+Example::
+
+    with StageLogs(Path("runs/r/logs")) as logs:
+        with logs.stage("ingest"):
+            spark_session()          # the banner lands in runs/r/logs/ingest.log
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ there, so the cluster runs the code of this checkout. Ray 2.60 clusters use toke
 the client reads the token as the `ray` CLI does (`RAY_AUTH_MODE=token` with `RAY_AUTH_TOKEN`,
 `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`).
 
-Example:
-    >>> job_id = submit_job("http://127.0.0.1:8265", job_command("configs/sample_ctr.yaml"))  # doctest: +SKIP
-    >>> follow_job("http://127.0.0.1:8265", job_id)                                          # doctest: +SKIP
-    'SUCCEEDED'
+Example::
+
+    job_id = submit_job("http://127.0.0.1:8265", job_command("configs/sample_ctr.yaml"))
+    follow_job("http://127.0.0.1:8265", job_id)
+    # -> 'SUCCEEDED'
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ session, plus `event` for per-event features), one feature view per source with 
 field and TTL (`ttl_days`; static item metadata has none), and one feature service per model of
 the dataset kind. The same layout always gives equal objects, so a re-apply changes nothing.
 
-Example:
-    >>> defs = build_definitions(json.loads((store / "layout.json").read_text()), StoreConfig(), store)  # doctest: +SKIP
-    >>> sorted(defs.views)                                                                              # doctest: +SKIP
-    ['events', 'item_stats', 'user_stats']
+Example::
+
+    defs = build_definitions(json.loads((store / "layout.json").read_text()), StoreConfig(), store)
+    sorted(defs.views)
+    # -> ['events', 'item_stats', 'user_stats']
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Online lookup: the latest materialized feature vector of one entity key (SQLite by default).
 
-Example:
-    >>> online_features(run / "store", "user", "0a1b2c3d")              # doctest: +SKIP
-    {'user_events_1d': 3.0, 'user_clicks_1d': 1.0, 'user_ctr_1d': 0.333, ...}
+Example::
+
+    online_features(run / "store", "user", "0a1b2c3d")
+    # -> {'user_events_1d': 3.0, 'user_clicks_1d': 1.0, 'user_ctr_1d': 0.333, ...}
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ Every path in `feature_store.yaml` is relative to the store folder (sources `dat
 folder is renamed into place. `StoreSettings.offline_store` / `online_store` point the same
 definitions at any other store Feast supports (e.g. `{"type": "duckdb"}`, `{"type": "redis", ...}`).
 
-Example:
-    >>> summary = register({"aggregates": run / "aggregates"}, run / "store", dataset, StoreConfig(), spark)  # doctest: +SKIP
-    >>> materialize(run / "store")["views"]                                                                  # doctest: +SKIP
-    ['item_stats', 'user_stats']
+Example::
+
+    summary = register({"aggregates": run / "aggregates"}, run / "store", dataset, StoreConfig(), spark)
+    materialize(run / "store")["views"]
+    # -> ['item_stats', 'user_stats']
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ Entity keys are stored as `user_id` / `item_id` / `session_id` (raw values; see 
 Missing keys are written as `MISSING_KEY` in `events/` (so entity rows stay complete) and have no
 stats rows (counted in the summary, never dropped silently).
 
-Example:
-    >>> layout = write_sources(agg_dir, out, dataset, spark, vocab_dir=run / "vocab")   # doctest: +SKIP
-    >>> [v["name"] for v in layout["views"]]                                             # doctest: +SKIP
-    ['events', 'user_stats', 'item_stats']
+Example::
+
+    layout = write_sources(agg_dir, out, dataset, spark, vocab_dir=run / "vocab")
+    [v["name"] for v in layout["views"]]
+    # -> ['events', 'user_stats', 'item_stats']
 """
 
 from __future__ import annotations

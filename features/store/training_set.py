@@ -7,10 +7,11 @@ is written like the vocab stage's folder: `encoded/train|validation|test/` (labe
 log1p(max(x, 0)) with missing -> 0, categorical int64 ids, same column names, plus the raw
 timestamp column) with a `schema.json`, so the trainer can read its data from here.
 
-Example:
-    >>> s = build_training_set({"store": run / "store"}, run / "training_set", service="dlrm")  # doctest: +SKIP
-    >>> s["rows"]["train"] > 0                                                                 # doctest: +SKIP
-    True
+Example::
+
+    s = build_training_set({"store": run / "store"}, run / "training_set", service="dlrm")
+    s["rows"]["train"] > 0
+    # -> True
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def entity_rows(root: Path):
 def historical_features(root: Path, entity_df, service: str | None = None, features: list[str] | None = None):
     """`entity_df` joined point-in-time with a feature service's (or the listed `view:feature`) features.
 
-    Example:
-        >>> df = historical_features(store, pd.DataFrame({"C10": ["a"], "event_timestamp": [t]}),
-        ...                          features=["user_stats:user_events_1d"])      # doctest: +SKIP
+    Example::
+
+        df = historical_features(store, pd.DataFrame({"C10": ["a"], "event_timestamp": [t]}),
+                                 features=["user_stats:user_events_1d"])
     """
     store = open_store(root)
     layout = read_layout(root)
