@@ -3,9 +3,10 @@
 It reads only what the stages wrote (manifests, their markdown and PNG files), so it can be rebuilt
 at any time and read without running anything.
 
-Example:
-    >>> report_stage({"ingest": Path("runs/r/ingest"), "train": Path("runs/r/train")}, Path("/tmp/out"), run_name="r")  # doctest: +SKIP
-    {'report': 'report.md', 'plots': 7, 'stages': 2}
+Example::
+
+    report_stage({"ingest": Path("runs/r/ingest"), "train": Path("runs/r/train")}, Path("/tmp/out"), run_name="r")
+    # -> {'report': 'report.md', 'plots': 7, 'stages': 2}
 """
 
 from __future__ import annotations

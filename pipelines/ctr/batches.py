@@ -208,9 +208,10 @@ def parquet_batches(path: Path, spec: BatchSpec, batch_size: int, drop_last: boo
 def row_range_batches(path: Path, spec: BatchSpec, batch_size: int, start: int, stop: int) -> Iterator[Batch]:
     """Batches of rows [start, stop) of a Parquet folder (files in name order), streamed.
 
-    Example:
-        >>> rows = count_rows(path); m = rows // world                          # doctest: +SKIP
-        >>> row_range_batches(path, spec, 512, rank * m, (rank + 1) * m)        # doctest: +SKIP
+    Example::
+
+        rows = count_rows(path); m = rows // world
+        row_range_batches(path, spec, 512, rank * m, (rank + 1) * m)
     """
     ds = pads.dataset(parquet_files(path), format="parquet")
     seen = 0
@@ -274,8 +275,12 @@ def uncompressed_bytes(path: Path, columns: list[str]) -> int:
     """Bytes of `columns` in a Parquet folder once decompressed, from the footers (no data read).
 
     Example:
-        >>> uncompressed_bytes(Path("runs/r/vocab/encoded/train"), spec.columns) / 2**20 < 256   # doctest: +SKIP
-        True
+        >>> import tempfile, pyarrow.parquet as pq
+        >>> d = Path(tempfile.mkdtemp())
+        >>> pq.write_table(pa.table({"y": [0, 1, 0], "x": [1.0, 2.0, 3.0]}), d / "part-0.parquet")
+        >>> pq.write_table(pa.table({"y": [1, 1], "x": [4.0, 5.0]}), d / "part-1.parquet")
+        >>> uncompressed_bytes(d, ["y"]) < uncompressed_bytes(d, ["y", "x"]), uncompressed_bytes(d, [])
+        (True, 0)
     """
     import pyarrow.parquet as pq
 
@@ -293,9 +298,13 @@ def equal_shares(path: Path, columns: list[str], world: int) -> list[pa.Table]:
     """`world` equal consecutive row ranges of a Parquet folder (files in name order), read into memory;
     the remainder rows are dropped, as Ray Data's `streaming_split(equal=True)` does.
 
-    Example:
-        >>> [t.num_rows for t in equal_shares(path, spec.columns, 2)]        # doctest: +SKIP
-        [2400, 2400]
+    Example (5 rows in two files, 2 workers: rows 0-1 and 2-3, the 5th dropped):
+        >>> import tempfile, pyarrow.parquet as pq
+        >>> d = Path(tempfile.mkdtemp())
+        >>> pq.write_table(pa.table({"y": [0, 1, 0], "x": [1.0, 2.0, 3.0]}), d / "part-0.parquet")
+        >>> pq.write_table(pa.table({"y": [1, 1], "x": [4.0, 5.0]}), d / "part-1.parquet")
+        >>> [t.column("x").to_pylist() for t in equal_shares(d, ["x"], 2)]
+        [[1.0, 2.0], [3.0, 4.0]]
     """
     table = pads.dataset(parquet_files(path), format="parquet").to_table(columns=columns)
     share = table.num_rows // world

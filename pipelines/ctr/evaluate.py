@@ -4,11 +4,12 @@ score the validation and test splits (AUC, log loss, calibration, per-slice AUC,
 Evaluation runs in one process on the full splits, whatever mode trained the model, so the
 numbers of a Ray run and a single-process run are comparable.
 
-Example:
-    >>> res = evaluate_run(Path("runs/r/train/checkpoints/step_00000100"), Path("runs/r/vocab"), plan,
-    ...                    TrainConfig())                                        # doctest: +SKIP
-    >>> res["splits"]["test"]["auc"]                                             # doctest: +SKIP
-    0.74
+Example::
+
+    res = evaluate_run(Path("runs/r/train/checkpoints/step_00000100"), Path("runs/r/vocab"), plan,
+                       TrainConfig())
+    res["splits"]["test"]["auc"]
+    # -> 0.74
 """
 
 from __future__ import annotations

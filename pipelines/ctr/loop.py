@@ -10,11 +10,12 @@ backward, dense-gradient clipping, dense optimizer step, DSL update; a checkpoin
 The differences between Ray and single-process mode (where batches come from, where checkpoints
 go) live in the two small `*IO` classes below; the loop itself does not know which one it has.
 
-Example:
-    >>> job = LoopJob(encoded="runs/r/vocab/encoded", schema_path="runs/r/vocab/schema.json",
-    ...               plan_json=plan.to_json(), out="runs/r/.tmp-train", train=TrainConfig(),
-    ...               embeddings=EmbeddingsConfig(), seed=0, global_batch=1024)      # doctest: +SKIP
-    >>> run_loop(job, LocalIO(job))                                                   # doctest: +SKIP
+Example::
+
+    job = LoopJob(encoded="runs/r/vocab/encoded", schema_path="runs/r/vocab/schema.json",
+                  plan_json=plan.to_json(), out="runs/r/.tmp-train", train=TrainConfig(),
+                  embeddings=EmbeddingsConfig(), seed=0, global_batch=1024)
+    run_loop(job, LocalIO(job))
 """
 
 from __future__ import annotations

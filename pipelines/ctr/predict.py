@@ -9,10 +9,11 @@ Each model actor encodes its rows with the run's vocabularies and numeric transf
 (`serving`). `rows_in == rows_scored + rows_quarantined` is checked. The output folder is written
 as a temporary folder and renamed when complete.
 
-Example:
-    >>> s = predict(Path("runs/r"), Path("day2.tsv"), Path("out/day2"), dataset, PredictConfig(), spark)  # doctest: +SKIP
-    >>> s["rows_in"] == s["rows_scored"] + s["rows_quarantined"]                                  # doctest: +SKIP
-    True
+Example::
+
+    s = predict(Path("runs/r"), Path("day2.tsv"), Path("out/day2"), dataset, PredictConfig(), spark)
+    s["rows_in"] == s["rows_scored"] + s["rows_quarantined"]
+    # -> True
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ Writes `parsed/` (good rows: `file`, `line`, then the columns scoring and slicin
 file and line) and `quarantine/` (`file`, `line`, `raw`, `reason`); checks
 `rows_in == rows_ok + rows_quarantined`.
 
-Example:
-    >>> got = parse_input(spark, Path("new_day.tsv.gz"), dataset, Path("/tmp/p"), keep=["I1", "C1"])  # doctest: +SKIP
-    >>> got.counts.rows_in == got.counts.rows_ok + got.counts.rows_quarantined                     # doctest: +SKIP
-    True
+Example::
+
+    got = parse_input(spark, Path("new_day.tsv.gz"), dataset, Path("/tmp/p"), keep=["I1", "C1"])
+    got.counts.rows_in == got.counts.rows_ok + got.counts.rows_quarantined
+    # -> True
 """
 
 from __future__ import annotations

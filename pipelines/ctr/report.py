@@ -1,8 +1,9 @@
 """Write what a training run produced: `metrics.json`, `report.md`, `model_card.md` and PNG plots
 (training curves, calibration).
 
-Example:
-    >>> write_report(Path("runs/r/.tmp-train"), metrics, history, card)      # doctest: +SKIP
+Example::
+
+    write_report(Path("runs/r/.tmp-train"), metrics, history, card)
 """
 
 from __future__ import annotations

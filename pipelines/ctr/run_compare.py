@@ -5,10 +5,11 @@ Reads only what the stages wrote: `*/manifest.json` (seconds per stage, the raw 
 split, examples/s, peak RSS), `train/model_card.md` (the DSL settings the run trained with) and
 `vocab/schema.json` (rows per split). A missing file leaves its cells empty.
 
-Example:
-    >>> rows = compare_runs([Path("runs/dense"), Path("runs/int4")])     # doctest: +SKIP
-    >>> print(markdown_table(rows))                                      # doctest: +SKIP
-    >>> plot_auc_vs_bytes(rows, Path("out/auc_vs_bytes.png"))             # doctest: +SKIP
+Example::
+
+    rows = compare_runs([Path("runs/dense"), Path("runs/int4")])
+    print(markdown_table(rows))
+    plot_auc_vs_bytes(rows, Path("out/auc_vs_bytes.png"))
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """A finished run's stage files, read with a one-line error naming the stage that writes them.
 
-Example:
-    >>> stage_json(Path("runs/r/train/model"), "model.json", also=("model.pt",), stage="train")["dense_in"]  # doctest: +SKIP
+Example (a train stage's model folder; without `model.pt` the call is a one-line `EncodedDataError`):
+    >>> import tempfile
+    >>> model = Path(tempfile.mkdtemp())
+    >>> _ = (model / "model.json").write_text('{"dense_in": 4}'), (model / "model.pt").write_bytes(b"")
+    >>> stage_json(model, "model.json", also=("model.pt",), stage="train")["dense_in"]
     4
 """
 

@@ -12,9 +12,10 @@ and `embeddings.pt` (the plan's serving artifact). Serving modes:
 
 A model without `PlanEmbeddings` (the `lr` baseline) is served eagerly whatever the mode.
 
-Example:
-    >>> scorer = Scorer(Path("runs/r"), serving="int8")                    # doctest: +SKIP
-    >>> scorer(pa.table({"label": [1], "I1": [3.0], "C1": ["a"]})).column("score")   # doctest: +SKIP
+Example::
+
+    scorer = Scorer(Path("runs/r"), serving="int8")
+    scorer(pa.table({"label": [1], "I1": [3.0], "C1": ["a"]})).column("score")
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ Ray start, the run config, the controller's environment and `fit()` with progres
 (`pipelines/runtime/ray_driver.py`), shared with the session models; what is CTR's here is the input
 (`ray_train_inputs`), the job and which checkpoint is the best epoch's.
 
-Example:
-    >>> outcome = fit(Path("runs/r/vocab"), plan, Path("runs/r/.tmp-train"), TrainConfig(), EmbeddingsConfig(), seed=0)  # doctest: +SKIP
-    >>> outcome.checkpoint                                                                                         # doctest: +SKIP
+Example::
+
+    outcome = fit(Path("runs/r/vocab"), plan, Path("runs/r/.tmp-train"), TrainConfig(), EmbeddingsConfig(), seed=0)
+    outcome.checkpoint
 """
 
 from __future__ import annotations
@@ -146,10 +147,11 @@ def ray_train_inputs(job: LoopJob) -> tuple[dict[str, Any], Any, LoopJob]:
     local buffer; materialized workers each deal their rows from a seeded permutation of all shares
     (`pipelines/ctr/shuffle.py`).
 
-    Example:
-        >>> datasets, data_config, job = ray_train_inputs(job)                  # doctest: +SKIP
-        >>> datasets, job.ray_input, len(job.train_shares)                      # doctest: +SKIP
-        ({}, 'materialized', 2)
+    Example::
+
+        datasets, data_config, job = ray_train_inputs(job)
+        datasets, job.ray_input, len(job.train_shares)
+        # -> ({}, 'materialized', 2)
     """
     import ray
     from ray.train import DataConfig

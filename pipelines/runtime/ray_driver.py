@@ -100,9 +100,10 @@ def ray_run_config(cfg: TrainConfig, out: Path, keep_by: str | None = None) -> A
     `training.checkpoints_to_keep`: the newest, or with `keep_by` the highest of that metric; Ray always keeps the
     latest), restarts after `training.max_failures` worker deaths, worker niceness.
 
-    Example:
-        >>> ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures  # doctest: +SKIP
-        2
+    Example::
+
+        ray_run_config(TrainConfig(), Path("runs/r/train")).failure_config.max_failures
+        # -> 2
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 

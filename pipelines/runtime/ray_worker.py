@@ -4,10 +4,11 @@ the checkpoint to resume from, reporting a checkpoint, and rank 0's progress fil
 Called from inside `train_loop_per_worker` (the families' `RayIO` / `RaySessionIO`); the driver's side is
 `pipelines/runtime/ray_driver.py`.
 
-Example:
-    >>> rank, world, device = worker_setup(TrainConfig())                               # doctest: +SKIP
-    >>> folder = restored_checkpoint()                       # None on a fresh start      # doctest: +SKIP
-    >>> report_checkpoint("step_00000010", lambda f: (f / "w.pt").write_bytes(b""), {"loss": 0.5}, rank)  # doctest: +SKIP
+Example::
+
+    rank, world, device = worker_setup(TrainConfig())
+    folder = restored_checkpoint()                       # None on a fresh start
+    report_checkpoint("step_00000010", lambda f: (f / "w.pt").write_bytes(b""), {"loss": 0.5}, rank)
 """
 
 from __future__ import annotations

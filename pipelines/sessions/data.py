@@ -15,11 +15,12 @@ as on any item; they are counted (`items_without_metadata`, `<split>_events_with
 An items table without attribute columns is a catalogue of ids only. Missing files or columns
 raise `SessionDataError` naming file and fix.
 
-Example:
-    >>> data = load_sessions(Path("runs/r1/sessions"))                # doctest: +SKIP
-    >>> ex = data.examples("train", max_length=50)                     # doctest: +SKIP
-    >>> ex.items.shape[0] == ex.targets.shape[0]                       # doctest: +SKIP
-    True
+Example::
+
+    data = load_sessions(Path("runs/r1/sessions"))
+    ex = data.examples("train", max_length=50)
+    ex.items.shape[0] == ex.targets.shape[0]
+    # -> True
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ item's category equals the target's, for every model), `head_<attr>_acc` (M2TRec
 for M2TRec, `head_<category>_acc`; keyed by the category's raw value) and `embedding_bytes`
 (memory of the item representations).
 
-Example:
-    >>> result = evaluate_session_model(model, data, "test", positions=1)     # doctest: +SKIP
-    >>> result["overall"]["recall@20"] >= result["overall"]["recall@10"]       # doctest: +SKIP
-    True
+Example::
+
+    result = evaluate_session_model(model, data, "test", positions=1)
+    result["overall"]["recall@20"] >= result["overall"]["recall@10"]
+    # -> True
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ attribute, one list<int> column per multi-valued attribute; id 0 = missing, 1 = 
 count desc then value), `item_vocab.json` (`sizes`: attribute → ids incl. the 2 reserved; `ids`: attribute → value → id;
 `categorical`, `multi_valued`: the attribute names), `split.json`.
 
-Example:
-    >>> summary = synthetic_layout(Path("sessions.csv"), Path("items.csv"), Path("out"))  # doctest: +SKIP
-    >>> summary["sessions"]["test"] > 0                                                 # doctest: +SKIP
-    True
+Example::
+
+    summary = synthetic_layout(Path("sessions.csv"), Path("items.csv"), Path("out"))
+    summary["sessions"]["test"] > 0
+    # -> True
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ after each epoch and broadcasts the score (early stopping is the same everywhere
 last one, inside an epoch at the batch it had reached, with the same order and random draws.
 The differences between the modes live in the `*SessionIO` classes.
 
-Example:
-    >>> history = run_session_loop(model, data, TrainConfig(epochs=1), 0, LocalSessionIO(torch.device("cpu")))  # doctest: +SKIP
+Example::
+
+    history = run_session_loop(model, data, TrainConfig(epochs=1), 0, LocalSessionIO(torch.device("cpu")))
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
 model for the catalogue and vocabularies of a sessions stage; `save_model` / `load_model` write and rebuild it
 (`model.pt` + `model.json`, loaded with `weights_only=True`).
 
-Example:
-    >>> model = build_model(ModelConfig(name="m2trec", hidden=16), data)          # doctest: +SKIP
-    >>> save_model(model, ModelConfig(name="m2trec", hidden=16), Path("out"))     # doctest: +SKIP
-    >>> model, cfg = load_model(Path("out"), data)                                # doctest: +SKIP
+Example::
+
+    model = build_model(ModelConfig(name="m2trec", hidden=16), data)
+    save_model(model, ModelConfig(name="m2trec", hidden=16), Path("out"))
+    model, cfg = load_model(Path("out"), data)
 """
 
 from __future__ import annotations

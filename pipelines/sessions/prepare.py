@@ -20,11 +20,12 @@ are learnt on the items of the train rows; values seen only on other items are 1
 `max_length` keeps the last N items of every written row. The catalogue is the items of the used
 sequences; items without an attribute row keep missing attributes (`in_catalogue` false).
 
-Example:
-    >>> s = import_sessions(Path("Toys_and_Games.txt.gz"), Path("Toys_and_Games_item2attributes.json.gz"),
-    ...                     Path("out"), ImportConfig(cold_share=0.1))      # doctest: +SKIP
-    >>> s["sessions"]                                                        # doctest: +SKIP
-    {'train': 19412, 'validation': 19412, 'test': 19412}
+Example::
+
+    s = import_sessions(Path("Toys_and_Games.txt.gz"), Path("Toys_and_Games_item2attributes.json.gz"),
+                        Path("out"), ImportConfig(cold_share=0.1))
+    s["sessions"]
+    # -> {'train': 19412, 'validation': 19412, 'test': 19412}
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ and error handling, and the worker's set-up and checkpoint reports are the runti
 models (`pipelines/runtime/ray_driver.py`, `ray_worker.py`), and so is the config: `training.ray.{single_process, num_workers,
 cpus_per_worker, use_gpu, address, worker_niceness, controller_poll_s, quiet}`.
 
-Example:
-    >>> history = fit_sessions(Path("runs/s/sessions"), Path("runs/s/.tmp-train"), model, TrainConfig(), seed=0)  # doctest: +SKIP
+Example::
+
+    history = fit_sessions(Path("runs/s/sessions"), Path("runs/s/.tmp-train"), model, TrainConfig(), seed=0)
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ same way. Without validation sessions, or with any other setting, one model is t
 configured. `tune_cold_offset` (the hybrid alone, cold items lifted by a score offset set on
 validation) is the older alternative, kept for the benchmark's comparison.
 
-Example:
-    >>> model, history, train, selection = fit_selected(inputs, out, data, train, seed=0)   # doctest: +SKIP
-    >>> selection["chosen"], selection["scores"]                                          # doctest: +SKIP
-    ('hybrid', {'hybrid': 0.081, 'metadata-only': 0.074})
+Example::
+
+    model, history, train, selection = fit_selected(inputs, out, data, train, seed=0)
+    selection["chosen"], selection["scores"]
+    # -> ('hybrid', {'hybrid': 0.081, 'metadata-only': 0.074})
 """
 
 from __future__ import annotations

@@ -16,10 +16,11 @@ Item attributes (`read_item_attributes`): a JSON map item → list of attribute 
 an item-id column and named attribute columns, single-valued or multi-valued (values joined by
 `separator`). Both may be gzipped.
 
-Example:
-    >>> src = read_sequences(Path("Toys_and_Games.txt.gz"))          # doctest: +SKIP
-    >>> src.kind, len(src.sequences), src.rows_quarantined            # doctest: +SKIP
-    ('sequence_lines', 19412, 0)
+Example::
+
+    src = read_sequences(Path("Toys_and_Games.txt.gz"))
+    src.kind, len(src.sequences), src.rows_quarantined
+    # -> ('sequence_lines', 19412, 0)
 """
 
 from __future__ import annotations

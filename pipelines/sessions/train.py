@@ -10,9 +10,10 @@ runs follows the CTR switch `training.ray`: `single_process: true` runs it in th
 Popularity has nothing to train and never starts Ray. With validation examples, the weights of the
 best epoch (Recall@20) are kept.
 
-Example:
-    >>> model = build_model(ModelConfig(name="m2trec", hidden=16), data)          # doctest: +SKIP
-    >>> history = train_session_model(model, data, TrainConfig(epochs=1), seed=0)  # doctest: +SKIP
+Example::
+
+    model = build_model(ModelConfig(name="m2trec", hidden=16), data)
+    history = train_session_model(model, data, TrainConfig(epochs=1), seed=0)
 """
 
 from __future__ import annotations
