@@ -1,8 +1,11 @@
 """Generators of realistic raw logs with their ground truth (`truth.json`) written beside them.
 
 Example:
+    >>> import tempfile
     >>> from features.synthetic import generate
-    >>> truth = generate("ctr", rows=1000, seed=0, output="/tmp/ctr")   # doctest: +SKIP
+    >>> truth = generate("ctr", rows=100, seed=0, output=tempfile.mkdtemp())
+    >>> truth["kind"], truth["file"], truth["rows"]
+    ('ctr', 'train.tsv', 100)
 """
 
 from __future__ import annotations

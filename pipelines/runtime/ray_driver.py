@@ -8,11 +8,14 @@ The family gives the `TorchTrainer` its own per-worker loop and datasets (`pipel
 Example:
     >>> worker_runtime_env(TrainConfig())
     {'env_vars': {'RAY_worker_niceness': '0'}}
-    >>> ray_init(TrainConfig())                                                        # doctest: +SKIP
-    >>> result = fit_with_progress(TorchTrainer(loop, run_config=ray_run_config(cfg, out)), cfg,
-    ...                            out / ".progress.json", print)                        # doctest: +SKIP
-    >>> final_checkpoint(result, out)                                                  # doctest: +SKIP
-    PosixPath('runs/r/train/checkpoints/step_00000078')
+
+A run (starts Ray)::
+
+    ray_init(TrainConfig())
+    result = fit_with_progress(TorchTrainer(loop, run_config=ray_run_config(cfg, out)), cfg,
+                               out / ".progress.json", print)
+    final_checkpoint(result, out)
+    # -> PosixPath('runs/r/train/checkpoints/step_00000078')
 """
 
 from __future__ import annotations

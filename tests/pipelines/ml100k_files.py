@@ -1,7 +1,10 @@
 """A tiny MovieLens-100K folder in either form: GroupLens' original files or the copy with header rows.
 
 Example:
-    >>> folder = write_ml100k(tmp_path / "ml", original=True)   # doctest: +SKIP
+    >>> import tempfile
+    >>> folder = write_ml100k(Path(tempfile.mkdtemp()) / "ml", original=True)
+    >>> sorted(p.name for p in folder.iterdir())
+    ['u.data', 'u.genre', 'u.item']
 """
 
 from __future__ import annotations
