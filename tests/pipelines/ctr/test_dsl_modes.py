@@ -15,13 +15,7 @@ from embeddings.dsl.rows import row_budget
 from embeddings.spec import EmbeddingPlan
 from pipelines.runtime.config import TrainConfig
 from pipelines.ctr.trainer import train_stage
-
-
-def _single(**kw) -> TrainConfig:
-    cfg = TrainConfig(batch_size=256, epochs=1, checkpoint_every=10, log_every=5, **kw)
-    cfg.model.dense_arch, cfg.model.over_arch = [16], [16]
-    cfg.ray.single_process = True
-    return cfg
+from tests.pipelines.ctr.test_training import single_cfg
 
 
 def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: Path):
@@ -35,7 +29,7 @@ def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: 
                                          initial_exchange=0.3))
     out = tmp_path / "row"
     out.mkdir()
-    train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}, out, _single(max_steps=9), emb,
+    train_stage({"vocab": encoded_ctr["vocab"], "plan": tmp_path / "plan"}, out, single_cfg(max_steps=9), emb,
                 seed=0, show_progress=False)
     sd = torch.load(out / "model" / "model.pt", weights_only=True)
     for t in plan.tables:  # the trained table is the budget's rows plus the zero sentinel
@@ -59,7 +53,7 @@ def test_lazy_mode_ends_within_the_budget(encoded_ctr, tmp_path: Path):
     emb = EmbeddingsConfig(dsl=DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, init="random"))
     out = tmp_path / "lazy"
     out.mkdir()
-    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, _single(max_steps=9), emb,
+    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(max_steps=9), emb,
                 seed=0, show_progress=False)
     sd = torch.load(out / "model" / "model.pt", weights_only=True)
     tables = [v for k, v in sd.items() if "embedding_bags" in k]
