@@ -23,7 +23,14 @@ def test_cuda_without_a_gpu_is_a_one_line_user_error():
         resolve_device("cuda")
 
 
-def test_local_process_group_is_up_inside_the_block_only():
+@pytest.fixture
+def no_process_group():
+    """Earlier tests (embeddings' fbgemm_model without a group) leave this process's default group up."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_local_process_group_is_up_inside_the_block_only(no_process_group):
     assert not dist.is_initialized()
     with local_process_group():
         assert dist.get_world_size() == 1
