@@ -15,7 +15,7 @@ from embeddings.dsl.rows import row_budget
 from embeddings.spec import EmbeddingPlan
 from pipelines.runtime.config import TrainConfig
 from pipelines.ctr.trainer import train_stage
-from tests.pipelines.ctr.test_training import single_cfg
+from tests.pipelines.ctr.test_training import single_cfg, trained_tables
 
 
 def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: Path):
@@ -51,14 +51,7 @@ def test_row_mode_trains_compact_tables_and_exports_them(encoded_ctr, tmp_path: 
 
 def test_lazy_mode_ends_within_the_budget(encoded_ctr, tmp_path: Path):
     emb = EmbeddingsConfig(dsl=DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, init="random"))
-    out = tmp_path / "lazy"
-    out.mkdir()
-    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(max_steps=9), emb,
-                seed=0, show_progress=False)
-    sd = torch.load(out / "model" / "model.pt", weights_only=True)
-    tables = [v for k, v in sd.items() if "embedding_bags" in k]
-    active = sum(int((t != 0).sum()) for t in tables)
-    total = sum(t.numel() for t in tables)
+    tables, active, total = trained_tables(encoded_ctr, tmp_path / "lazy", emb)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)
 
 

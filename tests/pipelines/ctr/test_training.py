@@ -25,6 +25,16 @@ def single_cfg(**kw) -> TrainConfig:
     return cfg
 
 
+def trained_tables(encoded_ctr: dict, out: Path, emb: EmbeddingsConfig) -> tuple[list[torch.Tensor], int, int]:
+    """Train 9 single-process steps into `out`; the exported embedding tables, their nonzero and total weights."""
+    out.mkdir()
+    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(max_steps=9), emb,
+                seed=0, show_progress=False)
+    sd = torch.load(out / "model" / "model.pt", weights_only=True)
+    tables = [v for k, v in sd.items() if "embedding_bags" in k]
+    return tables, sum(int((t != 0).sum()) for t in tables), sum(t.numel() for t in tables)
+
+
 def test_single_process_stage_writes_checkpoints_metrics_report_and_model(encoded_ctr, tmp_path: Path):
     out = tmp_path / "train"
     out.mkdir()
@@ -100,14 +110,7 @@ def test_dsl_keeps_the_tables_within_their_budget(encoded_ctr, tmp_path: Path):
     from embeddings.config import DSLConfig
 
     emb = EmbeddingsConfig(dsl=DSLConfig(enabled=True, density=0.3, update_every=3, init="random"))
-    out = tmp_path / "dsl"
-    out.mkdir()
-    train_stage({"vocab": encoded_ctr["vocab"], "plan": encoded_ctr["plan"]}, out, single_cfg(max_steps=9), emb,
-                seed=0, show_progress=False)
-    sd = torch.load(out / "model" / "model.pt", weights_only=True)
-    tables = [v for k, v in sd.items() if "embedding_bags" in k]
-    active = sum(int((t != 0).sum()) for t in tables)
-    total = sum(t.numel() for t in tables)
+    tables, active, total = trained_tables(encoded_ctr, tmp_path / "dsl", emb)
     assert len(tables) == len(encoded_ctr["plan_obj"].tables)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)   # one global budget of 30% of the weights
     updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]  # steps 3, 6, 9
