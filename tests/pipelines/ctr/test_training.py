@@ -110,7 +110,8 @@ def test_dsl_keeps_the_tables_within_their_budget(encoded_ctr, tmp_path: Path):
     from embeddings.config import DSLConfig
 
     emb = EmbeddingsConfig(dsl=DSLConfig(enabled=True, density=0.3, update_every=3, init="random"))
-    tables, active, total = trained_tables(encoded_ctr, tmp_path / "dsl", emb)
+    out = tmp_path / "dsl"
+    tables, active, total = trained_tables(encoded_ctr, out, emb)
     assert len(tables) == len(encoded_ctr["plan_obj"].tables)
     assert 0.25 * total < active <= round(0.3 * total) + len(tables)   # one global budget of 30% of the weights
     updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]  # steps 3, 6, 9
