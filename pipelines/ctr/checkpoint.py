@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
-from pipelines.runtime.checkpoint import rank_file, restore_rng, rng_state
+from pipelines.runtime.checkpoint import ProgressRecord, rank_file, restore_rng, rng_state
 from pipelines.runtime.early_stopping import EarlyStopping
 from pipelines.runtime.errors import CheckpointMismatchError
 
@@ -41,7 +41,7 @@ STATE = "train_state_rank{rank}.pt"
 
 
 @dataclass
-class TrainState:
+class TrainState(ProgressRecord):
     """Where training is: the next batch to read (`epoch`, `batch`), steps done, early-stopping state and the
     name of the best validation epoch's checkpoint (the one the run reports and exports)."""
 
@@ -51,15 +51,6 @@ class TrainState:
     stopping: EarlyStopping = field(default_factory=EarlyStopping)
     best_checkpoint: str | None = None
     history: dict[str, list] = field(default_factory=lambda: {"train": [], "validation": []})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
-        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        kw["stopping"] = EarlyStopping.from_dict(kw.get("stopping"))
-        return cls(**kw)
 
 
 def _rank() -> int:

@@ -21,10 +21,27 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from pipelines.runtime.early_stopping import EarlyStopping
+
+
+class ProgressRecord:
+    """Mixin of a training loop's progress dataclass (it has a `stopping: EarlyStopping` field): to and from the
+    plain dict a checkpoint stores; keys the class no longer has are ignored on the way back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        kw["stopping"] = EarlyStopping.from_dict(kw.get("stopping"))
+        return cls(**kw)
 
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, torch.Tensor]:

@@ -18,14 +18,14 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipelines.runtime.checkpoint import rank_file, restore_rng, rng_state
+from pipelines.runtime.checkpoint import ProgressRecord, rank_file, restore_rng, rng_state
 from pipelines.runtime.early_stopping import EarlyStopping
 
 STATE = "session_state.pt"
@@ -33,7 +33,7 @@ RNG = "rng_rank{rank}.pt"
 
 
 @dataclass
-class SessionProgress:
+class SessionProgress(ProgressRecord):
     """Where training is: epochs done, steps done, early-stopping state and the history so far; inside an epoch,
     its batches done and the sums of their losses (the epoch's mean, and the running `log_every` mean)."""
 
@@ -45,15 +45,6 @@ class SessionProgress:
     log_n: int = 0
     stopping: EarlyStopping = field(default_factory=EarlyStopping)
     history: dict[str, Any] = field(default_factory=lambda: {"loss": [], "validation": []})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SessionProgress":
-        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        kw["stopping"] = EarlyStopping.from_dict(kw.get("stopping"))
-        return cls(**kw)
 
 
 def write_session_checkpoint(folder: Path, rank: int, model: nn.Module, opt: torch.optim.Optimizer,
