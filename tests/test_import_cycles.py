@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+from tests.test_layering import graph
 
 
 def import_graph(package: str) -> dict[str, set[str]]:
-    """module -> the modules of `package` it imports (anywhere in its file)."""
-    files = {_module(p): p for p in (ROOT / package).rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for mod, path in files.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            deps.update(n for n in names if n in files and n != mod)
-        graph[mod] = deps
-    return graph
+    """module -> the modules of `package` it imports (anywhere in its file): the project graph of
+    `tests/test_layering.py` kept inside one package."""
+    return {mod: {d for d in deps if d.split(".")[0] == package}
+            for mod, deps in graph().items() if mod.split(".")[0] == package}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
