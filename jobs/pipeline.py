@@ -160,10 +160,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, graph: list[Stage], from_stage: 
         from jobs.config import save_config
 
         save_config(cfg, run_dir)  # <run>/config.yaml: the resolved config, read later by `predict --run`
-        if not capture_logs:
-            return _run_locked(cfg, run_dir, calls, on_event, spark, None, trust_checkpoint)
-        with StageLogs(run_dir / LOGS, verbose=verbose) as logs:
-            return _run_locked(cfg, run_dir, calls, on_event, spark, logs, trust_checkpoint)
+        return _run_calls(cfg, run_dir, calls, on_event, spark, capture_logs, verbose, trust_checkpoint)
 
 
 def run_only(cfg: RunConfig, graph: list[Stage], stage: str, output: Path, inputs: Mapping[str, Path | None] | None = None,
@@ -195,18 +192,16 @@ def run_only(cfg: RunConfig, graph: list[Stage], stage: str, output: Path, input
                         "use a config of the right kind.")
     output = Path(output)
     run_dir = output.parent
-    reads = {**stage_inputs(chosen, cfg, run_dir), **{k: Path(v) for k, v in (inputs or {}).items() if v is not None}}
-    reads = {k: v for k, v in reads.items() if (inputs or {}).get(k, v) is not None}  # None: the stage goes without it
+    given = dict(inputs or {})  # a name given as None: the stage goes without that input
+    reads = {k: v for k, v in stage_inputs(chosen, cfg, run_dir).items() if given.get(k, v) is not None}
+    reads.update({k: Path(v) for k, v in given.items() if v is not None})
     for name, path in reads.items():
         if not path.exists():
             hint = f"run `sparserec run --only {name}` (or its command) first" if name in chosen.needs else "fix the path"
             raise UserError(f"{path}: not found; stage '{stage}' reads it as its '{name}' input; {hint}.")
     call = _Call(chosen, output.name, reads, stage_config(chosen, cfg, options), force, dict(options or {}))
     with run_lock(run_dir):
-        if not capture_logs:
-            return _run_locked(cfg, run_dir, [call], on_event, spark, None, trust_checkpoint)[0]
-        with StageLogs(run_dir / LOGS) as logs:
-            return _run_locked(cfg, run_dir, [call], on_event, spark, logs, trust_checkpoint)[0]
+        return _run_calls(cfg, run_dir, [call], on_event, spark, capture_logs, False, trust_checkpoint)[0]
 
 
 @dataclass
@@ -219,6 +214,14 @@ class _Call:
     config: dict[str, Any]
     must_run: bool
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_calls(cfg: RunConfig, run_dir: Path, calls: list[_Call],
+               on_event: Callable[[str, StageOutcome | None], None] | None, spark: Any,
+               capture_logs: bool, verbose: bool, trust_checkpoint: bool) -> list[StageOutcome]:
+    """`_run_locked` with engine output sent to `<run>/logs/<stage>.log` when `capture_logs` (the lock is held)."""
+    with StageLogs(run_dir / LOGS, verbose=verbose) if capture_logs else nullcontext() as logs:
+        return _run_locked(cfg, run_dir, calls, on_event, spark, logs, trust_checkpoint)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, calls: list[_Call],
