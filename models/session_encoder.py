@@ -2,7 +2,8 @@
 
 Sessions arrive right-padded ([B, L] with `lengths`). Positions are counted from the end of
 the session (the last item is position 0), so "the latest items" mean the same thing in short
-and long sessions. `causal=True` gives SASRec's left-to-right attention.
+and long sessions. `causal=True` gives left-to-right attention (causal M2TRec; SASRec has its own
+RecBole-style encoder, `models/sasrec_encoder.py`).
 
 Example:
     >>> enc = SessionTransformer(hidden=8, layers=1, heads=2, dropout=0.0, max_length=5)
