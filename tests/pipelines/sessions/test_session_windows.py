@@ -72,6 +72,32 @@ def test_left_to_right_models_read_the_last_window_position_as_the_session_repre
         assert torch.allclose(every[torch.arange(2), lengths - 1], last, atol=1e-5), cfg.name
 
 
+def test_every_window_position_is_the_prefix_that_ends_there():
+    """Training windows see what evaluation sees: forward_all at every position t equals forward on the prefix ending
+    at t (SASRec, causal M2TRec metadata-only and hybrid, GRU4Rec). Causal M2TRec counted positions from the window's
+    end before #19, so position t of a window differed from that prefix evaluated alone (max gap 1.3 here)."""
+    from models.item_features import ItemFeatures as F
+
+    data = _data()
+    data.features = F({"c": torch.arange(9) % 3})
+    data.sizes = {"c": 3}
+    items = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]])
+    lengths = torch.tensor([5, 3])
+    m2trec = dict(name="m2trec", hidden=8, heads=2, dropout=0.0, max_length=6, causal=True, pooling="last",
+                  task_attributes=[], loss_weights=[1.0], train_windows=True)
+    for cfg in (ModelConfig(name="sasrec", hidden=8, heads=2, dropout=0.0, max_length=6),
+                ModelConfig(**m2trec, item_ids="on"), ModelConfig(**m2trec, item_ids="off"),
+                ModelConfig(name="gru4rec", hidden=8, dropout=0.0)):
+        torch.manual_seed(0)
+        model = build_model(cfg, data).eval()
+        with torch.no_grad():
+            every = model.forward_all(items, lengths)
+            for b in range(2):
+                for t in range(int(lengths[b])):
+                    alone = model(items[b:b + 1, :t + 1], torch.tensor([t + 1]))[0][0]
+                    assert torch.allclose(every[b, t], alone, atol=1e-5), (cfg.name, cfg.item_ids, b, t)
+
+
 def test_m2trec_trains_on_windows_only_left_to_right():
     import pytest
 
