@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--density", type=float, default=0.2, help="DSL target density")
     p.add_argument("--update-every", type=int, default=100, help="DSL ΔT; one timed block = ΔT steps")
     p.add_argument("--repeats", type=int, default=5, help="timed blocks per variant and round")
+    p.add_argument("--batches", type=int, default=8,
+                   help="distinct batches cycled through (8: an interval looks up few distinct rows; ΔT: every step new ids, "
+                        "as in a real epoch, which is what lazy's and row's updates pay for)")
     p.add_argument("--small", action="store_true", help="100k x 64, batch 1024, ΔT 50, 3 blocks: for a busy machine")
     p.add_argument("--no-update-alone", action="store_true", help="skip the standalone prune_and_grow timing")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -288,10 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
                           ("cpu" if args.device == "auto" else args.device))
     gen = torch.Generator().manual_seed(0)
     offsets = torch.arange(0, args.batch * args.bag + 1, args.bag, dtype=torch.long)
-    batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(8)]
+    batches = [(_ids(args.rows, args.batch, args.bag, gen).to(device), offsets.to(device)) for _ in range(args.batches)]
 
     print(f"device={device} clock={args.clock} load={os.getloadavg()[0]:.1f} threads={torch.get_num_threads()} table={args.rows}x{args.dim} batch={args.batch} "
-          f"bag={args.bag} density={args.density} exchange={args.initial_exchange} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
+          f"bag={args.bag} batches={args.batches} density={args.density} exchange={args.initial_exchange} ΔT={args.update_every} blocks={args.repeats} rounds={args.rounds}", flush=True)
     # the variants run in lockstep, so drifts of the machine's load hit all of them alike
     variants: dict[str, tuple[str | None, int | None]] = {"dense": (None, None)}
     for mode in args.modes.split(","):
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {label:24s} {ms:9.3f}   ratio vs fp32 {ms / base:5.3f}")
     result = {"device": str(device), "clock": args.clock, "load": os.getloadavg(), "threads": torch.get_num_threads(), "rows": args.rows, "dim": args.dim,
               "batch": args.batch, "bag": args.bag, "density": args.density, "initial_exchange": args.initial_exchange, "update_every": args.update_every,
-              "grad_steps": args.grad_steps, "rounds": args.rounds,
+              "grad_steps": args.grad_steps, "rounds": args.rounds, "batches": args.batches,
               "train_ms": {"step": step_ms, "update": update_ms, "blocks": runs, "prune_and_grow_alone": standalone_ms},
               "amortised_ratio": amortised, "dsl_parts_ms": parts, "inference_ms": infer}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,8 @@ class DSLController(StepClock):
     backward and optimizer step, then `after_step(step)`.
     """
 
+    masks_dense_gradients = True  # a densely trained table's gradient is masked (lazy mode lets it drift)
+
     def __init__(self, model_or_ebc: nn.Module, cfg: DSLConfig, total_steps: int,
                  frequencies: Mapping[str, Tensor] | None = None, *, tables: Iterable[str] | None = None,
                  densities: Mapping[str, float] | None = None, optimizers: Iterable[torch.optim.Optimizer] = (),
@@ -121,7 +123,7 @@ class DSLController(StepClock):
             self.budget += n
         self._touched: dict[str, list[TableLookup]] = {name: [] for name in self.tables}
         for name, t in self.tables.items():
-            if t.dense_param is not None:
+            if t.dense_param is not None and self.masks_dense_gradients:
                 mask_gradient(t.dense_param, self.masks[name])
         self.updates = 0
         self.exchanged_total = 0

@@ -6,30 +6,42 @@ magnitude every few iterations, weights train freely between) and AC/DC (Peste e
 code (shuyao-wang/DSL, `LightGCN/utils/core.py`, `Masking`) multiplies the whole table by the
 mask after every step, which this makes periodic.
 
-Per step: nothing beyond the plain step but keeping a reference to the batch (no hook, no mask,
-no re-mask: every looked-up row's inactive weights may drift from zero until the next update). On
-`grad_steps` sampled steps of each interval (default 10) a hook on the pooled output adds the rows'
-gradient magnitude to the evidence, as in `exact`.
+Per step: nothing. No hook, no mask, no re-mask, no reference to the batch: the step is the plain
+FBGEMM step, and every looked-up row's inactive weights train freely until the next update.
 
-Per update (every ΔT steps), work in proportion to the rows the interval looked up, not the table:
-- the looked-up rows are projected (inactive weights zeroed: the only rows that can have drifted,
-  since fused sparse optimizers step only the rows a batch looked up);
-- grow: the `n` largest evidence values among the inactive weights of the rows with evidence;
+Per update (every ΔT steps), one pass over the rows that changed since the last update:
+- which rows: those whose row-wise optimizer state changed (FBGEMM's row-wise Adagrad adds the
+  row's mean squared gradient at every step that looks it up, so a snapshot of that one value per
+  row, compared at the update, names the rows looked up, at no cost per step). A table without a
+  row-wise state (SGD, Adam), or with most rows changed, is passed over whole, in chunks;
+- gradient evidence for growth: the magnitude an inactive weight reached while training freely
+  since the last projection (it was zero then, so |w| is its accumulated, optimizer-scaled
+  gradient). The `n` largest grow, keeping the value they trained to (they have been part of the
+  model all interval; nothing restarts at zero). Candidates are collected above a threshold set
+  from a strided sample of the changed rows with a wide margin, so at most `n` grow (fewer only
+  when fewer inactive weights moved at all);
 - prune: the `n` active weights of smallest |w|, ranked exactly from a candidate cache: every
   active weight with |w| <= a bound H, kept across updates (a weight of a row not looked up has not
-  changed, so its entry stays valid; looked-up rows are rescanned). Any active weight outside the
+  changed, so its entry stays valid; changed rows are rescanned). Any active weight outside the
   cache is above H, so the `n` smallest of the cache are the `n` smallest of all while the cache
-  holds at least `n`; when it holds fewer, one read pass over the tables rebuilds it with a new H
-  (a strided sample of |w| sets H near twice the exchange). Ties go to the lower (table, position),
-  as in `exact` (`masks.exchange_positions`), so both choose the same weights from the same
-  weights and evidence;
-- pruned and grown weights are zeroed with their element-wise optimizer state; row-wise state is
-  reset where no weight active before is active after (as in `exact`).
+  holds at least `n`; when it holds fewer, one read pass over the tables rebuilds it with a new H.
+  Ties go to the lower (table, position), as in `exact`;
+- the same pass zeroes every inactive weight of the changed rows (the projection); pruned weights
+  are zeroed with their element-wise optimizer state. Row-wise state is left alone: every weight of
+  a looked-up row trained with it.
 Final exact phase: the last `cfg.final_exact_steps` steps (default one interval, ΔT) run as
 `exact` (the tables are projected once when it starts, then touched rows are re-masked per step),
-so the trained and exported model honours the budget exactly. Row-wise optimizer state (one
-value per row) also sees the gradients of inactive weights between updates; that is the price of
-the free steps.
+so the trained and exported model honours the budget exactly.
+
+The guarantee: the mask always holds exactly the budget; the weights honour it right after every
+update and through the final exact phase (so at the end and in the export), not between updates.
+Rows found from the row-wise state: a row whose state did not move in float32 (a gradient below
+2^-24 of its accumulated squares) is not projected at that update; its drift (below lr x 2^-12)
+is zeroed by the final phase.
+
+Where the tables are not one whole local tensor with a fused optimizer (sharded across ranks,
+several ranks, a dense optimizer), the update is the same rule on whole tables (|w| joined across
+ranks), written shard by shard.
 
 Example:
     >>> import torch
@@ -56,30 +68,29 @@ import torch
 from torch import Tensor
 
 from embeddings.dsl.controller import DSLController
-from embeddings.dsl.hooks import TableLookup, resolved, table_lookups
-from embeddings.dsl.masks import _grow_positions, _sample_stride, kth_value
-from embeddings.dsl.remask import is_distributed
+from embeddings.dsl.masks import _sample_stride, exchange_positions, kth_value, pick
+from embeddings.dsl.remask import Changes, is_distributed
 
 __all__ = ["LazyDSLController"]
 
-_PASS_CHUNK_BYTES = 1 << 21  # a full pass walks each table in chunks of about this many bytes
-_SAMPLE = 1 << 16            # |w| samples that set the cache bound
+_PASS_CHUNK_BYTES = 1 << 19  # a pass walks rows in chunks of about this many bytes (they stay in cache)
+_SAMPLE = 1 << 16            # |w| samples that set the cache bound and the growth threshold
 _CACHE_FACTOR = 2.0          # the cache bound H is set to hold about this many times the exchange
-_GATHER_SHARE = 0.35         # above this share of a table's rows looked up, one chunked pass replaces the gather (measured: gather at 30%, pass at 45%)
+_GATHER_SHARE = 0.35         # above this share of a table's rows changed, one chunked pass replaces the gather
 
 
 class LazyDSLController(DSLController):
     """`DSLController` with periodic projection (see the module docstring); same constructor and API."""
 
-    default_grad_steps = 10  # sampled evidence steps per interval when cfg.grad_steps is None
+    masks_dense_gradients = False  # a dense optimizer's table drifts too, and is projected at each update
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._seen: dict[str, list[Tensor]] = {name: [] for name in self.tables}
-        self._batches: list[tuple[object, bool]] = []  # (kjt, ids by position) of each step since the last update
         self._cache: dict[str, tuple[Tensor, Tensor]] | None = None  # prune candidates: positions, |w|
-        self._bound = 0.0
-        self.full_scans = 0  # read passes over the whole tables that rebuilt the cache (a figure for benchmarks)
+        self._bound = 0.0       # cache bound H
+        self._grow_above = 0.0  # growth candidates: inactive |w| above this
+        self._row_state: dict[str, Tensor] | None = None  # row-wise optimizer state at the last projection
+        self.full_scans = 0     # passes over whole tables (a figure for benchmarks)
         self._active: dict[str, int] | None = None  # active weights per table, kept through the exchanges
 
     def active_weights(self) -> int:
@@ -104,163 +115,181 @@ class LazyDSLController(DSLController):
         return self._steps_done >= self.exact_from
 
     def observe(self, kjt, pooled) -> None:
-        """Keep the batch (its rows are projected at the update); on sampled steps register the evidence
-        hook (in the final exact phase: `DSLController.observe`)."""
+        """Nothing between updates; in the final exact phase `DSLController.observe`."""
         if self._exact_phase():
-            return super().observe(kjt, pooled)
-        pooled = resolved(pooled)
-        self._batches.append((kjt, isinstance(pooled, Tensor)))
-        if not self._accumulates():
-            return
-        values = pooled if isinstance(pooled, Tensor) else pooled.values()
-        if not values.requires_grad:
-            return
-        lookups = table_lookups(kjt, pooled, self.tables, self._feature_table, self.masks, collect_remask=False,
-                                grad_masks=False)
-        if lookups:
-            values.register_hook(lambda grad, lookups=lookups: self._on_grad(grad, lookups, True))
+            super().observe(kjt, pooled)
 
     def after_step(self, step: int) -> dict:
-        """Every ΔT steps: project the looked-up rows, prune and grow. Entering the final exact phase:
+        """Every ΔT steps: project the changed rows, prune and grow. Entering the final exact phase:
         project once; from there on as `DSLController.after_step`."""
         if self._exact_phase():
             return super().after_step(step)
         stats, fraction = self.tick(step, self.budget)
         if fraction is not None:
             n = int(round(fraction * self.budget))
-            moved = self._incremental_update(n)
-            if moved is None:  # sharded / multi-rank / densely trained tables: exact's selection, then project
-                moved = self._prune_and_grow(n) if n > 0 else 0
-                self._active = None
-                self._project()
-                for acc in self.grad_acc.values():
-                    acc.zero_()
-            for seen in self._seen.values():
-                seen.clear()
-            self._batches.clear()
+            moved = self._update(n)
             self.updates += 1
             self.exchanged_total += moved
             stats.update(updated=True, fraction=fraction, exchanged=moved, scheduled=n, active=self.active_weights(),
                          density=self.density_by_table(), embedding_bytes=self.live_bytes())
-        elif self._exact_phase():  # the next step is the first exact one: start it projected
+        if self._exact_phase():  # the next step is the first exact one: start it projected
             self._project()
-            self._batches.clear()
         return stats
 
     def load_state_dict(self, d) -> None:
         super().load_state_dict(d)
-        self._cache, self._batches, self._active = None, [], None
-        for seen in self._seen.values():
-            seen.clear()
-
-    def _on_grad(self, grad: Tensor, lookups: list[TableLookup], accumulate_: bool) -> Tensor:
-        out = super()._on_grad(grad, lookups, accumulate_)
-        if accumulate_ and not self._exact_phase():  # the rows with evidence: the only grow candidates
-            for lk in lookups:
-                if lk.seen is not None:
-                    self._seen[lk.table].append(lk.seen)
-        return out
+        self._cache, self._active, self._row_state = None, None, None
 
     # -- the update -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _incremental_update(self, n: int) -> int | None:
-        """The update over the rows the interval looked up (None where it does not apply: sharded or
-        replicated-across-ranks tables, tables with a dense optimizer). Returns weights grown."""
+    def _update(self, n: int) -> int:
+        """Project, prune and grow at most `n` weights; returns how many grew."""
+        weights = self._whole_tables()
+        if weights is None:
+            return self._update_tables(n)
+        changed = self._changed_rows(weights)
+        if n <= 0:  # the schedule has ended: project only, no cache to keep up
+            self._cache = None
+            for name, rows in changed.items():
+                self._pass(weights[name], self.masks[name], rows, prune=False, grow=False)
+            self._snapshot_row_state()
+            return 0
+        self._set_grow_bound(weights, changed, n)
+        full = self._cache is None or any(rows is None for rows in changed.values())
+        if full:  # a pass over whole tables anyway: a new cache bound first, then ONE pass per table
+            self._set_bound(weights, n)
+            self.full_scans += 1
+        cands, growth = {}, {}
+        for name, rows in changed.items():
+            cands[name], growth[name] = self._pass(weights[name], self.masks[name], None if full else rows,
+                                                   prune=True, grow=True)
+        if full:
+            self._cache = cands
+        else:
+            self._merge_cache(weights, changed, cands)
+        grown, values = self._pick_growth(growth, n)
+        pruned = self._prune_from_cache(weights, sum(int(g.numel()) for g in grown.values()))
+        for name, t in self.tables.items():
+            self._apply(name, t, weights[name], pruned[name], grown[name], values[name])
+        self._snapshot_row_state()
+        return sum(int(g.numel()) for g in grown.values())
+
+    def _whole_tables(self) -> dict[str, Tensor] | None:
+        """Each table's one local contiguous tensor, trained by a fused optimizer (None otherwise)."""
         if is_distributed():
             return None
-        weights = {}
+        out = {}
         for name, t in self.tables.items():
             w = t.shards[0].tensor if len(t.shards) == 1 else None
             if w is None or t.dense_param is not None or w.shape != self.masks[name].shape or not w.is_contiguous():
                 return None
-            weights[name] = w
-        touched = self._looked_up_rows()
-        grown, seen = self._grow_from_seen(n)
-        n = sum(int(g.numel()) for g in grown.values())
-        if n == 0:  # nothing to exchange (the schedule has ended, or no evidence): project, no cache to keep up
-            self._cache = None
-            for name, rows in touched.items():
-                self._project_rows(weights[name], self.masks[name], rows)
-            pruned = {k: g[:0] for k, g in grown.items()}
-        elif self._cache is None or any(rows is None for rows in touched.values()):
-            # a pass over whole tables anyway (first update, or most rows looked up): a new bound
-            # first, then ONE pass per table that projects and collects the candidates
-            self._set_bound(weights, n)
-            self._cache = {k: self._scan(weights[k], self.masks[k], project=True) for k in weights}
-            self.full_scans += 1
-            pruned = self._prune_from_cache(weights, n)
-        else:
-            rescanned = {k: self._project_rows(weights[k], self.masks[k], rows) for k, rows in touched.items()}
-            self._merge_cache(weights, touched, rescanned)
-            pruned = self._prune_from_cache(weights, n)
-        for name, t in self.tables.items():
-            self._apply(name, t, weights[name], pruned[name], grown[name])
-            self.grad_acc[name].index_fill_(0, seen[name], 0)  # evidence lives on the seen rows only
-        if self._cache is not None:  # grown weights are active at 0 from now on: candidates
-            for name, g in grown.items():
-                pos, val = self._cache[name]
-                self._cache[name] = (torch.cat([pos, g]), torch.cat([val, val.new_zeros(g.numel())]))
-        return n
-
-    def _looked_up_rows(self) -> dict[str, Tensor | None]:
-        """Sorted unique rows each table looked up since the last update (None: most of the table)."""
-        parts: dict[str, list[Tensor]] = {name: [] for name in self.tables}
-        for kjt, positional in self._batches:
-            values, offsets = kjt.values(), kjt.offset_per_key()
-            for p, key in enumerate(kjt.keys()):
-                table = self._feature_table.get(p if positional else key)
-                if table is not None and offsets[p + 1] > offsets[p]:
-                    parts[table].append(values[offsets[p]:offsets[p + 1]])
-        out: dict[str, Tensor | None] = {}
-        for name, ps in parts.items():
-            rows = self.masks[name].shape[0]
-            r = _unique_rows(ps, rows) if ps else torch.zeros(0, dtype=torch.long, device=self.masks[name].device)
-            out[name] = None if r.numel() > _GATHER_SHARE * rows else r
+            out[name] = w
         return out
 
-    def _project_rows(self, w: Tensor, mask: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor] | None:
-        """Zero the inactive weights of `rows` (None: the whole table, in chunks). Returns the rows'
-        active positions with |w| <= the cache bound and their |w| (None when there is no cache)."""
-        dim = w.shape[1]
-        scan = self._cache is not None
-        if rows is None:
-            return self._scan(w, mask, project=True, collect=scan)
-        if rows.numel() == 0:
-            return (rows, w.new_zeros(0)) if scan else None
-        wr, mr = w.index_select(0, rows), mask.index_select(0, rows)
-        wr.mul_(_as_float(mr, wr.dtype))
-        w.index_copy_(0, rows, wr)
-        if not scan:
-            return None
-        a = wr.abs_()
-        idx = (mr & (a <= self._bound)).view(-1).nonzero().squeeze(1)
-        pos = rows.index_select(0, idx // dim).mul_(dim).add_(idx % dim)
-        return pos, a.view(-1).index_select(0, idx).float()
+    def _row_states(self) -> dict[str, Tensor]:
+        """Each table's row-wise optimizer state (tables without one are left out)."""
+        out = {}
+        for name, t in self.tables.items():
+            rows = [st.tensor for st in t.optimizer_states() if st.kind == "row"]
+            if rows:
+                out[name] = rows[0]
+        return out
 
-    def _scan(self, w: Tensor, mask: Tensor, project: bool, collect: bool = True) -> tuple[Tensor, Tensor] | None:
-        """One chunked pass over a table: zero its inactive weights (`project`) and collect the active
-        positions with |w| <= the cache bound and their |w|."""
-        rows, dim = w.shape
-        step = max(1, _PASS_CHUNK_BYTES // max(1, dim * w.element_size()))
-        pos, val = [], []
-        for r0 in range(0, rows, step):
-            wc, mc = w[r0:r0 + step], mask[r0:r0 + step]
-            if project:
-                wc.mul_(_as_float(mc, wc.dtype))
-            if not collect:
+    def _changed_rows(self, weights: dict[str, Tensor]) -> dict[str, Tensor | None]:
+        """Sorted rows of each table looked up since the last projection, read off the change of its
+        row-wise optimizer state (None: the whole table: no such state, no snapshot yet, or most rows)."""
+        out: dict[str, Tensor | None] = {name: None for name in weights}
+        if self._row_state is None:
+            return out
+        for name, state in self._row_states().items():
+            snap = self._row_state.get(name)
+            if snap is None or snap.shape != state.shape:
                 continue
-            a = wc.abs()
-            idx = (mc & (a <= self._bound)).view(-1).nonzero().squeeze(1)
-            pos.append(idx + r0 * dim)
-            val.append(a.view(-1).index_select(0, idx).float())
-        if not collect:
-            return None
-        return (torch.cat(pos), torch.cat(val)) if pos else (w.new_zeros(0, dtype=torch.long), w.new_zeros(0))
+            rows = state.ne(snap).nonzero().squeeze(1)
+            out[name] = None if rows.numel() > _GATHER_SHARE * state.numel() else rows
+        return out
 
-    def _merge_cache(self, weights: dict[str, Tensor], touched: dict[str, Tensor], rescanned: dict[str, tuple[Tensor, Tensor]]) -> None:
-        """The cache's entries of looked-up rows replaced by their rescan (the other rows did not change)."""
-        for name, rows in touched.items():
+    def _snapshot_row_state(self) -> None:
+        states = self._row_states()
+        if self._row_state is None:
+            self._row_state = {}
+        for name, state in states.items():
+            snap = self._row_state.get(name)
+            if snap is None or snap.shape != state.shape:
+                self._row_state[name] = state.clone()
+            else:
+                snap.copy_(state)
+
+    def _pass(self, w: Tensor, mask: Tensor, rows: Tensor | None, prune: bool, grow: bool):
+        """One pass over `rows` of a table (None: all of it), in cache-sized chunks: collect the
+        active positions with |w| <= H and their |w| (`prune`), the inactive positions with |w| >
+        the growth threshold and their signed w (`grow`), then zero the inactive weights."""
+        n_rows, dim = w.shape
+        step = max(1, _PASS_CHUNK_BYTES // max(1, dim * w.element_size()))
+        cpos, cval, gpos, gval = [], [], [], []
+        total = n_rows if rows is None else rows.numel()
+        for r0 in range(0, total, step):
+            if rows is None:
+                wc, mc, base = w[r0:r0 + step], mask[r0:r0 + step], None
+            else:
+                base = rows[r0:r0 + step]
+                wc, mc = w.index_select(0, base), mask.index_select(0, base)
+            if prune or grow:
+                a = wc.abs()
+                if prune:
+                    idx = a.le(self._bound).logical_and_(mc).view(-1).nonzero().squeeze(1)
+                    cpos.append(_positions(idx, r0, base, dim))
+                    cval.append(a.view(-1).index_select(0, idx).float())
+                if grow:
+                    idx = a.gt(self._grow_above).logical_and_(mc.logical_not()).view(-1).nonzero().squeeze(1)
+                    gpos.append(_positions(idx, r0, base, dim))
+                    gval.append(wc.view(-1).index_select(0, idx))
+            wc.mul_(_as_float(mc, wc.dtype))
+            if base is not None:
+                w.index_copy_(0, base, wc)
+        empty = (w.new_zeros(0, dtype=torch.long), w.new_zeros(0))
+        return (_cat2(cpos, cval, empty), _cat2(gpos, gval, empty))
+
+    def _set_grow_bound(self, weights: dict[str, Tensor], changed: dict[str, Tensor | None], n: int) -> None:
+        """The growth threshold: safely below the `n`-th largest |w| among the inactive weights of
+        the changed rows, from a sample of every k-th changed row (the same k in every table)."""
+        total = sum(weights[k].shape[0] if r is None else r.numel() for k, r in changed.items())
+        dim = max(w.shape[1] for w in weights.values())
+        k = max(1, (total * dim) // _SAMPLE)
+        parts, sampled_rows = [], 0
+        for name, rows in changed.items():
+            w, mask = weights[name], self.masks[name]
+            idx = torch.arange(0, w.shape[0], k, device=w.device) if rows is None else rows[::k]
+            wc, mc = w.index_select(0, idx), mask.index_select(0, idx)
+            parts.append(wc.masked_select(mc.logical_not()).abs().float())
+            sampled_rows += idx.numel()
+        sample = torch.cat(parts)
+        if torch.isnan(sample).any():
+            raise ValueError("DSL prune/grow met NaN embedding weights; training diverged before the mask update")
+        self._grow_above = 0.0
+        inactive = sample.numel() * total / max(1, sampled_rows)  # inactive weights of the changed rows, estimated
+        if sample.numel() and inactive > n:
+            expected = n * sample.numel() / inactive
+            rank = int(math.ceil(expected + 6.0 * math.sqrt(expected) + 8.0))  # from the top, a wide margin
+            if rank < sample.numel():
+                self._grow_above = max(0.0, float(torch.kthvalue(sample, sample.numel() - rank).values))
+
+    def _pick_growth(self, growth: dict[str, tuple[Tensor, Tensor]], n: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The `n` collected inactive weights of largest |w| (ties to the lower (table, position)):
+        positions and signed values per table."""
+        names = list(growth)
+        pool = torch.cat([growth[k][1].abs().float() for k in names])
+        chosen = pick(pool, n, largest=True, sample=_SAMPLE) if pool.numel() > n else torch.ones_like(pool, dtype=torch.bool)
+        pos, val = {}, {}
+        for name, c in zip(names, chosen.split([int(growth[k][0].numel()) for k in names])):
+            p, v = growth[name]
+            pos[name], val[name] = p.masked_select(c), v.masked_select(c)
+        return pos, val
+
+    def _merge_cache(self, weights: dict[str, Tensor], changed: dict[str, Tensor], rescanned: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """The cache's entries of changed rows replaced by their rescan (the other rows did not change)."""
+        for name, rows in changed.items():
             pos, val = self._cache[name]
             if rows.numel():
                 hit = torch.zeros(weights[name].shape[0], dtype=torch.bool, device=pos.device)
@@ -306,62 +335,58 @@ class LazyDSLController(DSLController):
 
     def _rebuild_cache(self, weights: dict[str, Tensor], n: int) -> None:
         """Read passes over every table until the cache holds at least `n` (the bound set from a sample,
-        widened when the sample misled, which is very unlikely)."""
+        widened when the sample misled, which is very unlikely). The tables are projected already."""
         factor = _CACHE_FACTOR
         while True:
             self._set_bound(weights, n, factor)
-            self._cache = {k: self._scan(weights[k], self.masks[k], project=False) for k in weights}
+            self._cache = {k: self._pass(weights[k], self.masks[k], None, prune=True, grow=False)[0] for k in weights}
             self.full_scans += 1
             if sum(int(p.numel()) for p, _ in self._cache.values()) >= n or self._bound == math.inf:
                 return
             factor *= 2
 
-    def _grow_from_seen(self, n: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """exact's grow rule (`masks._grow_positions`: a sampled threshold, then an exact pick) on the
-        rows seen on accumulating steps only (no other row has evidence), mapped back to table
-        positions; and those rows."""
-        names = list(self.tables)
-        rows, subs, sub_masks = [], [], []
-        for name in names:
-            mask = self.masks[name]
-            parts = self._seen[name]
-            r = _unique_rows(parts, mask.shape[0]) if parts else torch.zeros(0, dtype=torch.long, device=mask.device)
-            rows.append(r)
-            subs.append(self.grad_acc[name].index_select(0, r))
-            sub_masks.append(mask.index_select(0, r))
-        seen = dict(zip(names, rows))
-        inactive = sum(int(m.numel() - torch.count_nonzero(m)) for m in sub_masks)
-        if n <= 0 or inactive == 0:
-            return {name: r[:0] for name, r in zip(names, rows)}, seen
-        found = _grow_positions(subs, sub_masks, n, inactive, 1 << 18)
-        out = {}
-        for name, r, pos in zip(names, rows, found):
-            dim = self.masks[name].shape[1]
-            out[name] = r.index_select(0, pos // dim).mul_(dim).add_(pos % dim)
-        return out, seen
-
-    def _apply(self, name: str, t, w: Tensor, pruned: Tensor, grown: Tensor) -> None:
-        """Write one table's exchange: mask, weights (pruned and grown start at 0), optimizer state
-        (element-wise zeroed at both; row-wise reset where no weight active before is active after)."""
+    def _apply(self, name: str, t, w: Tensor, pruned: Tensor, grown: Tensor, values: Tensor) -> None:
+        """Write one table's exchange: the mask; pruned weights and their element-wise optimizer state
+        to 0; grown weights back to the value they trained to (the pass zeroed them); grown weights
+        with |w| <= H join the prune cache (it holds every active weight up to H)."""
         if pruned.numel() == 0 and grown.numel() == 0:
             return
         mask = self.masks[name]
-        dim = mask.shape[1]
-        rows = _unique_rows([pruned // dim, grown // dim], mask.shape[0])
-        before = mask.index_select(0, rows)
         mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
-        w.view(-1).index_fill_(0, pruned, 0).index_fill_(0, grown, 0)
+        w.view(-1).index_fill_(0, pruned, 0).index_copy_(0, grown, values.to(w.dtype))
         counts = self._counts()
         counts[name] += int(grown.numel()) - int(pruned.numel())
-        states = t.optimizer_states()
-        if not states:
-            return
-        lost = ~(before & mask.index_select(0, rows)).any(1)  # grown weights were inactive before
-        for st in states:
+        for st in t.optimizer_states():
             if st.kind == "element":
-                st.tensor.view(-1).index_fill_(0, pruned, 0).index_fill_(0, grown, 0)
-            else:
-                st.tensor.index_fill_(0, rows[lost], 0)
+                st.tensor.view(-1).index_fill_(0, pruned, 0)
+        if self._cache is not None:
+            a = values.abs().float()
+            low = a.le(self._bound)
+            pos, val = self._cache[name]
+            self._cache[name] = (torch.cat([pos, grown.masked_select(low)]), torch.cat([val, a.masked_select(low)]))
+
+    @torch.no_grad()
+    def _update_tables(self, n: int) -> int:
+        """The update where tables are sharded, on several ranks or densely trained: the same rule on
+        whole tables (|w| joined across ranks: the drift of inactive weights is the growth evidence),
+        written shard by shard (grown weights keep their value, the rest of the inactive ones go to 0)."""
+        full = self._ranking_weights()
+        moved = 0
+        if n > 0:
+            evidence = {k: w.abs().float().masked_fill_(self.masks[k], 0) for k, w in full.items()}
+            changes = exchange_positions(full, self.masks, evidence, n)
+            for name, (pruned, grown) in changes.items():
+                self.masks[name].view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
+                t = self.tables[name]
+                changed = Changes(self.masks[name], pruned, grown[:0])
+                for st in t.optimizer_states():
+                    if st.kind == "element":
+                        changed.zero(st.tensor, t.shards[st.shard])
+                moved += int(grown.numel())
+            self._active = None
+        self._project()
+        self._cache = None
+        return moved
 
     @torch.no_grad()
     def _project(self) -> None:
@@ -371,6 +396,19 @@ class LazyDSLController(DSLController):
             for shard in t.shards:
                 rs, cs = shard.full
                 shard.tensor.masked_fill_(self.masks[name][rs, cs].logical_not(), 0)
+
+
+def _positions(idx: Tensor, r0: int, rows: Tensor | None, dim: int) -> Tensor:
+    """Flat table positions of flat chunk positions `idx` (chunk rows from `r0`, or the given `rows`)."""
+    if rows is None:
+        return idx + r0 * dim
+    return rows.index_select(0, idx // dim).mul_(dim).add_(idx % dim)
+
+
+def _cat2(pos: list[Tensor], val: list[Tensor], empty: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    if not pos:
+        return empty
+    return (torch.cat(pos), torch.cat(val)) if len(pos) > 1 else (pos[0], val[0])
 
 
 def _pick_smallest(values: Tensor, positions: list[Tensor], k: int) -> Tensor:
@@ -395,14 +433,3 @@ def _as_float(mask: Tensor, dtype: torch.dtype) -> Tensor:
     """A bool mask as 0/1 of `dtype` (bool -> uint8 -> float): a float multiply by it is about 5x
     faster on CPU than `masked_fill_` with the negated mask."""
     return mask.view(torch.uint8).to(dtype)
-
-
-def _unique_rows(parts: list[Tensor], rows: int) -> Tensor:
-    """Sorted unique row numbers of `parts`: through a row bitmap when the table is not much larger
-    than the ids (a scan instead of a sort), else `torch.unique`."""
-    ids = torch.cat(parts) if len(parts) > 1 else parts[0]
-    if rows > 8 * ids.numel():
-        return torch.unique(ids)
-    seen = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    seen.index_fill_(0, ids, True)
-    return seen.nonzero().squeeze(1)

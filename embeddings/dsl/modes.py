@@ -3,7 +3,7 @@
 | mode | unit | between updates | per-step cost | training memory |
 |---|---|---|---|---|
 | `exact` | weight | budget held at every step (masked gradient, re-masked rows) | 1.8-4.7x a plain FBGEMM step on CPU | full table + masks |
-| `lazy` | weight | every looked-up row's inactive weights drift; zeroed at every update and in a final exact phase | nothing but a reference to the batch; evidence on sampled steps; the update works on the looked-up rows | full table + masks |
+| `lazy` | weight | every looked-up row's inactive weights train freely; zeroed at every update and in a final exact phase | nothing (the plain step); the update passes over the rows whose row-wise optimizer state moved, growing the inactive weights that trained furthest | full table + masks |
 | `row` | row | physical table = the budget's rows; inactive ids read a zero sentinel row | an int32 remap + sampled evidence | budget rows + one int32 per id |
 
 Measured (benchmarks/kernels.py --threads 1 --clock cpu, ΔT = 100, exchange 0.1, seed 0, load 8-12
@@ -12,8 +12,8 @@ with 20-id bags, 1.08-1.19x with one-id bags; lazy 1.6-2.0x with 20-id bags, 1.6
 bags (its update projects the looked-up rows and exchanges 10% of the budget: about one interval of
 one-id steps on CPU).
 
-`exact` and `lazy` observe the embedding collection's own input and output (`.ebc`); `row`
-observes the plan module (virtual ids, before the remap).
+`exact` and `lazy` observe the embedding collection's own input and output (`.ebc`; lazy only in
+its final exact phase); `row` observes the plan module (virtual ids, before the remap).
 
 Example:
     >>> from embeddings.config import DSLConfig

@@ -13,10 +13,13 @@ either device).
 Per step: the remap (in the model), then after the optimizer step the sentinel row is zeroed
 (one row; its optimizer state is left alone, as no real row ever uses the sentinel's slot). On `grad_steps` sampled steps of an interval (default 10),
 a hook on the pooled output adds each looked-up virtual id's bag-gradient norm to a per-virtual-row
-accumulator (a [rows] vector, not a table). Every ΔT steps, per table, the `n` inactive rows with
-the most gradient evidence replace the `n` active rows of smallest weight norm (`n` from the
-global cosine schedule times the table's row budget; only rows with evidence are grown). A grown
-row starts from a fresh uniform init with zeroed optimizer state, in the pruned row's physical slot.
+accumulator (a [rows] vector, not a table) and keeps the step's ids. Every ΔT steps, per table, the
+`n` inactive rows with the most gradient evidence (ranked among the ids the sampled steps saw, not
+the vocabulary) replace the `n` active rows of smallest weight norm (`n` from the global cosine
+schedule times the table's row budget; only rows with evidence are grown). A grown row starts at
+zero (`grow_init`: what its ids read while inactive, so the exchange leaves their outputs
+unchanged, as RigL / DSL grow weights at 0; on ml-100k at 80% sparsity AUC 0.6696 vs 0.6676 with
+a fresh uniform init, seed 0) with zeroed optimizer state, in the pruned row's physical slot.
 
 The budget is global like `exact` (one schedule, one count of rows), but each table's physical
 capacity is fixed at its share (the plan's density x rows), so rows move within a table. Under DMP
@@ -126,6 +129,10 @@ class RowDSLController(StepClock):
     """
 
     default_grad_steps = 10  # row evidence is a norm per id: a few sampled steps per interval are enough
+    # how a grown row starts: "zero" (what its ids read while inactive, so the exchange leaves the
+    # model's outputs for them unchanged, as RigL / DSL grow weights at 0) or "uniform" (a fresh
+    # init in +-1/sqrt(rows)); its optimizer state starts at zero either way
+    grow_init = "zero"
 
     def __init__(self, model: nn.Module, cfg: DSLConfig, total_steps: int,
                  frequencies: Mapping[str, Tensor] | None = None, *, remaps: Mapping[str, Tensor] | None = None,
@@ -168,6 +175,8 @@ class RowDSLController(StepClock):
         self.budget = sum(t.kept * t.physical.dim for t in self.tables.values())  # weights, as `exact` counts them
         self.updates = self.exchanged_total = 0
         self._sentinels: list[Tensor] | None = None
+        # the ids with evidence this interval (the only grow candidates; None: unknown, scan the evidence)
+        self._evidence_ids: dict[str, list[Tensor]] | None = {name: [] for name in self.tables}
         self._zero_sentinels()
 
     # -- per step ---------------------------------------------------------------------------
@@ -175,9 +184,11 @@ class RowDSLController(StepClock):
     def observe(self, kjt, pooled) -> None:
         """On sampled steps: register a hook adding each looked-up virtual id's bag-gradient norm to
         its row's evidence (`kjt` holds virtual ids; `pooled` is the KeyedTensor or [B, dims] tensor)."""
+        if not self._accumulates():  # first: most steps end here, at a set lookup
+            return
         pooled = resolved(pooled)
         values = pooled if isinstance(pooled, Tensor) else pooled.values()
-        if not values.requires_grad or not self._accumulates():
+        if not values.requires_grad:
             return
         spans = self._spans(kjt, pooled)
         if spans:
@@ -194,6 +205,7 @@ class RowDSLController(StepClock):
         moved = self._exchange(fraction) if fraction > 0 else {}
         for acc in self.grad_acc.values():
             acc.zero_()
+        self._evidence_ids = {name: [] for name in self.tables}
         self.updates += 1
         rows_moved = sum(moved.values())
         weights_moved = sum(n * self.tables[k].physical.dim for k, n in moved.items())
@@ -234,6 +246,7 @@ class RowDSLController(StepClock):
             active = (t.remap < t.kept).nonzero().squeeze(1)
             t.slots[t.remap[active].long()] = active
             self.grad_acc[name].copy_(d["grad_acc"][name])
+        self._evidence_ids = None  # the evidence of the interval so far came from before the checkpoint
         self.updates, self.exchanged_total = int(d["updates"]), int(d["exchanged_total"])
         self._since_update, self._steps_done = int(d["since_update"]), int(d["steps_done"])
         self._zero_sentinels()
@@ -272,7 +285,10 @@ class RowDSLController(StepClock):
             per_id = norms if ids.numel() == lens.numel() else torch.repeat_interleave(norms, lens)
             if w is not None:
                 per_id = per_id * w.float().abs()
-            self.grad_acc[table].index_add_(0, ids.long(), per_id)
+            ids = ids.long()
+            self.grad_acc[table].index_add_(0, ids, per_id)
+            if self._evidence_ids is not None:
+                self._evidence_ids[table].append(ids)
 
     @torch.no_grad()
     def _zero_sentinels(self) -> None:
@@ -295,6 +311,23 @@ class RowDSLController(StepClock):
             dist.all_reduce(sq, op=dist.ReduceOp.SUM)
         return sq[:t.kept]
 
+    def _grow_candidates(self, name: str, t: _RowTable) -> tuple[Tensor, Tensor]:
+        """Sorted inactive virtual rows with evidence, and their evidence: from the ids the sampled
+        steps saw (a few thousand, not the vocabulary), or a scan of the evidence when those are not
+        known (across ranks, after a checkpoint)."""
+        acc = self.grad_acc[name]
+        parts = self._evidence_ids[name] if self._evidence_ids is not None and not is_distributed() else None
+        if parts is None:
+            evidence = acc.clone()
+            evidence[t.slots] = 0  # active rows are not candidates for growth
+            rows = evidence.nonzero().squeeze(1)
+        elif not parts:
+            rows = acc.new_zeros(0, dtype=torch.long)
+        else:
+            rows = torch.unique(torch.cat(parts) if len(parts) > 1 else parts[0])
+            rows = rows.masked_select(t.remap.index_select(0, rows).eq(t.kept) & acc.index_select(0, rows).gt(0))
+        return rows, acc.index_select(0, rows)
+
     @torch.no_grad()
     def _exchange(self, fraction: float) -> dict[str, int]:
         """One update: per table the `round(fraction x kept)` best-evidence inactive rows replace the
@@ -308,19 +341,18 @@ class RowDSLController(StepClock):
             n = min(int(round(fraction * t.kept)), t.kept, t.rows - t.kept)
             if n <= 0:
                 continue
-            evidence = self.grad_acc[name].clone()
-            evidence[t.slots] = 0  # active rows are not candidates for growth
-            # only rows with evidence are grown (and as many pruned): rank those alone (ties to the lower id)
-            candidates = evidence.nonzero().squeeze(1)
+            candidates, evidence = self._grow_candidates(name, t)
             if candidates.numel() == 0:
                 continue
-            grow = candidates.index_select(0, select(evidence.index_select(0, candidates), n, largest=True)) \
-                if candidates.numel() > n else candidates
+            # only rows with evidence are grown (and as many pruned): rank those alone (ties to the lower id)
+            grow = candidates.index_select(0, select(evidence, n, largest=True)) if candidates.numel() > n else candidates
             slots = select(self._row_norms(t), grow.numel(), largest=False)  # physical slots to free
             t.remap[t.slots[slots]] = t.kept
             t.remap[grow] = slots.to(torch.int32)
             t.slots[slots] = grow
-            fresh = torch.empty(slots.numel(), t.physical.dim).uniform_(-t.init_bound, t.init_bound, generator=gen)
+            fresh = torch.zeros(slots.numel(), t.physical.dim)
+            if self.grow_init == "uniform":
+                fresh.uniform_(-t.init_bound, t.init_bound, generator=gen)
             for shard, local, idx in _rows_in_shards(t.physical, slots, with_index=True):
                 c0, c = shard.col_offset, shard.tensor.shape[1]
                 shard.tensor[local] = fresh[idx, c0:c0 + c].to(shard.tensor.device, shard.tensor.dtype)

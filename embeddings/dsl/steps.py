@@ -27,7 +27,8 @@ class StepClock:
         self.cfg, self.total_steps, self._seed = cfg, total_steps, seed
         self._since_update = 0
         self._steps_done = 0
-        self._sampled: tuple[int, frozenset[int]] = (-1, frozenset())
+        # (interval, whether its update exchanges anything, its sampled step positions or None: every step)
+        self._sampled: tuple[int, bool, frozenset[int] | None] = (-1, False, None)
 
     def tick(self, step: int, budget: int) -> tuple[dict, float | None]:
         """Count step `step` (0-based) as done. Returns the step's stats and, on an update step (when
@@ -44,18 +45,17 @@ class StepClock:
         """Whether this step's gradient evidence is accumulated: inside the window (`cfg.grad_window`
         steps before each update, or the whole interval), while the schedule still exchanges weights,
         and, with k = `cfg.grad_steps` (or `default_grad_steps`), on one seeded random step in each of
-        k equal parts of the window."""
+        k equal parts of the window. Decided once per interval (a set lookup per step)."""
         every, pos = self.cfg.update_every, self._since_update
         span = every if self.cfg.grad_window is None else min(self.cfg.grad_window, every)
         if pos < every - span:
             return False
-        # once the schedule has ended no update exchanges anything: stop accumulating
         interval = self._steps_done // every
-        if exchange_fraction((interval + 1) * every, self.total_steps, self.cfg) <= 0:
-            return False
-        k = self.cfg.grad_steps or self.default_grad_steps
-        if k is None or k >= span:
-            return True
         if self._sampled[0] != interval:
-            self._sampled = (interval, sampled_steps(every - span, span, k, self._seed, interval))
-        return pos in self._sampled[1]
+            # once the schedule has ended no update exchanges anything: stop accumulating
+            live = exchange_fraction((interval + 1) * every, self.total_steps, self.cfg) > 0
+            k = self.cfg.grad_steps or self.default_grad_steps
+            steps = None if k is None or k >= span else sampled_steps(every - span, span, k, self._seed, interval)
+            self._sampled = (interval, live, steps)
+        _, live, steps = self._sampled
+        return live and (steps is None or pos in steps)

@@ -1,7 +1,8 @@
-"""Lazy DSL (dsl.mode: lazy): inactive weights drift between updates (no hook, no mask on a step
-that is not sampled), every update and the end zero them (the budget holds at updates and at the
-end), evidence comes from `grad_steps` sampled steps only, and the update works on the rows the
-interval looked up while choosing exactly what exact's selection chooses."""
+"""Lazy DSL (dsl.mode: lazy): a step between updates is the plain FBGEMM step (no hook, no mask, no
+batch kept); every update finds the rows looked up from the row-wise optimizer state, grows the
+inactive weights that trained furthest (keeping their values), prunes the smallest active ones,
+zeroes the rest (the budget holds at updates and at the end, not between), and the final exact
+phase ends within the budget."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-import embeddings.dsl.controller as controller_module
 from embeddings.config import DSLConfig
-from embeddings.dsl import DSLController, LazyDSLController, make_controller
+from embeddings.dsl import LazyDSLController, make_controller
+from embeddings.dsl.masks import exchange_positions
 from tests.embeddings.cpu_tbe import cpu_tbe
 
 
@@ -33,7 +34,7 @@ def _step(tbe, dsl, kjt, step: int) -> dict:
 def test_budget_holds_at_every_update_and_at_the_end_not_between(optimizer):
     tbe = cpu_tbe([(50, 4), (30, 8)], optimizer)
     cfg = DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=4, initial_exchange=0.5, end_fraction=0.9,
-                    init="random", grad_steps=2)
+                    init="random")
     dsl = make_controller(tbe, cfg, total_steps=40)
     assert isinstance(dsl, LazyDSLController) and dsl.exact_from == 36
     gen = torch.Generator().manual_seed(1)
@@ -45,102 +46,118 @@ def test_budget_holds_at_every_update_and_at_the_end_not_between(optimizer):
         if stats["updated"] or step >= dsl.exact_from - 1:
             assert off == 0, step  # projected at the update, and exact through the final phase
         else:
-            drifted_between += off  # one-id bags drift too: their gradient is not masked
-        assert dsl.active_weights() == dsl.budget
+            drifted_between += off  # one-id and multi-id bags drift alike: nothing masks a step
+        assert dsl.active_weights() == dsl.budget == sum(int(m.sum()) for m in dsl.masks.values())
     assert drifted_between > 0 and exchanged > 0
     nonzero = sum(int(torch.count_nonzero(w)) for w in tbe.split_embedding_weights())
     assert 0 < nonzero <= dsl.budget
 
 
-def test_evidence_comes_from_grad_steps_sampled_steps_per_interval(monkeypatch):
-    calls = []
-    real = controller_module.accumulate
-    monkeypatch.setattr(controller_module, "accumulate", lambda g, lk, acc: calls.append(1) or real(g, lk, acc))
-    tbe = cpu_tbe([(50, 4), (30, 8)])
-    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=10, end_fraction=1.0,
-                                           init="random", grad_steps=3), total_steps=40)
-    gen = torch.Generator().manual_seed(2)
-    for step in range(30):
-        _step(tbe, dsl, _kjt(gen, torch.full((8,), 2)), step)
-    assert len(calls) == 3 * 3  # three intervals, three sampled steps each
-
-
-def test_a_step_that_is_not_sampled_registers_no_hook():
-    tbe = cpu_tbe([(50, 4), (30, 8)])
-    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=10, end_fraction=1.0,
-                                           init="random", grad_steps=2), total_steps=40)
+def test_a_step_between_updates_is_the_plain_step():
+    """No hook and no reference to the batch; the weights after each step are those of a plain TBE
+    trained from the same (projected) weights on the same batches."""
+    lazy_tbe, plain = cpu_tbe([(50, 4), (30, 8)]), cpu_tbe([(50, 4), (30, 8)])
+    dsl = LazyDSLController(lazy_tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=10, init="random"),
+                            total_steps=40)
+    with torch.no_grad():
+        for a, b in zip(plain.split_embedding_weights(), lazy_tbe.split_embedding_weights()):
+            a.copy_(b)
     gen = torch.Generator().manual_seed(3)
-    hooked = []
-    for step in range(10):
+    for step in range(9):
         kjt = _kjt(gen, torch.full((8,), 2))
-        pooled = tbe(kjt.values(), kjt.offsets())
+        pooled = lazy_tbe(kjt.values(), kjt.offsets())
         dsl.observe(kjt, pooled)
-        hooked.append(bool(pooled._backward_hooks))
-        pooled.sum().backward()
-        dsl.after_step(step)
-    assert sum(hooked) == 2 and len(dsl._batches) == 0  # 2 sampled steps; the batches went at the update
+        assert not pooled._backward_hooks
+        (pooled - 0.5).pow(2).sum().backward()
+        assert dsl.after_step(step)["updated"] is False
+        ref = plain(kjt.values(), kjt.offsets())
+        (ref - 0.5).pow(2).sum().backward()
+        assert all(torch.equal(a, b) for a, b in zip(plain.split_embedding_weights(), lazy_tbe.split_embedding_weights()))
+    assert sum(int(torch.count_nonzero(w[~dsl.masks[f"t{i}"]])) for i, w in enumerate(lazy_tbe.split_embedding_weights())) > 0
+    assert not hasattr(dsl, "_batches")
 
 
-def test_lazy_equals_exact_with_a_stateless_optimizer():
-    """SGD, a loss linear in the pooled output (so drift cannot change a gradient) and evidence on every
-    step: drift is zeroed before any choice and leaves no optimizer state behind, so lazy makes
-    exactly exact's exchanges and ends with exact's weights."""
-    out = []
-    for mode in ("exact", "lazy"):
-        tbe = cpu_tbe([(60, 4), (40, 8)], "sgd")
-        cfg = DSLConfig(enabled=True, mode=mode, density=0.25, update_every=5, initial_exchange=0.4, init="random",
-                        grad_steps=5)
-        dsl = make_controller(tbe, cfg, total_steps=30)
-        assert type(dsl) is (DSLController if mode == "exact" else LazyDSLController)
-        gen = torch.Generator().manual_seed(4)
-        for step in range(30):
-            kjt = _kjt(gen, torch.tensor([1, 0, 2, 1, 3, 1, 0, 2]))
-            pooled = tbe(kjt.values(), kjt.offsets())
-            dsl.observe(kjt, pooled)
-            pooled.backward(torch.randn(pooled.shape, generator=gen))
-            dsl.after_step(step)
-        out.append(([m.clone() for m in dsl.masks.values()], [w.clone() for w in tbe.split_embedding_weights()],
-                    dsl.exchanged_total))
-    assert out[0][2] > 0 and out[0][2] == out[1][2]
-    assert all(torch.equal(a, b) for a, b in zip(out[0][0], out[1][0]))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out[0][1], out[1][1]))
+def test_changed_rows_are_read_off_the_rowwise_optimizer_state():
+    tbe = cpu_tbe([(50, 4), (30, 8)])
+    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=100, init="random"),
+                            total_steps=400)
+    weights = {f"t{i}": w for i, w in enumerate(tbe.split_embedding_weights())}
+    assert dsl._changed_rows(weights) == {"t0": None, "t1": None}  # no snapshot yet: whole tables
+    dsl._snapshot_row_state()
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["x", "y"], values=torch.tensor([7, 3, 7, 12, 29, 4]),
+                                              lengths=torch.tensor([1, 2, 0, 2, 1, 0]))
+    pooled = tbe(kjt.values(), kjt.offsets())
+    pooled.sum().backward()
+    rows = dsl._changed_rows(weights)
+    assert rows["t0"].tolist() == [3, 7] and rows["t1"].tolist() == [4, 12, 29]
+
+
+def test_growth_picks_the_weights_that_trained_furthest_and_keeps_their_values():
+    """Planted drift: three inactive weights moved far, the rest a little; the update grows exactly
+    those three with their values, prunes the three smallest active weights, zeroes the other
+    inactive weights and leaves every other active weight as it was."""
+    tbe = cpu_tbe([(40, 4), (20, 8)], "sgd")
+    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.25, init="random"), total_steps=100)
+    w0, w1 = tbe.split_embedding_weights()
+    m0, m1 = dsl.masks["t0"], dsl.masks["t1"]
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for w, m in ((w0, m0), (w1, m1)):
+            w[m] = 0.5 + torch.rand(int(m.sum()), generator=gen)  # active: |w| in [0.5, 1.5)
+            w[~m] = (torch.rand(int((~m).sum()), generator=gen) - 0.5) * 0.02  # inactive drift |w| < 0.01
+        planted = [(0, int(torch.nonzero(~m0.view(-1))[5])), (1, int(torch.nonzero(~m1.view(-1))[0])),
+                   (1, int(torch.nonzero(~m1.view(-1))[40]))]
+        for (t, p), v in zip(planted, (0.9, -0.7, 0.4)):
+            (w0, w1)[t].view(-1)[p] = v
+        small = [(0, int(torch.nonzero(m0.view(-1))[2])), (1, int(torch.nonzero(m1.view(-1))[3])),
+                 (1, int(torch.nonzero(m1.view(-1))[9]))]
+        for (t, p), v in zip(small, (0.1, -0.2, 0.05)):
+            (w0, w1)[t].view(-1)[p] = v
+    before = [w0.clone(), w1.clone()]
+    masks = [m0.clone(), m1.clone()]
+    assert dsl._update(3) == 3
+    for t, p in planted:
+        assert bool(dsl.masks[f"t{t}"].view(-1)[p]) and float((w0, w1)[t].view(-1)[p]) == float(before[t].view(-1)[p])
+    for t, p in small:
+        assert not bool(dsl.masks[f"t{t}"].view(-1)[p]) and float((w0, w1)[t].view(-1)[p]) == 0.0
+    for t, (w, m) in enumerate(((w0, m0), (w1, m1))):
+        assert int(torch.count_nonzero(w[~m])) == 0
+        kept = masks[t] & m
+        assert torch.equal(w[kept], before[t][kept])
+    assert dsl.active_weights() == dsl.budget == int(m0.sum() + m1.sum())
 
 
 @pytest.mark.parametrize("factor", [0.5, 2.0, 50.0])  # cache rebuilt at most updates, some, (nearly) never
-def test_incremental_update_chooses_what_exact_selection_chooses(monkeypatch, factor):
+def test_update_over_changed_rows_chooses_what_the_whole_table_rule_chooses(monkeypatch, factor):
     """Four updates in a row on one controller (the prune cache carried across them): each time some
-    rows are looked up (their weights change, inactive ones drift), some rows carry evidence; the
-    masks after the update are exact's choice on the projected weights, untouched rows keep their
-    weights, and every inactive weight is zero."""
+    rows are looked up (their weights change, inactive ones drift; the row-wise state moves with
+    them). The masks after the update are the whole-table rule's choice (grow the n inactive
+    weights of largest |w|, prune the n active ones of smallest |w|, ties to the lower (table,
+    position)); grown weights keep their values, rows not looked up keep theirs, every inactive
+    weight is zero."""
     import embeddings.dsl.lazy as lazy_module
-    from embeddings.dsl.masks import exchange_positions
 
     monkeypatch.setattr(lazy_module, "_CACHE_FACTOR", factor)
     monkeypatch.setattr(lazy_module, "_PASS_CHUNK_BYTES", 256)  # many chunks per table
-    tbe = cpu_tbe([(120, 8), (70, 4), (40, 12)], "sgd")
+    tbe = cpu_tbe([(120, 8), (70, 4), (40, 12)])
     dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, init="random"), total_steps=100)
     weights = tbe.split_embedding_weights()
+    states = [s[0] for s in tbe.split_optimizer_states()]
     gen = torch.Generator().manual_seed(20)
     for update in range(4):
         ids = []
         with torch.no_grad():
             for i, w in enumerate(weights):
-                name = f"t{i}"
                 looked = (torch.rand(w.shape[0], generator=gen) < (0.9 if update == 2 else 0.2)).nonzero().squeeze(1)
                 w[looked] = torch.round(torch.randn(looked.numel(), w.shape[1], generator=gen) * 4) / 4  # ties, drift
+                states[i][looked] += 1.0
                 ids.append(looked)
-                hot = looked[torch.rand(looked.numel(), generator=gen) < 0.5]
-                dsl.grad_acc[name].zero_()
-                dsl.grad_acc[name][hot] = torch.round(torch.rand(hot.numel(), w.shape[1], generator=gen) * 8)
-                dsl._seen[name] = [hot]
-        dsl._batches = [(KeyedJaggedTensor.from_lengths_sync(keys=["a", "b", "c"], values=torch.cat(ids),
-                                                             lengths=torch.tensor([x.numel() for x in ids])), True)]
         masks = {k: m.clone() for k, m in dsl.masks.items()}
         before = [w.detach().clone() for w in weights]
-        projected = {f"t{i}": w.detach().clone() * masks[f"t{i}"] for i, w in enumerate(weights)}
+        evidence = {f"t{i}": w.abs() * ~masks[f"t{i}"] for i, w in enumerate(before)}
         n = dsl.budget // (3 + update)
-        expected = exchange_positions(projected, masks, {k: a.clone() for k, a in dsl.grad_acc.items()}, n)
-        moved = dsl._incremental_update(n)
+        expected = exchange_positions({k: before[i] for i, k in enumerate(masks)}, masks, evidence, n)
+        moved = dsl._update(n)
         assert moved == sum(int(g.numel()) for _, g in expected.values()) > 0
         for i, w in enumerate(weights):
             name = f"t{i}"
@@ -148,11 +165,32 @@ def test_incremental_update_chooses_what_exact_selection_chooses(monkeypatch, fa
             pruned, grown = expected[name]
             new.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
             assert torch.equal(dsl.masks[name], new), (update, name)
-            assert int(torch.count_nonzero(w[~new])) == 0  # projected, pruned and grown weights at zero
-            assert torch.equal(w[new & masks[name]], projected[name][new & masks[name]])  # survivors untouched
+            assert int(torch.count_nonzero(w[~new])) == 0
+            assert torch.equal(w[new], before[i][new])  # survivors and grown weights keep their values
             untouched = torch.ones(w.shape[0], dtype=torch.bool)
             untouched[ids[i]] = False
             assert torch.equal(w[untouched] != 0, (before[i][untouched] != 0) & new[untouched])
     # passes over whole tables: the first update and the one that looked up most rows (update 2);
     # a small cache runs out and is rebuilt on others too
     assert dsl.full_scans == 2 if factor == 50 else 2 <= dsl.full_scans <= 8
+
+
+def test_sharded_or_dense_tables_take_the_whole_table_rule():
+    """An EmbeddingBagCollection trained by a torch optimizer (no fused state): the update ranks whole
+    tables, grows the drifted weight with its value and zeroes every other inactive weight."""
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+
+    ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="t", embedding_dim=4, num_embeddings=6, feature_names=["f"])])
+    dsl = LazyDSLController(ebc, DSLConfig(enabled=True, mode="lazy", density=0.5, init="random"), total_steps=10)
+    w, m = ebc.embedding_bags["t"].weight, dsl.masks["t"]
+    assert dsl._whole_tables() is None  # a dense optimizer trains it
+    with torch.no_grad():
+        w[m] = torch.arange(1, 13, dtype=torch.float32) / 10  # active: 0.1 .. 1.2
+        w[~m] = 0.001
+        far = int(torch.nonzero(~m.view(-1))[4])
+        w.view(-1)[far] = -2.0
+        smallest = int(torch.nonzero(m.view(-1))[0])
+    assert dsl._update(1) == 1
+    assert bool(m.view(-1)[far]) and float(w.view(-1)[far]) == -2.0
+    assert not bool(m.view(-1)[smallest]) and float(w.view(-1)[smallest]) == 0.0
+    assert int(torch.count_nonzero(w[~m])) == 0 and int(m.sum()) == dsl.budget == 12

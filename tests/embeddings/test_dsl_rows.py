@@ -70,11 +70,14 @@ def test_physical_table_holds_only_the_budget_rows_and_inactive_ids_read_zeros()
     assert float(out[0].abs().sum()) == 0.0 and torch.equal(out[1], weight[int(remap[active[0]])].detach())
 
 
-def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state():
+@pytest.mark.parametrize("grow_init", ["zero", "uniform"])
+def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(monkeypatch, grow_init):
+    monkeypatch.setattr(RowDSLController, "grow_init", grow_init)
     tbe = cpu_tbe([(9, 4)], "rowwise_adagrad")  # 8 physical rows... of which the last is the sentinel
     remap = initial_remap(20, 8)
     ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random", update_every=1, initial_exchange=0.25,
                                           end_fraction=1.0), total_steps=100, remaps={"t0": remap}, seed=3)
+    ctl._evidence_ids = None  # evidence written below, not by the hook: the exchange scans it
     slots = ctl.tables["t0"].slots.clone()
     weight = tbe.split_embedding_weights()[0]
     state = tbe.split_optimizer_states()[0][0]
@@ -96,8 +99,11 @@ def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(
     assert int(remap[slots[5]]) == 8 and int(remap[slots[2]]) == 8  # pruned ids read the sentinel
     bound = ctl.tables["t0"].init_bound
     for p in freed:
-        assert float(weight[p].abs().max()) <= bound and float(weight[p].abs().sum()) > 0  # fresh init
-        assert float(state[p]) == 0.0                                                       # fresh state
+        if grow_init == "zero":  # the row its ids read while inactive: the exchange leaves their outputs as they were
+            assert float(weight[p].abs().sum()) == 0.0
+        else:
+            assert float(weight[p].abs().max()) <= bound and float(weight[p].abs().sum()) > 0  # fresh init
+        assert float(state[p]) == 0.0                                                           # fresh state
     assert float(state[int(remap[slots[1]])]) == 7.0 and float(weight[8].abs().sum()) == 0.0
 
 
@@ -226,15 +232,13 @@ def test_planner_shares_one_global_row_budget_small_tables_whole():
     assert share_rows([2, 2, 1_000_000], 3) == [1, 1, 1]  # every table keeps a row, the total holds
 
 
-def test_row_and_lazy_share_the_step_clock_and_sample_ten_evidence_steps_per_interval():
-    """One step bookkeeping for every mode (embeddings/dsl/steps.py): row and lazy accumulate on the
-    same 10 seeded steps of each interval by default, exact on every step."""
+def test_row_and_exact_share_the_step_clock_and_row_samples_ten_evidence_steps_per_interval():
+    """One step bookkeeping for every mode (embeddings/dsl/steps.py): row accumulates on 10 seeded
+    steps of each interval by default, exact on every step (lazy takes no evidence between updates)."""
     from embeddings.dsl.hooks import sampled_steps
 
     emb = PlanEmbeddings(_plan())
     modes = {"row": RowDSLController(emb, DSLConfig(enabled=True, mode="row", init="random", update_every=40),
-                                     total_steps=200, seed=3),
-             "lazy": make_controller(cpu_tbe([(50, 4)]), DSLConfig(enabled=True, mode="lazy", init="random", update_every=40),
                                      total_steps=200, seed=3),
              "exact": make_controller(cpu_tbe([(50, 4)]), DSLConfig(enabled=True, init="random", update_every=40),
                                       total_steps=200, seed=3)}
@@ -248,3 +252,21 @@ def test_row_and_lazy_share_the_step_clock_and_sample_ten_evidence_steps_per_int
         want = [list(range(40))] * 2 if mode == "exact" else [sorted(sampled_steps(0, 40, 10, 3, i)) for i in (0, 1)]
         assert got == want, mode
         assert len(got[0]) == (40 if mode == "exact" else 10)
+
+
+def test_grow_candidates_are_the_inactive_ids_the_sampled_steps_saw():
+    """The hook keeps the ids of each sampled step; the exchange ranks those (inactive, with evidence)
+    instead of scanning the vocabulary-sized evidence, and both give the same rows and values."""
+    emb = PlanEmbeddings(_plan(rows=200, kept=20))
+    ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.1, init="random", update_every=50,
+                                         grad_steps=50), total_steps=400)
+    attach(emb, ctl)
+    _train(emb, ctl, 30)
+    t = ctl.tables["t_a"]
+    seen = torch.unique(torch.cat(ctl._evidence_ids["t_a"]))
+    rows, values = ctl._grow_candidates("t_a", t)
+    assert rows.numel() > 0 and bool((t.remap[rows] == t.kept).all()) and bool((values > 0).all())
+    assert set(rows.tolist()) <= set(seen.tolist())
+    ctl._evidence_ids = None
+    scanned, scanned_values = ctl._grow_candidates("t_a", t)
+    assert torch.equal(rows, scanned) and torch.equal(values, scanned_values)
