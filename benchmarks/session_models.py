@@ -49,6 +49,7 @@ R@20 / NDCG@20 overall, cold and sparse, and the paired per-seed differences.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -196,6 +197,10 @@ def spark_layout(events: Path, items: Path, work: Path, out: Path) -> None:
         spark.stop()
 
 
+class TimeBudgetSpent(Exception):
+    """`--time-budget`: a variant's training stopped after the epoch that spent it (best epoch's weights kept)."""
+
+
 TRAINED: dict[str, torch.nn.Module] = {}   # the metadata-only M2TRec of this dataset, to set the hybrid's cold_offset
 
 
@@ -223,17 +228,29 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     torch.manual_seed(seed)
     model = build_model(mc, data)
     k = int(t["val_metric"].split("@")[1])
+    best: dict = {}
     def val(m: torch.nn.Module) -> float:
         score = evaluate_session_model(m, data, "validation", positions=1, ks=[k], max_length=mc.max_length,
                                        sample=args.val_sample or None)["overall"][t["val_metric"]]
         scores.append(score)
         print(f"    epoch {len(scores)}: validation {t['val_metric']} {score:.4f} ({time.perf_counter() - t0:.0f}s)",
               flush=True)
+        if args.time_budget:   # keep the best epoch's weights; stop once the budget is spent (after this epoch)
+            if score > best.get("score", -1.0):
+                best.update(score=score, epoch=len(scores) - 1, state=copy.deepcopy(m.state_dict()))
+            if time.perf_counter() - t0 > args.time_budget:
+                raise TimeBudgetSpent
         return score
 
     scores: list[float] = []
     t0 = time.perf_counter()
-    history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
+    try:
+        history = train_session_model(model, data, tc, seed=seed, validate=None if mc.name == "popularity" else val)
+    except TimeBudgetSpent:
+        model.load_state_dict(best["state"])
+        history = {"loss": scores, "validation": scores, "best_epoch": best["epoch"], "stopped": "time budget"}
+        print(f"    time budget {args.time_budget:.0f}s spent after epoch {len(scores)}; best epoch {best['epoch'] + 1}",
+              flush=True)
     if mc.name == "m2trec" and mc.item_ids == "off":
         TRAINED["metadata-only"] = model
     if mc.name == "m2trec" and mc.item_ids == "on":
@@ -246,6 +263,7 @@ def train_and_test(data, args: argparse.Namespace, overrides: dict, seed: int, p
     test["cold_offset"] = history.get("cold_offset")
     test["epochs"] = len(history["loss"])
     test["best_epoch"] = history.get("best_epoch")
+    test["stopped"] = history.get("stopped", "early stopping or epochs")
     return history, test, time.perf_counter() - t0
 
 
@@ -311,7 +329,10 @@ def run_dataset(dataset: str, args: argparse.Namespace, work: Path) -> tuple[dic
              f"seed {args.seed} (model init, batch order, dropout, negatives; also the cold-item draw), "
              f"threads {torch.get_num_threads()}; per-variant overrides: "
              + "; ".join(f"{k}: {v}" for k, v in variants.items() if k in results and len(v) > 1),
-             "train+eval seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+             "train+eval seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+             + (f"; time budget {args.time_budget:.0f}s per trained variant (training stops after the epoch that "
+                f"spends it, best validation epoch kept): " + ", ".join(f"{k} {r.get('stopped')}" for k, r in
+                                                                       results.items()) if args.time_budget else ""),
              "ID models (SASRec, GRU4Rec) give items never seen in training no embedding: score -inf, ranked after every "
              "scorable item, ties broken by a seeded random order; popularity gives them count 0 (same tie rule)."]
     write_report(results, args.out / dataset, title=f"Session models on {dataset}", notes=notes)
@@ -436,6 +457,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared machine)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per trained variant: training stops after "
+                   "the epoch that passes it (best validation epoch kept; the report says so); default none")
     p.add_argument("--resume", action="store_true", help="skip models already in <out>/<dataset>/metrics.json")
     p.add_argument("--ml-history", type=int, default=100, help="ml100k: last ratings per user kept in each split")
     p.add_argument("--ablation", action="store_true", help="the multi-task ablation only (see above)")
