@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.ctr.run_files import stage_json
+from pipelines.ctr.vocab_index import VocabIndex
 from pipelines.runtime.errors import EncodedDataError
 
 MISSING_ID, UNKNOWN_ID = 0, 1
@@ -90,16 +91,16 @@ class RowEncoder:
     vocab: dict[str, tuple[pa.Array, np.ndarray]]
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]]
     buckets: dict[str, tuple[str, list[float]]] = field(default_factory=dict)
+    _index: dict[str, VocabIndex] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_tables(cls, vocab: pa.Table, schema: dict[str, Any], source: str = "schema.json") -> "RowEncoder":
         multi = list(schema.get("multi_valued", []))
         single = [c for c in schema["categorical"] if c not in multi]
         maps = {}
-        feats = vocab.column("feature").to_numpy(zero_copy_only=False)
+        feats = vocab.column("feature")
         for f in [*single, *multi]:
-            m = feats == f
-            part = vocab.filter(pa.array(m))
+            part = vocab.filter(pc.equal(feats, f))
             maps[f] = (part.column("value").combine_chunks().cast(pa.string()),
                        part.column("id").to_numpy(zero_copy_only=False).astype(np.int64))
         return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi, vocab=maps,
@@ -117,15 +118,30 @@ class RowEncoder:
         """The raw column a model feature is read from (a bucket feature reads its dense column)."""
         return self.buckets[feature][0] if feature in self.buckets else feature
 
+    def index(self, feature: str) -> VocabIndex:
+        """`feature`'s vocabulary as a hash index of its values and their ids, built on first use and kept (a value
+        listed twice maps to its first id, as `pyarrow.compute.index_in` does).
+
+        Example:
+            >>> enc = RowEncoder.from_tables(pa.table({"feature": ["C1"] * 3, "value": ["a", "b", "a"], "id": [2, 3, 4]}),
+            ...                              {"label": "y", "dense": [], "categorical": ["C1"]})
+            >>> enc.index("C1").lookup(pa.array(["a", "b", "c"]), unknown=UNKNOWN_ID).tolist()
+            [2, 3, 1]
+        """
+        if feature not in self._index:
+            self._index[feature] = VocabIndex(*self.vocab[feature])
+        return self._index[feature]
+
     def _ids(self, feature: str, values: pa.Array) -> np.ndarray:
-        known, ids = self.vocab[feature]
-        values = values.cast(pa.string())
-        pos = pc.index_in(values, value_set=known)
-        out = np.full(len(values), UNKNOWN_ID, dtype=np.int64)
-        found = pos.is_valid().to_numpy(zero_copy_only=False)
-        if found.any():
-            out[found] = ids[pos.drop_null().to_numpy()]
-        out[values.is_null().to_numpy(zero_copy_only=False)] = MISSING_ID
+        """Ids of `values` (unseen → UNKNOWN_ID, null → MISSING_ID): each distinct value of the batch is looked up
+        once in the kept hash index (a million-value vocabulary is not re-hashed per batch)."""
+        enc = values.cast(pa.string()).dictionary_encode()
+        if len(enc.dictionary) == 0:
+            return np.full(len(values), MISSING_ID, dtype=np.int64)
+        distinct = self.index(feature).lookup(enc.dictionary, UNKNOWN_ID)
+        out = distinct[pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)]
+        if enc.null_count:
+            out[enc.indices.is_null().to_numpy(zero_copy_only=False)] = MISSING_ID
         return out
 
     def _bags(self, feature: str, col: pa.Array) -> pa.Array:

@@ -69,3 +69,23 @@ def test_a_run_without_its_vocab_or_model_files_is_one_line_naming_the_stage(tmp
     (tmp_path / "model" / "model.json").write_text("{}")
     with pytest.raises(EncodedDataError, match=r"model: no model.pt there; give a run whose 'train' stage finished"):
         RunModel.load(tmp_path / "model")
+
+
+def test_a_vocabulary_is_hashed_once_and_gives_index_ins_ids():
+    import pyarrow.compute as pc
+
+    values = [f"{i:08x}" for i in range(5000)]
+    vocab = pa.table({"feature": ["C1"] * 5000, "value": values, "id": np.arange(2, 5002)})
+    enc = RowEncoder.from_tables(vocab, {"label": "y", "dense": [], "categorical": ["C1"]})
+    rng = np.random.default_rng(0)
+    batch = [values[i] for i in rng.integers(0, 5000, size=300)] + ["unseen", None, values[7], "unseen"]
+    got = enc.encode(pa.table({"C1": batch})).column("C1").to_numpy()
+    pos = pc.index_in(pa.array(batch), value_set=pa.array(values)).to_numpy(zero_copy_only=False)
+    expected = np.where(np.isnan(pos.astype(float)), 1, np.nan_to_num(pos.astype(float)) + 2).astype(np.int64)
+    expected[-3] = 0
+    np.testing.assert_array_equal(got, expected)
+    assert got[-4:].tolist() == [1, 0, 9, 1]
+    index = enc.index("C1")
+    enc.encode(pa.table({"C1": batch[:5]}))
+    assert enc.index("C1") is index      # kept between batches, not rebuilt
+    assert enc.encode(pa.table({"C1": pa.array([None, None], pa.string())})).column("C1").to_pylist() == [0, 0]

@@ -1,0 +1,140 @@
+"""A vocabulary (strings → ids) as an open-addressing hash table of 64-bit string hashes, in numpy.
+
+Scoring with a production-sized vocabulary (millions of values a column) must not re-hash the vocabulary
+per batch (`pyarrow.compute.index_in` does) nor chase Python string objects through a hash of millions
+(`pandas.Index.get_indexer`: about 1 µs a value, cache misses). Here each distinct value of a batch is
+hashed straight from the Arrow buffers (vectorised: a random 64-bit weight per byte position, summed per
+string, then mixed) and found with one or two probes into a flat uint64 table; the candidate's string is
+then compared with the value, so the answer is exact whatever the hash does. A vocabulary whose values
+share a hash (or repeat a value) is answered by a pandas index instead.
+
+Example:
+    >>> idx = VocabIndex(pa.array(["a", "bc", "d"]), np.array([2, 3, 4]))
+    >>> idx.lookup(pa.array(["d", "zz", "a", "", "bc"]), unknown=1).tolist()
+    [4, 1, 2, 1, 3]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_EMPTY = np.uint64(0)  # a slot no hash takes (hashes are forced odd)
+
+
+class _Weights:
+    """One random odd 64-bit weight per byte position, grown on demand (the same for every process)."""
+
+    weights = np.random.default_rng(20261207).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+    @classmethod
+    def upto(cls, n: int) -> np.ndarray:
+        if n > len(cls.weights):
+            more = np.random.default_rng(len(cls.weights)).integers(1, 2**63, size=n, dtype=np.uint64) | np.uint64(1)
+            cls.weights = np.concatenate([cls.weights, more])
+        return cls.weights[:n]
+
+
+def string_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash (odd, never 0) of each string of `values` (nulls hash as empty strings).
+
+    Example:
+        >>> h = string_hashes(pa.array(["ab", "ba", "ab", ""]))
+        >>> bool(h[0] == h[2]), bool(h[0] != h[1]), bool((h % 2 == 1).all())
+        (True, True, True)
+    """
+    values = values.cast(pa.string())
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1].astype(np.int64)
+    data = values.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    if values.null_count:
+        lengths = np.where(values.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+    starts = offsets[:-1]
+    total = int(lengths.sum())
+    with np.errstate(over="ignore"):
+        if total:
+            owner = np.repeat(np.arange(n), lengths)
+            first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            pos = np.arange(total) - first[owner]
+            byte = raw[(starts[owner] + pos)].astype(np.uint64) + np.uint64(1)
+            terms = byte * _Weights.upto(int(lengths.max()))[pos]
+            h = np.zeros(n, dtype=np.uint64)
+            _sum_by_owner(h, terms, first, lengths)
+        else:
+            h = np.zeros(n, dtype=np.uint64)
+        h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(30)
+        h *= _MIX1
+        h ^= h >> np.uint64(27)
+        h *= _MIX2
+        h ^= h >> np.uint64(31)
+    return h | np.uint64(1)
+
+
+def _sum_by_owner(h: np.ndarray, terms: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> None:
+    """h[i] = sum of terms[first[i] : first[i] + lengths[i]] (uint64, wrapping), for the non-empty strings."""
+    nonempty = lengths > 0
+    h[nonempty] = np.add.reduceat(terms, first[nonempty])
+
+
+class VocabIndex:
+    """Values → ids of one feature's vocabulary (see module doc)."""
+
+    def __init__(self, known: pa.Array, ids: np.ndarray) -> None:
+        self.known = known.cast(pa.string())
+        self.ids = np.asarray(ids, dtype=np.int64)
+        h = string_hashes(self.known)
+        self.pandas: pd.Index | None = None
+        if len(np.unique(h)) < len(h):  # a repeated value or a hash shared by two values
+            idx = pd.Index(self.known.to_numpy(zero_copy_only=False), dtype=object)
+            first = ~idx.duplicated()
+            self.pandas, self.ids = idx[first], self.ids[first]
+            return
+        size = 1 << max(int(2 * max(len(h), 1) - 1).bit_length(), 4)  # load factor <= 1/2
+        self.mask = np.uint64(size - 1)
+        self.table = np.full(size, _EMPTY, dtype=np.uint64)
+        self.slot_row = np.full(size, -1, dtype=np.int64)
+        todo = np.arange(len(h))
+        probe = 0
+        while len(todo):
+            slot = ((h[todo] + np.uint64(probe)) & self.mask).astype(np.int64)
+            free = self.table[slot] == _EMPTY
+            cand, cslot = todo[free], slot[free]
+            _, first = np.unique(cslot, return_index=True)  # two rows wanting one slot: the first takes it
+            self.table[cslot[first]] = h[cand[first]]
+            self.slot_row[cslot[first]] = cand[first]
+            placed = np.zeros(len(todo), dtype=bool)
+            placed[np.flatnonzero(free)[first]] = True
+            todo = todo[~placed]
+            probe += 1
+
+    def positions(self, values: pa.Array) -> np.ndarray:
+        """Row of each value in the vocabulary, -1 when it is not there (values without nulls)."""
+        if self.pandas is not None:
+            return self.pandas.get_indexer(values.to_numpy(zero_copy_only=False))
+        h = string_hashes(values)
+        out = np.full(len(h), -1, dtype=np.int64)
+        todo = np.arange(len(h))
+        probe = 0
+        while len(todo):
+            slot = ((h[todo] + np.uint64(probe)) & self.mask).astype(np.int64)
+            key = self.table[slot]
+            hit = key == h[todo]
+            out[todo[hit]] = self.slot_row[slot[hit]]
+            todo = todo[~hit & (key != _EMPTY)]
+            probe += 1
+        found = np.flatnonzero(out >= 0)
+        if len(found):  # exact: the candidate's string must be the value
+            same = pc.equal(self.known.take(pa.array(out[found])), values.take(pa.array(found)))
+            out[found[~same.to_numpy(zero_copy_only=False)]] = -1
+        return out
+
+    def lookup(self, values: pa.Array, unknown: int) -> np.ndarray:
+        """Ids of `values` (no nulls), `unknown` for a value not in the vocabulary."""
+        pos = self.positions(values)
+        return np.where(pos >= 0, self.ids[np.maximum(pos, 0)], unknown).astype(np.int64)
