@@ -107,7 +107,10 @@ def time_training(args, device: torch.device, batches, variants: dict[str, tuple
     for step in range(steps):
         ids, offsets = batches[step % len(batches)]
         kjt = kjts[step % len(batches)]
-        for r in runs.values():
+        # the order rotates every step: a variant that runs right after a heavy one (exact's
+        # re-mask) finds the caches cold, which would bias a fixed order
+        order = list(runs.values())
+        for r in order[step % len(order):] + order[:step % len(order)]:
             tbe, dsl = r["tbe"], r["dsl"]
             _sync(device)
             t0 = clock()

@@ -286,12 +286,16 @@ class Pruned(CompressionMethod):
         return [PhysicalTable("", rows, spec.dim, serving=self._serving(spec))]
 
     def export_row_table(self, spec: TableSpec, weight: Tensor, remap: Tensor) -> list[ExportedTable]:
-        """The row-mode table as it trained: its kept physical rows and the remap (sentinel -> -1)."""
+        """The row-mode table as it trained: its kept physical rows and the remap (sentinel -> -1; a
+        trained, non-zero sentinel row is kept and inactive ids keep reading it)."""
         kept = int(spec.params["rows_kept"])
         index = remap.detach().to(torch.int32).cpu().clone()
-        index[index >= kept] = -1
         _check_finite(spec.name, weight)
-        return [ExportedTable(weight.detach().float().cpu()[:kept].contiguous(), self._serving(spec), index)]
+        weight = weight.detach().float().cpu()
+        if bool(weight[kept:kept + 1].any()):
+            return [ExportedTable(weight[:kept + 1].contiguous(), self._serving(spec), index)]
+        index[index >= kept] = -1
+        return [ExportedTable(weight[:kept].contiguous(), self._serving(spec), index)]
 
     def spec_bytes(self, spec: TableSpec) -> int:
         return super().spec_bytes(spec) + spec.rows * REMAP_BYTES_PER_ID

@@ -3,7 +3,7 @@ only the budget's rows.
 
 Each DSL table has a virtual size (its vocabulary, `rows`) and a physical size (`rows_kept + 1`):
 an int32 `remap` sends every virtual id to its physical row, or to the last physical row, the
-*sentinel*, kept at zero, for an inactive id. The remap runs before the TBE lookup
+*sentinel*, for an inactive id (kept at zero, or trained as one shared row: `sentinel`). The remap runs before the TBE lookup
 (`PlanEmbeddings._transformed`, an `index_select`), so FBGEMM's fused kernels only ever see
 physical rows and the trained table IS the budget (AdaEmbed, OSDI'23; TorchRec's ITEP modules,
 `torchrec.modules.itep_modules`, do the same with FBGEMM's CUDA ops `init_address_lookup` /
@@ -11,15 +11,17 @@ physical rows and the trained table IS the budget (AdaEmbed, OSDI'23; TorchRec's
 either device).
 
 Per step: the remap (in the model), then after the optimizer step the sentinel row is zeroed
-(one row; its optimizer state is left alone, as no real row ever uses the sentinel's slot). On `grad_steps` sampled steps of an interval (default 10),
+(one row; its optimizer state is left alone, as no real row ever uses the sentinel's slot; a
+`learned` sentinel is left to train). On `grad_steps` sampled steps of an interval (default 10),
 a hook on the pooled output adds each looked-up virtual id's bag-gradient norm to a per-virtual-row
 accumulator (a [rows] vector, not a table) and keeps the step's ids. Every ΔT steps, per table, the
 `n` inactive rows with the most gradient evidence (ranked among the ids the sampled steps saw, not
 the vocabulary) replace the `n` active rows of smallest weight norm (`n` from the global cosine
-schedule times the table's row budget; only rows with evidence are grown). A grown row starts at
-zero (`grow_init`: what its ids read while inactive, so the exchange leaves their outputs
-unchanged, as RigL / DSL grow weights at 0; on ml-100k at 80% sparsity AUC 0.6696 vs 0.6676 with
-a fresh uniform init, seed 0) with zeroed optimizer state, in the pruned row's physical slot.
+schedule times the table's row budget; only rows with evidence are grown). A grown row starts as
+the sentinel row (`grow_init`: what its ids read while inactive, so the exchange leaves their
+outputs unchanged, as RigL / DSL grow weights at 0; on ml-100k at 80% sparsity with a zero
+sentinel AUC 0.6696 vs 0.6676 from a fresh uniform init, seed 0) with zeroed optimizer state, in
+the pruned row's physical slot.
 
 The budget is global like `exact` (one schedule, one count of rows), but each table's physical
 capacity is fixed at its share (the plan's density x rows), so rows move within a table. Under DMP
@@ -129,10 +131,14 @@ class RowDSLController(StepClock):
     """
 
     default_grad_steps = 10  # row evidence is a norm per id: a few sampled steps per interval are enough
-    # how a grown row starts: "zero" (what its ids read while inactive, so the exchange leaves the
-    # model's outputs for them unchanged, as RigL / DSL grow weights at 0) or "uniform" (a fresh
-    # init in +-1/sqrt(rows)); its optimizer state starts at zero either way
-    grow_init = "zero"
+    # what inactive ids read: "zero" (the sentinel row is zeroed after every step) or "learned" (the
+    # sentinel trains like any row: one shared row for every inactive id of the table, like an
+    # out-of-vocabulary row; exported with the table)
+    sentinel = "zero"
+    # how a grown row starts: "sentinel" (the sentinel row's value: what its ids read while inactive,
+    # so the exchange leaves the model's outputs for them unchanged, as RigL / DSL grow weights at
+    # 0) or "uniform" (a fresh init in +-1/sqrt(rows)); its optimizer state starts at zero either way
+    grow_init = "sentinel"
 
     def __init__(self, model: nn.Module, cfg: DSLConfig, total_steps: int,
                  frequencies: Mapping[str, Tensor] | None = None, *, remaps: Mapping[str, Tensor] | None = None,
@@ -195,10 +201,11 @@ class RowDSLController(StepClock):
             values.register_hook(lambda grad, spans=spans: self._accumulate(grad, spans))
 
     def after_step(self, step: int) -> dict:
-        """After the optimizer step: zero the sentinel rows; every ΔT steps exchange rows.
+        """After the optimizer step: zero the sentinel rows (`sentinel == "zero"`); every ΔT steps exchange rows.
 
         Returns the same keys as `DSLController.after_step` (counts in weights), plus `rows_exchanged`."""
-        self._zero_sentinels()
+        if self.sentinel == "zero":
+            self._zero_sentinels()
         stats, fraction = self.tick(step, self.budget)
         if fraction is None:
             return stats
@@ -301,6 +308,18 @@ class RowDSLController(StepClock):
             row.zero_()
 
     @torch.no_grad()
+    def _sentinel_row(self, t: _RowTable) -> Tensor:
+        """The sentinel row's weights as one fp32 CPU row (shards joined; across ranks summed)."""
+        row = torch.zeros(t.physical.dim, dtype=torch.float32)
+        for shard, local in _rows_in_shards(t.physical, torch.tensor([t.kept])):
+            c0, c = shard.col_offset, shard.tensor.shape[1]
+            row[c0:c0 + c] = shard.tensor[int(local[0])].detach().float().cpu()
+        if is_distributed() and not t.physical.replicated:
+            row = row.to(t.remap.device)
+            dist.all_reduce(row, op=dist.ReduceOp.SUM)
+        return row.cpu()
+
+    @torch.no_grad()
     def _row_norms(self, t: _RowTable) -> Tensor:
         """Squared L2 norm of each physical row in use (shards summed; across ranks when sharded)."""
         sq = torch.zeros(t.physical.rows, dtype=torch.float32, device=t.remap.device)
@@ -350,15 +369,17 @@ class RowDSLController(StepClock):
             t.remap[t.slots[slots]] = t.kept
             t.remap[grow] = slots.to(torch.int32)
             t.slots[slots] = grow
-            fresh = torch.zeros(slots.numel(), t.physical.dim)
             if self.grow_init == "uniform":
-                fresh.uniform_(-t.init_bound, t.init_bound, generator=gen)
+                fresh = torch.empty(slots.numel(), t.physical.dim).uniform_(-t.init_bound, t.init_bound, generator=gen)
+            else:
+                fresh = self._sentinel_row(t).expand(slots.numel(), -1)
             for shard, local, idx in _rows_in_shards(t.physical, slots, with_index=True):
                 c0, c = shard.col_offset, shard.tensor.shape[1]
                 shard.tensor[local] = fresh[idx, c0:c0 + c].to(shard.tensor.device, shard.tensor.dtype)
             _zero_state(t.physical, slots)
             moved[name] = int(grow.numel())
-        self._zero_sentinels()
+        if self.sentinel == "zero":
+            self._zero_sentinels()
         return moved
 
 

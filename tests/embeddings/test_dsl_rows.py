@@ -70,7 +70,7 @@ def test_physical_table_holds_only_the_budget_rows_and_inactive_ids_read_zeros()
     assert float(out[0].abs().sum()) == 0.0 and torch.equal(out[1], weight[int(remap[active[0]])].detach())
 
 
-@pytest.mark.parametrize("grow_init", ["zero", "uniform"])
+@pytest.mark.parametrize("grow_init", ["sentinel", "uniform"])
 def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(monkeypatch, grow_init):
     monkeypatch.setattr(RowDSLController, "grow_init", grow_init)
     tbe = cpu_tbe([(9, 4)], "rowwise_adagrad")  # 8 physical rows... of which the last is the sentinel
@@ -99,7 +99,7 @@ def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(
     assert int(remap[slots[5]]) == 8 and int(remap[slots[2]]) == 8  # pruned ids read the sentinel
     bound = ctl.tables["t0"].init_bound
     for p in freed:
-        if grow_init == "zero":  # the row its ids read while inactive: the exchange leaves their outputs as they were
+        if grow_init == "sentinel":  # the (zero) row its ids read while inactive: the exchange leaves their outputs as they were
             assert float(weight[p].abs().sum()) == 0.0
         else:
             assert float(weight[p].abs().max()) <= bound and float(weight[p].abs().sum()) > 0  # fresh init
@@ -134,13 +134,17 @@ def test_row_mode_checkpoint_round_trip_restores_the_remap():
     assert torch.equal(ctl2.tables["t_a"].slots, ctl.tables["t_a"].slots) and ctl2.updates == 2
 
 
-def test_export_is_the_compact_table_and_serves_the_trained_outputs():
+@pytest.mark.parametrize("sentinel", ["zero", "learned"])
+def test_export_is_the_compact_table_and_serves_the_trained_outputs(monkeypatch, sentinel):
+    """A learned sentinel trains as one shared row for the inactive ids and is exported with the table
+    (one row more); a zero one is not stored (inactive ids map to -1)."""
+    monkeypatch.setattr(RowDSLController, "sentinel", sentinel)
     emb = PlanEmbeddings(_plan(rows=200, kept=40, dim=16))
     ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5,
                                          grad_steps=5), total_steps=20)
     attach(emb, ctl)
     gen = torch.Generator().manual_seed(1)
-    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.01)  # a learned sentinel takes the summed gradient of every inactive id
     for step in range(20):
         a = torch.randint(0, 200, (32,), generator=gen)
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([a, a % 30]),
@@ -149,15 +153,21 @@ def test_export_is_the_compact_table_and_serves_the_trained_outputs():
         opt.step()
         opt.zero_grad()
         ctl.after_step(step)
-    report = export_embeddings(emb, "/tmp/sparserec_test_row_export.pt")
+    sentinel_row = emb.ebc.embedding_bags["t_a"].weight.detach()[40]
+    assert bool(sentinel_row.any()) == (sentinel == "learned")
+    path = f"/tmp/sparserec_test_row_export_{sentinel}.pt"
+    report = export_embeddings(emb, path)
     t_a = report["tables"][0]
-    assert t_a["bytes_after"] == 40 * row_bytes(16, "fp16") + 200 * 4  # kept rows in fp16 + the int32 remap
+    stored = 41 if sentinel == "learned" else 40
+    assert t_a["bytes_after"] == stored * row_bytes(16, "fp16") + 200 * 4  # kept rows in fp16 + the int32 remap
     assert t_a["bytes_after"] / t_a["dense_fp32_bytes"] <= 0.25
-    served = load_exported("/tmp/sparserec_test_row_export.pt")
+    served = load_exported(path)
     emb.eval()
     kjt = KeyedJaggedTensor.from_lengths_sync(keys=["a", "b"], values=torch.cat([torch.arange(200), torch.arange(200) % 30]),
                                               lengths=torch.ones(400, dtype=torch.long))
     assert torch.allclose(served(kjt).values(), emb(kjt).values(), atol=2e-3)
+    inactive = int((emb.row_remaps.t_a == 40).nonzero()[0])
+    assert torch.allclose(served(kjt).to_dict()["a"][inactive], sentinel_row, atol=2e-3)
 
 
 def test_planner_row_mode_gives_rows_kept_and_counts_the_compact_bytes():
@@ -270,3 +280,26 @@ def test_grow_candidates_are_the_inactive_ids_the_sampled_steps_saw():
     ctl._evidence_ids = None
     scanned, scanned_values = ctl._grow_candidates("t_a", t)
     assert torch.equal(rows, scanned) and torch.equal(values, scanned_values)
+
+
+def test_a_grown_row_starts_as_the_learned_sentinel_its_ids_read():
+    """With a learned sentinel the exchange leaves a grown id's output unchanged: its new row is the
+    sentinel row it read while inactive, with zeroed optimizer state."""
+    tbe = cpu_tbe([(9, 4)], "rowwise_adagrad")
+    remap = initial_remap(20, 8)
+    ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random", update_every=1, initial_exchange=0.25,
+                                          end_fraction=1.0), total_steps=100, remaps={"t0": remap}, seed=3)
+    ctl.sentinel = "learned"
+    ctl._evidence_ids = None
+    weight, state = tbe.split_embedding_weights()[0], tbe.split_optimizer_states()[0][0]
+    with torch.no_grad():
+        weight[:8] = torch.arange(1, 9, dtype=torch.float32).unsqueeze(1).repeat(1, 4)
+        weight[8] = torch.tensor([0.5, -0.25, 0.125, 2.0])  # the trained sentinel
+        state.fill_(7.0)
+    slots = ctl.tables["t0"].slots.clone()
+    grown = [v for v in range(20) if v not in set(slots.tolist())][3]
+    ctl.grad_acc["t0"][grown] = 4.0
+    assert ctl._exchange(0.125) == {"t0": 1}
+    p = int(remap[grown])
+    assert p == 0 and torch.equal(weight[p], torch.tensor([0.5, -0.25, 0.125, 2.0])) and float(state[p]) == 0.0
+    assert torch.equal(weight[8], torch.tensor([0.5, -0.25, 0.125, 2.0]))  # the sentinel itself is left as trained
