@@ -6,7 +6,8 @@ per batch (`pyarrow.compute.index_in` does) nor chase Python string objects thro
 hashed straight from the Arrow buffers (vectorised: a random 64-bit weight per byte position, summed per
 string, then mixed) and found with one or two probes into a flat uint64 table; the candidate's string is
 then compared with the value, so the answer is exact whatever the hash does. A vocabulary whose values
-share a hash (or repeat a value) is answered by a pandas index instead.
+share a hash (or repeat a value) is answered by a pandas index instead, and one of at most `SMALL` values by
+`index_in` (re-hashing a few thousand values costs less than the steps above).
 
 Example:
     >>> idx = VocabIndex(pa.array(["a", "bc", "d"]), np.array([2, 3, 4]))
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _EMPTY = np.uint64(0)  # a slot no hash takes (hashes are forced odd)
+SMALL = 4096  # up to this many values, pyarrow's index_in (it hashes the vocabulary on each call)
 
 
 class _Weights:
@@ -88,8 +90,11 @@ class VocabIndex:
     def __init__(self, known: pa.Array, ids: np.ndarray) -> None:
         self.known = known.cast(pa.string())
         self.ids = np.asarray(ids, dtype=np.int64)
-        h = string_hashes(self.known)
         self.pandas: pd.Index | None = None
+        self.small = len(self.known) <= SMALL
+        if self.small:
+            return
+        h = string_hashes(self.known)
         if len(np.unique(h)) < len(h):  # a repeated value or a hash shared by two values
             idx = pd.Index(self.known.to_numpy(zero_copy_only=False), dtype=object)
             first = ~idx.duplicated()
@@ -115,6 +120,8 @@ class VocabIndex:
 
     def positions(self, values: pa.Array) -> np.ndarray:
         """Row of each value in the vocabulary, -1 when it is not there (values without nulls)."""
+        if self.small:
+            return pc.fill_null(pc.index_in(values, value_set=self.known), -1).to_numpy(zero_copy_only=False).astype(np.int64)
         if self.pandas is not None:
             return self.pandas.get_indexer(values.to_numpy(zero_copy_only=False))
         h = string_hashes(values)
