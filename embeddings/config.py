@@ -24,21 +24,21 @@ class DSLConfig(_Strict):
     """Dynamic Sparse Learning: sparse from step 0 under a fixed budget of active weights."""
 
     enabled: bool = False
-    # exact: every weight masked at every step (the budget holds between updates too; 1.8-4.7x a
-    #   plain FBGEMM step on CPU). lazy: nothing per step but sampled evidence, inactive weights
-    #   are zeroed at each update (over the rows the interval looked up) and a final exact phase
-    #   makes the exported model honour the budget (budget enforced at every update and at the
-    #   end, not between). row: whole rows, the physical table holds only the budget's rows (real
-    #   memory saved in training). See embeddings/dsl/modes.py. Default exact, from the grid at 80%
-    #   sparsity (test split, seeds 0-1, exported models, 2026-12-07; the 10x planner beside it):
-    #   ml-100k: dense 0.6970, 10x planner 0.6950, exact 0.6935 (0.31x dense bytes), lazy 0.6907
-    #   (0.29x), row 0.6698 (0.16x): row keeps no row for 80% of users and items, which ml-100k
-    #   needs. Generated ctr (60k rows): dense 0.8088, planner 0.8227, exact 0.8228, lazy 0.8308,
-    #   row 0.8274. Per step (benchmarks/kernels.py --threads 1 --clock cpu, ΔT=100, exchange 0.1,
-    #   300k and 1M x 64): row 0.64-0.71x a plain step with 20-id bags, 1.08-1.19x with one-id bags;
-    #   lazy 1.6-2.0x with 20-id bags, 1.6-2.5x with one-id bags (its update exchanges 10% of the
-    #   budget: about one interval of one-id steps). So: row where memory or multi-id speed matters
-    #   and the head carries the signal; exact otherwise.
+    # exact: every weight masked at every step (the budget holds between updates too; 2.9-4.3x a
+    #   plain FBGEMM step on CPU). lazy: nothing per step (the plain step), inactive weights train
+    #   freely and each update grows the ones that trained furthest, prunes the smallest active,
+    #   zeroes the rest of the changed rows; a final exact phase makes the exported model honour the
+    #   budget (budget enforced at every update and at the end, not between). row: whole rows, the
+    #   physical table holds only the budget's rows (real memory saved in training). See
+    #   embeddings/dsl/modes.py. Default exact, from the grid at 80% sparsity (test split, exported
+    #   models, 2026-12-07), ml-100k seeds 0-2: exact 0.6947 (0.31x dense bytes), lazy 0.6987
+    #   (0.30-0.32x), row 0.6724 (0.16x; 0.6745 with a learned sentinel): row keeps no row for 80% of
+    #   users and items, which ml-100k needs. Per step amortised at ΔT=100 (benchmarks/kernels.py
+    #   --threads 1 --clock cpu, 300k and 1M x 64): row 0.67-0.71x with 20-id bags, 1.07-1.22x with
+    #   one-id bags; lazy 1.30-1.46x with 20-id bags, 1.30-4.4x with one-id bags (its update is a
+    #   pass over the looked-up rows; with one-id bags it outweighs an interval of steps). So: lazy
+    #   where quality matters and ids are multi-valued or ΔT is long, row where memory or multi-id
+    #   speed matters and the head carries the signal; exact when the budget must hold at every step.
     mode: Literal["exact", "lazy", "row"] = Field(default="exact", description="exact | lazy | row (see embeddings/dsl/modes.py)")
     density: float = Field(default=0.2, gt=0.0, le=1.0, description="active share of each table's weights")
     update_every: int = Field(default=100, ge=1, description="ΔT: steps between prune/grow updates")
@@ -53,7 +53,7 @@ class DSLConfig(_Strict):
     final_exact_steps: int | None = Field(default=None, ge=0, description="lazy mode: the last N steps train as exact so the exported model honours the budget (None: the last interval, update_every steps)")
     # 0.05: see benchmarks/compression_tradeoff.py --dsl-modes (exported-model AUC beside bytes)
     export_error: float | None = Field(default=0.05, ge=0.0, lt=1.0, description="exact / lazy export: the relative error ||W - served|| / ||W|| a table may take to be stored smaller (int8 / int4 rows, lowest-norm rows dropped); None: fp16 rows of every row with an active weight")
-    grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step in exact mode, 10 in lazy and row)")
+    grad_steps: int | None = Field(default=None, ge=1, description="accumulate on only this many steps of each interval (or window), one seeded random step in each of as many equal parts, so the evidence still spans the interval at a fraction of the cost (None: every step in exact mode and in lazy's final exact phase, 10 in row; lazy takes none between updates)")
 
 
 class EmbeddingsConfig(_Strict):

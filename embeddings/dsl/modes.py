@@ -2,15 +2,37 @@
 
 | mode | unit | between updates | per-step cost | training memory |
 |---|---|---|---|---|
-| `exact` | weight | budget held at every step (masked gradient, re-masked rows) | 1.8-4.7x a plain FBGEMM step on CPU | full table + masks |
+| `exact` | weight | budget held at every step (masked gradient, re-masked rows) | 2.9-4.3x a plain FBGEMM step on CPU | full table + masks |
 | `lazy` | weight | every looked-up row's inactive weights train freely; zeroed at every update and in a final exact phase | nothing (the plain step); the update passes over the rows whose row-wise optimizer state moved, growing the inactive weights that trained furthest | full table + masks |
-| `row` | row | physical table = the budget's rows; inactive ids read a zero sentinel row | an int32 remap + sampled evidence | budget rows + one int32 per id |
+| `row` | row | physical table = the budget's rows; inactive ids read a sentinel row (zero, or one learned row) | an int32 remap + sampled evidence | budget rows + one int32 per id |
 
-Measured (benchmarks/kernels.py --threads 1 --clock cpu, ΔT = 100, exchange 0.1, seed 0, load 8-12
-on 2 cores, 2026-12-07), amortised ratio to a plain FBGEMM step at 300k and 1M x 64: row 0.64-0.71x
-with 20-id bags, 1.08-1.19x with one-id bags; lazy 1.6-2.0x with 20-id bags, 1.6-2.5x with one-id
-bags (its update projects the looked-up rows and exchanges 10% of the budget: about one interval of
-one-id steps on CPU).
+Measured 2026-12-07 (benchmarks/kernels.py --threads 1 --clock cpu --grad-steps 0 --repeats 3, ΔT =
+100, exchange 0.1, seed 0, variants in lockstep with the order rotating every step; load 41-72 on 2
+cores), amortised ratio to a plain FBGEMM step (per-step ratio without the update in brackets):
+
+| table, batch | bags | distinct batches | exact | lazy | row |
+|---|---|---|---|---|---|
+| 300k x 64, 2048 | 1 id | 100 | 5.35 (2.91) | 3.09 (1.00-1.21) | 1.22 (1.14) |
+| 300k x 64, 2048 | 1 id | 8 | - | 1.30 (0.97) | 1.07 (1.02) |
+| 300k x 64, 2048 | 20 ids | 8 | 4.62 (4.26) | 1.30 (0.98) | 0.67 (0.63) |
+| 1M x 64, 4096 | 1 id | 100 | 7.54 (2.95) | 4.36 (1.07) | 1.07 (0.93) |
+| 1M x 64, 4096 | 20 ids | 8 | - | 1.46 (0.97) | 0.71 (0.66) |
+
+(lazy's per-step 1.21 in the four-variant run is 1.00-1.05 dense-vs-lazy alone.) A lazy step IS
+the plain step; its update is one pass over the changed rows plus the prune / grow selection, and
+costs what it costs: 20-40 ms when an interval looks up few rows, 150-200 ms at 300k rows and
+600 ms at 1M rows when it looks up most of them (a whole-table pass: |w|, two comparisons and two
+`nonzero` per weight, 5-9 ns per weight on this CPU, against about 6 ns per looked-up weight for a
+plain one-id step, so with one-id bags the update outweighs an interval). Before the change
+(fixed order, 300k one-id, 8 batches): lazy 1.94 (per step 1.18, update 55 ms), row 1.18.
+
+Quality, ml-100k at 80% sparsity (benchmarks/compression_tradeoff.py's model and data: test split,
+exported model, seeds 0 / 1 / 2): exact 0.6970 / 0.6900 / 0.6970 (mean 0.6947); lazy 0.7019 /
+0.6956 / 0.6987 (0.6987: growing the weights that trained furthest, at their values, beats exact's
+zero-started growth); row (zero sentinel, grown rows at zero) 0.6696 / 0.6711 / 0.6766 (0.6724;
+fresh uniform init 0.6676 at seed 0; a learned sentinel 0.6759 / 0.6792 / 0.6684 (0.6745), and
+0.6666 when grown rows start as that sentinel): row's gap to exact is structural (no row for 80%
+of users and items), not its exchange rule.
 
 `exact` and `lazy` observe the embedding collection's own input and output (`.ebc`; lazy only in
 its final exact phase); `row` observes the plan module (virtual ids, before the remap).

@@ -70,7 +70,7 @@ def test_physical_table_holds_only_the_budget_rows_and_inactive_ids_read_zeros()
     assert float(out[0].abs().sum()) == 0.0 and torch.equal(out[1], weight[int(remap[active[0]])].detach())
 
 
-@pytest.mark.parametrize("grow_init", ["sentinel", "uniform"])
+@pytest.mark.parametrize("grow_init", ["zero", "sentinel", "uniform"])
 def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(monkeypatch, grow_init):
     monkeypatch.setattr(RowDSLController, "grow_init", grow_init)
     tbe = cpu_tbe([(9, 4)], "rowwise_adagrad")  # 8 physical rows... of which the last is the sentinel
@@ -99,7 +99,7 @@ def test_exchange_grows_evidence_rows_into_smallest_norm_slots_with_fresh_state(
     assert int(remap[slots[5]]) == 8 and int(remap[slots[2]]) == 8  # pruned ids read the sentinel
     bound = ctl.tables["t0"].init_bound
     for p in freed:
-        if grow_init == "sentinel":  # the (zero) row its ids read while inactive: the exchange leaves their outputs as they were
+        if grow_init != "uniform":  # zero, or the (zero) row its ids read while inactive: the exchange leaves their outputs as they were
             assert float(weight[p].abs().sum()) == 0.0
         else:
             assert float(weight[p].abs().max()) <= bound and float(weight[p].abs().sum()) > 0  # fresh init
@@ -289,7 +289,7 @@ def test_a_grown_row_starts_as_the_learned_sentinel_its_ids_read():
     remap = initial_remap(20, 8)
     ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random", update_every=1, initial_exchange=0.25,
                                           end_fraction=1.0), total_steps=100, remaps={"t0": remap}, seed=3)
-    ctl.sentinel = "learned"
+    ctl.sentinel, ctl.grow_init = "learned", "sentinel"
     ctl._evidence_ids = None
     weight, state = tbe.split_embedding_weights()[0], tbe.split_optimizer_states()[0][0]
     with torch.no_grad():
