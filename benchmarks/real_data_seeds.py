@@ -8,10 +8,11 @@ run seed: initialisation and training order), plans the 10x variant from the sam
 test log loss beside the base-rate log loss, and the gaps the targets name (model - LR, 10x - dense).
 
     .venv/bin/python benchmarks/real_data_seeds.py --config configs/movielens.yaml --run runs/movielens \\
-        --seeds 0,1,2 [--variants dlrm,dcn,10x] [--set training.epochs=3] [--baselines]
+        --seeds 0,1,2 [--variants dlrm,dcn,10x] [--set training.epochs=3] [--baselines] [--jobs 3]
 
 Each trained variant goes to `--work/<variant>-s<seed>/` (default /tmp/real-data-seeds/<run name>);
-the results to `--out` (default `<run>/seeds/seeds.json`). `--set KEY=VALUE` (YAML value) overrides a
+the results to `--out` (default `<run>/seeds/seeds.json`). `--jobs N` runs N trainings at once (each in
+its own process; the figures are the same, only the wall clock differs). `--set KEY=VALUE` (YAML value) overrides a
 config field for every variant, e.g. `--set embeddings.learning_rate=0.01`.
 """
 
@@ -23,6 +24,7 @@ import math
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -164,6 +166,7 @@ def main() -> None:
     ap.add_argument("--variants", default="dlrm,dcn,10x", help=f"any of {', '.join(VARIANTS)}")
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config override for every variant")
     ap.add_argument("--baselines", action="store_true", help="also fit LR and HGB (at every seed)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings run at once (separate processes; default 1)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one training, JSON spec
@@ -179,20 +182,29 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     sets = parse_sets(args.set)
     work = args.work or Path("/tmp/real-data-seeds") / args.run.name
-    models: dict[str, list[dict]] = {}
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    for name in names:
         if name not in VARIANTS:
             sys.exit(f"--variants: '{name}' is unknown; use any of {', '.join(VARIANTS)}")
-        for seed in seeds:
-            spec = {"overrides": {**sets, **VARIANTS[name]}, "seed": seed, "out": str(work / f"{name}-s{seed}")}
-            proc = subprocess.run([sys.executable, __file__, "--config", str(args.config), "--run", str(args.run),
-                                   "--one", json.dumps(spec)], capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(f"{name} seed {seed} failed:\n{proc.stderr[-3000:]}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            models.setdefault(name, []).append(r)
-            print(f"{name} seed {seed}: test AUC {r['test_auc']:.4f} (served {r['served_test_auc']:.4f}) log loss {r['test_log_loss']:.4f} "
-                  f"val AUC {r['validation_auc']:.4f} best epoch {r['best_epoch']} ({r['seconds']}s)", flush=True)
+    jobs = [(name, seed) for name in names for seed in seeds]
+
+    def one(job: tuple[str, int]) -> dict:
+        name, seed = job
+        spec = {"overrides": {**sets, **VARIANTS[name]}, "seed": seed, "out": str(work / f"{name}-s{seed}")}
+        proc = subprocess.run([sys.executable, __file__, "--config", str(args.config), "--run", str(args.run),
+                               "--one", json.dumps(spec)], capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{name} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{name} seed {seed}: test AUC {r['test_auc']:.4f} (served {r['served_test_auc']:.4f}) log loss {r['test_log_loss']:.4f} "
+              f"val AUC {r['validation_auc']:.4f} best epoch {r['best_epoch']} ({r['seconds']}s)", flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:   # each training is its own process
+        results = list(pool.map(one, jobs))
+    models: dict[str, list[dict]] = {}
+    for (name, _), r in zip(jobs, results):
+        models.setdefault(name, []).append(r)
     from ctr_baselines import SPLITS, base_rate_log_loss, fit_hgb, fit_logistic, load_split, one_hot
 
     from pipelines.ctr.metrics import auc, log_loss

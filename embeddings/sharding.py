@@ -122,10 +122,10 @@ def fbgemm_model(model: nn.Module, cfg: EmbeddingsConfig, device: torch.device, 
                                     plan=plan, sharders=sharders)
 
 
-def dense_optimizer(dmp: nn.Module, lr: float = 1e-3, name: str = "adam") -> torch.optim.Optimizer:
+def dense_optimizer(dmp: nn.Module, lr: float = 1e-3, name: str = "adam", weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam (or Adagrad) over the parameters the fused optimizer does not update (MLPs, projections; every
     parameter of a model without fused tables). A plain torch optimizer: its state dict loads with
-    `weights_only=True`.
+    `weights_only=True`. `weight_decay`: the optimizer's L2 weight decay.
 
     Example:
         >>> type(dense_optimizer(nn.Linear(2, 1), lr=0.1, name="adagrad")).__name__
@@ -136,4 +136,4 @@ def dense_optimizer(dmp: nn.Module, lr: float = 1e-3, name: str = "adam") -> tor
     if name not in ("adam", "adagrad"):
         raise EmbeddingError(f"training.dense_optimizer: '{name}' is not a dense optimizer; use adam or adagrad")
     params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
-    return (torch.optim.Adagrad if name == "adagrad" else torch.optim.Adam)(params, lr=lr)
+    return (torch.optim.Adagrad if name == "adagrad" else torch.optim.Adam)(params, lr=lr, weight_decay=weight_decay)

@@ -31,9 +31,10 @@ class DCNv2(DLRM):
     """
 
     def __init__(self, sparse: nn.Module, num_features: int, embedding_dim: int, dense_in: int,
-                 dense_arch: list[int], over_arch: list[int], cross_layers: int, low_rank: int) -> None:
+                 dense_arch: list[int], over_arch: list[int], cross_layers: int, low_rank: int,
+                 over_dropout: float = 0.0) -> None:
         self._cross = (cross_layers, low_rank)  # read by _interaction during DLRM.__init__
-        super().__init__(sparse, num_features, embedding_dim, dense_in, dense_arch, over_arch)
+        super().__init__(sparse, num_features, embedding_dim, dense_in, dense_arch, over_arch, over_dropout=over_dropout)
 
     def _interaction(self, num_features: int, embedding_dim: int) -> tuple[nn.Module, int]:
         width = (num_features + 1) * embedding_dim

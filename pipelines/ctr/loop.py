@@ -270,6 +270,47 @@ def _save_bad_batch(batch: Batch, out: Path, step: int, rank: int, loss: float) 
     return path
 
 
+class LookupPenalty:
+    """`training.embedding_l2`: an L2 penalty on the embeddings a training batch looks up, `l2 x` the batch mean of
+    the squared norm of a row's pooled embeddings (every feature). A forward hook on the model's `sparse` module
+    keeps the batch's pooled output; its gradient reaches the tables through the fused FBGEMM backward like the
+    loss's own, so each looked-up row is pulled toward 0 in proportion to how often it is seen (lazy L2, on any
+    kernel). Off (no hook, penalty 0) when `l2` is 0.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class M(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.sparse = nn.Identity()
+        >>> m = M()
+        >>> lp = LookupPenalty(m, 0.5)
+        >>> _ = m.sparse(torch.tensor([[1.0, 2.0], [0.0, 2.0]]))
+        >>> float(lp.penalty())        # 0.5 x mean(5, 4)
+        2.25
+    """
+
+    def __init__(self, model: nn.Module, l2: float) -> None:
+        self.l2, self._pooled = l2, None
+        if l2 > 0:
+            sparse = getattr(getattr(model, "module", model), "sparse", None)
+            if sparse is None:
+                raise ValueError("training.embedding_l2: the model has no `sparse` (pooled embeddings) module; set it to 0")
+            sparse.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        # evaluation (no grad): nothing to penalise
+        self._pooled = (output if isinstance(output, torch.Tensor) else output.values()) if torch.is_grad_enabled() else None
+
+    def penalty(self) -> torch.Tensor | float:
+        """The penalty of the last training forward (0.0 when off), to add to its loss."""
+        if self._pooled is None:
+            return 0.0
+        pooled, self._pooled = self._pooled, None
+        return self.l2 * pooled.pow(2).sum(dim=1).mean()
+
+
 TIMERS = ("data", "first_batch", "step", "step_cpu", "checkpoint", "validation")
 
 
@@ -304,7 +345,9 @@ class _Training:
         self.train_spec, self.val_spec = job.spec("train"), job.spec("validation")
         model = build_ctr_model(job.plan, len(self.train_spec.dense), self.cfg.model)
         self.model = shard_model(model, job.embeddings, io.device)
-        self.opt = dense_optimizer(self.model, self.cfg.dense_learning_rate, self.cfg.dense_optimizer)
+        self.opt = dense_optimizer(self.model, self.cfg.dense_learning_rate, self.cfg.dense_optimizer,
+                                   self.cfg.dense_weight_decay)
+        self.lookups = LookupPenalty(self.model, self.cfg.embedding_l2)
         self.dense_params = [p for g in self.opt.param_groups for p in g["params"]]
         self.total = self.cfg.max_steps or job.steps_per_epoch * self.cfg.epochs
         self.dsl = _dsl_controller(self.model, job, self.total)
@@ -370,6 +413,7 @@ class _Training:
         plant_failure(cfg.fail_at_step, state.step + 1, self.io.rank, world, self.job.work_dir, ray=isinstance(self.io, RayIO))
         batch = batch.to(self.io.device, non_blocking=True)
         loss = F.binary_cross_entropy_with_logits(self.model(batch.dense, batch.sparse), batch.labels)
+        loss = loss + self.lookups.penalty()
         local = float(loss.detach())
         shown = global_mean(loss.detach(), world) if world > 1 else local
         if not math.isfinite(shown):

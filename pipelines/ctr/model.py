@@ -67,7 +67,9 @@ def build_ctr_model(plan: EmbeddingPlan, dense_in: int, cfg: ModelConfig) -> nn.
     if cfg.name == "dlrm":
         from models.dlrm import DLRM
 
-        return DLRM(sparse_module(plan), n, dims[0], dense_in, cfg.dense_arch, cfg.over_arch, cfg.concat_embeddings)
+        return DLRM(sparse_module(plan), n, dims[0], dense_in, cfg.dense_arch, cfg.over_arch, cfg.concat_embeddings,
+                    cfg.over_dropout)
     from models.dcn import DCNv2
 
-    return DCNv2(sparse_module(plan), n, dims[0], dense_in, cfg.dense_arch, cfg.over_arch, cfg.cross_layers, cfg.low_rank)
+    return DCNv2(sparse_module(plan), n, dims[0], dense_in, cfg.dense_arch, cfg.over_arch, cfg.cross_layers, cfg.low_rank,
+                 cfg.over_dropout)

@@ -102,6 +102,9 @@ class ModelConfig(_Strict):
     low_rank: int = Field(json_schema_extra=only("ctr"), default=16, ge=1)
     concat_embeddings: bool = Field(json_schema_extra=only("ctr"), default=True, description="dlrm: the over arch also sees the pooled embeddings "
                                     "(first-order terms) beside the pairwise dots; false is the dot-only DLRM")
+    over_dropout: float = Field(json_schema_extra=only("ctr"), default=0.0, ge=0.0, lt=1.0, description="dlrm / dcn: "
+                                "dropout on the over arch's input (interaction output and, for dlrm, the pooled "
+                                "embeddings) during training; 0: none")
     # session models
     hidden: int = Field(json_schema_extra=only("sessions"), default=64, ge=1)
     layers: int = Field(json_schema_extra=only("sessions"), default=2, ge=1)
@@ -161,6 +164,13 @@ class TrainConfig(_Strict):
     eval_k: list[int] = Field(json_schema_extra=only("sessions"), default_factory=lambda: [10, 20])
     ray: RayConfig = Field(default_factory=RayConfig)
     # both loops (pipelines/ctr/loop.py, pipelines/sessions/loop.py) unless a description says CTR
+    embedding_l2: float = Field(json_schema_extra=only("ctr"), default=0.0, ge=0.0, description="CTR: L2 penalty on the "
+                                "embeddings each batch looks up: the loss gains embedding_l2 x the batch mean of the "
+                                "squared norm of a row's pooled embeddings (all features), so each looked-up row is pulled "
+                                "toward 0 in proportion to how often it is seen. Works with every fused FBGEMM kernel "
+                                "(the CPU rowwise-adagrad kernel ignores FBGEMM's own weight_decay). 0: none")
+    dense_weight_decay: float = Field(json_schema_extra=only("ctr"), default=0.0, ge=0.0, description="CTR: L2 weight decay of the dense optimizer "
+                                      "(torch Adam / Adagrad weight_decay) on the non-embedding parameters. 0: none")
     dense_optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="CTR: the non-embedding parameters' "
                                                         "optimizer (tables use the fused one); sessions: all parameters'")
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps (all epochs together)")

@@ -81,3 +81,25 @@ def test_dlrm_concat_embeddings_feeds_the_pooled_embeddings_to_the_over_arch():
 
 def test_build_ctr_model_concats_embeddings_by_default():
     assert ModelConfig().concat_embeddings is True
+
+
+@pytest.mark.parametrize("name", ["dlrm", "dcn"])
+def test_over_dropout_drops_over_arch_inputs_in_training_only(name: str):
+    plan = EmbeddingPlan(tables=[TableSpec(f"t{i}", [f"f{i}"], rows=10, dim=4) for i in range(3)])
+    torch.manual_seed(0)
+    m = build_ctr_model(plan, dense_in=2, cfg=ModelConfig(name=name, over_dropout=0.5))
+    assert m.over_dropout.p == 0.5
+    seen: list[torch.Tensor] = []
+    m.over_arch.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    dense, kjt = torch.rand(2, 2), _kjt([1, 2, 3, 4, 5, 6])
+    m.train()
+    a, b = m(dense, kjt), m(dense, kjt)
+    assert not torch.equal(a, b)                                   # a new mask each training forward
+    zeros = float((seen[0] == 0).float().mean())
+    assert 0.3 < zeros < 0.7                                       # about half of the over arch's inputs dropped
+    m.eval()
+    assert torch.equal(m(dense, kjt), m(dense, kjt))               # evaluation: no dropout
+    assert float((seen[-1] == 0).float().mean()) < 0.2                 # (a ReLU output may be 0 itself)
+    assert build_ctr_model(plan, dense_in=2, cfg=ModelConfig(name=name)).over_dropout.p == 0.0   # default: off
+    with pytest.raises(ValueError, match="less than 1"):
+        ModelConfig(over_dropout=1.0)
