@@ -205,7 +205,9 @@ class RowDSLController(StepClock):
     def after_step(self, step: int) -> dict:
         """After the optimizer step: zero the sentinel rows (`sentinel == "zero"`); every ΔT steps exchange rows.
 
-        Returns the same keys as `DSLController.after_step` (counts in weights), plus `rows_exchanged`."""
+        Returns the same keys as `DSLController.after_step` (counts in weights), plus `rows_exchanged`;
+        `active` and `density` are the invariant the exchange keeps (every physical slot holds one
+        virtual row: `active_weights()` counts it, a pass over the remap, which the tests check)."""
         if self.sentinel == "zero":
             self._zero_sentinels()
         stats, fraction = self.tick(step, self.budget)
@@ -220,8 +222,9 @@ class RowDSLController(StepClock):
         weights_moved = sum(n * self.tables[k].physical.dim for k, n in moved.items())
         self.exchanged_total += weights_moved
         stats.update(updated=True, fraction=fraction, exchanged=weights_moved, rows_exchanged=rows_moved,
-                     scheduled=int(round(fraction * self.budget)), active=self.active_weights(),
-                     density=self.density_by_table(), embedding_bytes=self.live_bytes())
+                     scheduled=int(round(fraction * self.budget)), active=self.budget,
+                     density={name: t.kept / t.rows for name, t in self.tables.items()},
+                     embedding_bytes=self.live_bytes())
         return stats
 
     def live_bytes(self) -> int:

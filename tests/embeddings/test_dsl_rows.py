@@ -303,3 +303,25 @@ def test_a_grown_row_starts_as_the_learned_sentinel_its_ids_read():
     p = int(remap[grown])
     assert p == 0 and torch.equal(weight[p], torch.tensor([0.5, -0.25, 0.125, 2.0])) and float(state[p]) == 0.0
     assert torch.equal(weight[8], torch.tensor([0.5, -0.25, 0.125, 2.0]))  # the sentinel itself is left as trained
+
+
+def test_update_stats_report_the_counts_the_remap_holds():
+    """The update's `active` and `density` come from the invariant the exchange keeps (one virtual row
+    per physical slot), without a pass over the remap: they equal the counts measured on it."""
+    emb = PlanEmbeddings(_plan())
+    ctl = make_controller(emb, DSLConfig(enabled=True, mode="row", density=0.2, init="random", update_every=5,
+                                         initial_exchange=0.5, grad_steps=5), total_steps=40)
+    attach(emb, ctl)
+    gen = torch.Generator().manual_seed(2)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    updates = 0
+    for step in range(20):
+        (emb(_batch(gen)).values() - 1).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        stats = ctl.after_step(step)
+        if stats["updated"]:
+            updates += 1
+            assert stats["active"] == ctl.active_weights() == 40
+            assert stats["density"] == ctl.density_by_table() == {"t_a": 0.2}
+    assert updates == 4 and ctl.exchanged_total > 0
