@@ -95,28 +95,27 @@ class VocabIndex:
         if self.small:
             return
         h = string_hashes(self.known)
-        if len(np.unique(h)) < len(h):  # a repeated value or a hash shared by two values
-            idx = pd.Index(self.known.to_numpy(zero_copy_only=False), dtype=object)
-            first = ~idx.duplicated()
-            self.pandas, self.ids = idx[first], self.ids[first]
-            return
         size = 1 << max(int(2 * max(len(h), 1) - 1).bit_length(), 4)  # load factor <= 1/2
         self.mask = np.uint64(size - 1)
         self.table = np.full(size, _EMPTY, dtype=np.uint64)
         self.slot_row = np.full(size, -1, dtype=np.int64)
         todo = np.arange(len(h))
         probe = 0
-        while len(todo):
+        while len(todo):  # linear probing, all rows of a round at once; of rows wanting one free slot, one wins
             slot = ((h[todo] + np.uint64(probe)) & self.mask).astype(np.int64)
-            free = self.table[slot] == _EMPTY
+            free = np.flatnonzero(self.table[slot] == _EMPTY)
             cand, cslot = todo[free], slot[free]
-            _, first = np.unique(cslot, return_index=True)  # two rows wanting one slot: the first takes it
-            self.table[cslot[first]] = h[cand[first]]
-            self.slot_row[cslot[first]] = cand[first]
+            self.table[cslot] = h[cand]
+            won = self.table[cslot] == h[cand]  # equal hashes (a repeated value) all 'win' one slot: counted below
+            self.slot_row[cslot[won]] = cand[won]
             placed = np.zeros(len(todo), dtype=bool)
-            placed[np.flatnonzero(free)[first]] = True
+            placed[free[won]] = True
             todo = todo[~placed]
             probe += 1
+        if np.count_nonzero(self.table) < len(h):  # a repeated value, or a hash shared by two values
+            idx = pd.Index(self.known.to_numpy(zero_copy_only=False), dtype=object)
+            first = ~idx.duplicated()
+            self.pandas, self.ids = idx[first], self.ids[first]
 
     def positions(self, values: pa.Array) -> np.ndarray:
         """Row of each value in the vocabulary, -1 when it is not there (values without nulls)."""
