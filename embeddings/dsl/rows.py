@@ -10,9 +10,10 @@ physical rows and the trained table IS the budget (AdaEmbed, OSDI'23; TorchRec's
 `remap_indices_update_utils`; fbgemm-gpu-cpu lacks them, so the remap here is our own and runs on
 either device).
 
-Per step: the remap (in the model), then after the optimizer step the sentinel row is zeroed
-(one row; its optimizer state is left alone, as no real row ever uses the sentinel's slot; a
-`learned` sentinel is left to train). On `grad_steps` sampled steps of an interval (default 10),
+Per step: the remap (in the model), and nothing else on most steps: with row-wise Adagrad (the
+default) the sentinel row's optimizer state is set to +inf once, so the fused step moves it by
+lr * g / sqrt(inf) = 0; with other optimizers it is zeroed after each step (a `learned` sentinel
+is left to train). On `grad_steps` sampled steps of an interval (default 10),
 a hook on the pooled output adds each looked-up virtual id's bag-gradient norm to a per-virtual-row
 accumulator (a [rows] vector, not a table) and keeps the step's ids. Every ΔT steps, per table, the
 `n` inactive rows with the most gradient evidence (ranked among the ids the sampled steps saw, not
@@ -186,6 +187,7 @@ class RowDSLController(StepClock):
         # the ids with evidence this interval (the only grow candidates; None: unknown, scan the evidence)
         self._evidence_ids: dict[str, list[Tensor]] | None = {name: [] for name in self.tables}
         self._zero_sentinels()
+        self._frozen = self.sentinel == "zero" and self._freeze_sentinels()
 
     # -- per step ---------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class RowDSLController(StepClock):
         Returns the same keys as `DSLController.after_step` (counts in weights), plus `rows_exchanged`;
         `active` and `density` are the invariant the exchange keeps (every physical slot holds one
         virtual row: `active_weights()` counts it, a pass over the remap, which the tests check)."""
-        if self.sentinel == "zero":
+        if self.sentinel == "zero" and not self._frozen:
             self._zero_sentinels()
         stats, fraction = self.tick(step, self.budget)
         if fraction is None:
@@ -262,6 +264,7 @@ class RowDSLController(StepClock):
         self.updates, self.exchanged_total = int(d["updates"]), int(d["exchanged_total"])
         self._since_update, self._steps_done = int(d["since_update"]), int(d["steps_done"])
         self._zero_sentinels()
+        self._frozen = self.sentinel == "zero" and self._freeze_sentinels()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -311,6 +314,24 @@ class RowDSLController(StepClock):
                                for shard, local in _rows_in_shards(t.physical, torch.tensor([t.kept]))]
         for row in self._sentinels:
             row.zero_()
+
+    @torch.no_grad()
+    def _freeze_sentinels(self) -> bool:
+        """Put +inf in the row-wise optimizer state of every sentinel row: row-wise Adagrad (FBGEMM's
+        default) then steps it by lr * g / sqrt(inf) = 0, so it stays at zero with no op per step.
+        Returns whether every table has such a state (else the sentinels are zeroed after each step;
+        element-wise states are left alone: an infinite first moment would step by inf / inf)."""
+        frozen = True
+        for t in self.tables.values():
+            states = t.physical.optimizer_states()
+            if not states or any(st.kind != "row" for st in states):
+                frozen = False
+                continue
+            for st in states:
+                shard = t.physical.shards[st.shard]
+                if shard.row_offset <= t.kept < shard.row_offset + shard.tensor.shape[0]:
+                    st.tensor[t.kept - shard.row_offset] = math.inf
+        return frozen
 
     @torch.no_grad()
     def _sentinel_row(self, t: _RowTable) -> Tensor:

@@ -325,3 +325,29 @@ def test_update_stats_report_the_counts_the_remap_holds():
             assert stats["active"] == ctl.active_weights() == 40
             assert stats["density"] == ctl.density_by_table() == {"t_a": 0.2}
     assert updates == 4 and ctl.exchanged_total > 0
+
+
+@pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sgd"])
+def test_the_sentinel_stays_zero_with_no_op_per_step_under_rowwise_adagrad(monkeypatch, optimizer):
+    """Row-wise Adagrad: the sentinel's state is +inf, the fused step moves it by 0 and no step zeroes
+    it (only the updates do, once each); SGD has no state: it is zeroed after every step."""
+    tbe = cpu_tbe([(9, 4)], optimizer)
+    remap = initial_remap(30, 8)
+    ctl = RowDSLController(tbe, DSLConfig(enabled=True, mode="row", init="random", update_every=5, initial_exchange=0.25,
+                                          end_fraction=1.0), total_steps=20, remaps={"t0": remap}, seed=1)
+    assert ctl._frozen == (optimizer == "rowwise_adagrad")
+    calls = []
+    real = ctl._zero_sentinels
+    monkeypatch.setattr(ctl, "_zero_sentinels", lambda: calls.append(1) or real())
+    gen = torch.Generator().manual_seed(4)
+    weight = tbe.split_embedding_weights()[0]
+    for step in range(20):
+        virtual = torch.randint(0, 30, (12,), generator=gen)
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=virtual, lengths=torch.ones(12, dtype=torch.long))
+        pooled = tbe(apply_remap(remap, virtual), kjt.offsets())
+        ctl.observe(kjt, pooled)
+        (pooled - 1).pow(2).sum().backward()
+        ctl.after_step(step)
+        assert float(weight[8].abs().sum()) == 0.0, step
+    assert ctl.exchanged_total > 0
+    assert len(calls) == (3 if optimizer == "rowwise_adagrad" else 20 + 3)  # one per exchanging update (+ one per step)
