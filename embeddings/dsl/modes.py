@@ -7,15 +7,16 @@
 | `row` | row | physical table = the budget's rows; inactive ids read a sentinel row (zero, or one learned row) | an int32 remap + sampled evidence | budget rows + one int32 per id |
 
 Measured 2026-12-07 (benchmarks/kernels.py --threads 1 --clock cpu --grad-steps 0 --repeats 3, ΔT =
-100, exchange 0.1, seed 0, variants in lockstep with the order rotating every step; load 41-72 on 2
-cores), amortised ratio to a plain FBGEMM step (per-step ratio without the update in brackets):
+100, exchange 0.1, seed 0, the variants in lockstep with the order rotating every step; load 41-72
+on 2 cores), amortised ratio to a plain FBGEMM step (per-step ratio without the update in brackets).
+exact and lazy from runs of several variants; row from runs of row beside the plain step alone:
 
 | table, batch | bags | distinct batches | exact | lazy | row |
 |---|---|---|---|---|---|
-| 300k x 64, 2048 | 1 id | 100 | 5.35 (2.91) | 3.09 (1.00-1.21) | 1.22 (1.14) |
-| 300k x 64, 2048 | 1 id | 8 | - | 1.30 (0.97) | 1.07 (1.02) |
-| 300k x 64, 2048 | 20 ids | 8 | 4.62 (4.26) | 1.30 (0.98) | 0.67 (0.63) |
-| 1M x 64, 4096 | 1 id | 100 | 7.54 (2.95) | 4.36 (1.07) | 1.07 (0.93) |
+| 300k x 64, 2048 | 1 id | 100 | 5.35 (2.91) | 3.09 (1.00-1.21) | 0.99-1.04 (0.92-0.97) |
+| 300k x 64, 2048 | 1 id | 8 | - | 1.30 (0.97) | 1.15-1.20 (1.10-1.16) |
+| 300k x 64, 2048 | 20 ids | 8 | 4.62 (4.26) | 1.30 (0.98) | 0.67 (0.60-0.63) |
+| 1M x 64, 4096 | 1 id | 100 | 7.54 (2.95) | 3.80-4.36 (0.99-1.07) | 1.01-1.02 (0.92) |
 | 1M x 64, 4096 | 20 ids | 8 | - | 1.46 (0.97) | 0.71 (0.66) |
 
 (lazy's per-step 1.21 in the four-variant run is 1.00-1.05 dense-vs-lazy alone.) A lazy step IS
@@ -23,8 +24,13 @@ the plain step; its update is one pass over the changed rows plus the prune / gr
 costs what it costs: 20-40 ms when an interval looks up few rows, 150-200 ms at 300k rows and
 600 ms at 1M rows when it looks up most of them (a whole-table pass: |w|, two comparisons and two
 `nonzero` per weight, 5-9 ns per weight on this CPU, against about 6 ns per looked-up weight for a
-plain one-id step, so with one-id bags the update outweighs an interval). Before the change
-(fixed order, 300k one-id, 8 batches): lazy 1.94 (per step 1.18, update 55 ms), row 1.18.
+plain one-id step, so with one-id bags the update outweighs an interval). A row step is the plain
+step on the compact table plus the remap (an `index_select` and a cast, 60-80 us under this load:
+with 8 repeated batches the plain step runs from a hot cache and the remap shows as 10-16%; with
+new ids every step the smaller table's lookups pay for it). Before these changes (fixed order,
+300k one-id, 8 batches, load 6-12): lazy 1.94 (per step 1.18: batch references and 10 sampled
+evidence steps, 14% of an interval in the hook; update 46-61 ms: the looked-up rows' projection,
+cache and selection), row 1.18.
 
 Quality, ml-100k at 80% sparsity (benchmarks/compression_tradeoff.py's model and data: test split,
 exported model, seeds 0 / 1 / 2): exact 0.6970 / 0.6900 / 0.6970 (mean 0.6947); lazy 0.7019 /
