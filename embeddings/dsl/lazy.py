@@ -76,7 +76,8 @@ __all__ = ["LazyDSLController"]
 _PASS_CHUNK_BYTES = 1 << 19  # a pass walks rows in chunks of about this many bytes (they stay in cache)
 _SAMPLE = 1 << 16            # |w| samples that set the cache bound and the growth threshold
 _CACHE_FACTOR = 2.0          # the cache bound H is set to hold about this many times the exchange
-_GATHER_SHARE = 0.35         # above this share of a table's rows changed, one chunked pass replaces the gather
+_GATHER_SHARE = 0.6          # above this share of a table's rows changed, one chunked pass replaces the gather
+                             # (300k x 64, one-id bags, 37% of rows changed per update: amortised 2.55x at 0.6, 3.02x at 0.35)
 
 
 class LazyDSLController(DSLController):
