@@ -28,7 +28,6 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from features.errors import UserError
 from pipelines.runtime.config import TrainConfig
 
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -101,7 +100,8 @@ def controller_env(cfg: TrainConfig) -> Iterator[None]:
 def ray_run_config(cfg: TrainConfig, out: Path, keep_by: str | None = None) -> Any:
     """Ray Train's `RunConfig` for a run writing under `out`: checkpoints in `out/checkpoints` (kept as
     `training.checkpoints_to_keep`: the newest, or with `keep_by` the highest of that metric; Ray always keeps the
-    latest), restarts after `training.max_failures` worker deaths, worker niceness.
+    latest), restarts after `training.max_failures` worker deaths (never after a user error, see
+    `fit_with_progress`), worker niceness.
 
     Example::
 
@@ -128,32 +128,20 @@ def _poll(path: Path, on_progress: Callable[[dict], None], stop: threading.Event
             on_progress(info)
 
 
-def worker_user_error(err: BaseException) -> BaseException | None:
-    """The first `UserError` raised inside a worker, if that is what ended the run."""
-    seen: list[BaseException] = [err]
-    failures = getattr(err, "worker_failures", None) or {}
-    seen.extend(failures.values())
-    for e in list(seen):
-        cur: BaseException | None = e
-        while cur is not None:
-            if isinstance(cur, UserError):
-                return cur
-            cause = getattr(cur, "cause", None)
-            cur = cause if isinstance(cause, BaseException) else cur.__cause__
-    return None
-
-
 def fit_with_progress(trainer: Any, cfg: TrainConfig, progress_path: Path,
                       on_progress: Callable[[dict], None] | None = None) -> Any:
     """`trainer.fit()` under the controller settings of `cfg`, feeding `on_progress` with each new content of
     the progress file rank 0 writes (`ray_worker.write_progress`); a worker's `UserError` is raised as itself,
-    not as Ray's traceback."""
+    not as Ray's traceback, and at once: Ray restarts the worker group (`training.max_failures`) only after
+    other failures, such as a worker's death (`failure_policy.UserErrorsFailFast`)."""
+    from pipelines.runtime.failure_policy import user_errors_not_retried, worker_user_error
+
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(progress_path, on_progress, stop), daemon=True) if on_progress else None
     if poller:
         poller.start()
     try:
-        with controller_env(cfg):
+        with controller_env(cfg), user_errors_not_retried():
             return trainer.fit()
     except Exception as err:  # a worker's user error is the user's message, not Ray's traceback
         user = worker_user_error(err)
