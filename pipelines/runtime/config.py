@@ -159,7 +159,9 @@ class TrainConfig(_Strict):
                     "shuffled whole")
     checkpoint_every: int = Field(default=200, ge=1, description="steps between checkpoints, besides the one after every "
                                   "epoch (sessions: `epoch_<done>_step_<step>`, resumed at the batch it had reached)")
-    max_failures: int = Field(default=2, ge=0)
+    max_failures: int = Field(default=2, ge=0, description="Ray: times the worker group is restarted from the latest "
+                              "checkpoint after a worker dies; a user error in a worker (a bad id, a budget too "
+                              "small) is raised at once, never retried")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_k: list[int] = Field(json_schema_extra=only("sessions"), default_factory=lambda: [10, 20])
     ray: RayConfig = Field(default_factory=RayConfig)
