@@ -36,7 +36,7 @@ class DSLConfig(_Strict):
     #   users and items, which ml-100k needs. Per step amortised at ΔT=100 (benchmarks/kernels.py
     #   --threads 1 --clock cpu, 300k and 1M x 64): row 0.67-0.71x with 20-id bags, 0.99-1.02x with
     #   one-id bags and new ids every step (1.15-1.20x when 8 batches repeat); lazy 1.30-1.46x with
-    #   20-id bags, 1.30-4.4x with one-id bags (its update is a pass over the looked-up rows; with
+    #   20-id bags, 1.30-4.4x with one-id bags (2.2x at 300k with new ids every step) (its update is a pass over the looked-up rows; with
     #   one-id bags it outweighs an interval of steps). So: lazy
     #   where quality matters and ids are multi-valued or ΔT is long, row where memory or multi-id
     #   speed matters and the head carries the signal; exact when the budget must hold at every step.

@@ -13,13 +13,13 @@ exact and lazy from runs of several variants; row from runs of row beside the pl
 
 | table, batch | bags | distinct batches | exact | lazy | row |
 |---|---|---|---|---|---|
-| 300k x 64, 2048 | 1 id | 100 | 5.35 (2.91) | 3.09 (1.00-1.21) | 0.99-1.04 (0.92-0.97) |
+| 300k x 64, 2048 | 1 id | 100 | 5.35 (2.91) | 2.21 (1.00); 3.09 before the gather share 0.6 | 0.99-1.04 (0.92-0.97) |
 | 300k x 64, 2048 | 1 id | 8 | - | 1.30 (0.97) | 1.15-1.20 (1.10-1.16) |
 | 300k x 64, 2048 | 20 ids | 8 | 4.62 (4.26) | 1.30 (0.98) | 0.67 (0.60-0.63) |
 | 1M x 64, 4096 | 1 id | 100 | 7.54 (2.95) | 3.80-4.36 (0.99-1.07) | 1.01-1.02 (0.92) |
 | 1M x 64, 4096 | 20 ids | 8 | - | 1.46 (0.97) | 0.71 (0.66) |
 
-(lazy's per-step 1.21 in the four-variant run is 1.00-1.05 dense-vs-lazy alone.) A lazy step IS
+(lazy's per-step 1.00 is beside the plain step alone; in a four-variant run it read 1.21.) A lazy step IS
 the plain step; its update is one pass over the changed rows plus the prune / grow selection, and
 costs what it costs: 20-40 ms when an interval looks up few rows, 150-200 ms at 300k rows and
 600 ms at 1M rows when it looks up most of them (a whole-table pass: |w|, two comparisons and two
