@@ -72,7 +72,16 @@ def test_two_ray_workers_match_single_process_and_survive_a_dead_worker(ray_loca
     assert h["validation"][0] == pytest.approx(single["history"]["validation"][0], abs=0.03)
 
 
-def test_single_process_resume_gives_the_uninterrupted_weights(layout, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(layout):
+    """The single-process 2-epoch run without checkpoints that both resume tests compare with (trained once)."""
+    data = load_sessions(layout)
+    torch.manual_seed(0)
+    model = build_model(cfg(True).model, data)
+    return model, train_session_model(model, data, cfg(True), seed=0, checkpoint_dir=None)
+
+
+def test_single_process_resume_gives_the_uninterrupted_weights(layout, uninterrupted, tmp_path):
     data = load_sessions(layout)
     train = cfg(True, epochs=2)
 
@@ -83,7 +92,7 @@ def test_single_process_resume_gives_the_uninterrupted_weights(layout, tmp_path)
                                       checkpoint_dir=folder)
         return model, history
 
-    straight, h_straight = trained(2, None)
+    straight, h_straight = uninterrupted
     trained(1, tmp_path / "ckpt")                                # stops after epoch 1 (its checkpoint stays)
     resumed, h_resumed = trained(2, tmp_path / "ckpt")           # a fresh model, restored from epoch 1
     steps_per_epoch = -(-len(data.examples("train", 10)) // 256)
@@ -93,7 +102,7 @@ def test_single_process_resume_gives_the_uninterrupted_weights(layout, tmp_path)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch_0001", "epoch_0002"]
 
 
-def test_single_process_killed_inside_an_epoch_resumes_from_its_step_checkpoint(layout, tmp_path):
+def test_single_process_killed_inside_an_epoch_resumes_from_its_step_checkpoint(layout, uninterrupted, tmp_path):
     data = load_sessions(layout)
     steps_per_epoch = -(-len(data.examples("train", 10)) // 256)
     fail_at = steps_per_epoch + 4                                # inside epoch 2
@@ -104,7 +113,7 @@ def test_single_process_killed_inside_an_epoch_resumes_from_its_step_checkpoint(
         model = build_model(train.model, data)
         return model, train_session_model(model, data, train, seed=0, checkpoint_dir=folder)
 
-    straight, h_straight = trained(cfg(True), None)
+    straight, h_straight = uninterrupted
     killed = cfg(True, fail_at=fail_at, checkpoint_every=2)
     with pytest.raises(PlantedFailure, match=f"at step {fail_at} "):
         trained(killed, tmp_path / "run" / "checkpoints")
