@@ -1,12 +1,14 @@
 """Batch scoring of new raw rows with a finished run's exported model: `sparserec predict`.
 
 raw rows ── ingest rules (Spark, `predict_input`) ──> parsed/ + quarantine/
-parsed/  ── Ray Data `map_batches(Scorer, compute=ActorPoolStrategy(size=workers))` (or one process) ──> predictions/
+parsed/  ── Ray Data `from_items(units).map_batches(UnitScorer, compute=ActorPoolStrategy(size=workers))`
+            (or the same units in one process) ──> predictions/part-<unit>.parquet
 predictions/ + label ──> metrics.json, report.md (AUC, log loss, calibration, slices)
 
-Each model actor encodes its rows with the run's vocabularies and numeric transforms
-(`row_encoder`) and scores them with the run's model served on FBGEMM inference tables
-(`serving`). `rows_in == rows_scored + rows_quarantined` is checked. The output folder is written
+Each model actor reads its units of rows straight from the parsed Parquet (`predict_units`), encodes
+them with the run's vocabularies and numeric transforms (`row_encoder`), scores them with the run's model
+served on FBGEMM inference tables (`serving`) and writes them: one Ray Data stage, no rows through the
+object store. `rows_in == rows_scored + rows_quarantined` is checked. The output folder is written
 as a temporary folder and renamed when complete.
 
 Example::
@@ -19,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -26,16 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from features.config import DatasetConfig
 from features.errors import UserError
 from pipelines.ctr.batches import parquet_files
 from pipelines.ctr.predict_input import KEY, parse_input
+from pipelines.ctr.predict_units import UnitReader, UnitScorer, Unit, plan_units, score_unit
 from pipelines.ctr.serving import SCORE, SERVING_MODES, RunModel, Scorer
-from pipelines.runtime.ray_driver import start_ray
+
+OBJECT_STORE_BYTES = 128 * 1024**2  # unit descriptors and counts only
 
 
 @dataclass
@@ -62,27 +65,36 @@ def model_columns(run: Path) -> list[str]:
     return list(dict.fromkeys([*enc.dense, *(enc.source(f) for t in info.plan.tables for f in t.features)]))
 
 
-def _ray_init(cfg: PredictConfig) -> None:
-    """Join `cfg.ray_address` / RAY_ADDRESS, or start a local Ray sized for the actor pool (the actors, plus the
-    read and write tasks)."""
-    start_ray(cfg.ray_address, int(cfg.workers * cfg.cpus_per_worker) + 1)
+def ray_init(cfg: PredictConfig) -> None:
+    """Join `cfg.ray_address` / RAY_ADDRESS, or start a small local Ray for the actor pool: CPUs for the actors
+    only (no read or write tasks run), no dashboard, a small object store (only unit descriptors and counts
+    pass through it); nothing when Ray is up already."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(num_cpus=max(math.ceil(cfg.workers * cfg.cpus_per_worker), 1), include_dashboard=False,
+             log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
 
 
 def actor_cpus(cfg: PredictConfig, cluster_cpus: float) -> float:
-    """CPUs each model actor asks for: `cfg.cpus_per_worker`, or less on a cluster too small to keep one CPU
-    free beside the actors for Ray Data's read and write tasks (the pipeline would wait for it forever).
+    """CPUs each model actor asks for: `cfg.cpus_per_worker`, or an equal share of a cluster too small for the
+    pool (the actors read and write their rows themselves, so no CPU is kept for other tasks).
 
     Example:
-        >>> actor_cpus(PredictConfig(workers=2), 2.0), actor_cpus(PredictConfig(workers=2), 16.0)
+        >>> actor_cpus(PredictConfig(workers=2), 1.0), actor_cpus(PredictConfig(workers=2), 16.0)
         (0.5, 1.0)
     """
-    spare = cluster_cpus - 1.0
-    return min(cfg.cpus_per_worker, max(spare / cfg.workers, 0.1))
+    return min(cfg.cpus_per_worker, max(cluster_cpus / cfg.workers, 0.1))
 
 
 def block_rows(rows: int, cfg: PredictConfig, per_actor: int = 4, most_batches: int = 64) -> int:
-    """Rows per Ray Data block: a whole number of `cfg.batch_size` batches, about `per_actor` blocks per model
-    actor (so the pool shares even a small input), at most `most_batches` batches (a block is held in memory).
+    """Rows per unit of work: a whole number of `cfg.batch_size` batches, about `per_actor` units per model
+    actor (so the pool shares even a small input), at most `most_batches` batches (a unit is held in memory).
 
     Example:
         >>> block_rows(301, PredictConfig(workers=2, batch_size=128)), block_rows(10**6, PredictConfig(workers=2))
@@ -92,45 +104,46 @@ def block_rows(rows: int, cfg: PredictConfig, per_actor: int = 4, most_batches: 
     return min(max(batches, 1), most_batches) * cfg.batch_size
 
 
+def _units(parsed: Path, cfg: PredictConfig) -> tuple[list[str], list[Unit]]:
+    files = parquet_files(parsed)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return files, plan_units(rows, block_rows(rows, cfg))
+
+
 def score_single(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list[str], label: str | None) -> str:
-    """Score `parsed` in this process into `out/part-00000.parquet`; returns the serving backend."""
+    """Score `parsed` in this process, unit after unit, into `out/part-<unit>.parquet`; returns the serving
+    backend."""
+    files, units = _units(parsed, cfg)
     scorer = Scorer(run, cfg.serving, keep=keep, label=label)
     out.mkdir(parents=True, exist_ok=True)
-    writer = None
-    ds = pads.dataset(parquet_files(parsed), format="parquet")
-    for piece in ds.to_batches(batch_size=cfg.batch_size):
-        if piece.num_rows == 0:
-            continue
-        t = scorer(pa.Table.from_batches([piece]))
-        writer = writer or pq.ParquetWriter(out / "part-00000.parquet", t.schema)
-        writer.write_table(t)
-    if writer is not None:
-        writer.close()
+    reader = UnitReader(files)
+    for u in units:
+        score_unit(scorer, reader, u, out, cfg.batch_size)
     return scorer.backend
 
 
 def score_ray(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list[str], label: str | None) -> str:
-    """Score `parsed` with Ray Data: a pool of `cfg.workers` model actors, rows kept in file order."""
+    """Score `parsed` on Ray Data: one `map_batches` stage, a pool of `cfg.workers` model actors each reading,
+    scoring and writing the units it is handed (the same units and batches as `score_single`)."""
     import ray
     import ray.data
 
-    _ray_init(cfg)
+    ray_init(cfg)
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    files = parquet_files(parsed)
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    # blocks of a whole number of batches, in file order: a read alone gives a block per row group (one for a
-    # small input, leaving actors idle) and batches whose rows depend on how it split the files
-    per_block = block_rows(rows, cfg)
-    ds = (ray.data.read_parquet(files, override_num_blocks=max(cfg.workers, -(-rows // per_block)))
-          .repartition(target_num_rows_per_block=per_block))
+    ctx.enable_progress_bars = False
+    files, units = _units(parsed, cfg)
+    out.mkdir(parents=True, exist_ok=True)
     cpus = actor_cpus(cfg, float(ray.cluster_resources().get("CPU", 1.0)))
-    threads = max(int(cpus), 1)
-    scored = ds.map_batches(Scorer, fn_constructor_kwargs={"run": str(Path(run).resolve()), "serving": cfg.serving,
-                                                           "keep": keep, "label": label, "threads": threads},
-                            batch_size=cfg.batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cpus)
-    scored.write_parquet(str(out))
+    items = [{"index": u.index, "start": u.start, "rows": u.rows} for u in units]
+    done = (ray.data.from_items(items, override_num_blocks=max(len(items), 1))
+            .map_batches(UnitScorer, fn_constructor_kwargs={
+                "run": str(Path(run).resolve()), "serving": cfg.serving, "keep": keep, "label": label,
+                "files": [str(Path(f).resolve()) for f in files], "out": str(Path(out).resolve()),
+                "batch_size": cfg.batch_size, "threads": max(int(cpus), 1)},
+                batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=cpus)
+            .take_all())
+    if sorted(int(r["index"]) for r in done) != [u.index for u in units]:
+        raise RuntimeError(f"predict: {len(units)} units of work but {len(done)} came back from the model actors")
     return RunModel.load(Path(run) / "train" / "model").backend(cfg.serving)
 
 

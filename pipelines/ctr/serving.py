@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,28 @@ class RunModel:
         return cls(folder, ModelConfig(**info["model"]), int(info["dense_in"]), EmbeddingPlan.from_json(json.dumps(info["plan"])))
 
     def eager(self) -> nn.Module:
-        """The trained model, unsharded, eval mode (weights loaded with weights_only=True)."""
-        model = build_ctr_model(self.plan, self.dense_in, self.model)
-        model.load_state_dict(torch.load(self.folder / "model.pt", weights_only=True, map_location="cpu"))
+        """The trained model, unsharded, eval mode (weights loaded with weights_only=True).
+
+        Built on the meta device and given `model.pt`'s tensors (memory-mapped), so a GB of tables is neither
+        allocated and randomly initialised first nor held twice; buffers that `model.pt` does not hold (e.g.
+        TorchRec's `triu_indices`) come from the same model built with one-row tables."""
+        state = torch.load(self.folder / "model.pt", weights_only=True, map_location="cpu", mmap=True)
+        with torch.device("meta"):
+            model = build_ctr_model(self.plan, self.dense_in, self.model)
+        model.load_state_dict(state, assign=True)
+        left = [n for n, t in model.named_buffers() if t.is_meta]
+        if left:
+            small = copy.deepcopy(self.plan)
+            for t in small.tables:
+                t.rows = min(t.rows, 2)
+            ref = dict(build_ctr_model(small, self.dense_in, self.model).named_buffers())
+            if any(n not in ref or ref[n].shape != model.get_buffer(n).shape for n in left):
+                model = build_ctr_model(self.plan, self.dense_in, self.model)  # a buffer sized by the tables
+                model.load_state_dict(state)
+                return model.eval()
+            for n in left:
+                owner, _, name = n.rpartition(".")
+                model.get_submodule(owner).register_buffer(name, ref[n].clone(), persistent=False)
         return model.eval()
 
     def backend(self, serving: str) -> str:
@@ -116,7 +136,7 @@ class Scorer:
         if self.spec.label not in enc.column_names:
             enc = enc.append_column(self.spec.label, pa.array(np.zeros(enc.num_rows, dtype=np.int32)))
         batch = batch_from_arrow(enc, self.spec)
-        with torch.no_grad():
+        with torch.inference_mode():
             return torch.sigmoid(self.model(batch.dense, batch.sparse)).numpy()
 
     def __call__(self, rows: pa.Table) -> pa.Table:
