@@ -253,6 +253,7 @@ def main() -> None:
     ap.add_argument("--no-size-up", action="store_true", help="keep the trained run's small tables")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-single", action="store_true")
+    ap.add_argument("--modes", default=",".join(MODES), help="single-process serving modes (eager first: the baseline)")
     ap.add_argument("--work", type=Path, default=None, help="keep the run and parsed rows here and reuse them")
     args = ap.parse_args()
 
@@ -268,15 +269,16 @@ def main() -> None:
         print(f"tables: {sizes['tables']} tables, {sizes['rows']:,} rows (largest {sizes['largest_rows']:,}), dim "
               f"{sizes['dim']}: {sizes['fp32_mb']:,.0f} MB fp32, {sizes['int8_mb']:,.0f} MB int8, {sizes['int4_mb']:,.0f} "
               f"MB int4; load average {os.getloadavg()}", flush=True)
+        modes = tuple(args.modes.split(","))
         forward, results = [], []
         for rep in range(args.repeats if not args.skip_single else 0):
-            for serving in MODES:
+            for serving in modes:
                 r = model_only(run, parsed, serving, args.batch, min(args.rows, args.forward_rows))
                 r["repeat"] = rep
                 forward.append(r)
                 print(f"[{rep}] model forward   {serving:>10}: {r['rows_per_s']:>10,.0f} rows/s, {r['rows_per_cpu_s']:>10,.0f} "
                       f"rows per CPU-second  ({r['rows']:,} rows encoded beforehand)  load {os.getloadavg()[0]:.1f}", flush=True)
-            for serving in MODES:
+            for serving in modes:
                 r = score(run, parsed, root / "out", serving, 0, args.batch)
                 r["repeat"] = rep
                 results.append(r)
@@ -284,9 +286,9 @@ def main() -> None:
                       f"{r['rows_per_cpu_s']:,.0f} rows per CPU-second, {r['cpu_seconds']:.1f} CPU-s; {r['backend']})  "
                       f"load {os.getloadavg()[0]:.1f}", flush=True)
         ratios: dict[str, float] = {}
-        single = {s: [r for r in results if r["serving"] == s] for s in MODES}
+        single = {s: [r for r in results if r["serving"] == s] for s in modes}
         if results:
-            for s in MODES[1:]:
+            for s in modes[1:]:
                 ratios[f"{s}_vs_eager"] = median([a["rows_per_s"] / b["rows_per_s"] for a, b in zip(single[s], single["eager"])])
                 ratios[f"per_cpu_s_{s}_vs_eager"] = median([a["rows_per_cpu_s"] / b["rows_per_cpu_s"]
                                                            for a, b in zip(single[s], single["eager"])])
