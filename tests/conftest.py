@@ -71,6 +71,29 @@ def sessions_small(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, spark) -> dict:
+    """A tiny finished CTR run (ingest, vocab, plan, train) and a raw file of its test period, built once for
+    the predict and CLI predict tests (tests/pipelines/predict_run.py)."""
+    from tests.pipelines.predict_run import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory, spark)
+
+
+@pytest.fixture(scope="session")
+def sessions_ingested(spark, sessions_small, tmp_path_factory) -> dict:
+    """`sessions_small` (about 8k events, an item table with cold-start items) through the ingest stage, once for
+    the feature tests and the session-model tests."""
+    from features.config import IngestConfig
+    from features.ingest import ingest
+    from tests.features.feature_stages import sessions_dataset
+
+    out = tmp_path_factory.mktemp("sessions_ingest")
+    ds = sessions_dataset(sessions_small["path"], sessions_small["items"])
+    summary = ingest({"raw": sessions_small["path"], "items": sessions_small["items"]}, out, ds, IngestConfig(), spark)
+    return {"dir": out, "dataset": ds, "summary": summary, "truth": sessions_small["truth"]}
+
+
+@pytest.fixture(scope="session")
 def ml100k() -> Path:
     """The MovieLens 100K copy in ../shared/data (skips nothing: tests that need it fail loudly if absent)."""
     p = SHARED_DATA / "ml-100k"

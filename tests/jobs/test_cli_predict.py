@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from features.errors import UserError
 from jobs.cli import app
-from tests.pipelines.predict_run import DENSE, FEATURES, tiny_run  # noqa: F401  (a fixture)
+from tests.pipelines.predict_run import DENSE, FEATURES
 
 runner = CliRunner()
 

@@ -12,8 +12,6 @@ import json
 from functools import partial
 from pathlib import Path
 
-import pytest
-
 from embeddings.spec import EmbeddingPlan
 from features.config import ColumnRoles, DatasetConfig, IngestConfig, VocabConfig
 from jobs.runs import run_stage
@@ -75,9 +73,10 @@ def period_lines(raw: Path, run: Path) -> tuple[str, list[str]]:
     return header, out
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, spark) -> dict:
-    """The tiny run, and a raw file of its test period with three more malformed lines (built once a session)."""
+def make_tiny_run(tmp_path_factory, spark) -> dict:
+    """The tiny run, and a raw file of its test period with three more malformed lines: the body of the
+    session fixture `tiny_run` (tests/conftest.py, defined there once so both the predict and the CLI
+    predict tests get the same run; a fixture imported into two test modules is built once per module)."""
     root = tmp_path_factory.mktemp("predict")
     got = build_tiny_run(root, spark)
     header, lines = period_lines(got["raw"], got["run"])

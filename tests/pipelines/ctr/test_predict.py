@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipelines.ctr.predict import PredictConfig, predict
-from tests.pipelines.predict_run import period_lines, tiny_run  # noqa: F401  (a fixture)
+from tests.pipelines.predict_run import period_lines
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -12,19 +12,13 @@ from pipelines.sessions.train import build_model, train_session_model
 
 
 @pytest.fixture(scope="module")
-def spark_sessions(spark, sessions_small, tmp_path_factory):
-    from features.config import ColumnRoles, DatasetConfig, IngestConfig, ItemTableConfig, SessionsConfig
-    from features.ingest import ingest
+def spark_sessions(spark, sessions_ingested, tmp_path_factory):
+    """The sessions stage on `sessions_small` as ingested once for the session (tests/conftest.py)."""
+    from features.config import SessionsConfig
     from features.sessions import build_sessions
 
-    ds = DatasetConfig(name="s", path=sessions_small["path"], format="csv", kind="sessions",
-                       roles=ColumnRoles(session_id="session_id", user_id="user_id", timestamp="timestamp", item_id="item_id"),
-                       items=ItemTableConfig(path=sessions_small["items"], format="csv", item_id="item_id",
-                                             categorical=["category", "subcategory", "brand", "price_bucket"],
-                                             multi_valued=["tokens"]))
     root = tmp_path_factory.mktemp("spark_sessions")
-    ingest({"raw": sessions_small["path"], "items": sessions_small["items"]}, root / "ingest", ds, IngestConfig(), spark)
-    build_sessions({"ingest": root / "ingest"}, root / "sessions", ds, SessionsConfig(), spark)
+    build_sessions({"ingest": sessions_ingested["dir"]}, root / "sessions", sessions_ingested["dataset"], SessionsConfig(), spark)
     return root / "sessions"
 
 
