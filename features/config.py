@@ -163,7 +163,8 @@ class SparkConfig(StrictModel):
     app_name: str = "sparserec"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(default=8, ge=1)
-    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings; a local master's JVM "
+                                 "gets features.spark.LOCAL_JAVA_OPTIONS unless spark.driver.extraJavaOptions is set here")
     class_archive: str | None = Field(default=None, description="local masters: a folder for a JVM class-data archive "
                                       "that halves later Spark starts (features/class_archive.py); e.g. ~/.cache/sparserec/jvm")
 

@@ -1,7 +1,9 @@
 """A SparkSession from `SparkConfig` settings (local by default, any master by config).
 
-Local masters start without the web UI unless `SparkConfig.conf` asks for it, and with a JVM
-class-data archive when `SparkConfig.class_archive` names a folder (features/class_archive.py).
+Local masters start without the web UI unless `SparkConfig.conf` asks for it, with
+`LOCAL_JAVA_OPTIONS` (collector and JIT settings) unless `spark.driver.extraJavaOptions` is given,
+and with a JVM class-data archive when `SparkConfig.class_archive` names a folder
+(features/class_archive.py).
 
 Example::
 
@@ -16,6 +18,13 @@ from pathlib import Path
 
 from features.config import SparkConfig
 from features.errors import UserError
+
+
+# The local JVM's collector and JIT: the parallel collector costs less CPU per row than G1 on a few
+# cores, and Spark's generated code for wide rows (40 typed columns and their checks) makes methods
+# over HotSpot's 8,000-byte limit, which otherwise stay interpreted. Measured on the 200k-row
+# Criteo-shaped file: ingest 60.3 -> 49.3 CPU-s (driver + JVM), executor CPU 26 -> 18 s.
+LOCAL_JAVA_OPTIONS = "-XX:+UseParallelGC -XX:-DontCompileHugeMethods"
 
 
 def _jvm_running() -> bool:
@@ -44,10 +53,13 @@ def spark_session(cfg: SparkConfig | None = None):
     if cfg.master.startswith("local"):
         # no web UI on one machine (it costs about a second of start-up); conf {"spark.ui.enabled": "true"} brings it back
         b = b.config("spark.ui.enabled", "false")
-        if cfg.class_archive is not None and "spark.driver.extraJavaOptions" not in cfg.conf and not _jvm_running():
-            from features.class_archive import java_options
+        if "spark.driver.extraJavaOptions" not in cfg.conf and not _jvm_running():
+            opts = LOCAL_JAVA_OPTIONS
+            if cfg.class_archive is not None:
+                from features.class_archive import java_options
 
-            opts, marker = java_options(Path(cfg.class_archive).expanduser())
+                archive, marker = java_options(Path(cfg.class_archive).expanduser())
+                opts = f"{opts} {archive}"
             b = b.config("spark.driver.extraJavaOptions", opts)
     for k, v in cfg.conf.items():
         b = b.config(k, v)

@@ -29,3 +29,17 @@ def test_jvm_that_exits_at_start_is_a_user_error():
                           "'99999999g'"), (out, res.stderr[-2000:])
     assert "fix engine.spark.master / driver_memory" in out and "Traceback" not in res.stderr
     assert "Could not reserve enough space" in res.stdout + res.stderr   # the JVM's own reason is printed by the JVM
+
+
+def test_local_jvm_runs_the_parallel_collector_with_huge_methods_compiled(spark):
+    """A local session's JVM gets LOCAL_JAVA_OPTIONS (unless the config sets its own): the parallel collector
+    and the JIT compiling Spark's large generated methods (both cut the CPU per row of the feature stages)."""
+    from features.spark import LOCAL_JAVA_OPTIONS
+
+    assert LOCAL_JAVA_OPTIONS in spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+    mgmt = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    collectors = {b.getName() for b in mgmt.getGarbageCollectorMXBeans()}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
+    flag = mgmt.getPlatformMXBean(spark.sparkContext._jvm.java.lang.Class.forName(
+        "com.sun.management.HotSpotDiagnosticMXBean")).getVMOption("DontCompileHugeMethods")
+    assert flag.getValue() == "false"
