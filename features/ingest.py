@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -24,6 +25,9 @@ from features.errors import DataError
 from features.readers import ARRAY, DOUBLE, LABEL, STRING, TIMESTAMP, ColumnSpec
 from features.table_read import (check_balance, check_share, quarantine_reasons, read_table,
                                  write_quarantine)
+
+STAGED = "_parsed"  # the parsed rows, written once during the stage and removed at its end
+
 
 def dataset_column_specs(dataset: DatasetConfig) -> dict[str, tuple[str, ColumnSpec]]:
     """Role column -> (role path in the config, expected type). Rows need their label / ids / timestamp."""
@@ -130,6 +134,27 @@ def _check_positive_labels(spark, data: Path, dataset: DatasetConfig) -> None:
                         "write the positive label value(s) as they appear in the file.")
 
 
+def stage_parsed(spark, parsed, columns: list[str], folder: Path):
+    """Write the parsed rows once to Parquet under `folder` and read them back: the typed columns,
+    `file`, `line`, `reason`, and `raw` for the bad rows only (null for good ones, which never need it).
+
+    The data pass (range sample and shuffle) and the quarantine pass then read columnar Parquet,
+    the quarantine pass skipping the row groups without a bad row, instead of parsing the text
+    again or holding every parsed line (raw text included) in an in-memory cache, which costs more
+    to build than this write and spills once the data outgrows the driver's memory.
+
+    Example::
+
+        parsed = stage_parsed(spark, rows.df, rows.columns, out / "_parsed")
+    """
+    from pyspark.sql import functions as F
+
+    bad = F.col("reason").isNotNull()
+    (parsed.select("file", "line", F.when(bad, F.col("raw")).alias("raw"), "reason", *columns)
+     .write.mode("overwrite").parquet(str(folder)))
+    return spark.read.parquet(str(folder))
+
+
 def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: IngestConfig, spark) -> dict:
     """Parse `inputs["raw"]` (and `inputs["items"]` for session data) into typed Parquet under `out`.
 
@@ -138,7 +163,6 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
         s = ingest({"raw": Path("ml-100k/u.data")}, Path("out"), ds, IngestConfig(), spark)
         s["rows_ok"]        # 100000
     """
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     out = Path(out)
@@ -152,7 +176,7 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
     parsed, columns, rows_in = read_rows(spark, raw_path, dataset, specs)
     ts = dataset.roles.timestamp
     order = ([ts] if ts else []) + ["file", "line"]
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)  # read by the data, quarantine and range-sample passes
+    parsed = stage_parsed(spark, parsed, columns, out / STAGED)  # parsed once; read by the data and quarantine passes
     good = parsed.where(F.col("reason").isNull())
     if dataset.tables:
         clash = [c for t in dataset.tables for c in [*per_table[t.name], *t.flags] if c != t.key and c in columns]
@@ -165,7 +189,7 @@ def ingest(inputs: Mapping[str, Path], out: Path, dataset: DatasetConfig, cfg: I
      .select(*columns).write.mode("overwrite").parquet(str(out / "data")))
     counts = quarantine_and_count(spark, str(raw_path), rows_in, parsed.where(F.col("reason").isNotNull()),
                                   out / "data", out / "quarantine")
-    parsed.unpersist()
+    shutil.rmtree(out / STAGED, ignore_errors=True)
     rows_ok, rows_bad, reasons = counts.rows_ok, counts.rows_quarantined, counts.reasons
     check_share(spark, raw_path, rows_in, rows_bad, out / "quarantine", cfg, dataset.roles.label)
     _check_positive_labels(spark, out / "data", dataset)

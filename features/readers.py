@@ -186,10 +186,16 @@ def numbered_lines(spark, files: list[Path]):
             rows.append((b["uri"], int(b["block"]), before - int(b["first_mid"]) + 1, key))
             before += int(b["n"])
         facts.append(FileLines(path=key, lines=before, first_line=_strip_cr(bl[0]["first_raw"])))
-    offsets = spark.createDataFrame(rows, "uri string, block long, delta long, file string")
-    lines = (raw.join(F.broadcast(offsets), ["uri", "block"])
-             .select("file", (F.col("mid") + F.col("delta")).alias("line"), "raw"))
+    # the offsets as literal maps, not a joined frame: a Python-list DataFrame costs a Python worker
+    # (and a broadcast job) on every read
+    block_key = F.concat(F.col("uri"), F.lit("\u0000"), F.col("block").cast("string"))
+    delta = F.create_map(*[F.lit(v) for u, b, d, _ in rows for v in (f"{u}\u0000{b}", d)])
+    names = F.create_map(*[F.lit(v) for u, f in {u: f for u, _, _, f in rows}.items() for v in (u, f)])
+    lines = raw.select(F.element_at(names, F.col("uri")).alias("file"),
+                       (F.col("mid") + F.element_at(delta, block_key)).alias("line"), "raw")
     first = F.col("line") == 1  # a UTF-8 byte-order mark is not data
+    # regexp_replace also decodes every line through a Java String, so invalid UTF-8 bytes become U+FFFD
+    # (what the `invalid_utf8` check looks for): it must see every line
     lines = lines.select("file", "line", F.regexp_replace(F.when(first, F.regexp_replace("raw", "^\ufeff", ""))
                                                           .otherwise(F.col("raw")), "\r$", "").alias("raw"))
     return lines, facts

@@ -291,3 +291,24 @@ def test_parquet_input_folder_typed_per_roles_bad_values_quarantined(spark, tmp_
     assert (rows[11]["x"], rows[11]["c"], rows[11]["tags"]) == (None, None, []) and rows[14]["tags"] == ["s"]
     q = {(Path(r["file"]).name, r["line"]): r["reason"] for r in spark.read.parquet(str(tmp_path / "out" / "quarantine")).collect()}
     assert q == {("a.parquet", 3): "non_numeric:y", ("b.parquet", 1): "not_finite:x"}
+
+
+def test_line_numbers_need_no_python_rows_or_join(spark, tmp_path):
+    """The per-block line offsets are literals in the plan: no DataFrame built from Python rows (which
+    starts a Python worker on every read) and no broadcast join; the numbers stay exact over several blocks."""
+    from features.readers import numbered_lines
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _write(a, "".join(f"r{i}\n" for i in range(1, 301)))
+    _write(b, "h\nx\n")
+    old = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "400")  # several blocks for a.csv
+    try:
+        lines, facts = numbered_lines(spark, [a, b])
+        plan = lines._jdf.queryExecution().executedPlan().toString()
+        got = {(Path(r["file"]).name, r["line"]): r["raw"] for r in lines.collect()}
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", old)
+    assert "Broadcast" not in plan and "ExistingRDD" not in plan and "Python" not in plan, plan
+    assert [f.lines for f in facts] == [300, 2]
+    assert got == {**{("a.csv", i): f"r{i}" for i in range(1, 301)}, ("b.csv", 1): "h", ("b.csv", 2): "x"}
