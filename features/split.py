@@ -147,13 +147,16 @@ def split_column(cuts: SplitCuts, ts: str | None = None, key=None):
     return col
 
 
-def write_by_split(df, split_col: str, out, order: list, drop: list[str] | tuple[str, ...] = ()) -> dict[str, int]:
+def write_by_split(df, split_col: str, out, order: list, drop: list[str] | tuple[str, ...] = (),
+                   ranged: bool = False) -> dict[str, int]:
     """Write `df` as `out/<split>/` Parquet folders, rows sorted by `order` (names or Columns) inside each.
 
     Returns rows per split. Columns in `drop` (sort helpers) are not written.
 
     One write pass (`partitionBy`), then the folders are renamed; an empty period still gets a folder
-    with the schema.
+    with the schema. `ranged`: `df` is already range-partitioned by (`split_col`, *`order`) (e.g. by
+    `repartitionByRange` before costly columns were added), so each partition is only sorted; else a
+    global sort, whose range sampling computes every column of `df` once more.
     """
     import os
     import shutil
@@ -164,7 +167,8 @@ def write_by_split(df, split_col: str, out, order: list, drop: list[str] | tuple
     staging = out / "_by_split"
     cols = [c for c in df.columns if c != split_col and c not in drop]
     # sorting by the split first satisfies the writer's partitionBy ordering, so `order` survives
-    df.orderBy(split_col, *order).drop(*drop).write.partitionBy(split_col).mode("overwrite").parquet(str(staging))
+    ordered = df.sortWithinPartitions(split_col, *order) if ranged else df.orderBy(split_col, *order)
+    ordered.drop(*drop).write.partitionBy(split_col).mode("overwrite").parquet(str(staging))
     rows = {}
     for s in SPLITS:
         src, dst = staging / f"{split_col}={s}", out / s

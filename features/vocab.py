@@ -270,6 +270,12 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
     cat = list(r.categorical)
     dense = list(r.dense)
     multi = list(r.multi_valued)
+    order = ([r.timestamp] if r.timestamp else []) + ["_order"]  # time, then seeded random: never by label
+    # broadcast joins keep the rows' partitions: range-partition the cheap columns first, so the
+    # range sampling does not compute the encoding (a shuffle join or a long form would move the rows)
+    ranged = not multi and len(cat) <= ENCODE_BATCH and all(sizes.get(c, 0) <= BROADCAST_MAX_ROWS for c in cat)
+    if ranged:
+        df = df.repartitionByRange("_split", *order)
     enc = apply_vocab(df, vocab, cat, sizes, multi=multi)
     cols = [F.col(r.label).cast("int").alias(r.label)]
     cols += [F.expr(dense_sql(f"`{t.column}`", t)).alias(t.column) for t in transforms]
@@ -280,8 +286,8 @@ def _encode_ctr(spark, df, vocab, sizes: dict[str, int], dataset: DatasetConfig,
     if r.timestamp:
         cols.append(F.col(r.timestamp))
     names = [r.label, *dense, *cat, *buckets, *multi] + ([r.timestamp] if r.timestamp else [])
-    order = ([r.timestamp] if r.timestamp else []) + ["_order"]  # time, then seeded random: never by label
-    rows = write_by_split(enc.select(*cols, "_split", "_order"), "_split", out / "encoded", order, drop=["_order"])
+    rows = write_by_split(enc.select(*cols, "_split", "_order"), "_split", out / "encoded", order, drop=["_order"],
+                          ranged=ranged)
     unseen = {s: unseen_counts(spark.read.parquet(str(out / "encoded" / s)), cat, multi) if rows[s]
               else {c: 0 for c in [*cat, *multi]} for s in SPLITS}
     schema = {"label": r.label, "dense": dense, "categorical": cat, "multi_valued": multi, "timestamp": r.timestamp,
