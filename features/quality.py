@@ -1,10 +1,10 @@
 """Data-quality report of ingested data: cardinality (exact and HyperLogLog), coverage, top values,
 rare values, constant features, label leakage and train/test drift, in a few Spark passes.
 
-Passes: (1) one aggregate for row and non-null counts, HLL cardinalities and the test-period cut;
-(2) one shuffle to per-(feature, value) counts split by period and label, kept in memory; then small
-aggregates over that table (per-feature statistics, top values, drift buckets). Only per-feature
-results reach the driver.
+Passes: (1) one aggregate over the timestamp column alone for the row count and the test-period
+cut; (2) one shuffle to per-(feature, value) counts split by period and label, kept in memory; then
+small aggregates over that table (per-feature statistics with non-null counts and HLL
+cardinalities, top values, drift buckets). Only per-feature results reach the driver.
 
 Leakage is judged out of sample: each value predicts the majority label it had in the train period,
 scored on the test period; `leakage_lift = (accuracy - baseline) / (1 - baseline)` where the
@@ -62,16 +62,13 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
     from features.split import SplitCuts, row_number_column, split_column, time_cuts
 
     names = list(features)
-    # pass 1: counts, HLL, cut of the test period
+    # pass 1 reads the timestamp alone: the row count and the cut of the test period (the same cut as
+    # features.split.time_cuts); non-null counts and HLL cardinalities come from the value counts below
     cut_q = [F.percentile_approx(F.col(ts), [1.0 - cfg.test_share], 100_000).alias("_cut")] if ts else []
-    first = df.agg(F.count(F.lit(1)).alias("_rows"),
-                   *[F.count(F.col(c)).alias(f"nn_{i}") for i, c in enumerate(names)],
-                   *[F.approx_count_distinct(F.col(c), HLL_RSD).alias(f"hll_{i}") for i, c in enumerate(names)],
-                   *cut_q).first()
+    first = df.agg(F.count(F.lit(1)).alias("_rows"), *cut_q).first()
     rows = int(first["_rows"])
     if rows == 0:
         raise DataError("the ingested data has no rows; nothing to report (check the ingest quarantine).")
-    # the same cut as features.split.time_cuts, computed in this pass
     cuts = (SplitCuts("time", None, float(first["_cut"][0])) if ts else time_cuts(df, None, 0.0, cfg.test_share))
     is_test = (split_column(cuts, ts, None if ts else row_number_column(df)) == "test").cast("int")  # never by label
     y = F.col(label).cast("int") if label else F.lit(0)
@@ -93,8 +90,9 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
     n_test = int(totals["n_test"] or 0)
     n_train = rows - n_test
     majority = 1 if 2 * int(totals["pos_train"] or 0) > n_train else 0
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     per_feature = _per_feature(counts, rows, n_test, int(totals["pos_test"] or 0), int(totals["pos"] or 0),
-                               majority, label is not None)
+                               majority, label is not None, {c: types[c] for c in names})
     top = _top_values(counts, cfg.top_values)
     buckets = _drift_buckets(counts, cfg.drift_buckets)
     counts.unpersist()
@@ -102,11 +100,11 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
     report: dict = {"rows": rows, "label": label, "timestamp": ts,
                     "periods": {"method": cuts.method, "test_start": cuts.test_start, "train_rows": n_train, "test_rows": n_test},
                     "features": {}}
-    for i, c in enumerate(names):
-        nn = int(first[f"nn_{i}"])
+    for c in names:
         st = per_feature.get(c, {})
+        nn = int(st.get("non_null", 0))
         exact = int(st.get("distinct", 0))
-        hll = int(first[f"hll_{i}"])
+        hll = int(st.get(_hll_alias(types[c]), 0))
         b = buckets.get(c, {})
         train_counts = [v[0] for v in b.values()]
         test_counts = [v[1] for v in b.values()]
@@ -133,12 +131,28 @@ def compute_quality(df, features: Mapping[str, str], label: str | None, ts: str 
     return report
 
 
-def _per_feature(counts, rows: int, n_test: int, pos_test: int, pos: int, majority: int, with_label: bool) -> dict:
-    """Cardinality, rare-value counts and (with a label) held-out accuracy and in-sample NMI per feature."""
+def _hll_alias(type_name: str) -> str:
+    return "hll_" + "".join(ch if ch.isalnum() else "_" for ch in type_name)
+
+
+def _per_feature(counts, rows: int, n_test: int, pos_test: int, pos: int, majority: int, with_label: bool,
+                 types: Mapping[str, str]) -> dict:
+    """Cardinality (exact, and HLL), non-null rows, rare-value counts and (with a label) held-out accuracy
+    and in-sample NMI per feature, from the (feature, value) counts.
+
+    The HLL sketch of a column depends only on the set of its distinct values, so it is built here over
+    the counted values, each cast back to its column's type (`types`, column -> Spark type name; a value
+    is counted as text), which hashes as the column itself does: the same estimate as over every row,
+    without a pass over the rows."""
     from pyspark.sql import functions as F
 
     known = F.col("value").isNotNull()
+    hll = []
+    for t in sorted(set(types.values())):
+        of_type = F.col("feature").isin([c for c, ct in types.items() if ct == t])
+        hll.append(F.approx_count_distinct(F.when(of_type, F.col("value").cast(t)), HLL_RSD).alias(_hll_alias(t)))
     aggs = [F.sum(known.cast("long")).alias("distinct"),
+            F.sum(F.when(known, F.col("n")).otherwise(F.lit(0))).alias("non_null"), *hll,
             F.sum((known & (F.col("n") == 1)).cast("long")).alias("once"),
             F.sum((known & (F.col("n") < 10)).cast("long")).alias("lt10"),
             F.sum((known & (F.col("n") < 100)).cast("long")).alias("lt100")]

@@ -75,6 +75,42 @@ def test_ctr_drift_in_c13_and_hll_close_to_exact(spark, ctr_ingested, tmp_path):
     assert q["C13"]["drift"]["psi"] > 0.5 and max(r["drift"]["psi"] for c, r in q.items() if c != "C13") < 0.05
 
 
+def test_hll_and_coverage_from_the_value_counts_equal_a_pass_over_the_rows(spark, ctr_ingested):
+    """The per-feature non-null counts and HLL sketches built from the (feature, value) counts (values cast back
+    to their column's type) are exactly what one aggregate over every row gives (the HLL of the distinct
+    values hashes as the column does), for double and string columns."""
+    from pyspark.sql import functions as F
+
+    from features.quality import HLL_RSD, compute_quality, quality_features
+
+    df = spark.read.parquet(str(ctr_ingested["dir"] / "data"))
+    ds = ctr_ingested["dataset"]
+    feats = quality_features(ds)
+    got = compute_quality(df, feats, ds.roles.label, ds.roles.timestamp, QualityConfig())["features"]
+    names = list(feats)
+    row = df.agg(F.count(F.lit(1)).alias("n"), *[F.count(c).alias(f"nn{i}") for i, c in enumerate(names)],
+                 *[F.approx_count_distinct(c, HLL_RSD).alias(f"h{i}") for i, c in enumerate(names)]).first()
+    assert {df.schema[c].dataType.simpleString() for c in names} == {"double", "string"}
+    for i, c in enumerate(names):
+        assert got[c]["cardinality_hll"] == row[f"h{i}"], c
+        assert got[c]["coverage"] == row[f"nn{i}"] / row["n"], c
+
+
+def test_quality_jobs_do_not_grow_with_the_column_count(spark, tmp_path):
+    """The report's Spark jobs are the same number for 3 and for 30 features: no per-column pass."""
+    from features.quality import compute_quality
+
+    def jobs(width: int) -> int:
+        cols = ", ".join(f"CAST(id % {k + 2} AS STRING) AS c{k}" for k in range(width))
+        df = spark.range(600).selectExpr("CAST(id % 2 AS INT) AS y", "id AS t", *cols.split(", "))
+        sc = spark.sparkContext
+        sc.setJobGroup(f"quality-{width}", "width")
+        compute_quality(df, {f"c{k}": "categorical" for k in range(width)}, "y", "t", QualityConfig())
+        return len(sc.statusTracker().getJobIdsForGroup(f"quality-{width}"))
+
+    assert jobs(3) == jobs(30)
+
+
 def test_drift_functions():
     assert psi([10, 20, 30], [10, 20, 30]) == pytest.approx(0.0)
     assert psi([50, 50], [10, 90]) == pytest.approx(0.4 * __import__("math").log(0.9 / 0.5) - 0.4 * __import__("math").log(0.1 / 0.5))
