@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def main() -> None:
     from recbole.quick_start import run_recbole
 
     torch.set_num_threads(args.threads)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.out)  # RecBole writes log/ and log_tensorboard/ into the working directory
     data = args.out / "data"
     write_inter(data / "ml-100k")
     config = {
