@@ -67,6 +67,7 @@ import math
 import torch
 from torch import Tensor
 
+from embeddings.dsl import lazy_fused
 from embeddings.dsl.controller import DSLController
 from embeddings.dsl.masks import _sample_stride, exchange_positions, kth_value, pick
 from embeddings.dsl.remask import Changes, is_distributed
@@ -93,6 +94,7 @@ class LazyDSLController(DSLController):
         self._row_state: dict[str, Tensor] | None = None  # row-wise optimizer state at the last projection
         self.full_scans = 0     # passes over whole tables (a figure for benchmarks)
         self._active: dict[str, int] | None = None  # active weights per table, kept through the exchanges
+        self.fused = True       # CPU float32 tables: the update through the fused kernels (`lazy_fused`) where numba is installed
 
     def active_weights(self) -> int:
         """Active weights over all DSL tables (counted once, then kept through each exchange)."""
@@ -149,6 +151,8 @@ class LazyDSLController(DSLController):
         weights = self._whole_tables()
         if weights is None:
             return self._update_tables(n)
+        if lazy_fused.fusable(self, weights):
+            return lazy_fused.update(self, weights, n)
         changed = self._changed_rows(weights)
         if n <= 0:  # the schedule has ended: project only, no cache to keep up
             self._cache = None
@@ -352,10 +356,10 @@ class LazyDSLController(DSLController):
         with |w| <= H join the prune cache (it holds every active weight up to H)."""
         if pruned.numel() == 0 and grown.numel() == 0:
             return
+        counts = self._counts()  # counted before the mask changes (the first call counts the mask)
         mask = self.masks[name]
         mask.view(-1).index_fill_(0, pruned, False).index_fill_(0, grown, True)
         w.view(-1).index_fill_(0, pruned, 0).index_copy_(0, grown, values.to(w.dtype))
-        counts = self._counts()
         counts[name] += int(grown.numel()) - int(pruned.numel())
         for st in t.optimizer_states():
             if st.kind == "element":

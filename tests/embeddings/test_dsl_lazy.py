@@ -12,8 +12,12 @@ from torchrec import KeyedJaggedTensor
 
 from embeddings.config import DSLConfig
 from embeddings.dsl import LazyDSLController, make_controller
+from embeddings.dsl import lazy_fused
 from embeddings.dsl.masks import exchange_positions
 from tests.embeddings.cpu_tbe import cpu_tbe
+
+# the update through the fused numba kernels (CPU float32 tables), and through torch ops (CUDA, other dtypes)
+PATHS = [pytest.param(True, id="fused"), pytest.param(False, id="torch")]
 
 
 def _kjt(gen: torch.Generator, lens: torch.Tensor) -> KeyedJaggedTensor:
@@ -30,12 +34,14 @@ def _step(tbe, dsl, kjt, step: int) -> dict:
     return dsl.after_step(step)
 
 
+@pytest.mark.parametrize("fused", PATHS)
 @pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sgd"])
-def test_budget_holds_at_every_update_and_at_the_end_not_between(optimizer):
+def test_budget_holds_at_every_update_and_at_the_end_not_between(optimizer, fused):
     tbe = cpu_tbe([(50, 4), (30, 8)], optimizer)
     cfg = DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=4, initial_exchange=0.5, end_fraction=0.9,
                     init="random")
     dsl = make_controller(tbe, cfg, total_steps=40)
+    dsl.fused = fused
     assert isinstance(dsl, LazyDSLController) and dsl.exact_from == 36
     gen = torch.Generator().manual_seed(1)
     drifted_between = exchanged = 0
@@ -51,6 +57,22 @@ def test_budget_holds_at_every_update_and_at_the_end_not_between(optimizer):
     assert drifted_between > 0 and exchanged > 0
     nonzero = sum(int(torch.count_nonzero(w)) for w in tbe.split_embedding_weights())
     assert 0 < nonzero <= dsl.budget
+
+
+@pytest.mark.parametrize("fused", PATHS)
+def test_the_first_update_reports_the_active_weights_it_leaves(fused):
+    """The active count is taken before the first exchange writes the masks (it was taken after, and
+    the exchange then added to it again: 155 reported for a budget of 168)."""
+    tbe = cpu_tbe([(60, 4), (40, 8)])
+    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, initial_exchange=0.4,
+                                           init="random"), total_steps=45)
+    dsl.fused = fused
+    gen = torch.Generator().manual_seed(7)
+    for step in range(3):
+        stats = _step(tbe, dsl, _kjt(gen, torch.randint(0, 4, (8,), generator=gen)), step)
+    assert stats["updated"] and stats["exchanged"] == 66
+    assert stats["active"] == dsl.budget == sum(int(m.sum()) for m in dsl.masks.values()) == 168
+    assert stats["density"] == {name: int(m.sum()) / m.numel() for name, m in dsl.masks.items()}
 
 
 def test_a_step_between_updates_is_the_plain_step():
@@ -92,12 +114,14 @@ def test_changed_rows_are_read_off_the_rowwise_optimizer_state():
     assert rows["t0"].tolist() == [3, 7] and rows["t1"].tolist() == [4, 12, 29]
 
 
-def test_growth_picks_the_weights_that_trained_furthest_and_keeps_their_values():
+@pytest.mark.parametrize("fused", PATHS)
+def test_growth_picks_the_weights_that_trained_furthest_and_keeps_their_values(fused):
     """Planted drift: three inactive weights moved far, the rest a little; the update grows exactly
     those three with their values, prunes the three smallest active weights, zeroes the other
     inactive weights and leaves every other active weight as it was."""
     tbe = cpu_tbe([(40, 4), (20, 8)], "sgd")
     dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.25, init="random"), total_steps=100)
+    dsl.fused = fused
     w0, w1 = tbe.split_embedding_weights()
     m0, m1 = dsl.masks["t0"], dsl.masks["t1"]
     gen = torch.Generator().manual_seed(5)
@@ -127,8 +151,9 @@ def test_growth_picks_the_weights_that_trained_furthest_and_keeps_their_values()
     assert dsl.active_weights() == dsl.budget == int(m0.sum() + m1.sum())
 
 
+@pytest.mark.parametrize("fused", PATHS)
 @pytest.mark.parametrize("factor", [0.5, 2.0, 50.0])  # cache rebuilt at most updates, some, (nearly) never
-def test_update_over_changed_rows_chooses_what_the_whole_table_rule_chooses(monkeypatch, factor):
+def test_update_over_changed_rows_chooses_what_the_whole_table_rule_chooses(monkeypatch, factor, fused):
     """Four updates in a row on one controller (the prune cache carried across them): each time some
     rows are looked up (their weights change, inactive ones drift; the row-wise state moves with
     them). The masks after the update are the whole-table rule's choice (grow the n inactive
@@ -139,8 +164,11 @@ def test_update_over_changed_rows_chooses_what_the_whole_table_rule_chooses(monk
 
     monkeypatch.setattr(lazy_module, "_CACHE_FACTOR", factor)
     monkeypatch.setattr(lazy_module, "_PASS_CHUNK_BYTES", 256)  # many chunks per table
+    monkeypatch.setattr(lazy_fused.Buffer.__init__, "__defaults__", (8,))  # buffers fill mid-pass and grow
     tbe = cpu_tbe([(120, 8), (70, 4), (40, 12)])
     dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, init="random"), total_steps=100)
+    dsl.fused = fused
+    assert lazy_fused.fusable(dsl, dict(zip(dsl.masks, tbe.split_embedding_weights()))) == (fused and lazy_fused.available())
     weights = tbe.split_embedding_weights()
     states = [s[0] for s in tbe.split_optimizer_states()]
     gen = torch.Generator().manual_seed(20)
@@ -194,3 +222,44 @@ def test_sharded_or_dense_tables_take_the_whole_table_rule():
     assert bool(m.view(-1)[far]) and float(w.view(-1)[far]) == -2.0
     assert not bool(m.view(-1)[smallest]) and float(w.view(-1)[smallest]) == 0.0
     assert int(torch.count_nonzero(w[~m])) == 0 and int(m.sum()) == dsl.budget == 12
+
+
+@pytest.mark.skipif(not lazy_fused.available(), reason="numba not installed: only the torch-op path exists")
+def test_fused_and_torch_updates_train_the_same_model(monkeypatch):
+    """Two identical TBEs trained on the same batches (one-id and multi-id bags, weights rounded to a
+    grid so |w| ties are common), one controller updating through the fused kernels, one through
+    torch ops: after every step the weights, masks and counters are equal, and each prune cache holds
+    exactly the active weights up to its bound."""
+    monkeypatch.setattr(lazy_fused.Buffer.__init__, "__defaults__", (8,))
+    monkeypatch.setattr(lazy_fused, "STREAM_SHARE", 0.3)  # whole-table passes where the torch path walks row lists
+    tbes = [cpu_tbe([(60, 4), (40, 8)]), cpu_tbe([(60, 4), (40, 8)])]
+    cfg = DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, initial_exchange=0.4, end_fraction=0.8,
+                    init="random")
+    ctrls = [make_controller(t, cfg, total_steps=45) for t in tbes]
+    ctrls[1].fused = False
+    gen = torch.Generator().manual_seed(7)
+    for step in range(45):
+        kjt = _kjt(gen, torch.randint(0, 4, (8,), generator=gen))
+        stats = [_step(tbe, dsl, kjt, step) for tbe, dsl in zip(tbes, ctrls)]
+        assert stats[0] == stats[1], step
+        for a, b in zip(tbes[0].split_embedding_weights(), tbes[1].split_embedding_weights()):
+            assert torch.equal(a, b), step
+        for name in ctrls[0].masks:
+            assert torch.equal(ctrls[0].masks[name], ctrls[1].masks[name]), (step, name)
+        for dsl, tbe in zip(ctrls, tbes):  # right after an update, each path's prune cache: the active |w| <= its bound
+            if not stats[0]["updated"] or dsl._cache is None or dsl._exact_phase():
+                continue
+            for (name, entry), w in zip(dsl._cache.items(), tbe.split_embedding_weights()):
+                pos, val = ((torch.from_numpy(entry.pos[:entry.n]), torch.from_numpy(entry.val[:entry.n]))
+                            if isinstance(entry, lazy_fused.Buffer) else entry)
+                want = (dsl.masks[name] & (w.abs() <= dsl._bound)).view(-1).nonzero().squeeze(1)
+                assert torch.equal(pos.sort().values, want), (step, name, dsl.fused)
+                assert torch.equal(val[pos.argsort()], w.view(-1)[want].abs()), (step, name, dsl.fused)
+        with torch.no_grad():  # both onto a coarse grid: many equal |w|; a row it moves counts as looked up
+            for tbe in tbes:
+                for w, (state,) in zip(tbe.split_embedding_weights(), tbe.split_optimizer_states()):
+                    grid = torch.round(w * 64) / 64
+                    state[(grid != w).any(1)] += 1.0
+                    w.copy_(grid)
+    assert ctrls[0].full_scans >= 2 and ctrls[1].full_scans >= 2 and ctrls[0].updates == ctrls[1].updates > 5
+    assert ctrls[0].exchanged_total == ctrls[1].exchanged_total > 0

@@ -1,0 +1,248 @@
+"""The lazy DSL update on whole local float32 CPU tables, through the fused kernels of `lazy_kernels`.
+
+The same rule and the same results as `LazyDSLController`'s torch-op update (see `embeddings.dsl.lazy`),
+with each job done in one pass: the changed rows and the new snapshot of the row-wise state in one
+pass over that state; the projection, the prune candidates (active |w| <= H) and the growth
+candidates (inactive |w| > G) in one pass over the changed rows (or one streaming pass over the
+whole table when many rows changed: streaming runs at ~0.3 ns per weight, scattered rows at
+~1 ns); the exact n-th smallest / largest by a histogram of the float bits (a pass to count, one
+to collect the bin holding the n-th, one to split), ties to the lower (table, position) as in
+`pick`; the prune cache kept in growable numpy buffers (entries of changed rows dropped in
+place); the exchange written in one scattered pass. The thresholds come from the controller's own
+samples (`_set_grow_bound`, `_set_bound`), so both paths choose the same weights.
+
+Example (the growable candidate list the kernels append to):
+    >>> b = Buffer(2)
+    >>> b.reserve(5); (b.pos.shape[0], b.n)
+    (5, 0)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from embeddings.dsl import lazy_kernels as K
+from embeddings.dsl.lazy_kernels import available
+
+if TYPE_CHECKING:
+    from embeddings.dsl.lazy import LazyDSLController
+
+__all__ = ["Buffer", "fusable", "update", "available"]
+
+STREAM_SHARE = 0.6  # above this share of a table's rows changed, one streaming pass over the table replaces the row list
+
+
+class Buffer:
+    """A growable list of (flat position int64, value float32) in numpy arrays; `n` entries are live."""
+
+    def __init__(self, capacity: int = 1 << 12) -> None:
+        self.pos = np.empty(capacity, np.int64)
+        self.val = np.empty(capacity, np.float32)
+        self.n = 0
+
+    @property
+    def bits(self) -> np.ndarray:
+        """The values' float32 bits (a uint32 view)."""
+        return self.val.view(np.uint32)
+
+    def reserve(self, extra: int) -> None:
+        """Room for `extra` more entries (capacity at least doubles when it grows)."""
+        need = self.n + extra
+        if need > self.pos.shape[0]:
+            cap = max(need, 2 * self.pos.shape[0])
+            pos, val = np.empty(cap, np.int64), np.empty(cap, np.float32)
+            pos[:self.n], val[:self.n] = self.pos[:self.n], self.val[:self.n]
+            self.pos, self.val = pos, val
+
+
+def fusable(ctrl: "LazyDSLController", weights: dict[str, Tensor]) -> bool:
+    """True when the kernels can run on these tables: numba present, CPU float32 contiguous weights,
+    CPU bool contiguous masks, and the controller's `fused` switch on."""
+    if not (getattr(ctrl, "fused", True) and available()):
+        return False
+    for name, w in weights.items():
+        m = ctrl.masks[name]
+        if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
+            return False
+        if m.device.type != "cpu" or m.dtype != torch.bool or not m.is_contiguous():
+            return False
+    return True
+
+
+def update(ctrl: "LazyDSLController", weights: dict[str, Tensor], n: int) -> int:
+    """Project, prune and grow at most `n` weights (the controller's rule); returns how many grew."""
+    w_np = {k: w.detach().numpy() for k, w in weights.items()}
+    m_np = {k: ctrl.masks[k].numpy().view(np.uint8) for k in weights}
+    states = {k: ctrl.tables[k].optimizer_states() for k in weights}  # one call per update (FBGEMM builds views)
+    changed = _changed_rows(ctrl, w_np, {k: next((st.tensor for st in v if st.kind == "row"), None) for k, v in states.items()})
+    if n <= 0:  # the schedule has ended: project only, no cache to keep up
+        ctrl._cache = None
+        for name, rows in changed.items():
+            _scan(w_np[name], m_np[name], rows, 0.0, 0.0, None, None)
+        return 0
+    ctrl._set_grow_bound(weights, {k: None if r is None else torch.from_numpy(r) for k, r in changed.items()}, n)
+    full = ctrl._cache is None or any(rows is None for rows in changed.values())
+    if full:  # a pass over whole tables anyway: a new cache bound, the cache rebuilt in the same pass
+        ctrl._set_bound(weights, n)
+        ctrl.full_scans += 1
+        ctrl._cache = _buffers(ctrl, "cache", weights)
+    else:
+        for name, rows in changed.items():
+            _drop_rows(ctrl._cache[name], rows, w_np[name].shape)
+    growth = _buffers(ctrl, "growth", weights)
+    for name, rows in changed.items():
+        _scan(w_np[name], m_np[name], None if full else rows, ctrl._bound, ctrl._grow_above, ctrl._cache[name], growth[name])
+    names = list(weights)
+    grown = _select([growth[k] for k in names], n, largest=True)
+    k = sum(int(p.shape[0]) for p, _ in grown)
+    if sum(ctrl._cache[name].n for name in names) < k:
+        _rebuild_cache(ctrl, weights, w_np, m_np, k)
+    pruned = _select([ctrl._cache[name] for name in names], k, largest=False)
+    counts = ctrl._counts()
+    for name, (ppos, _), (gpos, gval) in zip(names, pruned, grown):
+        if ppos.shape[0] == 0 and gpos.shape[0] == 0:
+            continue
+        K.apply(w_np[name].reshape(-1), m_np[name].reshape(-1), ppos, ppos.shape[0], gpos, gval, gpos.shape[0])
+        counts[name] += int(gpos.shape[0]) - int(ppos.shape[0])
+        if ppos.shape[0]:
+            idx = None
+            for st in states[name]:
+                if st.kind == "element":
+                    idx = torch.from_numpy(ppos) if idx is None else idx
+                    st.tensor.view(-1).index_fill_(0, idx, 0)
+        cache = ctrl._cache[name]
+        cache.reserve(gpos.shape[0])
+        cache.n = K.append_small(cache.pos, cache.val, cache.n, gpos, gval, gpos.shape[0], np.float32(ctrl._bound))
+    return k
+
+
+def _buffers(ctrl: "LazyDSLController", kind: str, names) -> dict[str, Buffer]:
+    """The controller's kept buffers of `kind` (their capacity reused across updates), emptied."""
+    kept = ctrl.__dict__.setdefault("_fused_buffers", {}).setdefault(kind, {})
+    for name in names:
+        kept.setdefault(name, Buffer()).n = 0
+    return {name: kept[name] for name in names}
+
+
+def _changed_rows(ctrl: "LazyDSLController", w_np: dict[str, np.ndarray],
+                  row_states: dict[str, Tensor | None]) -> dict[str, np.ndarray | None]:
+    """Sorted rows of each table whose row-wise optimizer state moved since the snapshot, the snapshot
+    moved along in the same pass (the update leaves row-wise state alone). None: the whole table (no
+    such state, no snapshot yet, or more than `STREAM_SHARE` of its rows)."""
+    out: dict[str, np.ndarray | None] = {name: None for name in w_np}
+    first = ctrl._row_state is None
+    if first:
+        ctrl._row_state = {}
+    for name, state in row_states.items():
+        if state is None:
+            continue
+        snap = ctrl._row_state.get(name)
+        if snap is None or snap.shape != state.shape:
+            ctrl._row_state[name] = state.clone()
+            continue
+        if state.dtype == torch.float32 and state.device.type == "cpu" and state.is_contiguous() and snap.is_contiguous():
+            buf = np.empty(state.shape[0], np.int64)
+            rows = buf[:K.changed_rows(state.numpy(), snap.numpy(), buf)]
+        else:
+            rows = state.ne(snap).nonzero().squeeze(1).numpy()
+            snap.copy_(state)
+        if not first:
+            out[name] = None if rows.shape[0] > STREAM_SHARE * state.shape[0] else rows
+    return out
+
+
+def _scan(w: np.ndarray, m: np.ndarray, rows: np.ndarray | None, bound: float, grow_above: float,
+          cache: Buffer | None, growth: Buffer | None) -> None:
+    """One pass over `rows` (None: the whole table): prune candidates appended to `cache`, growth
+    candidates to `growth` (each when given), inactive weights zeroed; buffers grow as needed."""
+    whole = rows is None
+    rows_ = np.empty(0, np.int64) if whole else rows
+    total = w.shape[0] if whole else rows_.shape[0]
+    dim = w.shape[1]
+    c = cache if cache is not None else Buffer(0)
+    g = growth if growth is not None else Buffer(0)
+    start = 0
+    while True:
+        if cache is not None:
+            c.reserve(dim)
+        if growth is not None:
+            g.reserve(dim)
+        start, c.n, g.n = K.scan(w, m, rows_, start, whole, np.float32(bound), np.float32(grow_above),
+                                 cache is not None, growth is not None, True,
+                                 c.pos, c.val, c.n, g.pos, g.val, g.n)
+        if start >= total:
+            return
+        if cache is not None:
+            c.reserve(c.pos.shape[0])  # double and go on from the row it stopped at
+        if growth is not None:
+            g.reserve(g.pos.shape[0])
+
+
+def _drop_rows(cache: Buffer, rows: np.ndarray, shape: tuple[int, int]) -> None:
+    """Drop the cache entries of `rows` (they are rescanned)."""
+    if rows.shape[0] == 0 or cache.n == 0:
+        return
+    hit = np.zeros(shape[0], np.uint8)
+    hit[rows] = 1
+    dim = shape[1]
+    shift = dim.bit_length() - 1 if dim & (dim - 1) == 0 else -1
+    cache.n = K.drop_rows(cache.pos, cache.val, cache.n, hit, dim, shift)
+
+
+def _select(bufs: list[Buffer], k: int, largest: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The `k` entries of smallest (or largest) |value| over the buffers in order, ties to the lower
+    (buffer, position): moved out of the buffers (the rest stay, in order); per buffer (positions,
+    values)."""
+    total = sum(b.n for b in bufs)
+    if k <= 0:
+        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in bufs]
+    if k >= total:
+        out = [(b.pos[:b.n].copy(), b.val[:b.n].copy()) for b in bufs]
+        for b in bufs:
+            b.n = 0
+        return out
+    hist = np.zeros(K.BINS, np.int64)
+    for b in bufs:
+        K.histogram(b.bits, b.n, largest, hist)
+    cum = np.cumsum(hist)
+    bin_ = int(np.searchsorted(cum, k))
+    below = int(cum[bin_] - hist[bin_])
+    keys = np.empty(int(hist[bin_]), np.uint32)
+    pos = np.empty(keys.shape[0], np.int64)
+    table = np.empty(keys.shape[0], np.int64)
+    c = 0
+    for t, b in enumerate(bufs):
+        c2 = K.collect_bin(b.pos, b.bits, b.n, largest, np.uint32(bin_), keys, pos, c)
+        table[c:c2] = t
+        c = c2
+    i = np.lexsort((pos, table, keys))[k - below - 1]
+    cut, cut_table, cut_pos = keys[i], int(table[i]), int(pos[i])
+    out = []
+    for t, b in enumerate(bufs):
+        out_pos, out_val = np.empty(b.n, np.int64), np.empty(b.n, np.float32)
+        b.n, o = K.split(b.pos, b.bits, b.n, largest, cut, t, cut_table, cut_pos, out_pos, out_val.view(np.uint32))
+        out.append((out_pos[:o], out_val[:o]))
+    return out
+
+
+def _rebuild_cache(ctrl: "LazyDSLController", weights: dict[str, Tensor], w_np: dict[str, np.ndarray],
+                   m_np: dict[str, np.ndarray], n: int) -> None:
+    """Streaming passes over every table until the cache holds at least `n` (as `_rebuild_cache` of
+    the torch path: the bound from a sample, widened when the sample misled)."""
+    from embeddings.dsl import lazy
+
+    factor = lazy._CACHE_FACTOR
+    while True:
+        ctrl._set_bound(weights, n, factor)
+        for name in weights:
+            cache = ctrl._cache[name]
+            cache.n = 0
+            _scan(w_np[name], m_np[name], None, ctrl._bound, 0.0, cache, None)
+        ctrl.full_scans += 1
+        if sum(ctrl._cache[k].n for k in weights) >= n or ctrl._bound == float("inf"):
+            return
+        factor *= 2
