@@ -75,6 +75,7 @@ def fusable(ctrl: "LazyDSLController", weights: dict[str, Tensor]) -> bool:
 
 def update(ctrl: "LazyDSLController", weights: dict[str, Tensor], n: int) -> int:
     """Project, prune and grow at most `n` weights (the controller's rule); returns how many grew."""
+    K.warm()
     w_np = {k: w.detach().numpy() for k, w in weights.items()}
     m_np = {k: ctrl.masks[k].numpy().view(np.uint8) for k in weights}
     states = {k: ctrl.tables[k].optimizer_states() for k in weights}  # one call per update (FBGEMM builds views)

@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
         return (int(x) & -int(x)).bit_length() - 1
 
 __all__ = ["available", "changed_rows", "scan", "drop_rows", "histogram", "collect_bin", "split", "apply", "append_small",
-           "BINS"]
+           "warm", "BINS"]
 
 BINS = 1 << 16  # histogram bins: the top 16 bits of a float32 (sign, exponent, 7 mantissa bits)
 
@@ -76,6 +76,18 @@ def changed_rows(state, snap, out):
 
 
 @_jit
+def _pack(flags):
+    """64 flag bytes (0/1) -> a 64-bit mask with bit j = flags[j] (8 multiplies: byte k of a word
+    times 0x0102040810204080 lands on bit 56 + k, no carries)."""
+    words = flags.view(np.uint64)
+    out = np.uint64(0)
+    magic = np.uint64(0x0102040810204080)
+    for k in range(8):
+        out |= ((words[k] * magic) >> np.uint64(56)) << np.uint64(8 * k)
+    return out
+
+
+@_jit
 def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
          cpos, cval, nc, gpos, gval, ng):
     """One pass over rows `rows[start:]` (or table rows `start:` when `whole`) of `w` (float32
@@ -85,49 +97,56 @@ def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
     weights (`w * 0`, as the torch path) when `zero`. Stops before a row that could overflow a
     buffer. Returns (index of the next row to scan, nc, ng): the next index is the row count when done.
 
-    Per 64 columns of a row, one vectorised loop sets three bit masks (prune candidates, growth
-    candidates, nonzero inactive weights); candidates are then visited by their set bits (no
-    branch per weight: a random mask would mispredict one in five), and only rows with a nonzero
-    inactive weight are written."""
+    Per 64 columns of a row, one vectorised loop writes three flag bytes per weight (prune
+    candidate, growth candidate, nonzero inactive), packed into 64-bit masks; candidates are then
+    visited by their set bits (no branch per weight: a random mask would mispredict one in five),
+    and only rows with a nonzero inactive weight are written."""
     dim = w.shape[1]
     total = w.shape[0] if whole else rows.shape[0]
     one = np.uint64(1)
+    fc = np.zeros(64, np.uint8)
+    fg = np.zeros(64, np.uint8)
+    fz = np.zeros(64, np.uint8)
     for i in range(start, total):
         if (prune and nc + dim > cpos.shape[0]) or (grow and ng + dim > gpos.shape[0]):
             return i, nc, ng
         r = i if whole else rows[i]
         base = r * dim
         for c0 in range(0, dim, 64):
-            c1 = min(dim, c0 + 64)
-            bc = np.uint64(0)
-            bg = np.uint64(0)
-            bz = np.uint64(0)
-            for j in range(c0, c1):
-                x = w[r, j]
+            width = min(64, dim - c0)
+            wr = w[r, c0:c0 + width]
+            mr = m[r, c0:c0 + width]
+            for j in range(width):
+                x = wr[j]
                 a = abs(x)
-                on = np.uint64(m[r, j])
-                off = on ^ one
-                s = np.uint64(j - c0)
-                bc |= (on & np.uint64(a <= bound)) << s
-                bg |= (off & np.uint64(a > grow_above)) << s
-                bz |= (off & np.uint64(x != 0)) << s
+                on = mr[j]
+                off = on ^ np.uint8(1)
+                fc[j] = on & np.uint8(a <= bound)
+                fg[j] = off & np.uint8(a > grow_above)
+                fz[j] = off & np.uint8(x != 0)
+            if width < 64:
+                fc[width:] = 0
+                fg[width:] = 0
+                fz[width:] = 0
             if prune:
+                bc = _pack(fc)
                 while bc:
-                    j = c0 + trailing_zeros(bc)
-                    cpos[nc] = base + j
-                    cval[nc] = abs(w[r, j])
+                    j = trailing_zeros(bc)
+                    cpos[nc] = base + c0 + j
+                    cval[nc] = abs(wr[j])
                     nc += 1
                     bc &= bc - one
             if grow:
+                bg = _pack(fg)
                 while bg:
-                    j = c0 + trailing_zeros(bg)
-                    gpos[ng] = base + j
-                    gval[ng] = w[r, j]
+                    j = trailing_zeros(bg)
+                    gpos[ng] = base + c0 + j
+                    gval[ng] = wr[j]
                     ng += 1
                     bg &= bg - one
-            if zero and bz:
-                for j in range(c0, c1):
-                    w[r, j] = w[r, j] * m[r, j]
+            if zero and _pack(fz):
+                for j in range(width):
+                    wr[j] = wr[j] * mr[j]
     return total, nc, ng
 
 
@@ -222,3 +241,26 @@ def append_small(cpos, cval, nc, grown, values, n_grown, bound):
             cval[nc] = a
             nc += 1
     return nc
+
+
+_warm = False
+
+
+def warm() -> None:
+    """Compile (or load from the disk cache) every kernel for the argument types the update passes,
+    once per process, so that no update after the first pays for it."""
+    global _warm
+    if _warm or numba is None:
+        return
+    i64, f32, u32, u8 = np.int64, np.float32, np.uint32, np.uint8
+    w, m = np.zeros((2, 2), f32), np.zeros((2, 2), u8)
+    pos, val, idx = np.zeros(4, i64), np.zeros(4, f32), np.zeros(1, i64)
+    changed_rows(np.zeros(2, f32), np.zeros(2, f32), np.zeros(2, i64))
+    scan(w, m, idx, 0, False, f32(0), f32(0), True, True, True, pos, val, 0, pos.copy(), val.copy(), 0)
+    drop_rows(pos, val, 0, np.zeros(2, u8), 2, 1)
+    histogram(val.view(u32), 0, False, np.zeros(BINS, i64))
+    collect_bin(pos, val.view(u32), 0, False, u32(0), np.zeros(1, u32), idx, 0)
+    split(pos, val.view(u32), 0, False, u32(0), 0, 0, 0, pos.copy(), val.copy().view(u32))
+    apply(w.reshape(-1), m.reshape(-1), idx, 0, idx, val[:1], 0)
+    append_small(pos, val, 0, idx, val[:1], 0, f32(0))
+    _warm = True

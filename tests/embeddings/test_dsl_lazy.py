@@ -12,7 +12,7 @@ from torchrec import KeyedJaggedTensor
 
 from embeddings.config import DSLConfig
 from embeddings.dsl import LazyDSLController, make_controller
-from embeddings.dsl import lazy_fused
+from embeddings.dsl import lazy_fused, lazy_kernels
 from embeddings.dsl.masks import exchange_positions
 from tests.embeddings.cpu_tbe import cpu_tbe
 
@@ -232,14 +232,21 @@ def test_fused_and_torch_updates_train_the_same_model(monkeypatch):
     exactly the active weights up to its bound."""
     monkeypatch.setattr(lazy_fused.Buffer.__init__, "__defaults__", (8,))
     monkeypatch.setattr(lazy_fused, "STREAM_SHARE", 0.3)  # whole-table passes where the torch path walks row lists
-    tbes = [cpu_tbe([(60, 4), (40, 8)]), cpu_tbe([(60, 4), (40, 8)])]
+    tables = [(60, 4), (40, 8), (12, 72)]  # 72: a row wider than the kernel's 64-column block
+    tbes = [cpu_tbe(tables), cpu_tbe(tables)]
     cfg = DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, initial_exchange=0.4, end_fraction=0.8,
                     init="random")
     ctrls = [make_controller(t, cfg, total_steps=45) for t in tbes]
     ctrls[1].fused = False
+    lazy_kernels.warm()
+    kernels = [getattr(lazy_kernels, k) for k in lazy_kernels.__all__ if hasattr(getattr(lazy_kernels, k), "signatures")]
+    compiled = [len(k.signatures) for k in kernels]
     gen = torch.Generator().manual_seed(7)
     for step in range(45):
-        kjt = _kjt(gen, torch.randint(0, 4, (8,), generator=gen))
+        two = _kjt(gen, torch.randint(0, 4, (8,), generator=gen))
+        wide = torch.randint(0, 12, (8,), generator=gen)
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["x", "y", "z"], values=torch.cat([two.values(), wide]),
+                                                  lengths=torch.cat([two.lengths(), torch.ones(8, dtype=torch.long)]))
         stats = [_step(tbe, dsl, kjt, step) for tbe, dsl in zip(tbes, ctrls)]
         assert stats[0] == stats[1], step
         for a, b in zip(tbes[0].split_embedding_weights(), tbes[1].split_embedding_weights()):
@@ -263,3 +270,4 @@ def test_fused_and_torch_updates_train_the_same_model(monkeypatch):
                     w.copy_(grid)
     assert ctrls[0].full_scans >= 2 and ctrls[1].full_scans >= 2 and ctrls[0].updates == ctrls[1].updates > 5
     assert ctrls[0].exchanged_total == ctrls[1].exchanged_total > 0
+    assert len(kernels) == 8 and [len(k.signatures) for k in kernels] == compiled  # warm() compiled what updates call
