@@ -58,7 +58,8 @@ def test_lazy_mode_ends_within_the_budget(encoded_ctr, tmp_path: Path):
 @pytest.mark.ray
 def test_row_mode_on_two_workers_keeps_every_rank_on_the_same_rows(ray_local, encoded_ctr, tmp_path: Path):
     """Row mode under DMP on 2 Ray workers (evidence and row norms summed across ranks): the compact
-    tables train and export, the sentinel stays zero, every physical slot holds one id."""
+    tables train and export, the sentinel stays zero, every physical slot holds one id. The suite's fit on the
+    materialized input (a small split read once, one Arrow share per worker; test_ray_training's fit streams)."""
     plan: EmbeddingPlan = encoded_ctr["plan_obj"]
     kept = {t.name: row_budget(0.3, t.rows) for t in plan.tables}
     (tmp_path / "plan").mkdir()
@@ -81,5 +82,7 @@ def test_row_mode_on_two_workers_keeps_every_rank_on_the_same_rows(ray_local, en
         active = remap[remap < kept[t.name]]
         assert tuple(weight.shape) == (kept[t.name] + 1, t.dim) and float(weight[-1].abs().sum()) == 0.0
         assert sorted(active.tolist()) == list(range(kept[t.name]))  # every slot holds one id
-    updates = json.loads((out / "metrics.json").read_text())["history"]["dsl"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["ray_input"] == "materialized" and m["training"]["workers"] == 2   # 6000 rows: one share each
+    updates = m["history"]["dsl"]
     assert sum(u["exchanged"] for u in updates) > 0 and all(u["active"] == u["budget"] for u in updates)
