@@ -35,6 +35,10 @@ def test_criteo_sample_config_runs_end_to_end_and_beats_the_base_rate(tmp_path: 
     assert schema["cuts"]["method"] == "random" and sum(schema["rows"].values()) == 10_000
     # I2 holds negative values: signed log, the other counts log1p; both standardized on train
     assert schema["dense_transforms"]["I2"]["kind"] != schema["dense_transforms"]["I1"]["kind"]
+    # numeric_buckets: 20 -> each integer column is also embedded as its train-quantile bucket id
+    assert schema["buckets"] == [f"I{i}__bucket" for i in range(1, 14)]
+    t = schema["dense_transforms"]
+    assert all(schema["vocab_sizes"][f"I{i}__bucket"] == len(t[f"I{i}"]["bucket_splits"]) + 2 > 8 for i in range(1, 14))
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
