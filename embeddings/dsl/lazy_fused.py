@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["Buffer", "fusable", "update", "available"]
 
 STREAM_SHARE = 0.6  # above this share of a table's rows changed, one streaming pass over the table replaces the row list
+CACHE_FACTOR = 4.0  # the prune cache bound H holds about this many times the exchange (torch path: 2): a larger
+                    # cache costs little here and saves the whole-table rebuilds (300k x 64, one-id bags: 2 of 5 updates at 2, none at 4)
 
 
 class Buffer:
@@ -61,14 +63,27 @@ class Buffer:
 
 def fusable(ctrl: "LazyDSLController", weights: dict[str, Tensor]) -> bool:
     """True when the kernels can run on these tables: numba present, CPU float32 contiguous weights,
-    CPU bool contiguous masks, and the controller's `fused` switch on."""
+    CPU bool contiguous masks, no element-wise optimizer state (FBGEMM's CPU optimizers have none:
+    SGD and row-wise Adagrad; the torch path zeroes such state at pruned weights), and the
+    controller's `fused` switch on."""
     if not (getattr(ctrl, "fused", True) and available()):
         return False
+    key = tuple((name, w.data_ptr(), w.dtype, w.device, ctrl.masks[name].data_ptr()) for name, w in weights.items())
+    seen = ctrl.__dict__.get("_fusable")
+    if seen is not None and seen[0] == key:  # asked at every update: the answer is kept per set of tensors
+        return seen[1]
+    ctrl._fusable = (key, _fusable(ctrl, weights))
+    return ctrl._fusable[1]
+
+
+def _fusable(ctrl: "LazyDSLController", weights: dict[str, Tensor]) -> bool:
     for name, w in weights.items():
         m = ctrl.masks[name]
         if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
             return False
         if m.device.type != "cpu" or m.dtype != torch.bool or not m.is_contiguous():
+            return False
+        if any(st.kind == "element" for st in ctrl.tables[name].optimizer_states()):
             return False
     return True
 
@@ -76,9 +91,10 @@ def fusable(ctrl: "LazyDSLController", weights: dict[str, Tensor]) -> bool:
 def update(ctrl: "LazyDSLController", weights: dict[str, Tensor], n: int) -> int:
     """Project, prune and grow at most `n` weights (the controller's rule); returns how many grew."""
     K.warm()
+    names = list(weights)
     w_np = {k: w.detach().numpy() for k, w in weights.items()}
-    m_np = {k: ctrl.masks[k].numpy().view(np.uint8) for k in weights}
-    states = {k: ctrl.tables[k].optimizer_states() for k in weights}  # one call per update (FBGEMM builds views)
+    m_np = {k: ctrl.masks[k].numpy().view(np.uint8) for k in names}
+    states = {k: ctrl.tables[k].optimizer_states() for k in names}  # one call per update (FBGEMM builds views)
     changed = _changed_rows(ctrl, w_np, {k: next((st.tensor for st in v if st.kind == "row"), None) for k, v in states.items()})
     if n <= 0:  # the schedule has ended: project only, no cache to keep up
         ctrl._cache = None
@@ -87,38 +103,80 @@ def update(ctrl: "LazyDSLController", weights: dict[str, Tensor], n: int) -> int
         return 0
     ctrl._set_grow_bound(weights, {k: None if r is None else torch.from_numpy(r) for k, r in changed.items()}, n)
     full = ctrl._cache is None or any(rows is None for rows in changed.values())
+    hist = np.zeros(K.BINS, np.int64)  # the prune cache's histogram, kept up with every change to it
+    kept = {k: 0 for k in names}
     if full:  # a pass over whole tables anyway: a new cache bound, the cache rebuilt in the same pass
-        ctrl._set_bound(weights, n)
+        ctrl._set_bound(weights, n, CACHE_FACTOR)
         ctrl.full_scans += 1
-        ctrl._cache = _buffers(ctrl, "cache", weights)
+        ctrl._cache = _buffers(ctrl, "cache", names)
     else:
         for name, rows in changed.items():
-            _drop_rows(ctrl._cache[name], rows, w_np[name].shape)
-    growth = _buffers(ctrl, "growth", weights)
+            kept[name] = _drop_rows(ctrl._cache[name], rows, w_np[name].shape, hist)
+    growth = _buffers(ctrl, "growth", names)
     for name, rows in changed.items():
         _scan(w_np[name], m_np[name], None if full else rows, ctrl._bound, ctrl._grow_above, ctrl._cache[name], growth[name])
-    names = list(weights)
-    grown = _select([growth[k] for k in names], n, largest=True)
-    k = sum(int(p.shape[0]) for p, _ in grown)
+    for name in names:  # the rescanned entries
+        c = ctrl._cache[name]
+        K.histogram(c.bits, kept[name], c.n, False, hist)
+    gbufs = [growth[k] for k in names]
+    ghist = np.zeros(K.BINS, np.int64)
+    for g in gbufs:
+        K.histogram(g.bits, 0, g.n, True, ghist)
+    gcut = _cut(gbufs, n, True, ghist)
+    k = min(n, sum(g.n for g in gbufs))
     if sum(ctrl._cache[name].n for name in names) < k:
-        _rebuild_cache(ctrl, weights, w_np, m_np, k)
-    pruned = _select([ctrl._cache[name] for name in names], k, largest=False)
+        hist = _rebuild_cache(ctrl, weights, w_np, m_np, k)
+    pcut = _cut([ctrl._cache[name] for name in names], k, False, hist)
     counts = ctrl._counts()
-    for name, (ppos, _), (gpos, gval) in zip(names, pruned, grown):
-        if ppos.shape[0] == 0 and gpos.shape[0] == 0:
-            continue
-        K.apply(w_np[name].reshape(-1), m_np[name].reshape(-1), ppos, ppos.shape[0], gpos, gval, gpos.shape[0])
-        counts[name] += int(gpos.shape[0]) - int(ppos.shape[0])
-        if ppos.shape[0]:
-            idx = None
-            for st in states[name]:
-                if st.kind == "element":
-                    idx = torch.from_numpy(ppos) if idx is None else idx
-                    st.tensor.view(-1).index_fill_(0, idx, 0)
+    grown_total = 0
+    for t, name in enumerate(names):
+        wf, mf = w_np[name].reshape(-1), m_np[name].reshape(-1)
         cache = ctrl._cache[name]
-        cache.reserve(gpos.shape[0])
-        cache.n = K.append_small(cache.pos, cache.val, cache.n, gpos, gval, gpos.shape[0], np.float32(ctrl._bound))
-    return k
+        pruned = 0
+        if pcut is not None:
+            cache.n, pruned = K.prune(cache.pos, cache.val, cache.n, *_cut_args(pcut, t), wf, mf)
+        grown = 0
+        if gcut is not None:
+            g = growth[name]
+            cache.reserve(g.n)
+            grown, cache.n = K.grow(g.pos, g.val, g.n, *_cut_args(gcut, t), wf, mf, cache.pos, cache.val, cache.n,
+                                    np.float32(ctrl._bound))
+        counts[name] += grown - pruned
+        grown_total += grown
+    return grown_total
+
+
+_ALL = (np.uint32(0xFFFFFFFF), 1 << 62, 1 << 62)  # a cut that chooses every entry
+
+
+def _cut(bufs: list[Buffer], k: int, largest: bool, hist: np.ndarray) -> tuple[np.uint32, int, int] | None:
+    """The cut choosing the `k` entries of smallest (or largest) |value| over the buffers in order,
+    ties to the lower (buffer, position): (key, buffer, position) of the k-th, or None for none;
+    `hist` counts the buffers' keys (`K.histogram`)."""
+    total = sum(b.n for b in bufs)
+    if k <= 0:
+        return None
+    if k >= total:
+        return _ALL
+    cum = np.cumsum(hist)
+    bin_ = int(np.searchsorted(cum, k))
+    below = int(cum[bin_] - hist[bin_])
+    keys = np.empty(int(hist[bin_]), np.uint32)
+    pos = np.empty(keys.shape[0], np.int64)
+    table = np.empty(keys.shape[0], np.int64)
+    c = 0
+    for t, b in enumerate(bufs):
+        c2 = K.collect_bin(b.pos, b.bits, b.n, largest, np.uint32(bin_), keys, pos, c)
+        table[c:c2] = t
+        c = c2
+    i = np.lexsort((pos, table, keys))[k - below - 1]
+    return keys[i], int(table[i]), int(pos[i])
+
+
+def _cut_args(cut: tuple[np.uint32, int, int], t: int) -> tuple[np.uint32, int, int, int]:
+    """The kernels' form of a cut for buffer `t`: (key, t before the cut's buffer, t is it, position)."""
+    key, table, pos = cut
+    return key, int(t < table), int(t == table), pos
 
 
 def _buffers(ctrl: "LazyDSLController", kind: str, names) -> dict[str, Buffer]:
@@ -183,60 +241,26 @@ def _scan(w: np.ndarray, m: np.ndarray, rows: np.ndarray | None, bound: float, g
             g.reserve(g.pos.shape[0])
 
 
-def _drop_rows(cache: Buffer, rows: np.ndarray, shape: tuple[int, int]) -> None:
-    """Drop the cache entries of `rows` (they are rescanned)."""
-    if rows.shape[0] == 0 or cache.n == 0:
-        return
+def _drop_rows(cache: Buffer, rows: np.ndarray, shape: tuple[int, int], hist: np.ndarray) -> int:
+    """Drop the cache entries of `rows` (they are rescanned), counting the rest into `hist`; returns
+    how many are kept."""
+    dim = shape[1]
+    if rows.shape[0] == 0:
+        K.histogram(cache.bits, 0, cache.n, False, hist)
+        return cache.n
     hit = np.zeros(shape[0], np.uint8)
     hit[rows] = 1
-    dim = shape[1]
     shift = dim.bit_length() - 1 if dim & (dim - 1) == 0 else -1
-    cache.n = K.drop_rows(cache.pos, cache.val, cache.n, hit, dim, shift)
-
-
-def _select(bufs: list[Buffer], k: int, largest: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The `k` entries of smallest (or largest) |value| over the buffers in order, ties to the lower
-    (buffer, position): moved out of the buffers (the rest stay, in order); per buffer (positions,
-    values)."""
-    total = sum(b.n for b in bufs)
-    if k <= 0:
-        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in bufs]
-    if k >= total:
-        out = [(b.pos[:b.n].copy(), b.val[:b.n].copy()) for b in bufs]
-        for b in bufs:
-            b.n = 0
-        return out
-    hist = np.zeros(K.BINS, np.int64)
-    for b in bufs:
-        K.histogram(b.bits, b.n, largest, hist)
-    cum = np.cumsum(hist)
-    bin_ = int(np.searchsorted(cum, k))
-    below = int(cum[bin_] - hist[bin_])
-    keys = np.empty(int(hist[bin_]), np.uint32)
-    pos = np.empty(keys.shape[0], np.int64)
-    table = np.empty(keys.shape[0], np.int64)
-    c = 0
-    for t, b in enumerate(bufs):
-        c2 = K.collect_bin(b.pos, b.bits, b.n, largest, np.uint32(bin_), keys, pos, c)
-        table[c:c2] = t
-        c = c2
-    i = np.lexsort((pos, table, keys))[k - below - 1]
-    cut, cut_table, cut_pos = keys[i], int(table[i]), int(pos[i])
-    out = []
-    for t, b in enumerate(bufs):
-        out_pos, out_val = np.empty(b.n, np.int64), np.empty(b.n, np.float32)
-        b.n, o = K.split(b.pos, b.bits, b.n, largest, cut, t, cut_table, cut_pos, out_pos, out_val.view(np.uint32))
-        out.append((out_pos[:o], out_val[:o]))
-    return out
+    cache.n = K.drop_rows(cache.pos, cache.val, cache.n, hit, dim, shift, hist)
+    return cache.n
 
 
 def _rebuild_cache(ctrl: "LazyDSLController", weights: dict[str, Tensor], w_np: dict[str, np.ndarray],
-                   m_np: dict[str, np.ndarray], n: int) -> None:
+                   m_np: dict[str, np.ndarray], n: int) -> np.ndarray:
     """Streaming passes over every table until the cache holds at least `n` (as `_rebuild_cache` of
-    the torch path: the bound from a sample, widened when the sample misled)."""
-    from embeddings.dsl import lazy
-
-    factor = lazy._CACHE_FACTOR
+    the torch path: the bound from a sample, widened when the sample misled); returns the new
+    cache's histogram."""
+    factor = CACHE_FACTOR
     while True:
         ctrl._set_bound(weights, n, factor)
         for name in weights:
@@ -245,5 +269,8 @@ def _rebuild_cache(ctrl: "LazyDSLController", weights: dict[str, Tensor], w_np: 
             _scan(w_np[name], m_np[name], None, ctrl._bound, 0.0, cache, None)
         ctrl.full_scans += 1
         if sum(ctrl._cache[k].n for k in weights) >= n or ctrl._bound == float("inf"):
-            return
+            hist = np.zeros(K.BINS, np.int64)
+            for name in weights:
+                K.histogram(ctrl._cache[name].bits, 0, ctrl._cache[name].n, False, hist)
+            return hist
         factor *= 2
