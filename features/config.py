@@ -246,8 +246,13 @@ class RankConfig(StrictModel):
     pair_buckets: int = Field(default=1 << 20, ge=2, description="a feature pair is hashed into this many buckets, like a crossed embedding")
     pair_sample_rows: int | None = Field(
         default=1_000_000, ge=1,
-        description="pairs are counted on a seeded sample of about this many rows when the data has more "
+        description="pairs are counted on a seeded sample of at most this many rows when the data has more "
                     "(the pair table, pairs x rows, would dwarf the data); null: every row (exact)")
+    pair_min_rows: int = Field(
+        default=50_000, ge=1,
+        description="when the pairs and their members outnumber the features, pairs are counted on a sample of "
+                    "rows x features / (pairs + members) rows (no larger than the feature pass), but never on "
+                    "fewer than this many rows (all rows up to it)")
     select_k: int | None = Field(default=None, ge=1)
     relevance_weight: float = 1.0
     redundancy_weight: float = 1.0

@@ -3,11 +3,13 @@
 Passes over the data: a profile (label classes, row count, malformed rows, which raw columns are
 numeric), approxQuantile for dense columns, then ONE explode of every feature into
 (feature, value, label) rows and a group-by that yields every feature's count statistics at once
-(values are counted under their 64-bit hash: `value_key_sql`).
+(values are counted under a 64-bit key: a dense column's bin index, else the value's hash,
+`value_key_sql`).
 A second pass counts every candidate pair at once (pair relevance and redundancy): ONE explode of
 all pair keys and one group-by, like the feature pass. Its members' counts are the feature pass's,
-reused; only when the data holds more than `pair_sample_rows` rows are the pairs counted on a
-seeded row sample (about that many rows; OutRank subsamples too), with their members counted on
+reused; only when the pair table would be larger than the data are the pairs counted on a
+seeded row sample (`pair_sample_fraction`: at most `pair_sample_rows` rows, and no more (group,
+row) cells than the feature pass counts; OutRank subsamples too), with their members counted on
 the same sample in the same aggregation so that gain and redundancy compare like with like. The
 prepared value keys are cached for an exact pair pass; nothing is cached otherwise: a cache costs
 more to build than one more read of the input.
@@ -30,7 +32,7 @@ import numpy as np
 
 from features.config import DatasetConfig, RankConfig
 from features.count_tables import group_count_stats
-from features.discretize import bin_sql, quantile_splits
+from features.discretize import bin_index_sql, quantile_splits
 from features.errors import DataError
 from features.estimators import Estimator, get_estimator
 from features.mi import adjusted_mutual_information, expected_mutual_information, select_3mr
@@ -142,10 +144,12 @@ def background_sql(class_counts: np.ndarray, seed: int, copies: int) -> list[str
 
 
 def _value_sql(src: RankSource, name: str, splits: dict[str, list[float]]) -> str:
+    """Spark SQL: a dense column's bin index (`bin_index_sql`; already a 64-bit key), else the
+    value as a string (then hashed to its key by `value_key_sql`)."""
     from pyspark.sql.types import ArrayType
 
     if name in splits:
-        return bin_sql(q(name), splits[name])
+        return bin_index_sql(q(name), splits[name])
     dtype = {f.name: f.dataType for f in src.df.schema.fields}.get(name)
     if isinstance(dtype, ArrayType):
         # a multi-valued field is ranked as the set of its values
@@ -179,10 +183,14 @@ def score_features(spark: Any, src: RankSource, cfg: RankConfig) -> RankResult:
     y = "CASE " + " ".join(f"WHEN {label} = {sql_str(c)} THEN {k}" for k, c in enumerate(classes[1:], 1)) + " ELSE 0 END"
     bg = background_sql(class_counts, cfg.seed, copies)
     # each value as its 64-bit key (null = missing): what both passes count, and what the cache holds
+    # (a dense bin index is its own key: no string is built or hashed for it)
     prepared = (df.selectExpr(f"{y} AS _y", *bg, *[f"{_value_sql(src, c, splits)} AS _s{i}" for i, c in enumerate(feats)])
-                .selectExpr("_y", *[f"_b{p}" for p in range(copies)], *[f"{value_key_sql(f'_s{i}')} AS _v{i}"
-                                                                      for i in range(len(feats))]))
-    sampled = pair_sample_fraction(N, cfg) < 1.0
+                .selectExpr("_y", *[f"_b{p}" for p in range(copies)],
+                            *[f"{f'_s{i}' if c in splits else value_key_sql(f'_s{i}')} AS _v{i}" for i, c in enumerate(feats)]))
+    # whether the pair pass samples (no cache) or reads every row again (cache), judged from the
+    # pairs of the top features alone (the candidates are known after the feature pass)
+    fewest = min(cfg.pairs_top_k, len(feats))
+    sampled = pair_sample_fraction(N, cfg, len(feats), fewest * (fewest - 1) // 2 + fewest) < 1.0
     if cfg.pairs_top_k > 0 and not sampled:  # an exact pair pass reads the prepared values again
         prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -247,17 +255,27 @@ def pair_key_sql(a_key: str, b_key: str, buckets: int) -> str:
     return f"pmod(xxhash64(coalesce({a_key}, {null}), coalesce({b_key}, {null})), {int(buckets)}L)"
 
 
-def pair_sample_fraction(rows: int, cfg: RankConfig) -> float:
-    """Share of the rows the pair pass counts: 1 (exact) up to `cfg.pair_sample_rows` rows, else
-    about that many rows of a seeded sample: the pair table (pairs x rows) stays bounded.
+def pair_sample_fraction(rows: int, cfg: RankConfig, features: int = 0, groups: int = 0) -> float:
+    """Share of the rows the pair pass counts: 1 (exact) unless the pair table would be larger than
+    the data, else a seeded sample of about S rows, S the smaller of `cfg.pair_sample_rows` and
+    rows x `features` / `groups` (the pair pass then counts no more (group, row) cells than the
+    feature pass counts (feature, row) cells; `groups` = pairs + their members, counted together),
+    but never fewer than `cfg.pair_min_rows` rows. `pair_sample_rows` None: every row.
 
     Example:
         >>> pair_sample_fraction(4_000_000, RankConfig(pair_sample_rows=1_000_000))
         0.25
+        >>> pair_sample_fraction(200_000, RankConfig(), features=40, groups=160)   # 50,000 rows
+        0.25
+        >>> pair_sample_fraction(200_000, RankConfig(pair_min_rows=100_000), features=40, groups=160)
+        0.5
     """
-    if cfg.pair_sample_rows is None or rows <= cfg.pair_sample_rows:
+    if cfg.pair_sample_rows is None:
         return 1.0
-    return cfg.pair_sample_rows / rows
+    target = cfg.pair_sample_rows
+    if features > 0 and groups > features:
+        target = min(target, max(cfg.pair_min_rows, -(-rows * features // groups)))
+    return 1.0 if rows <= target else target / rows
 
 
 def pair_long_df(prepared: Any, keys: Mapping[str, str], combos: list[tuple[str, str]], members: list[str],
@@ -285,7 +303,7 @@ def _pair_scores(prepared: Any, feats: list[str], scores: list[FeatureScore], cf
     by_name = {s.name: s for s in scores}
     keys = {name: f"_v{feats.index(name)}" for name in feats}
     combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    frac = pair_sample_fraction(int(class_counts.sum()), cfg)
+    frac = pair_sample_fraction(int(class_counts.sum()), cfg, len(feats), len(combos) + len(names))
     if frac < 1.0:  # a seeded row sample; its members are counted on the same rows, in the same pass
         rows = prepared.where(f"rand({int(cfg.seed) + 7919}) < {frac!r}D")
         counts = group_count_stats(pair_long_df(rows, keys, combos, names, cfg.pair_buckets, copies),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from features.config import RankConfig
-from features.discretize import bin_values, splits_from_quantiles
+from features.discretize import bin_index_sql, bin_values, splits_from_quantiles
 
 
 def test_heavy_values_get_a_bin_of_their_own():
@@ -58,3 +58,18 @@ def test_mostly_zero_column_keeps_its_mutual_information(spark, tmp_path: Path):
     assert 8 <= len(f.splits) <= 17
     # plain quantile bins (0 and the positives below the 15/16 quantile in one bin) gave 0.039 here
     assert f.mi > 0 and f.mi == pytest.approx(exact, abs=0.004)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("splits", [[], [2.0], [-1.0, float(np.nextafter(-1.0, np.inf)), 0.0, 5e-324, 4.0],
+                                    [float(v) for v in range(1, 17)]])
+def test_bin_index_sql_is_the_bin_of_bin_values_at_and_between_every_split(spark, splits):
+    """The binary-search SQL (#14) puts every value, the splits themselves included, in the bin
+    numpy's searchsorted(side='right') gives; missing and NaN stay missing."""
+    edges = np.array(splits + [-np.inf, np.inf, -1e300, 1e300], dtype=np.float64)
+    x = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), np.linspace(-3, 20, 47)])
+    x = x[np.isfinite(x) | np.isinf(x)]
+    df = spark.createDataFrame([(float(v),) for v in x] + [(None,), (float("nan"),)], "x double")
+    got = [r[0] for r in df.selectExpr(f"{bin_index_sql('x', splits)} AS b").collect()]
+    want = [None if v is None else int(v[1:]) for v in bin_values(x, splits)] + [None, None]
+    assert got == want

@@ -324,6 +324,41 @@ def test_pair_sample_fraction():
     assert pair_sample_fraction(8_000_000, RankConfig(pair_sample_rows=None)) == 1.0
 
 
+def test_pairs_that_outnumber_the_features_are_counted_on_a_sample_no_larger_than_the_feature_pass():
+    """#14: the pair table (pairs + members) x rows is held to the feature pass's features x rows,
+    within [pair_min_rows, pair_sample_rows]; all rows when the pairs are fewer than the features."""
+    from features.outrank import pair_sample_fraction
+
+    cfg = RankConfig()
+    assert (cfg.pair_sample_rows, cfg.pair_min_rows) == (1_000_000, 50_000)
+    assert pair_sample_fraction(200_000, cfg, features=39, groups=136) == math.ceil(200_000 * 39 / 136) / 200_000
+    assert pair_sample_fraction(200_000, cfg, features=39, groups=30) == 1.0          # fewer pairs than features
+    assert pair_sample_fraction(60_000, cfg, features=10, groups=100) == 50_000 / 60_000   # the floor
+    assert pair_sample_fraction(40_000, cfg, features=10, groups=100) == 1.0          # under the floor: exact
+    assert pair_sample_fraction(8_000_000, cfg, features=39, groups=20) == 0.125      # the cap
+    assert pair_sample_fraction(8_000_000, RankConfig(pair_sample_rows=None), features=39, groups=136) == 1.0
+
+
+def test_pairs_counted_on_the_feature_pass_sized_sample_keep_the_planted_pairs(spark, ranked, tmp_path):
+    """The 50k rows with the floor lowered: the pairs (and their members) of the top 6 + the
+    low-cardinality features are counted on rows x 39 / (pairs + members) rows; the single ranking
+    is unchanged, the XOR pair still on top, the redundant copy still found."""
+    from features.outrank import rank
+
+    ds = DatasetConfig(path=ranked["path"], format="tsv", kind="ctr", roles=ColumnRoles(label="label"))
+    summary = rank({"raw": ranked["path"]}, tmp_path, ds, RankConfig(pairs_top_k=6, pair_min_rows=5_000),
+                   spark, exclude=["ts"])
+    pairs = pd.read_csv(tmp_path / "pairs.tsv", sep="\t")
+    members = len(set(pairs["feature_a"]) | set(pairs["feature_b"]))
+    expected = 50_000 * 39 / (len(pairs) + members)
+    assert len(pairs) + members > 39 and abs(summary["pair_rows"] - expected) < 5 * math.sqrt(expected)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ranking.tsv", sep="\t").set_index("feature"), ranked["ranking"])
+    top = pairs.iloc[0]
+    assert {top["feature_a"], top["feature_b"]} == {"C7", "C8"} and top["gain"] > 0.03
+    copy = pairs[[{a, b} == {"C1", "C9"} for a, b in zip(pairs["feature_a"], pairs["feature_b"])]]
+    assert copy["redundancy"].iloc[0] > 0.8
+
+
 def test_sampled_pair_pass_keeps_the_planted_pairs(spark, ranked, tmp_path):
     """Pairs counted on a seeded ~20k-row sample of the 50k rows: same single ranking, the XOR pair
     on top with a gain within sampling error of the exact one, the redundant copy still found."""
