@@ -233,7 +233,7 @@ def test_fused_and_torch_updates_train_the_same_model(monkeypatch):
     exactly the active weights up to its bound."""
     monkeypatch.setattr(lazy_fused.Buffer.__init__, "__defaults__", (8,))
     monkeypatch.setattr(lazy_fused, "STREAM_SHARE", 0.3)  # whole-table passes where the torch path walks row lists
-    tables = [(60, 4), (40, 8), (12, 72)]  # 72: a row wider than the kernel's 64-column block
+    tables = [(60, 4), (40, 8), (12, 72), (10, 20)]  # 72: wider than the kernel's 64-column block; 20: 16 + a tail
     tbes = [cpu_tbe(tables), cpu_tbe(tables)]
     cfg = DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, initial_exchange=0.4, end_fraction=0.8,
                     init="random")
@@ -245,9 +245,9 @@ def test_fused_and_torch_updates_train_the_same_model(monkeypatch):
     gen = torch.Generator().manual_seed(7)
     for step in range(45):
         two = _kjt(gen, torch.randint(0, 4, (8,), generator=gen))
-        wide = torch.randint(0, 12, (8,), generator=gen)
-        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["x", "y", "z"], values=torch.cat([two.values(), wide]),
-                                                  lengths=torch.cat([two.lengths(), torch.ones(8, dtype=torch.long)]))
+        wide = [torch.randint(0, rows, (8,), generator=gen) for rows, _ in tables[2:]]
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["x", "y", "z", "v"], values=torch.cat([two.values(), *wide]),
+                                                  lengths=torch.cat([two.lengths(), torch.ones(16, dtype=torch.long)]))
         stats = [_step(tbe, dsl, kjt, step) for tbe, dsl in zip(tbes, ctrls)]
         assert stats[0] == stats[1], step
         for a, b in zip(tbes[0].split_embedding_weights(), tbes[1].split_embedding_weights()):
