@@ -94,6 +94,19 @@ def sessions_ingested(spark, sessions_small, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def sessions_built(spark, sessions_ingested, tmp_path_factory) -> dict:
+    """`sessions_ingested` through the sessions stage, once for the feature tests and the session-model tests; the
+    validation period (15%) starts before the generator's cold start."""
+    from features.config import SessionsConfig
+    from features.sessions import build_sessions
+
+    cfg = SessionsConfig(validation_share=0.15, test_share=0.1)
+    out = tmp_path_factory.mktemp("sessions_stage")
+    summary = build_sessions({"ingest": sessions_ingested["dir"]}, out, sessions_ingested["dataset"], cfg, spark)
+    return {"out": out, "summary": summary, "config": cfg}
+
+
+@pytest.fixture(scope="session")
 def ml100k() -> Path:
     """The MovieLens 100K copy in ../shared/data (skips nothing: tests that need it fail loudly if absent)."""
     p = SHARED_DATA / "ml-100k"

@@ -17,20 +17,9 @@ def _read(spark, folder):
     return [r.asDict() for r in spark.read.parquet(str(folder)).collect()]
 
 
-GENERATED_CFG = SessionsConfig(validation_share=0.15, test_share=0.1)
-
-
-@pytest.fixture(scope="module")
-def generated_sessions(spark, sessions_ingested, tmp_path_factory) -> dict:
-    """The sessions stage run once on the generated data (the validation period starts before cold start)."""
-    out = tmp_path_factory.mktemp("sessions_stage")
-    summary = build_sessions({"ingest": sessions_ingested["dir"]}, out, sessions_ingested["dataset"], GENERATED_CFG, spark)
-    return {"out": out, "summary": summary}
-
-
-def test_generated_sessions_split_keeps_cold_items_out_of_train(spark, sessions_ingested, generated_sessions):
+def test_generated_sessions_split_keeps_cold_items_out_of_train(spark, sessions_ingested, sessions_built):
     truth = sessions_ingested["truth"]
-    out, s, cfg = generated_sessions["out"], generated_sessions["summary"], GENERATED_CFG
+    out, s, cfg = sessions_built["out"], sessions_built["summary"], sessions_built["config"]
     split = json.loads((out / "split.json").read_text())
     assert split["cuts"]["validation_start"] < truth["cold_start_time"]
     rows = {p: _read(spark, out / p) for p in ("train", "validation", "test")}
@@ -56,8 +45,8 @@ def test_generated_sessions_split_keeps_cold_items_out_of_train(spark, sessions_
     assert s["rows_in"] == truth["rows"] and split["events_missing_metadata"] == 0
 
 
-def test_generated_items_encoded_with_train_vocabulary(spark, sessions_ingested, generated_sessions):
-    out = generated_sessions["out"]
+def test_generated_items_encoded_with_train_vocabulary(spark, sessions_ingested, sessions_built):
+    out = sessions_built["out"]
     voc = json.loads((out / "item_vocab.json").read_text())
     items = {r["item_id"]: r for r in _read(spark, out / "items")}
     raw = {r["item_id"]: r for r in _read(spark, sessions_ingested["dir"] / "items")}

@@ -11,24 +11,14 @@ from pipelines.sessions.evaluate import evaluate_session_model
 from pipelines.sessions.train import build_model, train_session_model
 
 
-@pytest.fixture(scope="module")
-def spark_sessions(spark, sessions_ingested, tmp_path_factory):
-    """The sessions stage on `sessions_small` as ingested once for the session (tests/conftest.py)."""
-    from features.config import SessionsConfig
-    from features.sessions import build_sessions
-
-    root = tmp_path_factory.mktemp("spark_sessions")
-    build_sessions({"ingest": sessions_ingested["dir"]}, root / "sessions", sessions_ingested["dataset"], SessionsConfig(), spark)
-    return root / "sessions"
-
-
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_stage_output_trains_m2trec_that_finds_cold_items(spark_sessions, sessions_small):
+def test_spark_stage_output_trains_m2trec_that_finds_cold_items(sessions_built, sessions_small):
+    """The sessions stage's output on `sessions_small` (built once for the session, tests/conftest.py)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data = load_sessions(spark_sessions)
+        data = load_sessions(sessions_built["out"])
         index = {item: i + 1 for i, item in enumerate(data.item_ids)}
         cold = [index[str(i)] for i in sessions_small["truth"]["cold_items"] if str(i) in index]
         assert len(cold) > 0.9 * len(sessions_small["truth"]["cold_items"])     # cold items are in the catalogue
