@@ -4,6 +4,7 @@ Modules, one idea each:
 - `modes`: the three modes (`exact` | `lazy` | `row`) behind `make_controller`, and `attach`;
 - `controller`: `DSLController` (mode `exact`), the per-step and per-update driver under one global budget;
 - `lazy`: `LazyDSLController`, periodic projection with a final exact phase;
+- `lazy_fused` / `lazy_kernels`: lazy's update on CPU float32 tables through fused numba kernels (same results);
 - `rows`: `RowDSLController`, whole rows, the physical table holding only the budget's rows;
 - `hooks`: which rows a batch looked up, the pooled gradient hook (one-id bag masks, gradient evidence);
 - `remask`: re-masking the rows of multi-id bags, the bookkeeping of one update, collectives;

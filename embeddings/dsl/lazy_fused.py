@@ -25,11 +25,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from embeddings.dsl import lazy_kernels as K
-from embeddings.dsl.lazy_kernels import available
-
 if TYPE_CHECKING:
     from embeddings.dsl.lazy import LazyDSLController
+
+K = None  # embeddings.dsl.lazy_kernels, imported at the first update (importing numba costs ~1.6 s of CPU)
+
+
+def available() -> bool:
+    """True when the kernels can run (numba importable); imports them on the first call."""
+    global K
+    if K is None:
+        from embeddings.dsl import lazy_kernels
+
+        K = lazy_kernels
+    return K.available()
 
 __all__ = ["Buffer", "fusable", "update", "available"]
 
