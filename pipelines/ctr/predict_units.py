@@ -81,16 +81,12 @@ class UnitReader:
 
 
 def score_unit(scorer, reader: UnitReader, unit: Unit, out: Path, batch_size: int) -> int:
-    """Read `unit`, score it in batches of `batch_size` rows with `scorer` (a `serving.Scorer`) and write
-    `out/part-<index>.parquet`; returns the rows written."""
+    """Read `unit`, score it with `scorer` (a `serving.Scorer`: the unit encoded at once, the model run on
+    batches of `batch_size` rows) and write `out/part-<index>.parquet`, one row group a batch; returns the
+    rows written (an empty unit writes no file)."""
     rows = reader.read(unit.start, unit.rows)
-    writer = None
-    for at in range(0, rows.num_rows, batch_size):
-        t = scorer(rows.slice(at, batch_size))
-        writer = writer or pq.ParquetWriter(Path(out) / part_name(unit.index), t.schema)
-        writer.write_table(t)
-    if writer is not None:
-        writer.close()
+    if rows.num_rows:
+        pq.write_table(scorer(rows, batch_size), Path(out) / part_name(unit.index), row_group_size=batch_size)
     return rows.num_rows
 
 

@@ -10,6 +10,12 @@ and `embeddings.pt` (the plan's serving artifact). Serving modes:
 - `exported`: `embeddings.pt` as written, each table in the form its plan method exports;
 - `eager`: the PyTorch model as trained (TorchRec EmbeddingBagCollection), the baseline of benchmarks.
 
+In the precision-reduced modes (`fp16` / `int8` / `int4`) a DLRM's dense part is served by `ServedDLRM`
+(`served_dlrm`: the same function without its big concatenations; float additions in another order,
+about 1e-7 relative); `as-trained`, `fp32`, `exported` and `eager` run the trained module as it is.
+`Scorer` keeps freed heap memory in its process (`heap.keep_freed_memory`), so a batch's tensors reuse the
+previous batch's pages instead of page-faulting in fresh ones.
+
 A model without `PlanEmbeddings` (the `lr` baseline) is served eagerly whatever the mode.
 
 Example::
@@ -39,6 +45,7 @@ from pipelines.ctr.run_files import stage_json
 
 SERVING_MODES = ("as-trained", "fp32", "fp16", "int8", "int4", "exported", "eager")
 SCORE = "score"
+REARRANGED = ("fp16", "int8", "int4")  # modes whose DLRM dense part is served by `ServedDLRM`
 
 
 @dataclass
@@ -106,6 +113,10 @@ class RunModel:
             from embeddings.serving import served_embeddings
 
             model.sparse = served_embeddings(model, serving)
+        if serving in REARRANGED and type(model).__name__ == "DLRM":
+            from pipelines.ctr.served_dlrm import ServedDLRM
+
+            return ServedDLRM(model)
         return model.eval()
 
 
@@ -117,9 +128,12 @@ class Scorer:
 
     def __init__(self, run: str | Path, serving: str = "as-trained", keep: list[str] | None = None,
                  label: str | None = None, threads: int | None = None) -> None:
+        from pipelines.ctr.heap import keep_freed_memory
+
         run = Path(run)
         if threads:
             torch.set_num_threads(threads)
+        keep_freed_memory()
         self.info = RunModel.load(run / "train" / "model")
         self.model, self.backend = self.info.served(serving), self.info.backend(serving)
         self.encoder = RowEncoder.load(run / "vocab")
@@ -130,19 +144,24 @@ class Scorer:
                               rows={f: t.rows for t in self.info.plan.tables for f in t.features}, source="predict input")
         self.keep = list(keep or [])
 
-    def scores(self, rows: pa.Table) -> np.ndarray:
-        """Predicted probabilities (float32) of `rows`, in order."""
+    def scores(self, rows: pa.Table, batch_size: int | None = None) -> np.ndarray:
+        """Predicted probabilities (float32) of `rows`, in order: encoded all at once (each distinct value
+        looked up once, fixed per-column costs paid once), then scored `batch_size` rows at a time (all at once
+        by default), so the model sees the same batches whatever the encoding chunk."""
         enc = self.encoder.encode(rows, self.features)
         if self.spec.label not in enc.column_names:
             enc = enc.append_column(self.spec.label, pa.array(np.zeros(enc.num_rows, dtype=np.int32)))
-        batch = batch_from_arrow(enc, self.spec)
+        out = np.empty(enc.num_rows, dtype=np.float32)
+        step = batch_size or max(enc.num_rows, 1)
         with torch.inference_mode():
-            return torch.sigmoid(self.model(batch.dense, batch.sparse)).numpy()
+            for at in range(0, enc.num_rows, step):
+                batch = batch_from_arrow(enc.slice(at, step), self.spec)
+                out[at:at + batch.dense.shape[0]] = torch.sigmoid(self.model(batch.dense, batch.sparse)).numpy()
+        return out
 
-    def __call__(self, rows: pa.Table) -> pa.Table:
+    def __call__(self, rows: pa.Table, batch_size: int | None = None) -> pa.Table:
         cols = {c: rows.column(c) for c in self.keep if c in rows.column_names}
-        cols[SCORE] = pa.array(self.scores(rows))
+        cols[SCORE] = pa.array(self.scores(rows, batch_size))
         if self.encoder.label in rows.column_names:
             cols[self.encoder.label] = rows.column(self.encoder.label)
         return pa.table(cols)
-

@@ -96,3 +96,35 @@ def test_the_exported_artifact_and_the_eager_model_also_reproduce_the_test_auc(t
     s = _predict(tiny_run, spark, tmp_path / serving, single_process=True, serving=serving)
     assert abs(s["metrics"]["auc"] - _test_auc(tiny_run["run"])) <= 1e-6
     assert s["backend"].startswith("FBGEMM IntNBit TBE, embeddings.pt" if serving == "exported" else "eager PyTorch")
+
+
+@pytest.mark.parametrize("serving", ["as-trained", "int4"])
+def test_a_unit_encoded_at_once_gets_the_scores_of_its_batches_scored_one_by_one(tiny_run, serving):
+    import torch
+
+    from pipelines.ctr.serving import Scorer
+
+    rows = pads.dataset(str(tiny_run["run"] / "ingest" / "data"), format="parquet").head(300)
+    scorer = Scorer(tiny_run["run"], serving, label="label")
+    seen: list[int] = []
+    hook = scorer.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    whole = scorer.scores(rows, batch_size=128)
+    hook.remove()
+    one_by_one = np.concatenate([scorer.scores(rows.slice(at, 128)) for at in range(0, 300, 128)])
+    assert seen == [128, 128, 44] and whole.dtype == np.float32
+    assert np.array_equal(whole, one_by_one)
+    served = type(scorer.model).__name__
+    assert served == ("ServedDLRM" if serving == "int4" else "DLRM")
+    if serving == "int4":  # the re-arranged dense part: the trained module's function, float order aside
+        from pipelines.ctr.serving import RunModel
+
+        plain = RunModel.load(tiny_run["run"] / "train" / "model").eager()
+        plain.sparse = scorer.model.sparse
+        enc = scorer.encoder.encode(rows, scorer.features)
+        from pipelines.ctr.batches import batch_from_arrow
+
+        b = batch_from_arrow(enc.append_column("label", rows.column("label").cast("int32")) if "label" not in enc.column_names
+                             else enc, scorer.spec)
+        with torch.inference_mode():
+            ref = torch.sigmoid(plain(b.dense, b.sparse)).numpy()
+        assert np.abs(scorer.scores(rows) - ref).max() < 1e-6

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipelines.ctr.predict_units import UnitReader, part_name, plan_units, score_unit
+from pipelines.ctr.predict_units import Unit, UnitReader, part_name, plan_units, score_unit
 
 
 def _files(tmp_path) -> list[str]:
@@ -27,18 +27,22 @@ def test_units_cover_every_row_once_in_order_across_row_groups_and_files(tmp_pat
     assert got == [list(range(s, min(s + 6, 23))) for s in range(0, 23, 6)]
 
 
-def test_a_unit_is_scored_in_whole_batches_and_written_as_its_own_part(tmp_path):
+def test_a_unit_is_scored_at_once_with_the_batch_size_and_written_as_its_own_part(tmp_path):
     reader = UnitReader(_files(tmp_path))
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
-    def scorer(rows: pa.Table) -> pa.Table:
-        seen.append(rows.num_rows)
+    def scorer(rows: pa.Table, batch_size: int) -> pa.Table:
+        seen.append((rows.num_rows, batch_size))
         return pa.table({"line": rows.column("line"), "score": pc.multiply(rows.column("line"), 0.5)})
 
     out = tmp_path / "out"
     out.mkdir()
     unit = plan_units(reader.rows, 8)[1]                      # rows 8 .. 15
     assert score_unit(scorer, reader, unit, out, batch_size=3) == 8
-    assert seen == [3, 3, 2] and part_name(1) == "part-00001.parquet"
+    assert seen == [(8, 3)] and part_name(1) == "part-00001.parquet"
+    f = pq.ParquetFile(out / "part-00001.parquet")
+    assert [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)] == [3, 3, 2]
     t = pads.dataset(str(out / "part-00001.parquet")).to_table()
     assert t.column("line").to_pylist() == list(range(8, 16)) and t.column("score").to_pylist()[0] == 4.0
+    assert score_unit(scorer, reader, plan_units(reader.rows, 8)[2], out, batch_size=3) == 7
+    assert score_unit(scorer, reader, Unit(9, 23, 0), out, batch_size=3) == 0 and not (out / part_name(9)).exists()
