@@ -224,13 +224,16 @@ def _changed_rows(ctrl: "LazyDSLController", w_np: dict[str, np.ndarray],
 
 
 def _scan(w: np.ndarray, m: np.ndarray, rows: np.ndarray | None, bound: float, grow_above: float,
-          cache: Buffer | None, growth: Buffer | None) -> None:
+          cache: Buffer | None, growth: Buffer | None, keep_above: float | None = None) -> None:
     """One pass over `rows` (None: the whole table): prune candidates appended to `cache`, growth
-    candidates to `growth` (each when given), inactive weights zeroed; buffers grow as needed."""
+    candidates to `growth` (each when given), inactive weights zeroed but those above `keep_above`
+    (default: the growth candidates when collecting them, else none); buffers grow as needed."""
     whole = rows is None
     rows_ = np.empty(0, np.int64) if whole else rows
     total = w.shape[0] if whole else rows_.shape[0]
     dim = w.shape[1]
+    if keep_above is None:
+        keep_above = grow_above if growth is not None else np.inf
     c = cache if cache is not None else Buffer(0)
     g = growth if growth is not None else Buffer(0)
     start = 0
@@ -240,7 +243,7 @@ def _scan(w: np.ndarray, m: np.ndarray, rows: np.ndarray | None, bound: float, g
         if growth is not None:
             g.reserve(dim)
         start, c.n, g.n = K.scan(w, m, rows_, start, whole, np.float32(bound), np.float32(grow_above),
-                                 cache is not None, growth is not None, True,
+                                 cache is not None, growth is not None, True, np.float32(keep_above),
                                  c.pos, c.val, c.n, g.pos, g.val, g.n)
         if start >= total:
             return
@@ -275,7 +278,7 @@ def _rebuild_cache(ctrl: "LazyDSLController", weights: dict[str, Tensor], w_np: 
         for name in weights:
             cache = ctrl._cache[name]
             cache.n = 0
-            _scan(w_np[name], m_np[name], None, ctrl._bound, 0.0, cache, None)
+            _scan(w_np[name], m_np[name], None, ctrl._bound, 0.0, cache, None, keep_above=ctrl._grow_above)  # growth candidates wait
         ctrl.full_scans += 1
         if sum(ctrl._cache[k].n for k in weights) >= n or ctrl._bound == float("inf"):
             hist = np.zeros(K.BINS, np.int64)

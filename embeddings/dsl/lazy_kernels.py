@@ -27,7 +27,7 @@ Example:
     >>> w = np.array([[0.5, -0.01, 0.2], [0.03, 0.0, -0.9]], np.float32)
     >>> m = np.array([[1, 0, 1], [0, 1, 1]], np.uint8)
     >>> c = (np.empty(6, np.int64), np.empty(6, np.float32)); g = (np.empty(6, np.int64), np.empty(6, np.float32))
-    >>> stop, nc, ng = scan(w, m, np.empty(0, np.int64), 0, True, np.float32(0.3), np.float32(0.02), True, True, True, *c, 0, *g, 0)
+    >>> stop, nc, ng = scan(w, m, np.empty(0, np.int64), 0, True, np.float32(0.3), np.float32(0.02), True, True, True, np.float32(np.inf), *c, 0, *g, 0)
     >>> (stop, c[0][:nc].tolist(), g[0][:ng].tolist(), w[1].tolist())
     (2, [2, 4], [3], [0.0, 0.0, -0.8999999761581421])
 """
@@ -100,10 +100,10 @@ def changed_rows(state, snap, out):
 
 
 @_jit
-def _flags16(wr, mr, s, bound, grow_above):
+def _flags16(wr, mr, s, bound, grow_above, keep_above):
     """Bit masks of 16 weights `wr[s:s+16]` (a constant trip count the compiler turns into vector
-    compares and mask moves): (active and |w| <= bound, inactive and |w| > grow_above, inactive and
-    w != 0)."""
+    compares and mask moves): (active and |w| <= bound, inactive and |w| > grow_above, inactive,
+    w != 0 and |w| <= keep_above)."""
     c = np.uint32(0)
     g = np.uint32(0)
     z = np.uint32(0)
@@ -114,19 +114,20 @@ def _flags16(wr, mr, s, bound, grow_above):
         off = on ^ np.uint32(1)
         c |= (on & np.uint32(a <= bound)) << np.uint32(j)
         g |= (off & np.uint32(a > grow_above)) << np.uint32(j)
-        z |= (off & np.uint32(x != 0)) << np.uint32(j)
+        z |= (off & np.uint32(x != 0) & np.uint32(a <= keep_above)) << np.uint32(j)
     return c, g, z
 
 
 @_jit
-def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
+def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero, keep_above,
          cpos, cval, nc, gpos, gval, ng):
     """One pass over rows `rows[start:]` (or table rows `start:` when `whole`) of `w` (float32
     [rows, dim]) under mask `m` (uint8, 1 = active): append active weights with |w| <= `bound`
     (flat position, |w|) to `cpos`/`cval` from `nc` when `prune`; inactive weights with |w| >
     `grow_above` (position, signed w) to `gpos`/`gval` from `ng` when `grow`; zero the inactive
-    weights (`w * 0`, as the torch path) when `zero`. Stops before a row that could overflow a
-    buffer. Returns (index of the next row to scan, nc, ng): the next index is the row count when done.
+    weights with |w| <= `keep_above` (`w * 0`, as the torch path) when `zero` (the update keeps its
+    growth candidates: `grow` gives the chosen their mask bit and zeroes the rest, so the chosen
+    are not written twice). Stops before a row that could overflow a buffer. Returns (index of the next row to scan, nc, ng): the next index is the row count when done.
 
     Per 64 columns of a row, three 64-bit masks (prune candidate, growth candidate, nonzero
     inactive) built 16 weights at a time (vector compares; 3x faster than flag bytes packed by
@@ -157,7 +158,7 @@ def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
             bz = np.uint64(0)
             full = width - width % 16
             for s in range(0, full, 16):
-                c, g, z = _flags16(wr, mr, s, bound, grow_above)
+                c, g, z = _flags16(wr, mr, s, bound, grow_above, keep_above)
                 sh = np.uint64(s)
                 bc |= np.uint64(c) << sh
                 bg |= np.uint64(g) << sh
@@ -170,7 +171,7 @@ def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
                 sh = np.uint64(j)
                 bc |= (on & np.uint64(a <= bound)) << sh
                 bg |= (off & np.uint64(a > grow_above)) << sh
-                bz |= (off & np.uint64(x != 0)) << sh
+                bz |= (off & np.uint64(x != 0) & np.uint64(a <= keep_above)) << sh
             if prune:
                 while bc:
                     j = trailing_zeros(bc)
@@ -187,7 +188,8 @@ def scan(w, m, rows, start, whole, bound, grow_above, prune, grow, zero,
                     bg &= bg - one
             if zero and bz:
                 for j in range(width):
-                    wr[j] = wr[j] * mr[j]
+                    x = wr[j]
+                    wr[j] = x * (mr[j] | (abs(x) > keep_above))
     return total, nc, ng
 
 
@@ -271,23 +273,23 @@ def prune(pos, val, n, cut, before, same, cut_pos, w, m):
 
 @_jit
 def grow(pos, val, n, cut, before, same, cut_pos, w, m, cpos, cval, nc, bound):
-    """The chosen of the first `n` growth candidates (largest |w| first: see `_chosen`) grow: mask to
-    1 and weight back to the value it trained to (the scan zeroed it); those with |w| <= `bound`
-    join the prune cache at `nc`. Returns (grown, nc)."""
+    """The first `n` growth candidates (the scan left them unzeroed): the chosen (largest |w| first:
+    see `_chosen`) grow, keeping the value they trained to (mask to 1), and those with |w| <= `bound`
+    join the prune cache at `nc`; the others are zeroed (`w * 0`, as the scan zeroes). Returns (grown, nc)."""
     bits = val.view(np.uint32)
     o = 0
     for i in range(n):
         p = pos[i]
         if _chosen(_key(bits[i], True), p, cut, before, same, cut_pos):
-            v = val[i]
             m[p] = 1
-            w[p] = v
             o += 1
-            a = abs(v)
+            a = abs(val[i])
             if a <= bound:
                 cpos[nc] = p
                 cval[nc] = a
                 nc += 1
+        else:
+            w[p] = w[p] * 0.0
     return o, nc
 
 
@@ -304,7 +306,7 @@ def warm() -> None:
     w, m = np.zeros((2, 2), f32), np.zeros((2, 2), u8)
     pos, val, idx = np.zeros(4, i64), np.zeros(4, f32), np.zeros(1, i64)
     changed_rows(np.zeros(2, f32), np.zeros(2, f32), np.zeros(2, i64))
-    scan(w, m, idx, 0, False, f32(0), f32(0), True, True, True, pos, val, 0, pos.copy(), val.copy(), 0)
+    scan(w, m, idx, 0, False, f32(0), f32(0), True, True, True, f32(0), pos, val, 0, pos.copy(), val.copy(), 0)
     hist = np.zeros(BINS, i64)
     drop_rows(pos, val, 0, np.zeros(2, u8), 2, 1, hist)
     histogram(val.view(u32), 0, 0, False, hist)
