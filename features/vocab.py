@@ -2,7 +2,8 @@
 
 Ids: 0 = missing, 1 = unknown or rare (count < `min_count`, or beyond `max_size`), 2.. by train
 count descending, ties broken by value, so re-runs give the same ids. Applying a vocabulary is a
-broadcast join per feature (no Python UDF); values that map to 1 are counted.
+join per feature against one shared broadcast keyed by the hash of (feature, value), matched
+exactly (no Python UDF); values that map to 1 are counted.
 
 Example::
 
@@ -135,15 +136,32 @@ def _encode_long(df, vocab, features: list[str], sizes: Mapping[str, int] | None
 
 
 def _join_ids(df, vocab, features: list[str], sizes: Mapping[str, int] | None):
-    """One plan: a (broadcast) left join per feature, then one select that puts the ids in place."""
+    """One plan: a left join per feature, then one select that puts the ids in place.
+
+    When the features' vocabularies fit one broadcast together (`BROADCAST_MAX_ROWS`), every join
+    probes the SAME broadcast table, keyed by the 64-bit hash of (feature, value): Spark builds and
+    ships it once (one job, not one per feature) and probes it on a long key; a match also needs
+    the exact (feature, value) equality, so a hash collision can never give a value another's id.
+    Otherwise each feature's vocabulary is joined on its own (broadcast when small).
+    """
     from pyspark.sql import functions as F
 
     out = df
-    for i, f in enumerate(features):
-        ids = vocab.where(F.col("feature") == f).select(F.col("value").alias(f"_v{i}"), F.col("id").alias(f"_id{i}"))
-        if sizes is None or sizes.get(f, 0) <= BROADCAST_MAX_ROWS:
-            ids = F.broadcast(ids)
-        out = out.join(ids, df[f].cast("string") == ids[f"_v{i}"], "left")
+    if sizes is None or sum(sizes.get(f, 0) for f in features) <= BROADCAST_MAX_ROWS:
+        shared = F.broadcast(vocab.where(F.col("feature").isin(features)).select(
+            F.xxhash64("feature", "value").alias("_vocab_h"), F.col("feature").alias("_vocab_f"),
+            F.col("value").alias("_vocab_v"), F.col("id").alias("_vocab_id")))
+        for i, f in enumerate(features):
+            v, value = shared.alias(f"_vocab{i}"), df[f].cast("string")
+            same = F.coalesce((F.col(f"_vocab{i}._vocab_v") == value) & (F.col(f"_vocab{i}._vocab_f") == F.lit(f)), F.lit(False))
+            out = (out.join(v, (F.xxhash64(F.lit(f), value) == F.col(f"_vocab{i}._vocab_h")) & same, "left")
+                   .select(*[F.col(f"`{c}`") for c in out.columns], F.col(f"_vocab{i}._vocab_id").alias(f"_id{i}")))
+    else:
+        for i, f in enumerate(features):
+            ids = vocab.where(F.col("feature") == f).select(F.col("value").alias(f"_v{i}"), F.col("id").alias(f"_id{i}"))
+            if sizes.get(f, 0) <= BROADCAST_MAX_ROWS:
+                ids = F.broadcast(ids)
+            out = out.join(ids, df[f].cast("string") == ids[f"_v{i}"], "left")
     pos = {f: i for i, f in enumerate(features)}
     return out.select(*[F.coalesce(F.col(f"_id{pos[c]}"), F.when(df[c].isNull(), F.lit(MISSING_ID))
                                    .otherwise(F.lit(UNKNOWN_ID))).cast("long").alias(c) if c in pos else df[c]

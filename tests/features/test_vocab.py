@@ -104,3 +104,28 @@ def test_rerun_gives_same_ids(spark, tmp_path):
     assert [(r[1], r[2], r[3]) for r in ids[0]] == sorted((v, 2 + order.index(v), expect[v]) for v in order)
     enc = spark.read.parquet(str(tmp_path / "v0" / "encoded" / "test"))
     assert enc.count() == 41 and enc.where("c = 0").count() == sum(1 for i in range(159, 200) if i % 7 == 0)
+
+
+def test_every_feature_probes_one_shared_broadcast_and_ids_equal_the_per_feature_joins(spark):
+    """#14: the single-valued features are encoded against ONE broadcast (keyed by the hash of
+    (feature, value), matched exactly), so the Spark jobs do not grow with the feature count, and
+    the ids equal those of one join per feature (the path taken when the vocabularies are too
+    large to broadcast together) and a dict lookup."""
+    from features.vocab import BROADCAST_MAX_ROWS
+
+    feats = [f"c{k}" for k in range(6)]
+    rows = [(i, *[None if (i + k) % 7 == 0 else f"v{(i * (k + 2)) % 9}" for k in range(6)]) for i in range(60)]
+    df = spark.createDataFrame(rows, "i int, " + ", ".join(f"{f} string" for f in feats))
+    vocab = assign_ids(value_counts(df.where("i < 40"), feats), min_count=2).localCheckpoint()
+    sc = spark.sparkContext
+    jobs = {}
+    for n in (2, 6):
+        sc.setJobGroup(f"shared-{n}", "encode")
+        got = {r["i"]: r for r in apply_vocab(df, vocab, feats[:n]).collect()}
+        jobs[n] = len(sc.statusTracker().getJobIdsForGroup(f"shared-{n}"))
+    assert jobs[2] == jobs[6]
+    apart = {r["i"]: r for r in apply_vocab(df, vocab, feats, {f: BROADCAST_MAX_ROWS for f in feats}).collect()}
+    want = {(r["feature"], r["value"]): r["id"] for r in vocab.collect()}
+    for i, *values in rows:
+        expected = [0 if v is None else want.get((f, v), 1) for f, v in zip(feats, values)]
+        assert [got[i][f] for f in feats] == [apart[i][f] for f in feats] == expected
