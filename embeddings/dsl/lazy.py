@@ -46,7 +46,7 @@ ranks), written shard by shard.
 Two implementations of the update above, with the same results: on CPU float32 tables with numba
 installed, fused kernels (`embeddings.dsl.lazy_fused`, `embeddings.dsl.lazy_kernels`: each job one
 pass, at memory speed); elsewhere (CUDA, other dtypes, no numba, `fused = False`) the torch ops
-below, chunk by chunk (on CPU 5-9 ns per weight of the changed rows, 2.5-3.7x the fused update).
+below, chunk by chunk (on CPU 5-9 ns per weight of the changed rows, 2.0-3.8x the fused update).
 
 Example:
     >>> import torch

@@ -11,7 +11,7 @@ position) as in `pick`; the exchange written in the pass that picks it (pruned c
 zeroed and the cache compacted; chosen growth candidates masked in, the rest zeroed). The prune
 cache lives in growable numpy buffers (entries of changed rows dropped in place). The thresholds
 come from the controller's own samples (`_set_grow_bound`, `_set_bound`), so both paths choose the
-same weights. Measured in `embeddings.dsl.modes` (2.2-3.7x faster than the torch ops).
+same weights. Measured in `embeddings.dsl.modes` (2.0-3.8x faster than the torch ops).
 
 Example (the growable candidate list the kernels append to):
     >>> b = Buffer(2)

@@ -35,18 +35,19 @@ cache and selection), row 1.18.
 Lazy's update through fused numba kernels (#15; `embeddings.dsl.lazy_fused`, CPU float32 tables
 where numba is installed; the figures above are its torch-op update, which CUDA and a venv without
 numba still take). Same command with `--modes lazy,lazy-torch --repeats 5` (both beside the plain
-step in one run), two runs at load 9-16 on 2 cores; ratio to a plain step over an interval with
-the update, and in brackets 1 + update / (ΔT plain steps), which leaves out the per-step noise:
+step in one run), three runs at load 7-18 on 2 cores (the 20-id rows also a fourth, lazy alone);
+ratio to a plain step over an interval with the update, and in brackets 1 + update / (ΔT plain
+steps), which leaves out the per-step noise:
 
 | table, batch | bags | distinct batches | lazy, fused | lazy, torch ops | fused update |
 |---|---|---|---|---|---|
-| 300k x 64, 2048 | 1 id | 100 | 1.51-1.59 (1.53-1.55) | 2.73-3.05 (2.77-3.04) | 31-33 ms |
-| 300k x 64, 2048 | 1 id | 8 | 1.16-1.29 (1.16-1.23) | 1.40-1.47 (1.36-1.48) | 11-12 ms |
-| 300k x 64, 2048 | 20 ids | 8 | 1.12 (1.09) | 1.31 (1.29-1.31) | 45-48 ms |
+| 300k x 64, 2048 | 1 id | 100 | 1.50-1.59 (1.53-1.57) | 2.73-3.05 (2.77-3.04) | 31-37 ms |
+| 300k x 64, 2048 | 1 id | 8 | 1.16-1.29 (1.16-1.23) | 1.40-1.47 (1.36-1.48) | 11-13 ms |
+| 300k x 64, 2048 | 20 ids | 8 | 1.10-1.12 (1.09-1.10) | 1.28-1.31 (1.29-1.31) | 45-48 ms |
 | 1M x 64, 4096 | 1 id | 100 | 1.78-2.01 (1.77-1.95) | 3.97-4.45 (3.88-4.43) | 96-107 ms |
-| 1M x 64, 4096 | 20 ids | 8 | 1.08-1.09 (1.11-1.12) | 1.32-1.33 (1.37-1.39) | 129-134 ms |
+| 1M x 64, 4096 | 20 ids | 8 | 1.08-1.14 (1.11-1.13) | 1.29-1.33 (1.35-1.39) | 126-146 ms |
 
-The fused update is 2.2-3.7x faster than the torch ops, the same model (tested step by step, ties
+The fused update is 2.0-3.8x faster than the torch ops, the same model (tested step by step, ties
 included). What is left is memory traffic the rule needs: every weight of every looked-up row read
 and written once (the projection, the growth evidence and the prune cache in one pass: ~2 ns per
 weight of scattered rows at this load, rows prefetched ahead), and the exchange's scattered writes
