@@ -300,3 +300,28 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: the torch-op update on CUDA tables")
+def test_cuda_tables_take_the_torch_op_update():
+    """No numba kernel touches a CUDA tensor: the update runs in torch ops there, and the budget holds."""
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (ComputeDevice,
+                                                                         SplitTableBatchedEmbeddingBagsCodegen)
+
+    tbe = SplitTableBatchedEmbeddingBagsCodegen([(50, 8, EmbeddingLocation.DEVICE, ComputeDevice.CUDA)],
+                                                optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.1,
+                                                device=torch.device("cuda"))
+    dsl = LazyDSLController(tbe, DSLConfig(enabled=True, mode="lazy", density=0.3, update_every=3, initial_exchange=0.4,
+                                           init="random"), total_steps=30)
+    weights = {"t0": tbe.split_embedding_weights()[0]}
+    assert not lazy_fused.fusable(dsl, weights)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(6):
+        ids = torch.randint(0, 50, (16,), generator=gen).cuda()
+        tbe(ids, torch.arange(0, 17, 2, device="cuda")).pow(2).sum().backward()
+        stats = dsl.after_step(step)
+    assert stats["updated"] and stats["exchanged"] > 0 and stats["active"] == dsl.budget
+    w, m = weights["t0"], dsl.masks["t0"]
+    assert int(torch.count_nonzero(w[~m])) == 0 and int(m.sum()) == dsl.budget
