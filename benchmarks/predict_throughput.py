@@ -17,7 +17,9 @@ ratios. Ray: `ray.init` timed apart, then Ray Data's actor-pool start-up (one ba
 input; per-core ratios against the single process are given end to end (ray.init and the pool's start-up
 included) and after start-up, by the wall clock (Ray rows/s / 2, which needs 2 idle cores) and per
 CPU-second (rows per CPU-second of this process and every Ray process under it), which holds on a shared,
-loaded machine where the wall clock does not. The Ray runs print their CPU-seconds by process kind.
+loaded machine where the wall clock does not. The Ray runs print their CPU-seconds by process kind. The
+first Ray call builds the run's vocabulary index cache (`<run>/cache/vocab_index`, in the driver: counted in the
+eager start-up run unless a previous run left it), which every model actor then memory-maps.
 
 Targets (issue 17): int4 serving >= 1.5x the eager fp32 model's rows/s; Ray with 2 actors within 15%
 of the single process per core.

@@ -124,10 +124,14 @@ def score_single(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: l
 
 def score_ray(run: Path, parsed: Path, out: Path, cfg: PredictConfig, keep: list[str], label: str | None) -> str:
     """Score `parsed` on Ray Data: one `map_batches` stage, a pool of `cfg.workers` model actors each reading,
-    scoring and writing the units it is handed (the same units and batches as `score_single`)."""
+    scoring and writing the units it is handed (the same units and batches as `score_single`). The vocabularies'
+    hash indexes are built once, here, into the run's cache, and memory-mapped by every actor."""
     import ray
     import ray.data
 
+    from pipelines.ctr.row_encoder import ensure_index_cache
+
+    ensure_index_cache(Path(run) / "vocab")
     ray_init(cfg)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -17,6 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +36,7 @@ from pipelines.ctr.vocab_index import VocabIndex
 from pipelines.runtime.errors import EncodedDataError
 
 MISSING_ID, UNKNOWN_ID = 0, 1
+INDEX_CACHE = ("cache", "vocab_index")  # under the run folder: the vocabularies' hash indexes, memory-mapped
 LOG1P = "log1p(max(x,0)), missing -> 0"
 
 
@@ -80,6 +85,22 @@ def bucket_sources(schema: dict[str, Any]) -> dict[str, tuple[str, list[float]]]
             for c, r in (schema.get("dense_transforms") or {}).items() if r.get("bucket_column")}
 
 
+def ensure_index_cache(vocab_dir: Path) -> bool:
+    """The run's vocabulary index cache is there and current, written now when it was not (see
+    `RowEncoder.write_index_cache`); False when it cannot be."""
+    vocab_dir = Path(vocab_dir)
+    schema = stage_json(vocab_dir, "schema.json", also=("vocab",), stage="vocab")
+    return RowEncoder._from_cache(vocab_dir, schema) is not None or RowEncoder.load(vocab_dir).write_index_cache(vocab_dir)
+
+
+def vocab_stamp(vocab_dir: Path) -> dict[str, Any]:
+    """What identifies a vocab stage's output: each `vocab/` file's name, size and mtime, `schema.json`'s digest."""
+    vocab_dir = Path(vocab_dir)
+    files = sorted(p for p in (vocab_dir / "vocab").rglob("*") if p.is_file())
+    return {"files": [[str(p.relative_to(vocab_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+            "schema": hashlib.sha256((vocab_dir / "schema.json").read_bytes()).hexdigest()}
+
+
 @dataclass
 class RowEncoder:
     """Vocabularies (feature → (values, ids)) and the schema of a run's vocab stage."""
@@ -108,11 +129,63 @@ class RowEncoder:
 
     @classmethod
     def load(cls, vocab_dir: Path) -> "RowEncoder":
-        """From a vocab stage folder (`vocab/` Parquet + `schema.json`)."""
+        """From a vocab stage folder (`vocab/` Parquet + `schema.json`), or from the run's index cache
+        (`write_index_cache`) when it holds every vocabulary of this very stage output."""
         vocab_dir = Path(vocab_dir)
         schema = stage_json(vocab_dir, "schema.json", also=("vocab",), stage="vocab")
+        cached = cls._from_cache(vocab_dir, schema)
+        if cached is not None:
+            return cached
         table = pads.dataset(str(vocab_dir / "vocab"), format="parquet").to_table(columns=["feature", "value", "id"])
         return cls.from_tables(table, schema, str(vocab_dir / "schema.json"))
+
+    def write_index_cache(self, vocab_dir: Path) -> bool:
+        """Build every vocabulary's hash index and write them under `<run>/cache/vocab_index/` with a stamp of the
+        vocab stage's files (names, sizes, mtimes, schema.json's digest), so each model process of a later
+        `load` memory-maps them (shared pages, no Parquet read, no hashing) instead of building its own. False
+        when the folder cannot be written or a vocabulary needs the pandas fallback (then processes build).
+
+        Example::
+
+            RowEncoder.load(Path("runs/r/vocab")).write_index_cache(Path("runs/r/vocab"))   # -> True
+            RowEncoder.load(Path("runs/r/vocab")).index("C1")   # memory-mapped from runs/r/cache/vocab_index/C1
+        """
+        vocab_dir = Path(vocab_dir)
+        cache = vocab_dir.parent.joinpath(*INDEX_CACHE)
+        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            names = [*self.single, *self.multi]
+            for i, f in enumerate(names):
+                if not self.index(f).save(tmp / str(i)):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return False
+            (tmp / "stamp.json").write_text(json.dumps({"stamp": vocab_stamp(vocab_dir), "features": names}) + "\n")
+            shutil.rmtree(cache, ignore_errors=True)
+            tmp.rename(cache)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        return True
+
+    @classmethod
+    def _from_cache(cls, vocab_dir: Path, schema: dict[str, Any]) -> "RowEncoder | None":
+        cache = vocab_dir.parent.joinpath(*INDEX_CACHE)
+        try:
+            got = json.loads((cache / "stamp.json").read_text())
+            if got["stamp"] != vocab_stamp(vocab_dir):
+                return None
+            index = {f: VocabIndex.open(cache / str(i)) for i, f in enumerate(got["features"])}
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+        multi = list(schema.get("multi_valued", []))
+        single = [c for c in schema["categorical"] if c not in multi]
+        if sorted(index) != sorted([*single, *multi]):
+            return None
+        return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi,
+                   vocab={f: (ix.known, ix.ids) for f, ix in index.items()},
+                   transforms=dense_transforms(schema, str(vocab_dir / "schema.json")), buckets=bucket_sources(schema),
+                   _index=index)
 
     def source(self, feature: str) -> str:
         """The raw column a model feature is read from (a bucket feature reads its dense column)."""

@@ -11,6 +11,11 @@ the triangle with one `index_select` on the flattened dots. Only the order of fl
 the trained module (about 1e-7 relative), so the precision-reduced serving modes use it
 (`serving.RunModel.served`); `eager` and `as-trained` keep the trained module's exact numbers.
 
+`bf16_dots=True` computes the pairwise dots in bfloat16 (inputs rounded to 8 mantissa bits, products summed
+by oneDNN in fp32, about 4e-3 of the largest dot; well inside an int8 / int4 table's own rounding), which a
+CPU with native bf16 dot products (`native_bf16`: AVX512-BF16 or AMX) runs about twice as fast as fp32's
+small-matrix bmm (26 tables, dim 64: 4.2-5.6 -> 2.2-2.4 us/row, one thread).
+
 Example:
     >>> import torch
     >>> from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
@@ -28,6 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -38,8 +46,9 @@ class ServedDLRM(nn.Module):
     """`model`'s logits (a trained, eval-mode `DLRM` with TorchRec's pairwise-dot interaction), see module doc.
     Shares `model`'s sparse module and dense arch; copies the over arch's weights (a few KB)."""
 
-    def __init__(self, model: DLRM) -> None:
+    def __init__(self, model: DLRM, bf16_dots: bool = False) -> None:
         super().__init__()
+        self.dots_dtype = torch.bfloat16 if bf16_dots else None
         if type(model.inter_arch).__name__ != "InteractionArch":
             raise TypeError(f"ServedDLRM serves TorchRec's InteractionArch, not {type(model.inter_arch).__name__}")
         self.sparse, self.dense_arch = model.sparse, model.dense_arch
@@ -70,10 +79,10 @@ class ServedDLRM(nn.Module):
         if self.dense_in == 0:
             dense = torch.ones(b, 1, device=pooled.device, dtype=pooled.dtype)
         d = self.dense_arch(dense)
-        combined = torch.empty(b, self.F + 1, self.D, dtype=pooled.dtype, device=pooled.device)
+        combined = torch.empty(b, self.F + 1, self.D, dtype=self.dots_dtype or pooled.dtype, device=pooled.device)
         combined[:, 0] = d
         combined[:, 1:] = pooled.view(b, self.F, self.D)
-        dots = torch.bmm(combined, combined.transpose(1, 2)).view(b, -1).index_select(1, self.flat)
+        dots = torch.bmm(combined, combined.transpose(1, 2)).view(b, -1).index_select(1, self.flat).to(pooled.dtype)
         h = self.first(torch.cat((d, dots), dim=1))
         if self.first_pooled is not None:
             h = h + self.first_pooled(pooled)
@@ -87,3 +96,14 @@ def copy_linear(m: nn.Linear) -> nn.Linear:
     out = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     out.load_state_dict(m.state_dict())
     return out.requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 natively (the `avx512_bf16` or `amx_bf16` flag); False where unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags

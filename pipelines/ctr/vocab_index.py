@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -144,3 +146,43 @@ class VocabIndex:
         """Ids of `values` (no nulls), `unknown` for a value not in the vocabulary."""
         pos = self.positions(values)
         return np.where(pos >= 0, self.ids[np.maximum(pos, 0)], unknown).astype(np.int64)
+
+    def save(self, folder: Path) -> bool:
+        """Write the index to `folder` (the values as one Arrow IPC record batch, the ids and the hash table as
+        .npy) for `VocabIndex.open` to memory-map; False (nothing written) for a vocabulary answered by pandas.
+
+        Example:
+            >>> import tempfile
+            >>> d = Path(tempfile.mkdtemp())
+            >>> VocabIndex(pa.array(["a", "bc"]), np.array([2, 3])).save(d)
+            True
+            >>> VocabIndex.open(d).lookup(pa.array(["bc", "x"]), unknown=1).tolist()
+            [3, 1]
+        """
+        if self.pandas is not None:
+            return False
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with pa.OSFile(str(folder / "values.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, pa.schema([("value", pa.string())])) as w:
+            w.write_batch(pa.record_batch([self.known], names=["value"]))
+        np.save(folder / "ids.npy", self.ids)
+        if not self.small:
+            np.save(folder / "table.npy", self.table)
+            np.save(folder / "slot_row.npy", self.slot_row)
+        return True
+
+    @classmethod
+    def open(cls, folder: Path) -> "VocabIndex":
+        """An index written by `save`, its arrays memory-mapped (read-only, shared by every process on the host)."""
+        folder = Path(folder)
+        self = cls.__new__(cls)
+        batch = pa.ipc.open_file(pa.memory_map(str(folder / "values.arrow"))).get_batch(0)
+        self.known, self.pandas = batch.column(0), None
+        self.ids = np.load(folder / "ids.npy", mmap_mode="r")
+        self.small = not (folder / "table.npy").exists()
+        if not self.small:
+            self.table = np.load(folder / "table.npy", mmap_mode="r")
+            self.slot_row = np.load(folder / "slot_row.npy", mmap_mode="r")
+            self.mask = np.uint64(len(self.table) - 1)
+        return self

@@ -89,3 +89,31 @@ def test_a_vocabulary_is_hashed_once_and_gives_index_ins_ids():
     enc.encode(pa.table({"C1": batch[:5]}))
     assert enc.index("C1") is index      # kept between batches, not rebuilt
     assert enc.encode(pa.table({"C1": pa.array([None, None], pa.string())})).column("C1").to_pylist() == [0, 0]
+
+
+def test_the_index_cache_is_written_once_memory_mapped_and_ignored_when_the_vocabulary_changes(tmp_path):
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+
+    from pipelines.ctr.row_encoder import ensure_index_cache
+
+    values = [f"{i:06x}" for i in range(6000)]   # over vocab_index.SMALL: a hash table, and a small one
+    vocab = pa.table({"feature": ["C1"] * 6000 + ["C2"] * 2, "value": values + ["p", "q"],
+                      "id": np.r_[np.arange(2, 6002), [2, 3]]})
+    (tmp_path / "vocab" / "vocab").mkdir(parents=True)
+    pq.write_table(vocab, tmp_path / "vocab" / "vocab" / "part-0.parquet")
+    (tmp_path / "vocab" / "schema.json").write_text(json.dumps({"label": "y", "dense": [], "categorical": ["C1", "C2"]}))
+    rows = pa.table({"C1": [values[5], "nope", None, values[5999]], "C2": ["q", "p", "zz", None]})
+    plain = RowEncoder.load(tmp_path / "vocab").encode(rows)
+    assert ensure_index_cache(tmp_path / "vocab") and (tmp_path / "cache" / "vocab_index" / "stamp.json").exists()
+    cached = RowEncoder.load(tmp_path / "vocab")
+    assert isinstance(cached.index("C1").table, np.memmap) and cached.index("C2").small
+    assert cached.encode(rows).equals(plain) and plain.column("C1").to_pylist() == [7, 1, 0, 6001]
+    assert ensure_index_cache(tmp_path / "vocab")                      # current: kept as it is
+    pq.write_table(vocab.slice(0, 6001), tmp_path / "vocab" / "vocab" / "part-0.parquet")  # the stage re-ran
+    os.utime(tmp_path / "vocab" / "vocab" / "part-0.parquet", ns=(1, 1))
+    changed = RowEncoder.load(tmp_path / "vocab")
+    assert not isinstance(changed.index("C1").ids, np.memmap)         # built from the Parquet, not the stale cache
+    assert changed.encode(rows).column("C2").to_pylist() == [1, 2, 1, 0]   # "q" left the vocabulary
