@@ -36,12 +36,13 @@ def test_bf16_dots_stay_close_to_the_fp32_logits_and_the_cpu_flag_is_read_from_c
     torch.manual_seed(0)
     ebc = EmbeddingBagCollection(tables=[EmbeddingBagConfig(name="t", embedding_dim=8, num_embeddings=50,
                                                             feature_names=[f"f{i}" for i in range(5)])])
-    m = DLRM(ebc, 5, 8, dense_in=3, dense_arch=[8], over_arch=[8], concat_embeddings=True).eval()
     x, kjt = torch.rand(64, 3), _kjt(64, 5, 50)
-    with torch.inference_mode():
-        got, ref = ServedDLRM(m, bf16_dots=True)(x, kjt), m(x, kjt)
-    err = (got - ref).abs().max().item()
-    assert 0 < err < 1e-2 * ref.abs().max().item()   # rounded, and only by bf16's 8 mantissa bits
+    for concat in (True, False):   # the first layer's pooled columns read from the bf16 input, or none
+        m = DLRM(ebc, 5, 8, dense_in=3, dense_arch=[8], over_arch=[8, 4], concat_embeddings=concat).eval()
+        with torch.inference_mode():
+            got, ref = ServedDLRM(m, bf16_dots=True)(x, kjt), m(x, kjt)
+        err = (got - ref).abs().max().item()
+        assert 0 < err < 1e-2 * ref.abs().max().item()   # rounded, and only by bf16's 8 mantissa bits
     (tmp_path / "a").write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
     (tmp_path / "b").write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
     assert native_bf16(str(tmp_path / "a")) and not native_bf16(str(tmp_path / "b"))
