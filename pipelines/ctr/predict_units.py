@@ -67,15 +67,20 @@ class UnitReader:
                 at += n
         self.rows = at
         self.schema = self.files[0].schema_arrow if self.files else pa.schema([])
+        self._last: tuple[tuple[int, int], pa.Table] | None = None  # the last row group read: units in order share one
 
     def read(self, start: int, rows: int) -> pa.Table:
-        """Rows `start` .. `start + rows` as one table."""
+        """Rows `start` .. `start + rows` as one table (a row group the previous call read is not read again)."""
         end = start + rows
         parts = []
         for fi, g, first, n in self.groups:
             if first >= end or first + n <= start:
                 continue
-            t = self.files[fi].read_row_group(g)
+            if self._last is not None and self._last[0] == (fi, g):
+                t = self._last[1]
+            else:
+                t = self.files[fi].read_row_group(g)
+                self._last = ((fi, g), t)
             parts.append(t.slice(max(start - first, 0), min(end, first + n) - max(start, first)))
         return pa.concat_tables(parts) if parts else self.schema.empty_table()
 

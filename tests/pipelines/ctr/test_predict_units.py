@@ -27,6 +27,19 @@ def test_units_cover_every_row_once_in_order_across_row_groups_and_files(tmp_pat
     assert got == [list(range(s, min(s + 6, 23))) for s in range(0, 23, 6)]
 
 
+def test_units_read_in_order_read_each_row_group_once(tmp_path):
+    reader = UnitReader(_files(tmp_path))
+    calls: list[tuple[int, int]] = []
+    for fi, f in enumerate(reader.files):
+        read = f.read_row_group
+        f.read_row_group = lambda g, _read=read, _fi=fi: calls.append((_fi, g)) or _read(g)
+    got = [reader.read(u.start, u.rows).column("line").to_pylist() for u in plan_units(reader.rows, 6)]
+    assert sum(got, []) == list(range(23))
+    # groups a: 0-3, 4-7, 8-9; c: 10-12, 13-15, 16-18, 19-21, 22: units 0-5 and 6-11 share a's group 4-7
+    assert calls == [(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2), (2, 3), (2, 4)]
+    assert reader.read(5, 2).column("line").to_pylist() == [5, 6]   # out of order: read again, same rows
+
+
 def test_a_unit_is_scored_at_once_with_the_batch_size_and_written_as_its_own_part(tmp_path):
     reader = UnitReader(_files(tmp_path))
     seen: list[tuple[int, int]] = []
