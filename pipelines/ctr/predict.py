@@ -77,7 +77,8 @@ def ray_init(cfg: PredictConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    ray.init(num_cpus=max(math.ceil(cfg.workers * cfg.cpus_per_worker), 1), include_dashboard=False,
+    # address="local": never join a cluster `ray start` recorded on this machine unless it is named (see start_ray)
+    ray.init(address="local", num_cpus=max(math.ceil(cfg.workers * cfg.cpus_per_worker), 1), include_dashboard=False,
              log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
 
 

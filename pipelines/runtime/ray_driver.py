@@ -36,7 +36,11 @@ QUIET_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENAB
 
 def start_ray(address: str | None, cpus_needed: float) -> None:
     """Join `address` (or RAY_ADDRESS), or start a local Ray with at least `cpus_needed` logical CPUs; nothing when
-    Ray is up already."""
+    Ray is up already.
+
+    The local Ray is started with `address="local"`: without it `ray.init` joins whatever cluster a `ray start`
+    on this machine last recorded in /tmp/ray/ray_current_cluster (another user's, or a dead one), so two runs
+    could collide on one cluster or wait on a dead one. A cluster is joined only when it is named."""
     import ray
 
     if ray.is_initialized():
@@ -45,7 +49,8 @@ def start_ray(address: str | None, cpus_needed: float) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
+                 log_to_driver=False)
 
 
 def ray_init(cfg: TrainConfig) -> None:
