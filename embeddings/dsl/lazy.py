@@ -72,7 +72,7 @@ import math
 import torch
 from torch import Tensor
 
-from embeddings.dsl import lazy_fused
+import embeddings.dsl.lazy_fused as lazy_fused
 from embeddings.dsl.controller import DSLController
 from embeddings.dsl.masks import _sample_stride, exchange_positions, kth_value, pick
 from embeddings.dsl.remask import Changes, is_distributed

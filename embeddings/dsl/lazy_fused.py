@@ -21,14 +21,14 @@ Example (the growable candidate list the kernels append to):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from embeddings.dsl.lazy import LazyDSLController
+# embeddings.dsl.lazy.LazyDSLController, not imported: that module imports this one (no import circle, even for types)
+LazyDSLController = Any
 
 K = None  # embeddings.dsl.lazy_kernels, imported at the first update (importing numba costs ~1.6 s of CPU)
 
@@ -37,7 +37,7 @@ def available() -> bool:
     """True when the kernels can run (numba importable); imports them on the first call."""
     global K
     if K is None:
-        from embeddings.dsl import lazy_kernels
+        import embeddings.dsl.lazy_kernels as lazy_kernels
 
         K = lazy_kernels
     return K.available()
