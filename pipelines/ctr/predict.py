@@ -69,17 +69,9 @@ def ray_init(cfg: PredictConfig) -> None:
     """Join `cfg.ray_address` / RAY_ADDRESS, or start a small local Ray for the actor pool: CPUs for the actors
     only (no read or write tasks run), no dashboard, a small object store (only unit descriptors and counts
     pass through it); nothing when Ray is up already."""
-    import ray
+    from pipelines.runtime.ray_driver import start_ray
 
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    # address="local": never join a cluster `ray start` recorded on this machine unless it is named (see start_ray)
-    ray.init(address="local", num_cpus=max(math.ceil(cfg.workers * cfg.cpus_per_worker), 1), include_dashboard=False,
-             log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
+    start_ray(cfg.ray_address, max(math.ceil(cfg.workers * cfg.cpus_per_worker), 1), object_store_memory=OBJECT_STORE_BYTES)
 
 
 def actor_cpus(cfg: PredictConfig, cluster_cpus: float) -> float:

@@ -34,9 +34,9 @@ POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 QUIET_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
-def start_ray(address: str | None, cpus_needed: float) -> None:
-    """Join `address` (or RAY_ADDRESS), or start a local Ray with at least `cpus_needed` logical CPUs; nothing when
-    Ray is up already.
+def start_ray(address: str | None, num_cpus: int, **local_options: Any) -> None:
+    """Join `address` (or RAY_ADDRESS), or start a local Ray with `num_cpus` logical CPUs and `local_options`
+    (further `ray.init` arguments, e.g. `object_store_memory`); nothing when Ray is up already.
 
     The local Ray is started with `address="local"`: without it `ray.init` joins whatever cluster a `ray start`
     on this machine last recorded in /tmp/ray/ray_current_cluster (another user's, or a dead one), so two runs
@@ -49,14 +49,14 @@ def start_ray(address: str | None, cpus_needed: float) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **local_options)
 
 
 def ray_init(cfg: TrainConfig) -> None:
     """Ray for a training run: `training.ray.address`, or a local Ray with the workers' CPUs plus one for Ray Data's
-    read tasks (so a small machine cannot deadlock)."""
-    start_ray(cfg.ray.address, cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1)
+    read tasks (so a small machine cannot deadlock), and at least the machine's CPUs."""
+    needed = cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1
+    start_ray(cfg.ray.address, max(os.cpu_count() or 1, math.ceil(needed)))
 
 
 def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
