@@ -85,6 +85,17 @@ def bucket_sources(schema: dict[str, Any]) -> dict[str, tuple[str, list[float]]]
             for c, r in (schema.get("dense_transforms") or {}).items() if r.get("bucket_column")}
 
 
+def id_features(schema: dict[str, Any]) -> list[str]:
+    """The features looked up in a vocabulary: the single-valued categorical ones, then the multi-valued ones.
+
+    Example:
+        >>> id_features({"categorical": ["C1", "tags"], "multi_valued": ["tags"]})
+        ['C1', 'tags']
+    """
+    multi = list(schema.get("multi_valued", []))
+    return [*[c for c in schema["categorical"] if c not in multi], *multi]
+
+
 def ensure_index_cache(vocab_dir: Path) -> bool:
     """The run's vocabulary index cache is there and current, written now when it was not (see
     `RowEncoder.write_index_cache`); False when it cannot be."""
@@ -116,16 +127,22 @@ class RowEncoder:
 
     @classmethod
     def from_tables(cls, vocab: pa.Table, schema: dict[str, Any], source: str = "schema.json") -> "RowEncoder":
-        multi = list(schema.get("multi_valued", []))
-        single = [c for c in schema["categorical"] if c not in multi]
         maps = {}
         feats = vocab.column("feature")
-        for f in [*single, *multi]:
+        for f in id_features(schema):
             part = vocab.filter(pc.equal(feats, f))
             maps[f] = (part.column("value").combine_chunks().cast(pa.string()),
                        part.column("id").to_numpy(zero_copy_only=False).astype(np.int64))
-        return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi, vocab=maps,
-                   transforms=dense_transforms(schema, source), buckets=bucket_sources(schema))
+        return cls._of_schema(schema, source, maps)
+
+    @classmethod
+    def _of_schema(cls, schema: dict[str, Any], source: str, vocab: dict[str, tuple[pa.Array, np.ndarray]],
+                   index: dict[str, VocabIndex] | None = None) -> "RowEncoder":
+        """The encoder of `schema.json` with these vocabularies (and, from the cache, their built indexes)."""
+        multi = list(schema.get("multi_valued", []))
+        single = [c for c in schema["categorical"] if c not in multi]
+        return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi, vocab=vocab,
+                   transforms=dense_transforms(schema, source), buckets=bucket_sources(schema), _index=index or {})
 
     @classmethod
     def load(cls, vocab_dir: Path) -> "RowEncoder":
@@ -178,14 +195,10 @@ class RowEncoder:
             index = {f: VocabIndex.open(cache / str(i)) for i, f in enumerate(got["features"])}
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
-        multi = list(schema.get("multi_valued", []))
-        single = [c for c in schema["categorical"] if c not in multi]
-        if sorted(index) != sorted([*single, *multi]):
+        if sorted(index) != sorted(id_features(schema)):
             return None
-        return cls(label=schema["label"], dense=list(schema["dense"]), single=single, multi=multi,
-                   vocab={f: (ix.known, ix.ids) for f, ix in index.items()},
-                   transforms=dense_transforms(schema, str(vocab_dir / "schema.json")), buckets=bucket_sources(schema),
-                   _index=index)
+        return cls._of_schema(schema, str(vocab_dir / "schema.json"), {f: (ix.known, ix.ids) for f, ix in index.items()},
+                              index)
 
     def source(self, feature: str) -> str:
         """The raw column a model feature is read from (a bucket feature reads its dense column)."""
